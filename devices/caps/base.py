@@ -1,0 +1,147 @@
+"""The interface every enforcement backend implements."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from devices.profile import DeviceProfile
+
+# Names of the per-cell cgroups: the harness pid lets a later run tell which ones are stale.
+CGROUP_PREFIX = "edgebench-"
+_STALE = re.compile(rf"^{CGROUP_PREFIX}(\d+)-")
+
+# Environment variables the launcher reads in the child (see devices/launch.py).
+ENV_JOIN = "EDGEBENCH_CGROUP_PROCS"
+ENV_RLIMIT_AS = "EDGEBENCH_RLIMIT_AS"
+ENV_THREADS = "EDGEBENCH_THREADS"
+ENV_GPU_FRACTION = "EDGEBENCH_GPU_FRACTION"
+
+
+class CapUnavailable(RuntimeError):
+    """This host cannot impose the cap with the requested backend."""
+
+
+@dataclass(frozen=True)
+class CapReading:
+    """What the backend saw of a finished cell: its peak and whether the kernel killed it for memory."""
+
+    peak_bytes: int | None
+    oom_killed: bool
+    source: str
+
+
+class CapBackend(ABC):
+    """One way of imposing a device's memory and CPU caps on a child process."""
+
+    name: ClassVar[str]
+    #: True when going over the cap kills the process (cgroups); False when allocation fails (rlimit).
+    kills_on_oom: ClassVar[bool] = True
+
+    def __init__(self, profile: DeviceProfile, label: str) -> None:
+        self.profile = profile
+        self.label = re.sub(r"[^A-Za-z0-9_.-]", "_", label)
+
+    @classmethod
+    @abstractmethod
+    def unavailable_reason(cls) -> str | None:
+        """None when this host supports the backend, else why not (one line)."""
+
+    @abstractmethod
+    def create(self) -> None:
+        """Make the cap ready for one child."""
+
+    @abstractmethod
+    def child_env(self) -> dict[str, str]:
+        """Variables that tell `devices.launch` what to apply in the child before exec."""
+
+    @abstractmethod
+    def reading(self) -> CapReading:
+        """Peak memory and OOM verdict, read after the child has exited."""
+
+    @abstractmethod
+    def destroy(self) -> None:
+        """Remove whatever create() made, killing leftover processes first. Idempotent."""
+
+    def common_env(self) -> dict[str, str]:
+        threads = min(self.profile.threads, os.cpu_count() or 1)
+        env = {ENV_THREADS: str(threads)}
+        if self.profile.gpu_memory_fraction is not None:
+            env[ENV_GPU_FRACTION] = str(self.profile.gpu_memory_fraction)
+        return env
+
+    def command(self, argv: list[str]) -> list[str]:
+        """Wrap a command so that it starts inside this cap."""
+        return [sys.executable, "-m", "devices.launch", "--", *argv]
+
+    def __enter__(self) -> CapBackend:
+        try:
+            self.create()
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
+
+
+def cell_cgroup_name(label: str) -> str:
+    return f"{CGROUP_PREFIX}{os.getpid()}-{label}"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def kill_and_remove(directory: Path, procs_file: str = "cgroup.procs", timeout_s: float = 5.0) -> None:
+    """SIGKILL every process in a cgroup directory, then rmdir it (retrying while the kernel drains it)."""
+    if not directory.exists():
+        return
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            pids = [int(p) for p in (directory / procs_file).read_text().split()]
+        except (OSError, ValueError):
+            pids = []
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        try:
+            directory.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def sweep_stale(parent: Path) -> list[str]:
+    """Remove per-cell cgroups left by a harness that died (e.g. SIGKILL); returns their names."""
+    removed = []
+    if not parent.is_dir():
+        return removed
+    for child in parent.iterdir():
+        match = _STALE.match(child.name)
+        if child.is_dir() and match and not pid_alive(int(match.group(1))):
+            kill_and_remove(child)
+            removed.append(child.name)
+    return removed

@@ -1,0 +1,109 @@
+"""cgroup v1: memory (+memsw so swap cannot hide an overrun) and the CFS CPU quota."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from devices.caps.base import (
+    ENV_JOIN,
+    CapBackend,
+    CapReading,
+    CapUnavailable,
+    cell_cgroup_name,
+    kill_and_remove,
+    sweep_stale,
+)
+
+MOUNT = Path("/sys/fs/cgroup")
+CFS_PERIOD_US = 100_000
+
+
+def own_path(controller: str, proc_cgroup: str | None = None) -> str | None:
+    """This process's cgroup for a v1 controller, from /proc/self/cgroup (e.g. `4:memory:/a/b`)."""
+    text = proc_cgroup if proc_cgroup is not None else Path("/proc/self/cgroup").read_text()
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3 and controller in parts[1].split(","):
+            return parts[2]
+    return None
+
+
+def controller_dir(controller: str, mount: Path = MOUNT, proc_cgroup: str | None = None) -> Path | None:
+    path = own_path(controller, proc_cgroup)
+    if path is None:
+        return None
+    directory = mount / controller / path.lstrip("/")
+    return directory if directory.is_dir() else None
+
+
+class CgroupV1(CapBackend):
+    name = "cgroup-v1"
+
+    def __init__(self, profile, label, mount: Path = MOUNT, proc_cgroup: str | None = None) -> None:
+        super().__init__(profile, label)
+        self.mount = mount
+        self.proc_cgroup = proc_cgroup
+        self.memory_dir: Path | None = None
+        self.cpu_dir: Path | None = None
+        self.swap_guarded = False
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        base = controller_dir("memory")
+        if base is None:
+            return "no cgroup v1 memory controller is mounted at /sys/fs/cgroup/memory"
+        probe = base / cell_cgroup_name("probe")
+        try:
+            probe.mkdir()
+            (probe / "memory.limit_in_bytes").write_text(str(64 << 20))
+        except OSError as exc:
+            return f"cannot create a child memory cgroup under {base} ({exc.strerror}); run as root"
+        finally:
+            kill_and_remove(probe)
+        return None
+
+    def create(self) -> None:
+        base = controller_dir("memory", self.mount, self.proc_cgroup)
+        if base is None:
+            raise CapUnavailable("cgroup v1 memory controller not found")
+        sweep_stale(base)
+        cap = str(self.profile.memory_bytes)
+        self.memory_dir = base / cell_cgroup_name(self.label)
+        self.memory_dir.mkdir()
+        (self.memory_dir / "memory.limit_in_bytes").write_text(cap)
+        memsw = self.memory_dir / "memory.memsw.limit_in_bytes"
+        if memsw.exists():
+            memsw.write_text(cap)
+            self.swap_guarded = True
+        else:
+            (self.memory_dir / "memory.swappiness").write_text("0")
+        cpu_base = controller_dir("cpu", self.mount, self.proc_cgroup)
+        if cpu_base is not None:
+            sweep_stale(cpu_base)
+            self.cpu_dir = cpu_base / cell_cgroup_name(self.label)
+            self.cpu_dir.mkdir()
+            (self.cpu_dir / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
+            (self.cpu_dir / "cpu.cfs_quota_us").write_text(str(int(self.profile.cpus * CFS_PERIOD_US)))
+
+    def child_env(self) -> dict[str, str]:
+        dirs = [d for d in (self.memory_dir, self.cpu_dir) if d is not None]
+        return {**self.common_env(), ENV_JOIN: ":".join(str(d / "cgroup.procs") for d in dirs)}
+
+    def reading(self) -> CapReading:
+        assert self.memory_dir is not None
+        peak = int((self.memory_dir / "memory.max_usage_in_bytes").read_text())
+        return CapReading(peak, _oom_kills_v1(self.memory_dir) > 0, self.name)
+
+    def destroy(self) -> None:
+        for directory in (self.memory_dir, self.cpu_dir):
+            if directory is not None:
+                kill_and_remove(directory)
+
+
+def _oom_kills_v1(directory: Path) -> int:
+    """`oom_kill N` from memory.oom_control (newer kernels); failcnt is not a reliable OOM signal."""
+    for line in (directory / "memory.oom_control").read_text().splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill":
+            return int(value)
+    return 0

@@ -1,0 +1,87 @@
+"""The DeviceProfile type: the caps a simulated device imposes on one cell."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "ki": 1024,
+    "kib": 1024,
+    "mi": 1024**2,
+    "mib": 1024**2,
+    "gi": 1024**3,
+    "gib": 1024**3,
+    "ti": 1024**4,
+    "tib": 1024**4,
+}
+_SIZE = re.compile(r"^\s*(-?[0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_bytes(value: int | float | str) -> int:
+    """Parse `512MiB`, `4GB`, `1.5g` or a plain number of bytes; decimal and binary units both work."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a size; write e.g. 512MiB or 4GB")
+    if isinstance(value, (int, float)):
+        number, unit = float(value), ""
+    else:
+        match = _SIZE.match(str(value))
+        if not match:
+            raise ValueError(f"{value!r} is not a size; write e.g. 512MiB or 4GB")
+        number, unit = float(match.group(1)), match.group(2).lower()
+    if unit not in _UNITS:
+        raise ValueError(f"unknown unit {unit!r} in {value!r}; use B, KB, MB, GB, KiB, MiB or GiB")
+    return int(number * _UNITS[unit])
+
+
+def format_bytes(n: int | float | None) -> str:
+    """Human-readable binary size, e.g. 512.0 MiB."""
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+class DeviceProfile(BaseModel):
+    """A device as the harness simulates it: a memory cap, CPU cores and an optional GPU share."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    memory_bytes: int = Field(
+        gt=0,
+        validation_alias=AliasChoices("memory", "memory_bytes"),
+        description="memory cap for one cell, bytes; `memory: 512MiB` in YAML",
+    )
+    cpus: float = Field(default=1.0, gt=0, description="CPU cores (fractional allowed)")
+    gpu_memory_fraction: float | None = Field(default=None, gt=0, le=1)
+    description: str = ""
+    source: str = ""
+
+    @field_validator("memory_bytes", mode="before")
+    @classmethod
+    def _parse_memory(cls, value: object) -> int:
+        size = parse_bytes(value)  # type: ignore[arg-type]
+        if size <= 0:
+            raise ValueError(f"memory must be positive, got {value!r}; write e.g. 512MiB")
+        return size
+
+    @property
+    def threads(self) -> int:
+        """Intra-op threads for torch: the profile's cores rounded up, at least one."""
+        return max(1, int(-(-self.cpus // 1)))

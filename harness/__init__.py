@@ -1,0 +1,1 @@
+"""How the matrix runs: spec -> cells -> executor -> records -> store, and the `edgebench` CLI."""

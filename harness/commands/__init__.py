@@ -1,0 +1,1 @@
+"""One module per `edgebench` subcommand, each with HELP, add_arguments(parser) and handle(args) -> int."""

@@ -1,0 +1,103 @@
+"""What every executor shares: the interface and how a finished child becomes a record."""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from harness.cells import Cell
+from harness.records import CellRecord, MemoryFigures, Status, judge, now_iso
+from workloads.memory_model import predict_peak_bytes
+
+ProgressFn = Callable[[Cell, dict[str, Any]], None]
+
+
+@dataclass
+class ChildOutcome:
+    """What an executor observed of one cell's process or container."""
+
+    started_at: str
+    wall_seconds: float
+    returncode: int | None
+    timed_out: bool
+    oom_killed: bool
+    result: dict[str, Any] | None  # the runner's final "result" event, if it got that far
+    memory: MemoryFigures = field(default_factory=MemoryFigures)
+    stderr_tail: str = ""
+
+
+class Executor(ABC):
+    name: ClassVar[str]
+
+    def __init__(self, run_dir: Path, timeout_s: float, enforcement: str = "auto") -> None:
+        self.run_dir = Path(run_dir)
+        self.timeout_s = timeout_s
+        self.enforcement_requested = enforcement
+        self.stop = threading.Event()  # set on Ctrl-C: running cells are killed and cleaned up
+
+    @property
+    @abstractmethod
+    def enforcement(self) -> str:
+        """The backend that actually caps cells (recorded in run.json and every record)."""
+
+    @abstractmethod
+    def execute(self, cell: Cell, progress: ProgressFn) -> ChildOutcome:
+        """Run the cell's child under its caps and report what happened."""
+
+    def run(self, cell: Cell, progress: ProgressFn) -> CellRecord:
+        return self.to_record(cell, self.execute(cell, progress))
+
+    def close(self) -> None:
+        """Release what the executor holds (engine clients, clusters)."""
+
+    def to_record(self, cell: Cell, out: ChildOutcome) -> CellRecord:
+        result = out.result or {}
+        status: Status
+        error = result.get("error")
+        if out.timed_out:
+            status, error = "timeout", f"cell exceeded its {self.timeout_s:g} s timeout"
+        elif out.oom_killed:
+            status, error = "oom", f"killed by the kernel at the {cell.device.memory_bytes} byte cap"
+        elif result.get("status") in ("ok", "oom"):
+            status = result["status"]
+        else:
+            status = "error"
+            error = error or out.stderr_tail or f"cell exited with code {out.returncode} and no result"
+        metrics = result.get("metrics") or {}
+        memory = out.memory
+        if memory.cuda_peak_bytes is None and metrics.get("cuda_peak_bytes") is not None:
+            memory = memory.model_copy(update={"cuda_peak_bytes": metrics["cuda_peak_bytes"]})
+        peak, source = primary_peak(memory)
+        steps = int(result.get("steps") or 0)
+        return CellRecord(
+            cell_id=cell.id,
+            device=cell.device,
+            params=cell.params,
+            status=status,
+            error=error,
+            peak_memory_bytes=peak,
+            peak_memory_source=source,
+            memory=memory,
+            predicted_peak_bytes=predict_peak_bytes(cell.params),
+            wall_seconds=round(out.wall_seconds, 3),
+            steps=steps,
+            metrics=metrics,
+            enforcement=self.enforcement,
+            executor=self.name,
+            validity=judge(cell.params, status, steps, metrics, enforced=self.enforcement != "none"),
+            started_at=out.started_at,
+            finished_at=now_iso(),
+        )
+
+
+def primary_peak(memory: MemoryFigures) -> tuple[int | None, str | None]:
+    """Compare methods on the process's own peak; the cgroup's figure includes page cache."""
+    for source in ("cuda", "rss", "cgroup"):
+        value = getattr(memory, f"{source}_peak_bytes")
+        if value is not None:
+            return value, source
+    return None, None

@@ -1,0 +1,125 @@
+"""Each cell in its own Python subprocess, inside a per-cell cap from devices.caps."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from devices.caps.base import CapUnavailable
+from devices.caps.select import choose_backend
+from harness.cells import Cell
+from harness.errors import UserError
+from harness.executors.base import ChildOutcome, Executor, ProgressFn
+from harness.records import MemoryFigures, now_iso
+
+POLL_S = 0.05
+
+
+def runner_argv(cell: Cell) -> list[str]:
+    return [sys.executable, "-m", "workloads.runner", cell.params.model_dump_json()]
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def __init__(self, run_dir: Path, timeout_s: float, enforcement: str = "auto") -> None:
+        super().__init__(run_dir, timeout_s, enforcement)
+        try:
+            self.backend = choose_backend(enforcement)
+        except CapUnavailable as exc:
+            raise UserError(str(exc)) from None
+
+    @property
+    def enforcement(self) -> str:
+        return self.backend.name
+
+    def execute(self, cell: Cell, progress: ProgressFn) -> ChildOutcome:
+        logs = self.run_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with self.backend(cell.device, cell.id) as cap, open(logs / f"{cell.id}.log", "w+b") as log:
+            started_at, t0 = now_iso(), time.perf_counter()
+            proc = subprocess.Popen(
+                cap.command(runner_argv(cell)),
+                env={**os.environ, **cap.child_env()},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                start_new_session=True,  # Ctrl-C reaches the harness only; it kills cells itself
+            )
+            events: deque[dict] = deque()
+            reader = threading.Thread(target=_read_events, args=(proc, cell, progress, events), daemon=True)
+            reader.start()
+            returncode = rusage = None
+            try:
+                returncode, rusage = _wait(proc.pid, t0 + self.timeout_s, self.stop)
+            finally:
+                timed_out = returncode is None and not self.stop.is_set()
+                if returncode is None:  # timeout, Ctrl-C or an error in the harness: kill, then reap
+                    returncode, rusage = _kill(proc.pid)
+                proc.returncode = returncode
+            if self.stop.is_set():
+                raise KeyboardInterrupt  # an interrupted cell is not a result; resume redoes it
+            wall = time.perf_counter() - t0
+            reader.join(timeout=5)
+            reading = cap.reading()
+            results = [e for e in events if e.get("event") == "result"]
+            log.seek(0)
+            tail = _last_line(log.read())
+        return ChildOutcome(
+            started_at=started_at,
+            wall_seconds=wall,
+            returncode=returncode,
+            timed_out=timed_out,
+            oom_killed=reading.oom_killed and not results,
+            result=results[-1] if results else None,
+            memory=MemoryFigures(
+                rss_peak_bytes=rusage.ru_maxrss * 1024 if rusage else None, cgroup_peak_bytes=reading.peak_bytes
+            ),
+            stderr_tail=tail,
+        )
+
+
+def _read_events(proc: subprocess.Popen, cell: Cell, progress: ProgressFn, events: deque) -> None:
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        try:
+            event = json.loads(raw)
+        except json.JSONDecodeError:
+            continue
+        events.append(event)
+        if event.get("event") == "progress":
+            progress(cell, event)
+
+
+def _wait(pid: int, deadline: float, stop: threading.Event):
+    """wait4 so that we get the child's own rusage (its peak RSS), polling for timeout and stop."""
+    while True:
+        done, status, rusage = os.wait4(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status), rusage
+        if time.perf_counter() > deadline or stop.is_set():
+            return None, None
+        time.sleep(POLL_S)
+
+
+def _kill(pid: int):
+    try:
+        os.killpg(pid, 9)
+    except ProcessLookupError:
+        pass
+    try:
+        _, status, rusage = os.wait4(pid, 0)
+    except ChildProcessError:
+        return -9, None
+    return os.waitstatus_to_exitcode(status), rusage
+
+
+def _last_line(data: bytes) -> str:
+    lines = [ln.strip() for ln in data.decode(errors="replace").splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else ""

@@ -1,0 +1,82 @@
+"""The result record: one JSON object per cell in results.jsonl (schema: harness/schemas/result.schema.json)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from devices.profile import DeviceProfile
+from workloads.params import WorkloadParams
+
+SCHEMA_VERSION = 1
+Status = Literal["ok", "oom", "timeout", "error"]
+MemorySource = Literal["rss", "cgroup", "cuda"]
+
+
+class MemoryFigures(BaseModel):
+    """Every peak we could read, each from its own source (they differ; see DESIGN.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rss_peak_bytes: int | None = Field(None, description="the cell process's own peak RSS (ru_maxrss via wait4)")
+    cgroup_peak_bytes: int | None = Field(None, description="cgroup/container peak, includes page cache")
+    cuda_peak_bytes: int | None = Field(None, description="torch.cuda.max_memory_allocated, misses the context")
+
+
+class Validity(BaseModel):
+    """MLPerf-style verdict: the record counts only if every rule held."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    valid: bool
+    checks: dict[str, bool]
+
+
+class CellRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    cell_id: str
+    device: DeviceProfile
+    params: WorkloadParams
+    status: Status
+    error: str | None = None
+    peak_memory_bytes: int | None = Field(None, description="the figure to compare methods on")
+    peak_memory_source: MemorySource | None = None
+    memory: MemoryFigures = Field(default_factory=MemoryFigures)
+    predicted_peak_bytes: int | None = Field(None, description="the analytic memory model's estimate")
+    wall_seconds: float
+    steps: int = 0
+    metrics: dict[str, Any] = Field(default_factory=dict, description="the workload's own figures")
+    enforcement: str
+    executor: str
+    validity: Validity
+    started_at: str
+    finished_at: str
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def judge(
+    params: WorkloadParams,
+    status: Status,
+    steps: int,
+    metrics: dict[str, Any],
+    enforced: bool,
+) -> Validity:
+    """A record is valid only when its cap was really enforced and the run is reproducible and complete."""
+    budget_met = status != "ok" or (
+        (params.max_steps is not None and steps >= params.max_steps)
+        or (params.max_seconds is not None and metrics.get("train_seconds", 0) >= params.max_seconds * 0.95)
+    )
+    checks = {
+        "cap_enforced": enforced,
+        "budget_reached": budget_met,
+        "seed_recorded": params.seed is not None,
+        "versions_recorded": status != "ok" or bool(metrics.get("versions")),
+    }
+    return Validity(valid=all(checks.values()), checks=checks)

@@ -1,0 +1,55 @@
+"""run.json: what a run was, on what, with which versions; written once at the start of a run."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+from typing import Any
+
+import psutil
+
+from harness.executors.base import Executor
+from harness.records import SCHEMA_VERSION, now_iso
+from harness.spec import LoadedSpec
+
+PACKAGES = ("edgebench", "torch", "transformers", "datasets", "peft", "pydantic", "docker", "ray")
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions, read from metadata so the lean parent never imports torch."""
+    versions: dict[str, str | None] = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def host_facts() -> dict[str, Any]:
+    return {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "memory_bytes": psutil.virtual_memory().total,
+        "in_ci": os.environ.get("CI") == "true",
+    }
+
+
+def describe_run(loaded: LoadedSpec, executor: Executor) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "started_at": now_iso(),
+        "spec_path": loaded.path,
+        "spec_hash": loaded.hash,
+        "spec": loaded.spec.model_dump(),
+        "devices": [d.model_dump() for d in loaded.devices],
+        "cells": [c.id for c in loaded.cells],
+        "executor": executor.name,
+        "enforcement": executor.enforcement,
+        "host": host_facts(),
+        "versions": library_versions(),
+    }

@@ -1,0 +1,98 @@
+"""Runs the pending cells of a matrix, up to N at once while their memory caps fit in the host."""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+import psutil
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from devices.profile import format_bytes
+from harness.cells import Cell
+from harness.executors.base import Executor
+from harness.records import CellRecord
+from harness.store import RunStore
+
+STATUS_STYLE = {"ok": "green", "oom": "magenta", "timeout": "yellow", "error": "red"}
+
+
+def host_budget_bytes() -> int:
+    """What parallel cells may claim together: the host's available memory, less a margin for the harness."""
+    return int(psutil.virtual_memory().available * 0.9)
+
+
+def describe(record: CellRecord) -> str:
+    peak, predicted = record.peak_memory_bytes, record.predicted_peak_bytes
+    versus = ""
+    if peak and predicted:
+        versus = f" predicted {format_bytes(predicted)} ({predicted / peak:.2f}x)"
+    elif predicted:
+        versus = f" predicted {format_bytes(predicted)}"
+    style = STATUS_STYLE[record.status]
+    line = (
+        f"[{style}]{record.status:<7}[/] {record.cell_id} {record.device.name} {record.params.model} "
+        f"{record.params.method} b{record.params.batch}: peak {format_bytes(peak)} ({record.peak_memory_source})"
+        f"{versus}, {record.steps} steps, {record.wall_seconds:.1f} s"
+    )
+    if record.error and record.status != "ok":
+        line += f" - {record.error}"
+    return line
+
+
+class Scheduler:
+    def __init__(self, executor: Executor, store: RunStore, jobs: int = 1, console: Console | None = None) -> None:
+        self.executor = executor
+        self.store = store
+        self.jobs = max(1, jobs)
+        self.console = console or Console(stderr=True)
+
+    def run(self, cells: list[Cell]) -> list[CellRecord]:
+        records: list[CellRecord] = []
+        pending = deque(cells)
+        running: dict[Future, Cell] = {}
+        budget = host_budget_bytes()
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=self.console, transient=False) as progress, ThreadPoolExecutor(
+            self.jobs
+        ) as pool:
+            overall = progress.add_task("cells", total=len(cells))
+            lines: dict[str, TaskID] = {}
+
+            def on_progress(cell: Cell, event: dict) -> None:
+                task = lines.get(cell.id)
+                if task is not None:
+                    progress.update(task, description=_live_line(cell, event))
+
+            try:
+                while pending or running:
+                    while pending and len(running) < self.jobs and _fits(pending[0], running.values(), budget):
+                        cell = pending.popleft()
+                        lines[cell.id] = progress.add_task(_live_line(cell, {}), total=None)
+                        running[pool.submit(self.executor.run, cell, on_progress)] = cell
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        cell = running.pop(future)
+                        progress.remove_task(lines.pop(cell.id))
+                        record = future.result()
+                        self.store.append(record)
+                        records.append(record)
+                        progress.console.print(describe(record))
+                        progress.advance(overall)
+            except BaseException:
+                self.executor.stop.set()
+                wait(running)
+                raise
+        return records
+
+
+def _fits(cell: Cell, running, budget: int) -> bool:
+    claimed = sum(c.device.memory_bytes for c in running)
+    return not claimed or claimed + cell.device.memory_bytes <= budget
+
+
+def _live_line(cell: Cell, event: dict) -> str:
+    step = event.get("step", 0)
+    rss = format_bytes(event.get("rss_bytes")) if event.get("rss_bytes") else "-"
+    return f"  {cell.device.name} {cell.params.model} {cell.params.method} step {step} mem {rss}"

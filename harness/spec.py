@@ -1,0 +1,149 @@
+"""The spec file: which devices, which workload matrix. Validated up front, errors name file and field."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from devices.catalogue import USER_FILE, CatalogueError, load_catalogue, parse_profile, resolve_device
+from devices.profile import DeviceProfile
+from harness.cells import Cell, canonical_json
+from harness.errors import UserError
+from workloads.params import AXES, WorkloadParams
+
+DEFAULT_SPEC = "default.yaml"
+
+
+class Thresholds(BaseModel):
+    """Regression limits for `edgebench compare` (fractions; accuracy in points)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_memory_regression: float = Field(0.05, ge=0)
+    max_time_regression: float = Field(0.20, ge=0)
+    max_accuracy_drop: float = Field(1.0, ge=0)
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "edgebench"
+    description: str = ""
+    devices: list[str | dict[str, Any]] = Field(min_length=1)
+    device_files: list[str] = Field(default_factory=list)
+    matrix: dict[str, Any] = Field(min_length=1)
+    timeout_s: float = Field(1800, gt=0, description="per-cell wall-clock limit, seconds")
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+
+    @field_validator("matrix")
+    @classmethod
+    def _known_axes(cls, matrix: dict[str, Any]) -> dict[str, Any]:
+        for axis, values in matrix.items():
+            if axis not in AXES:
+                raise ValueError(f"unknown axis {axis!r}; axes are: {', '.join(AXES)}")
+            if isinstance(values, list) and not values:
+                raise ValueError(f"axis {axis!r} has no values; give at least one")
+        if "model" not in matrix:
+            raise ValueError("the matrix needs a `model` axis")
+        return matrix
+
+
+class LoadedSpec:
+    """A validated spec with its devices resolved and its cells expanded."""
+
+    def __init__(self, spec: Spec, path: str, devices: list[DeviceProfile], cells: list[Cell], hash: str) -> None:
+        self.spec = spec
+        self.path = path
+        self.devices = devices
+        self.cells = cells
+        self.hash = hash  # of the whole spec: device slices (--device) of one spec share a run directory
+
+
+def default_spec_path() -> Path:
+    return Path(str(resources.files("harness").joinpath("specs", DEFAULT_SPEC)))
+
+
+def _field_error(exc: ValidationError, origin: str) -> UserError:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "spec"
+    message = err["msg"].removeprefix("Value error, ")
+    return UserError(f"{origin}: {field}: {message}")
+
+
+def load_spec(path: str | Path | None, only_devices: list[str] | None = None) -> LoadedSpec:
+    spec_path = Path(path) if path else default_spec_path()
+    try:
+        text = spec_path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"spec file {spec_path} not found; pass the path of a YAML spec") from None
+    except OSError as exc:
+        raise UserError(f"cannot read spec {spec_path} ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise UserError(f"{spec_path}{where}: invalid YAML ({problem}); fix the syntax there") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{spec_path}: expected a mapping with `devices:` and `matrix:`")
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        raise _field_error(exc, str(spec_path)) from None
+    devices = _resolve_devices(spec, spec_path)
+    content = {"spec": spec.model_dump(), "devices": [d.model_dump() for d in devices]}
+    spec_hash = hashlib.sha256(canonical_json(content).encode()).hexdigest()[:16]
+    if only_devices:
+        unknown = set(only_devices) - {d.name for d in devices}
+        if unknown:
+            raise UserError(f"--device {sorted(unknown)[0]!r} is not in {spec_path}'s devices")
+        devices = [d for d in devices if d.name in only_devices]
+    cells = [Cell(device, params) for device in devices for params in expand_matrix(spec.matrix, spec_path)]
+    return LoadedSpec(spec, str(spec_path), devices, cells, spec_hash)
+
+
+def _resolve_devices(spec: Spec, spec_path: Path) -> list[DeviceProfile]:
+    files = [spec_path.parent / f for f in spec.device_files]
+    beside = spec_path.parent / USER_FILE
+    if beside.exists() and beside not in files:
+        files.insert(0, beside)
+    try:
+        catalogue = load_catalogue(files)
+        devices = [
+            parse_profile(entry, f"{spec_path}: devices[{i}]")
+            if isinstance(entry, dict)
+            else resolve_device(entry, catalogue)
+            for i, entry in enumerate(spec.devices)
+        ]
+    except CatalogueError as exc:
+        raise UserError(f"{spec_path}: {exc}" if str(spec_path) not in str(exc) else str(exc)) from None
+    names = [d.name for d in devices]
+    if len(set(names)) != len(names):
+        raise UserError(f"{spec_path}: devices: a device is listed twice; list each once")
+    return devices
+
+
+def expand_matrix(matrix: dict[str, Any], origin: Path | str) -> list[WorkloadParams]:
+    """Cartesian product of the axes (a scalar is a one-value axis), in spec order."""
+    axes = list(matrix)
+    values = [v if isinstance(v, list) else [v] for v in matrix.values()]
+    combos = []
+    for combo in itertools.product(*values):
+        try:
+            combos.append(WorkloadParams.model_validate(dict(zip(axes, combo))))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"])
+            field = f"matrix.{field}" if field else "matrix"
+            value = dict(zip(axes, combo)).get(err["loc"][0]) if err["loc"] else None
+            shown = f" (value {value!r})" if value is not None else ""
+            message = err["msg"].removeprefix("Value error, ")
+            raise UserError(f"{origin}: {field}{shown}: {message}") from None
+    return combos

@@ -1,0 +1,55 @@
+"""The description of one cell's workload: every axis a spec's matrix may vary.
+
+Torch-free: the harness validates specs and expands cells with this in its lean parent process.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Method = Literal["mezo", "bp-checkpointed", "bp", "inference"]
+Optimizer = Literal["sgd", "sgd-momentum", "adamw"]
+
+#: Learning rates used when the spec gives none: MeZO needs far smaller steps than AdamW.
+DEFAULT_LR = {"mezo": 1e-6, "bp-checkpointed": 1e-4, "bp": 1e-4, "inference": 0.0}
+
+
+class WorkloadParams(BaseModel):
+    """One cell's workload. Every field may be a matrix axis in a spec."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(min_length=1, description="ladder name (e.g. opt-8m), hub id, or local directory")
+    task: str = Field(default="synthetic", min_length=1, description="synthetic, rotten_tomatoes, glue/sst2, or a file")
+    method: Method = "mezo"
+    optimizer: Optimizer = Field(default="adamw", description="backprop optimizer (ignored by MeZO)")
+    lr: float | None = Field(default=None, gt=0, description="learning rate; per-method default when omitted")
+    weight_decay: float = Field(default=0.0, ge=0)
+    eps: float = Field(default=1e-3, gt=0, description="MeZO perturbation scale")
+    n_queries: int = Field(default=1, ge=1, description="n-SPSA: estimates averaged per MeZO step")
+    zo_variant: Literal["spsa", "sign"] = Field(default="spsa", description="sign: zo-sgd-sign update")
+    tuning: Literal["full", "lora", "head"] = "full"
+    dtype: Literal["fp32", "bf16"] = "fp32"
+    batch: int = Field(default=8, ge=1)
+    seq_len: int = Field(default=64, ge=1)
+    max_steps: int | None = Field(default=10, ge=1, description="step budget")
+    max_seconds: float | None = Field(default=None, gt=0, description="wall-clock budget for training")
+    eval_every: int | None = Field(default=None, ge=1, description="evaluate every k steps (plus step 0 and the end)")
+    eval_seconds: float | None = Field(default=None, gt=0, description="evaluate every k seconds of training time")
+    eval_examples: int = Field(default=512, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _budget(self) -> WorkloadParams:
+        if self.max_steps is None and self.max_seconds is None:
+            raise ValueError("give a budget: max_steps, max_seconds or both")
+        return self
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.method]
+
+
+AXES = tuple(WorkloadParams.model_fields)
