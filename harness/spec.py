@@ -15,6 +15,7 @@ from devices.catalogue import USER_FILE, CatalogueError, load_catalogue, parse_p
 from devices.profile import DeviceProfile
 from harness.cells import Cell, canonical_json
 from harness.errors import UserError
+from workloads.checks import check_params
 from workloads.params import AXES, WorkloadParams
 
 DEFAULT_SPEC = "default.yaml"
@@ -146,4 +147,9 @@ def expand_matrix(matrix: dict[str, Any], origin: Path | str) -> list[WorkloadPa
             shown = f" (value {value!r})" if value is not None else ""
             message = err["msg"].removeprefix("Value error, ")
             raise UserError(f"{origin}: {field}{shown}: {message}") from None
+    for params in {p.model_dump_json(): p for p in combos}.values():
+        try:
+            check_params(params)
+        except ValueError as exc:
+            raise UserError(f"{origin}: {exc}") from None
     return combos
