@@ -80,3 +80,17 @@ def judge(
         "versions_recorded": status != "ok" or bool(metrics.get("versions")),
     }
     return Validity(valid=all(checks.values()), checks=checks)
+
+
+def record_json_schema() -> dict[str, Any]:
+    """The JSON Schema of one results.jsonl line, as committed in harness/schemas/result.schema.json."""
+    schema = CellRecord.model_json_schema(mode="serialization")
+    schema["title"] = "edgebench result record"
+    schema["description"] = "One line of results.jsonl: the outcome of one cell (device x workload)."
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+if __name__ == "__main__":  # regenerate: python -m harness.records > harness/schemas/result.schema.json
+    import json
+
+    print(json.dumps(record_json_schema(), indent=2))

@@ -38,21 +38,27 @@ class Spec(BaseModel):
     description: str = ""
     devices: list[str | dict[str, Any]] = Field(min_length=1)
     device_files: list[str] = Field(default_factory=list)
-    matrix: dict[str, Any] = Field(min_length=1)
+    matrix: dict[str, Any] | list[dict[str, Any]] = Field(
+        description="axes -> values; a list of such blocks is their union (each may name its own `devices`)"
+    )
     timeout_s: float = Field(1800, gt=0, description="per-cell wall-clock limit, seconds")
     thresholds: Thresholds = Field(default_factory=Thresholds)
 
     @field_validator("matrix")
     @classmethod
-    def _known_axes(cls, matrix: dict[str, Any]) -> dict[str, Any]:
-        for axis, values in matrix.items():
-            if axis not in AXES:
-                raise ValueError(f"unknown axis {axis!r}; axes are: {', '.join(AXES)}")
-            if isinstance(values, list) and not values:
-                raise ValueError(f"axis {axis!r} has no values; give at least one")
-        if "model" not in matrix:
-            raise ValueError("the matrix needs a `model` axis")
-        return matrix
+    def _known_axes(cls, matrix: dict[str, Any] | list[dict[str, Any]]) -> list[dict[str, Any]]:
+        blocks = matrix if isinstance(matrix, list) else [matrix]
+        if not blocks:
+            raise ValueError("give at least one matrix block")
+        for block in blocks:
+            for axis, values in block.items():
+                if axis not in AXES and axis != "devices":
+                    raise ValueError(f"unknown axis {axis!r}; axes are: {', '.join(AXES)}")
+                if isinstance(values, list) and not values:
+                    raise ValueError(f"axis {axis!r} has no values; give at least one")
+            if "model" not in block:
+                raise ValueError("every matrix block needs a `model` axis")
+        return blocks
 
 
 class LoadedSpec:
@@ -98,7 +104,7 @@ def load_spec(path: str | Path | None, only_devices: list[str] | None = None) ->
         spec = Spec.model_validate(data)
     except ValidationError as exc:
         raise _field_error(exc, str(spec_path)) from None
-    devices = _resolve_devices(spec, spec_path)
+    devices = spec_devices = _resolve_devices(spec, spec_path)
     content = {"spec": spec.model_dump(), "devices": [d.model_dump() for d in devices]}
     spec_hash = hashlib.sha256(canonical_json(content).encode()).hexdigest()[:16]
     if only_devices:
@@ -106,7 +112,16 @@ def load_spec(path: str | Path | None, only_devices: list[str] | None = None) ->
         if unknown:
             raise UserError(f"--device {sorted(unknown)[0]!r} is not in {spec_path}'s devices")
         devices = [d for d in devices if d.name in only_devices]
-    cells = [Cell(device, params) for device in devices for params in expand_matrix(spec.matrix, spec_path)]
+    cells = []
+    for block in spec.matrix:
+        names = block.get("devices")
+        names = names if isinstance(names, list) else [names] if names else [d.name for d in devices]
+        unknown = set(names) - {d.name for d in spec_devices}
+        if unknown:
+            raise UserError(f"{spec_path}: matrix.devices: {sorted(unknown)[0]!r} is not one of the spec's devices")
+        axes = {k: v for k, v in block.items() if k != "devices"}
+        block_cells = expand_matrix(axes, spec_path)
+        cells += [Cell(d, p) for d in devices if d.name in names for p in block_cells]
     return LoadedSpec(spec, str(spec_path), devices, cells, spec_hash)
 
 
@@ -138,12 +153,12 @@ def expand_matrix(matrix: dict[str, Any], origin: Path | str) -> list[WorkloadPa
     combos = []
     for combo in itertools.product(*values):
         try:
-            combos.append(WorkloadParams.model_validate(dict(zip(axes, combo))))
+            combos.append(WorkloadParams.model_validate(dict(zip(axes, combo, strict=True))))
         except ValidationError as exc:
             err = exc.errors()[0]
             field = ".".join(str(p) for p in err["loc"])
             field = f"matrix.{field}" if field else "matrix"
-            value = dict(zip(axes, combo)).get(err["loc"][0]) if err["loc"] else None
+            value = dict(zip(axes, combo, strict=True)).get(err["loc"][0]) if err["loc"] else None
             shown = f" (value {value!r})" if value is not None else ""
             message = err["msg"].removeprefix("Value error, ")
             raise UserError(f"{origin}: {field}{shown}: {message}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -119,10 +120,8 @@ def kill_and_remove(directory: Path, procs_file: str = "cgroup.procs", timeout_s
         except (OSError, ValueError):
             pids = []
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
         try:
             directory.rmdir()
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from devices.caps.base import (
@@ -54,10 +55,8 @@ def delegate(base: Path) -> None:
     leaf = base / HARNESS_LEAF
     leaf.mkdir(exist_ok=True)
     for pid in (base / "cgroup.procs").read_text().split():
-        try:
+        with contextlib.suppress(OSError):  # the process exited meanwhile, or is a kernel thread
             (leaf / "cgroup.procs").write_text(pid)
-        except OSError:
-            pass  # the process exited meanwhile, or is a kernel thread
     (base / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in sorted(wanted - enabled)))
 
 

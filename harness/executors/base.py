@@ -51,7 +51,7 @@ class Executor(ABC):
     def run(self, cell: Cell, progress: ProgressFn) -> CellRecord:
         return self.to_record(cell, self.execute(cell, progress))
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most executors hold nothing
         """Release what the executor holds (engine clients, clusters)."""
 
     def to_record(self, cell: Cell, out: ChildOutcome) -> CellRecord:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -109,10 +111,8 @@ def _wait(pid: int, deadline: float, stop: threading.Event):
 
 
 def _kill(pid: int):
-    try:
-        os.killpg(pid, 9)
-    except ProcessLookupError:
-        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
     try:
         _, status, rusage = os.wait4(pid, 0)
     except ChildProcessError:

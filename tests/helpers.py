@@ -1,0 +1,51 @@
+"""Small helpers shared by the integration tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devices.caps.cgroup_v1 import controller_dir
+from devices.caps.select import probe_all
+
+
+def edgebench(*args: str, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess, as a user would."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"edgebench {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def edgebench_json(*args: str, timeout: float = 600) -> dict:
+    return json.loads(edgebench(*args, "--json", timeout=timeout, check=True).stdout)
+
+
+def require_kernel_caps() -> str:
+    """The cgroup backend this host offers; skip (a failure in CI) when there is none."""
+    for name, reason in probe_all().items():
+        if name.startswith("cgroup") and reason is None:
+            return name
+    pytest.skip("no usable cgroup memory controller here (needs root and cgroup v1 or v2 with memory)")
+
+
+def leftover_cgroups() -> list[str]:
+    """Per-cell cgroups of any edgebench run that still exist (cgroup v1 memory and cpu controllers)."""
+    found = []
+    for controller in ("memory", "cpu"):
+        base = controller_dir(controller)
+        if base is not None:
+            found += [p.name for p in Path(base).iterdir() if p.name.startswith("edgebench-")]
+    return found
+
+
+def write_spec(directory: Path, text: str) -> Path:
+    path = directory / "spec.yaml"
+    path.write_text(text)
+    return path

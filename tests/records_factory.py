@@ -1,0 +1,35 @@
+"""Builds valid CellRecords for tests that exercise storage and reporting without running cells."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from devices.profile import DeviceProfile
+from harness.cells import Cell
+from harness.records import CellRecord, MemoryFigures, judge, now_iso
+from workloads.params import WorkloadParams
+
+
+def make_record(status: str = "ok", peak: int | None = 300 << 20, **params: Any) -> CellRecord:
+    device = DeviceProfile(name=params.pop("device", "rpi-4-2gb"), memory=params.pop("memory", "2GB"), cpus=4)
+    workload = WorkloadParams(**{"model": "opt-8m", "max_steps": 3, **params})
+    cell = Cell(device, workload)
+    steps = 3 if status == "ok" else 0
+    metrics = {"versions": {"torch": "2.13.0"}} if status == "ok" else {}
+    return CellRecord(
+        cell_id=cell.id,
+        device=device,
+        params=workload,
+        status=status,
+        peak_memory_bytes=peak,
+        peak_memory_source="rss" if peak else None,
+        memory=MemoryFigures(rss_peak_bytes=peak),
+        wall_seconds=1.5,
+        steps=steps,
+        metrics=metrics,
+        enforcement="cgroup-v1",
+        executor="local",
+        validity=judge(workload, status, steps, metrics, enforced=True),
+        started_at=now_iso(),
+        finished_at=now_iso(),
+    )

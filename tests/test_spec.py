@@ -1,0 +1,84 @@
+"""Spec loading: expansion into cells with stable ids, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.errors import UserError
+from harness.spec import default_spec_path, load_spec
+
+GOOD = """
+name: t
+devices: [rpi-zero-2w, {name: my-board, memory: 3GiB, cpus: 2}]
+matrix:
+  model: [opt-1m, opt-8m]
+  method: [mezo, bp-checkpointed]
+  batch: 4
+  max_steps: 2
+"""
+
+
+def write(tmp_path, text, name="spec.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_expands_the_cartesian_product(tmp_path):
+    loaded = load_spec(write(tmp_path, GOOD))
+    assert len(loaded.cells) == 2 * 2 * 2
+    assert {c.params.batch for c in loaded.cells} == {4}
+    assert len({c.id for c in loaded.cells}) == 8
+
+
+def test_cell_ids_are_stable_and_content_addressed(tmp_path):
+    first = [c.id for c in load_spec(write(tmp_path, GOOD)).cells]
+    second = [c.id for c in load_spec(write(tmp_path, GOOD, "again.yaml")).cells]
+    assert first == second
+    changed = [c.id for c in load_spec(write(tmp_path, GOOD.replace("batch: 4", "batch: 8"), "b.yaml")).cells]
+    assert not set(first) & set(changed)
+
+
+def test_device_filter_keeps_the_whole_spec_hash(tmp_path):
+    path = write(tmp_path, GOOD)
+    whole, part = load_spec(path), load_spec(path, ["my-board"])
+    assert {c.device.name for c in part.cells} == {"my-board"}
+    assert part.hash == whole.hash
+
+
+def test_devices_yaml_next_to_the_spec_is_read(tmp_path):
+    write(tmp_path, "devices:\n  - {name: lab-board, memory: 700MB, cpus: 1}\n", "devices.yaml")
+    loaded = load_spec(write(tmp_path, GOOD.replace("rpi-zero-2w", "lab-board")))
+    assert loaded.devices[0].memory_bytes == 700_000_000
+
+
+def test_default_spec_loads():
+    assert load_spec(default_spec_path()).cells
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("devices: [rpi-zero-2w\nmatrix: {model: [opt-1m]}\n", r"spec\.yaml line \d+.*invalid YAML"),
+        (GOOD.replace("rpi-zero-2w,", "rpi-99,"), r"unknown device 'rpi-99'.*devices\.yaml next to the spec"),
+        (GOOD.replace("memory: 3GiB", "memory: -3GiB"), r"devices\[1\]\.memory.*positive"),
+        (GOOD.replace("memory: 3GiB", "memory: 0"), r"devices\[1\]\.memory.*positive"),
+        (GOOD.replace("batch: 4", "batchsize: 4"), r"matrix: unknown axis 'batchsize'; axes are: model"),
+        (GOOD.replace("bp-checkpointed", "backprop"), r"matrix\.method \(value 'backprop'\): Input should be"),
+        (GOOD.replace("batch: 4", "batch: 0"), r"matrix\.batch \(value 0\): Input should be greater than or equal"),
+        (GOOD.replace("max_steps: 2", "lr: -0.1"), r"matrix\.lr \(value -0\.1\): Input should be greater than 0"),
+        ("devices: []\nmatrix: {model: [opt-1m]}\n", r"devices: List should have at least 1 item"),
+        ("- just\n- a list\n", r"expected a mapping"),
+        (GOOD + "colour: blue\n", r"colour: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_specs_give_one_line_naming_the_field(tmp_path, text, message):
+    with pytest.raises(UserError, match=message) as info:
+        load_spec(write(tmp_path, text))
+    assert "spec.yaml" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_spec_file(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_spec(tmp_path / "nope.yaml")

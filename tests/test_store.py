@@ -1,0 +1,92 @@
+"""The results store: durable appends, a cut partial tail, resume, and clear errors on corruption."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from harness.errors import UserError
+from harness.records import record_json_schema
+from harness.store import RESULTS, RUN_INFO, RunStore, iter_records, load_records, read_run_info
+from tests.records_factory import make_record
+
+INFO = {"spec_hash": "abc"}
+
+
+def test_append_then_resume_sees_finished_cells(tmp_path):
+    store = RunStore(tmp_path / "run")
+    assert store.prepare(INFO, fresh=False) == set()
+    first, second = make_record(seed=1), make_record(seed=2)
+    store.append(first)
+    store.append(second)
+    assert RunStore(tmp_path / "run").prepare(INFO, fresh=False) == {first.cell_id, second.cell_id}
+    assert [r.cell_id for r in load_records(tmp_path / "run")] == [first.cell_id, second.cell_id]
+
+
+def test_partial_last_line_is_cut_on_prepare(tmp_path):
+    store = RunStore(tmp_path)
+    store.prepare(INFO, fresh=False)
+    record = make_record()
+    store.append(record)
+    with open(tmp_path / RESULTS, "ab") as handle:  # a writer killed mid-line
+        handle.write(record.model_dump_json().encode()[:40])
+    assert [r.cell_id for r in iter_records(tmp_path)] == [record.cell_id]
+    store.prepare(INFO, fresh=False)
+    assert (tmp_path / RESULTS).read_bytes() == (record.model_dump_json() + "\n").encode()
+
+
+def test_corrupted_line_names_the_line_and_the_fix(tmp_path):
+    RunStore(tmp_path).prepare(INFO, fresh=False)
+    (tmp_path / RESULTS).write_text(make_record().model_dump_json() + "\n{not json}\n")
+    with pytest.raises(UserError, match=r"results\.jsonl line 2 is not a valid result record; delete that line"):
+        load_records(tmp_path)
+
+
+def test_fresh_keeps_old_results_as_backup(tmp_path):
+    store = RunStore(tmp_path)
+    store.prepare(INFO, fresh=False)
+    store.append(make_record())
+    assert store.prepare(INFO, fresh=True) == set()
+    backups = list(tmp_path.glob(f"{RESULTS}.*.bak"))
+    assert len(backups) == 1 and backups[0].read_text().strip()
+    assert not (tmp_path / RESULTS).exists()
+
+
+def test_other_spec_in_same_directory_is_refused(tmp_path):
+    RunStore(tmp_path).prepare(INFO, fresh=False)
+    with pytest.raises(UserError, match="different spec; pass --fresh"):
+        RunStore(tmp_path).prepare({"spec_hash": "other"}, fresh=False)
+
+
+def test_unwritable_directory_is_refused_before_writing(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    os.chmod(locked, 0o500)
+    try:
+        if os.access(locked, os.W_OK) and os.geteuid() == 0:
+            target = tmp_path / "file"  # root can write anywhere: use a path under a regular file instead
+            target.write_text("x")
+            locked = target
+        with pytest.raises(UserError, match="not (writable|a directory)"):
+            RunStore(locked / "run").prepare(INFO, fresh=False)
+    finally:
+        os.chmod(tmp_path / "locked", 0o700)
+
+
+def test_run_info_errors(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        read_run_info(tmp_path)
+    (tmp_path / RUN_INFO).write_text("{trunc")
+    with pytest.raises(UserError, match="corrupted"):
+        read_run_info(tmp_path)
+
+
+def test_records_match_the_committed_json_schema(tmp_path):
+    committed = json.loads((Path(__file__).parents[1] / "harness/schemas/result.schema.json").read_text())
+    assert committed == record_json_schema(), "regenerate: python -m harness.records > harness/schemas/result.schema.json"
+    for status in ("ok", "oom"):
+        jsonschema.validate(json.loads(make_record(status).model_dump_json()), committed)
