@@ -12,6 +12,33 @@ import pytest
 from devices.caps.cgroup_v1 import controller_dir
 from devices.caps.select import probe_all
 
+# A 512 MB device that cannot hold opt-125m beside a 2 GB one that can.
+OOM_AND_OK = """
+name: oom-and-ok
+devices: [rpi-zero-2w, rpi-4-2gb]
+timeout_s: 300
+matrix:
+  model: opt-125m
+  method: mezo
+  task: synthetic
+  batch: 1
+  seq_len: 16
+  max_steps: 1
+"""
+
+SMALL = """
+name: small
+devices: [rpi-4-2gb]
+timeout_s: 300
+matrix:
+  model: opt-1m
+  method: [mezo, bp-checkpointed, bp, inference]
+  task: synthetic
+  batch: 2
+  seq_len: 16
+  max_steps: 2
+"""
+
 
 def edgebench(*args: str, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess, as a user would."""

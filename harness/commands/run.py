@@ -42,7 +42,7 @@ def handle(args: argparse.Namespace) -> int:
     loaded = load_spec(args.spec, args.device)
     check_writable(args.out)
     executor = executor_class(args.executor)(args.out, loaded.spec.timeout_s, args.enforcement)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     try:
         store = RunStore(args.out)
         done = store.prepare(describe_run(loaded, executor), fresh=args.fresh)
