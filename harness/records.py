@@ -75,6 +75,7 @@ def judge(
     )
     checks = {
         "cap_enforced": enforced,
+        "no_error": status != "error",
         "budget_reached": budget_met,
         "seed_recorded": params.seed is not None,
         "versions_recorded": status != "ok" or bool(metrics.get("versions")),
