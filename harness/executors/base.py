@@ -15,6 +15,9 @@ from workloads.memory_model import predict_peak_bytes
 
 ProgressFn = Callable[[Cell, dict[str, Any]], None]
 
+# No network at run time: cells load models and datasets from local files unless the user says otherwise.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
 
 @dataclass
 class ChildOutcome:

@@ -17,7 +17,7 @@ from devices.caps.base import CapUnavailable
 from devices.caps.select import choose_backend
 from harness.cells import Cell
 from harness.errors import UserError
-from harness.executors.base import ChildOutcome, Executor, ProgressFn
+from harness.executors.base import OFFLINE_ENV, ChildOutcome, Executor, ProgressFn
 from harness.records import MemoryFigures, now_iso
 
 POLL_S = 0.05
@@ -48,7 +48,7 @@ class LocalExecutor(Executor):
             started_at, t0 = now_iso(), time.perf_counter()
             proc = subprocess.Popen(
                 cap.command(runner_argv(cell)),
-                env={**os.environ, **cap.child_env()},
+                env={**OFFLINE_ENV, **os.environ, **cap.child_env()},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=log,
