@@ -5,9 +5,10 @@ from __future__ import annotations
 from devices.caps.base import CapBackend, CapUnavailable
 from devices.caps.cgroup_v1 import CgroupV1
 from devices.caps.cgroup_v2 import CgroupV2
+from devices.caps.container import ContainerLimit
 from devices.caps.rlimit import RlimitAS
 
-BACKENDS: dict[str, type[CapBackend]] = {b.name: b for b in (CgroupV2, CgroupV1, RlimitAS)}
+BACKENDS: dict[str, type[CapBackend]] = {b.name: b for b in (CgroupV2, CgroupV1, ContainerLimit, RlimitAS)}
 
 
 def probe_all() -> dict[str, str | None]:

@@ -1,0 +1,98 @@
+"""Inside a container whose memory limit is the device's cap: the container engine enforces it.
+
+A container's cgroup is mounted read-only, so the harness cannot make a child cgroup per cell
+there. Instead `edgebench compose` (and the Docker executor) give each container exactly its
+device's `mem_limit` (swap included), and cells run one at a time as child processes of the
+lean harness parent, which shares that cap. The kernel's OOM killer picks the largest process,
+the cell; the harness sees it from the container cgroup's `oom_kill` counter and carries on.
+
+The cgroup's peak is the container's high-water mark since it started, so a cell gets it only
+when the mark rose during that cell (then it is that cell's peak, parent included).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from devices.caps.base import CapBackend, CapReading, CapUnavailable
+
+MOUNT = Path("/sys/fs/cgroup")
+UNLIMITED_V1 = 1 << 62  # v1 writes "no limit" as a huge page-rounded number
+
+
+@dataclass(frozen=True)
+class ContainerCgroup:
+    """The files of the container's own memory cgroup, v1 or v2."""
+
+    limit: Path
+    peak: Path
+    events: Path  # v1 memory.oom_control / v2 memory.events, both with an `oom_kill N` line
+
+    def limit_bytes(self) -> int | None:
+        text = self.limit.read_text().strip()
+        if text == "max" or int(text) >= UNLIMITED_V1:
+            return None
+        return int(text)
+
+    def peak_bytes(self) -> int | None:
+        try:
+            return int(self.peak.read_text())
+        except OSError:  # v2 kernels before 5.19 have no memory.peak
+            return None
+
+    def oom_kills(self) -> int:
+        for line in self.events.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+        return 0
+
+
+def find_container_cgroup(mount: Path = MOUNT) -> ContainerCgroup | None:
+    v1, v2 = mount / "memory", mount
+    if (v1 / "memory.limit_in_bytes").exists():
+        return ContainerCgroup(v1 / "memory.limit_in_bytes", v1 / "memory.max_usage_in_bytes", v1 / "memory.oom_control")
+    if (v2 / "memory.max").exists():
+        return ContainerCgroup(v2 / "memory.max", v2 / "memory.peak", v2 / "memory.events")
+    return None
+
+
+class ContainerLimit(CapBackend):
+    name = "container"
+
+    def __init__(self, profile, label, mount: Path = MOUNT) -> None:
+        super().__init__(profile, label)
+        self.cgroup = find_container_cgroup(mount)
+        self.kills_before = 0
+        self.peak_before: int | None = None
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        cgroup = find_container_cgroup()
+        if cgroup is None or cgroup.limit_bytes() is None:
+            return "not inside a container with a memory limit (run through `edgebench compose` or --executor docker)"
+        return None
+
+    def create(self) -> None:
+        limit = self.cgroup.limit_bytes() if self.cgroup else None
+        if limit is None or limit > self.profile.memory_bytes:
+            raise CapUnavailable(
+                f"the container's memory limit ({limit} bytes) is not device {self.profile.name}'s cap "
+                f"({self.profile.memory_bytes} bytes); run one device per container with mem_limit set to "
+                "its memory, as `edgebench compose` does"
+            )
+        self.kills_before = self.cgroup.oom_kills()
+        self.peak_before = self.cgroup.peak_bytes()
+
+    def child_env(self) -> dict[str, str]:
+        return self.common_env()
+
+    def reading(self) -> CapReading:
+        assert self.cgroup is not None
+        peak = self.cgroup.peak_bytes()
+        rose = peak is not None and (self.peak_before is None or peak > self.peak_before)
+        return CapReading(peak if rose else None, self.cgroup.oom_kills() > self.kills_before, self.name)
+
+    def destroy(self) -> None:
+        pass
