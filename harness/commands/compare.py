@@ -1,17 +1,115 @@
-"""PLACEHOLDER for `edgebench compare`: built by its own issue."""
+"""Compare a run with a baseline run of the same spec, cell by cell, for CI.
+
+Prints a table of changes (peak memory, step time, final accuracy, status) and exits 1 when a
+cell crossed a threshold (naming it), 0 when none did, 2 on bad input. Thresholds default to the
+current run's spec (`thresholds:`); the options override them.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 
-from harness.errors import UserError
+from rich.console import Console
+from rich.table import Table
 
-HELP = "compare (not built yet)"
+from devices.profile import format_bytes
+from reports.compare import CellChange, Comparison, compare_runs
+
+HELP = "compare a run with a baseline run; exit 1 on regression"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("baseline", type=Path, metavar="BASELINE", help="run directory of the baseline")
+    parser.add_argument("current", type=Path, metavar="CURRENT", help="run directory to check")
+    parser.add_argument(
+        "--max-memory-regression", metavar="PCT", help="peak memory growth allowed, e.g. 5%% or 0.05"
+    )
+    parser.add_argument("--max-time-regression", metavar="PCT", help="step time growth allowed, e.g. 20%%")
+    parser.add_argument(
+        "--max-accuracy-drop", metavar="POINTS", help="final accuracy drop allowed, percentage points"
+    )
+    parser.add_argument(
+        "--all", action="store_true", help="list every shared cell, not only the changed ones"
+    )
+    parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
+
+
+def _change(before: float | None, after: float | None, relative: float | None, fmt) -> str:
+    if before is None and after is None:
+        return ""
+    text = f"{fmt(before) if before is not None else '-'} -> {fmt(after) if after is not None else '-'}"
+    return text + (f" ({relative:+.1%})" if relative is not None else "")
+
+
+def _row(change: CellChange) -> list[str]:
+    status = (
+        f"{change.status_before} -> {change.status_after or 'missing'}"
+        if change.status_changed
+        else str(change.status_after)
+    )
+    accuracy = _change(change.accuracy.before, change.accuracy.after, None, lambda v: f"{v:.1f}%")
+    if change.accuracy_drop_points is not None:
+        accuracy += f" ({-change.accuracy_drop_points:+.2f} pts)"
+    verdict = "; ".join(change.regressions) or "; ".join(change.notes) or "ok"
+    return [
+        change.label,
+        status,
+        _change(change.memory.before, change.memory.after, change.memory.relative, format_bytes),
+        _change(change.time.before, change.time.after, change.time.relative, lambda v: f"{v:.3g}s"),
+        accuracy,
+        f"[red]{verdict}[/]" if change.regressions else verdict,
+    ]
+
+
+def _print_table(comparison: Comparison, show_all: bool) -> None:
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    limits = comparison.thresholds
+    shown = [c for c in comparison.changes if show_all or c.regressions or c.notes or c.status_changed]
+    table = Table(
+        title=(
+            f"edgebench compare: {comparison.current} vs baseline {comparison.baseline} "
+            f"(limits: memory +{limits.max_memory_regression:.1%}, time +{limits.max_time_regression:.1%}, "
+            f"accuracy -{limits.max_accuracy_drop:g} pts)"
+        ),
+        title_justify="left",
+    )
+    for column in ("cell", "status", "peak memory", "time", "final accuracy", "verdict"):
+        table.add_column(column, overflow="fold")
+    for change in sorted(shown, key=lambda c: (not c.regressions, c.label)):
+        table.add_row(*_row(change))
+    if shown:
+        console.print(table)
+    console.print(
+        f"{len(comparison.changes)} shared cells: {len(comparison.regressions)} regressed, "
+        f"{len(comparison.changes) - len(shown)} unchanged within the limits"
+        + (
+            f"; {len(comparison.only_in_baseline)} only in the baseline"
+            if comparison.only_in_baseline
+            else ""
+        )
+        + (f"; {len(comparison.only_in_current)} new" if comparison.only_in_current else "")
+    )
 
 
 def handle(args: argparse.Namespace) -> int:
-    raise UserError("`edgebench compare` is not built yet")
+    comparison = compare_runs(
+        args.baseline,
+        args.current,
+        memory=args.max_memory_regression,
+        time=args.max_time_regression,
+        accuracy=args.max_accuracy_drop,
+    )
+    if args.json:
+        print(json.dumps(comparison.as_dict(), indent=2))
+    else:
+        _print_table(comparison, args.all)
+    regressions = comparison.regressions
+    for change in regressions:
+        print(
+            f"edgebench compare: REGRESSION {change.label} ({change.cell_id}): {'; '.join(change.regressions)}",
+            file=sys.stderr,
+        )
+    return 1 if regressions else 0

@@ -1,17 +1,29 @@
-"""PLACEHOLDER for `edgebench report`: built by its own issue."""
+"""Render a run directory's self-contained HTML report (plots also as PNG, the cells table as CSV).
+
+`edgebench run` writes it at the end of every run; use this to re-render, to write it elsewhere,
+or to add a "vs baseline" section comparing with an earlier run of the same spec.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from harness.errors import UserError
-
-HELP = "report (not built yet)"
+HELP = "render a run's HTML report"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument(
+        "run_dir", type=Path, metavar="RUN_DIR", help="a directory written by `edgebench run`"
+    )
+    parser.add_argument(
+        "--out", type=Path, help="report file (default: RUN_DIR/report.html); PNGs and CSV go beside it"
+    )
+    parser.add_argument("--baseline", type=Path, metavar="DIR", help="add a comparison with this earlier run")
 
 
 def handle(args: argparse.Namespace) -> int:
-    raise UserError("`edgebench report` is not built yet")
+    from reports.html import write_report  # matplotlib is imported only when a report is made
+
+    print(write_report(args.run_dir, args.out, args.baseline))
+    return 0

@@ -1,0 +1,125 @@
+"""The self-contained HTML report: Jinja2 (autoescaped), plots inlined as base64 PNG, no external requests.
+
+A Content-Security-Policy with the hashes of the report's own style and script is part of the page:
+nothing can be fetched, and no script but ours can run, even if a value escaped the escaping.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+
+from devices.profile import format_bytes
+from harness.records import now_iso
+from harness.store import check_writable, write_atomic
+from reports.compare import Comparison, compare_runs
+from reports.figures import Plot
+from reports.plots import PLOT_NAMES, render_plots
+from reports.rundata import RunData, load_run
+from reports.style import METHOD_COLOURS, MIB, format_params, method_label
+from reports.summary import DeviceHeadline, device_headlines
+from reports.table import cell_rows, rows_csv
+
+TEMPLATES = Path(__file__).parent / "templates"
+TEMPLATE = "report.html.j2"
+CSV_NAME = "cells.csv"
+PLOT_PREFIX = "plot-"
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        mib=lambda n: "" if n is None else f"{n / MIB:,.1f}",
+        size=format_bytes,
+        params=format_params,
+        percent=lambda v, digits=1: "" if v is None else f"{v:.{digits}f}",
+        signed_percent=lambda v: "" if v is None else f"{v:+.1%}",
+        seconds=lambda v: "" if v is None else (f"{v:.3g}" if v < 10 else f"{v:,.1f}"),
+        ratio=lambda v: "" if v is None else f"{v:.2f}",
+        method=method_label,
+        sortkey=lambda v: "" if v is None else v,
+    )
+    return env
+
+
+def _asset(name: str) -> str:
+    return (TEMPLATES / name).read_text()
+
+
+def _csp_hash(text: str) -> str:
+    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+
+
+def _style() -> str:
+    """The stylesheet plus one rule per method, so the table uses the plots' colours."""
+    rules = "".join(f".m-{m}::before{{background:{c}}}\n" for m, c in METHOD_COLOURS.items())
+    return _asset("report.css") + rules
+
+
+def render_html(
+    run: RunData,
+    headlines: list[DeviceHeadline],
+    plots: list[Plot],
+    skipped: list[str],
+    comparison: Comparison | None,
+) -> str:
+    style, script = _style(), _asset("report.js")
+    csp = (
+        f"default-src 'none'; img-src data:; style-src '{_csp_hash(style)}'; "
+        f"script-src '{_csp_hash(script)}'; base-uri 'none'; form-action 'none'"
+    )
+    context: dict[str, Any] = {
+        "run": run,
+        "info": run.info,
+        "spec": run.info.get("spec") or {},
+        "host": run.info.get("host") or {},
+        "versions": run.info.get("versions") or {},
+        "counts": run.status_counts(),
+        "expected": len(set(run.expected) | {r.cell_id for r in run.records}),
+        "missing": run.missing_labels(),
+        "headlines": headlines,
+        "plots": [(p, "data:image/png;base64," + base64.b64encode(p.png).decode()) for p in plots],
+        "plot_prefix": PLOT_PREFIX,
+        "skipped": skipped,
+        "rows": cell_rows(run),
+        "csv_name": CSV_NAME,
+        "comparison": comparison,
+        "generated_at": now_iso(),
+        "csp": csp,
+        "style": Markup(style),
+        "script": Markup(script),
+    }
+    return _environment().get_template(TEMPLATE).render(context)
+
+
+def write_report(run_dir: Path, out: Path | None = None, baseline: Path | None = None) -> Path:
+    """Write OUT (default RUN_DIR/report.html) with plot-*.png and cells.csv beside it; return OUT.
+
+    Everything is computed before anything is written, so bad input (UserError) writes nothing.
+    """
+    run = load_run(run_dir)
+    out = Path(out) if out is not None else Path(run_dir) / "report.html"
+    comparison = compare_runs(baseline, run_dir) if baseline is not None else None
+    headlines = device_headlines(run)
+    plots, skipped = render_plots(run, headlines)
+    html = render_html(run, headlines, plots, skipped, comparison)
+    check_writable(out.parent)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for name in PLOT_NAMES:  # a plot this run has no data for must not show a previous render
+        (out.parent / f"{PLOT_PREFIX}{name}.png").unlink(missing_ok=True)
+    for plot in plots:
+        (out.parent / f"{PLOT_PREFIX}{plot.name}.png").write_bytes(plot.png)
+    write_atomic(out.parent / CSV_NAME, rows_csv(cell_rows(run)))
+    write_atomic(out, html)
+    return out

@@ -1,0 +1,359 @@
+"""The report's plots. Each returns a Plot, or None when the run holds no data for it."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+
+from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, NullFormatter
+
+from devices.profile import format_bytes
+from harness.records import CellRecord
+from reports.figures import Plot, in_mib, memory_axis, method_legend, panels, params_axis, single, to_png
+from reports.rundata import RunData
+from reports.style import (
+    STATUS_MARKERS,
+    format_params,
+    method_colour,
+    method_order,
+    spans_decades,
+)
+from reports.summary import DeviceHeadline
+from reports.table import metric_number
+
+LINESTYLES = ("-", "--", ":", "-.")
+PLOT_NAMES = (
+    "peak-memory",
+    "largest-model",
+    "accuracy-time",
+    "accuracy-step",
+    "step-time",
+    "predicted-vs-measured",
+)
+
+
+def _series_key(record: CellRecord) -> tuple:
+    """Cells that differ only in model size (and seed) form one line across the size ladder."""
+    p = record.params
+    return (p.method, p.task, p.batch, p.seq_len, p.tuning, p.dtype, p.optimizer)
+
+
+def _status_handles(statuses: set[str]) -> list[Line2D]:
+    return [
+        Line2D([], [], color="#444444", marker=STATUS_MARKERS[s], linestyle="none", label=s)
+        for s in STATUS_MARKERS
+        if s in statuses
+    ]
+
+
+def _scatter_status(ax: Axes, x: float, y: float, record: CellRecord) -> None:
+    """ok cells are filled dots; failed cells are large open markers in the method's colour."""
+    colour = method_colour(record.params.method)
+    ok = record.status == "ok"
+    ax.plot(
+        x,
+        y,
+        marker=STATUS_MARKERS[record.status],
+        markersize=6 if ok else 10,
+        color=colour,
+        markerfacecolor=colour if ok else "white",
+        markeredgewidth=1 if ok else 2,
+        linestyle="none",
+        zorder=3,
+    )
+
+
+def _ladder_lines(ax: Axes, points: dict[tuple, list[tuple[float, float]]]) -> None:
+    for key, pts in points.items():
+        pts.sort()
+        ax.plot(
+            [x for x, _ in pts], [y for _, y in pts], color=method_colour(key[0]), alpha=0.6, linewidth=1.4
+        )
+
+
+def peak_memory_plot(run: RunData) -> Plot | None:
+    """Peak memory vs parameters per method; the device cap as a line; OOM cells sit on their cap."""
+    devices = [d for d in run.devices if any(run.param_count(r) for r in run.by_device(d.name))]
+    if not devices:
+        return None
+    fig, axes = panels(len(devices))
+    all_values = [d.memory_bytes for d in devices]
+    sizes, statuses, methods = [], set(), set()
+    for ax, device in zip(axes, devices, strict=True):
+        lines: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
+        for record in run.by_device(device.name):
+            params = run.param_count(record)
+            if params is None:
+                continue
+            peak = record.peak_memory_bytes
+            if record.status == "oom" or peak is None:
+                peak = min(peak or device.memory_bytes, device.memory_bytes)
+            _scatter_status(ax, params, in_mib(peak), record)
+            if record.status == "ok":
+                lines[_series_key(record)].append((params, in_mib(peak)))
+            sizes.append(params)
+            all_values.append(peak)
+            statuses.add(record.status)
+            methods.add(record.params.method)
+        _ladder_lines(ax, lines)
+        cap = in_mib(device.memory_bytes)
+        ax.axhline(cap, color="#222222", linestyle="--", linewidth=1.2, zorder=2)
+        ax.annotate(
+            f"cap {format_bytes(device.memory_bytes)}",
+            (0.01, cap),
+            xycoords=("axes fraction", "data"),
+            xytext=(2, 3),
+            textcoords="offset points",
+            fontsize=8,
+            color="#222222",
+        )
+        ax.set_title(device.name, fontsize=11)
+    for ax in axes:
+        params_axis(ax, sizes)
+        memory_axis(ax, "y", all_values, "peak memory")
+    cap_handle = Line2D([], [], color="#222222", linestyle="--", label="device cap")
+    method_legend(fig, method_order(methods), _status_handles(statuses) + [cap_handle])
+    return Plot(
+        "peak-memory",
+        "Peak memory vs model size",
+        "Peak memory of each cell (the process's own peak unless noted in the table) against the model's "
+        "parameter count. The dashed line is the device's memory cap; cells killed for running out of memory "
+        "are drawn on it as open crosses.",
+        to_png(fig),
+    )
+
+
+def largest_model_plot(headlines: list[DeviceHeadline]) -> Plot | None:
+    """Grouped bars: per device and method, the largest model measured to fit (solid) and predicted (hatched)."""
+    if not headlines:
+        return None
+    fig, ax = single()
+    methods = method_order({f.method for h in headlines for f in h.fits})
+    width = 0.8 / (2 * len(methods))
+    values = []
+    for group, headline in enumerate(headlines):
+        fits = {f.method: f for f in headline.fits}
+        for slot, method in enumerate(methods):
+            fit = fits.get(method)
+            for half, (kind, figure) in enumerate(
+                (("measured", fit and fit.measured), ("predicted", fit and fit.predicted))
+            ):
+                x = group - 0.4 + width * (2 * slot + half + 0.5)
+                if figure is None:
+                    if fit is not None:
+                        ax.annotate(
+                            "none",
+                            (x, 0),
+                            xycoords=("data", "axes fraction"),
+                            xytext=(0, 3),
+                            textcoords="offset points",
+                            ha="center",
+                            fontsize=7,
+                            rotation=90,
+                            color="#666666",
+                        )
+                    continue
+                colour = method_colour(method)
+                ax.bar(
+                    x,
+                    figure.params,
+                    width * 0.92,
+                    color=colour if kind == "measured" else "white",
+                    edgecolor=colour,
+                    hatch=None if kind == "measured" else "///",
+                    linewidth=1.2,
+                )
+                ax.annotate(
+                    ("≥" if figure.at_least else "") + figure.model,
+                    (x, figure.params),
+                    xytext=(0, 3),
+                    textcoords="offset points",
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    rotation=90,
+                )
+                values.append(figure.params)
+    ax.set_xticks(range(len(headlines)), [h.device.name for h in headlines])
+    ax.set_xlim(-0.5, len(headlines) - 0.5)
+    log = spans_decades(values)
+    ax.set_yscale("log" if log else "linear")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: format_params(v)))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylabel("parameters of the largest model that fits")
+    top = max(values, default=1)
+    ax.set_ylim(top=top * (8 if log else 1.35))
+    kinds = [
+        Patch(facecolor="#888888", edgecolor="#888888", label="measured"),
+        Patch(facecolor="white", edgecolor="#888888", hatch="///", label="predicted"),
+    ]
+    method_legend(fig, methods, kinds)
+    return Plot(
+        "largest-model",
+        "Largest trainable model per device",
+        "For each device and method, the largest model of the ladder that trained under the cap (solid) "
+        "and the largest the analytic memory model says fits (hatched). “≥” marks the largest size tried: "
+        "the true limit is higher.",
+        to_png(fig),
+    )
+
+
+def _curve(record: CellRecord, x_key: str) -> list[tuple[float, float]]:
+    points = []
+    for point in record.metrics.get("accuracy_curve") or []:
+        if not isinstance(point, dict):
+            continue
+        x, y = metric_number(point, x_key), metric_number(point, "accuracy")
+        if x is not None and y is not None:
+            points.append((x, 100 * y))
+    return sorted(points)
+
+
+def accuracy_plot(run: RunData, x_key: str) -> Plot | None:
+    """Accuracy over wall-clock seconds (the paper's trade-off) or over steps, one panel per device."""
+    curves = {r.cell_id: c for r in run.records if len(c := _curve(r, x_key)) >= 1}
+    devices = [d for d in run.devices if any(r.cell_id in curves for r in run.by_device(d.name))]
+    if not devices:
+        return None
+    fig, axes = panels(len(devices))
+    sizes = {r.params.model: run.param_count(r) or 0 for r in run.records if r.cell_id in curves}
+    models = sorted(sizes, key=lambda m: (sizes[m], m))
+    style = {m: LINESTYLES[i % len(LINESTYLES)] for i, m in enumerate(models)}
+    methods, xs = set(), []
+    for ax, device in zip(axes, devices, strict=True):
+        for record in run.by_device(device.name):
+            points = curves.get(record.cell_id)
+            if not points:
+                continue
+            ax.plot(
+                [x for x, _ in points],
+                [y for _, y in points],
+                color=method_colour(record.params.method),
+                linestyle=style[record.params.model],
+                marker="." if len(points) < 30 else None,
+                linewidth=1.6,
+            )
+            if record.status != "ok":
+                _scatter_status(ax, *points[-1], record)
+            methods.add(record.params.method)
+            xs += [x for x, _ in points]
+        ax.set_title(device.name, fontsize=11)
+        ax.set_ylabel("accuracy (%)")
+    for ax in axes:
+        if x_key == "step" and spans_decades(xs, factor=100):
+            ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlabel("training time (s)" if x_key == "seconds" else "step")
+    model_handles = (
+        [Line2D([], [], color="#444444", linestyle=style[m], label=m) for m in models]
+        if len(models) > 1
+        else []
+    )
+    method_legend(fig, method_order(methods), model_handles)
+    if x_key == "seconds":
+        return Plot(
+            "accuracy-time",
+            "Accuracy vs wall-clock time",
+            "Evaluation accuracy against training time: MeZO's cheap steps against backprop's informative ones.",
+            to_png(fig),
+        )
+    return Plot(
+        "accuracy-step",
+        "Accuracy vs step",
+        "Evaluation accuracy against optimisation steps; MeZO usually needs many more steps than backprop.",
+        to_png(fig),
+    )
+
+
+def step_time_plot(run: RunData) -> Plot | None:
+    """Seconds per training step against model size, a line per method."""
+    timed = [
+        (r, run.param_count(r), t)
+        for r in run.records
+        if r.status == "ok" and run.param_count(r) and (t := metric_number(r.metrics, "step_time_s"))
+    ]
+    devices = [d for d in run.devices if any(r.device.name == d.name for r, _, _ in timed)]
+    if not devices:
+        return None
+    fig, axes = panels(len(devices))
+    for ax, device in zip(axes, devices, strict=True):
+        lines: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
+        for record, params, seconds in timed:
+            if record.device.name == device.name:
+                _scatter_status(ax, params, seconds, record)
+                lines[_series_key(record)].append((params, seconds))
+        _ladder_lines(ax, lines)
+        ax.set_title(device.name, fontsize=11)
+        ax.set_ylabel("time per step (s)")
+    times = [t for _, _, t in timed]
+    for ax in axes:
+        params_axis(ax, [n for _, n, _ in timed])
+        ax.set_yscale("log" if spans_decades(times) else "linear")
+    method_legend(fig, method_order(r.params.method for r, _, _ in timed))
+    return Plot(
+        "step-time",
+        "Step time per method and model size",
+        "Mean wall-clock seconds per training step of the cells that finished, under each device's CPU quota.",
+        to_png(fig),
+    )
+
+
+def predicted_vs_measured_plot(run: RunData) -> Plot | None:
+    """Every cell with both figures against the identity line: how good is the analytic model?"""
+    pairs = [r for r in run.records if r.predicted_peak_bytes and r.peak_memory_bytes]
+    if not pairs:
+        return None
+    fig, ax = single(6.2, width_in=7.4)
+    values = [v for r in pairs for v in (r.predicted_peak_bytes, r.peak_memory_bytes)]
+    for record in pairs:
+        _scatter_status(ax, in_mib(record.predicted_peak_bytes), in_mib(record.peak_memory_bytes), record)
+    low, high = in_mib(min(values)) / 1.3, in_mib(max(values)) * 1.3
+    ax.plot(
+        [low, high], [low, high], color="#222222", linestyle="--", linewidth=1, label="measured = predicted"
+    )
+    ax.set_xlim(low, high)
+    ax.set_ylim(low, high)
+    ax.set_aspect("equal", adjustable="box")
+    memory_axis(ax, "x", values, "predicted peak memory")
+    memory_axis(ax, "y", values, "measured peak memory")
+    identity = Line2D([], [], color="#222222", linestyle="--", label="measured = predicted")
+    method_legend(
+        fig,
+        method_order(r.params.method for r in pairs),
+        _status_handles({r.status for r in pairs}) + [identity],
+    )
+    return Plot(
+        "predicted-vs-measured",
+        "Predicted vs measured peak memory",
+        "Each cell's measured peak against the analytic memory model's estimate. Points above the dashed "
+        "line used more memory than predicted; OOM cells show the peak reached before the kill.",
+        to_png(fig),
+    )
+
+
+PlotBuilder = Callable[[], Plot | None]
+
+
+def render_plots(run: RunData, headlines: list[DeviceHeadline]) -> tuple[list[Plot], list[str]]:
+    """Every plot the run has data for, and a line for each one it has not."""
+    builders: list[tuple[str, PlotBuilder]] = [
+        ("peak memory vs model size (no cell has a parameter count)", lambda: peak_memory_plot(run)),
+        (
+            "largest trainable model (no training cell has a parameter count)",
+            lambda: largest_model_plot(headlines),
+        ),
+        ("accuracy vs time (no cell recorded an accuracy curve)", lambda: accuracy_plot(run, "seconds")),
+        ("accuracy vs step (no cell recorded an accuracy curve)", lambda: accuracy_plot(run, "step")),
+        ("step time (no finished cell recorded step_time_s)", lambda: step_time_plot(run)),
+        ("predicted vs measured memory (no cell has both figures)", lambda: predicted_vs_measured_plot(run)),
+    ]
+    plots, skipped = [], []
+    for missing, build in builders:
+        plot = build()
+        if plot is None:
+            skipped.append(missing)
+        else:
+            plots.append(plot)
+    return plots, skipped

@@ -1,0 +1,96 @@
+"""A run directory as reports see it: run.json, the latest record per cell, and what is still missing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from devices.profile import DeviceProfile
+from harness.cells import Cell
+from harness.errors import UserError
+from harness.records import CellRecord
+from harness.store import RUN_INFO, load_records, read_run_info
+
+
+def cell_label(record: CellRecord) -> str:
+    return Cell(record.device, record.params).label
+
+
+@dataclass(frozen=True)
+class RunData:
+    run_dir: Path
+    info: dict[str, Any]
+    records: list[CellRecord]
+    expected: list[str] = field(default_factory=list)  # cell ids run.json lists
+
+    @cached_property
+    def missing(self) -> list[str]:
+        """Cell ids run.json lists that have no record yet (an interrupted or unfinished run)."""
+        recorded = {r.cell_id for r in self.records}
+        return [cell_id for cell_id in self.expected if cell_id not in recorded]
+
+    def missing_labels(self) -> list[str]:
+        labels = self.info.get("cell_labels") or {}
+        return [labels.get(cell_id, cell_id) for cell_id in self.missing]
+
+    @cached_property
+    def devices(self) -> list[DeviceProfile]:
+        """run.json's devices in spec order, then any device only the records know (a sliced run)."""
+        profiles = {d.name: d for d in self._info_devices()}
+        for record in self.records:
+            profiles.setdefault(record.device.name, record.device)
+        return list(profiles.values())
+
+    def _info_devices(self) -> list[DeviceProfile]:
+        try:
+            return [DeviceProfile.model_validate(d) for d in self.info.get("devices", [])]
+        except ValidationError:
+            raise UserError(
+                f"{self.run_dir / RUN_INFO}: devices: not valid device profiles; re-run `edgebench run`"
+            ) from None
+
+    @cached_property
+    def _param_counts(self) -> dict[str, int]:
+        """Parameter count per model name, from whichever cell of that model measured it."""
+        counts: dict[str, int] = {}
+        for record in self.records:
+            count = record.metrics.get("param_count")
+            if isinstance(count, (int, float)) and count > 0:
+                counts.setdefault(record.params.model, int(count))
+        return counts
+
+    def param_count(self, record: CellRecord) -> int | None:
+        """A failed cell (an OOM kill leaves no metrics) borrows the count from its model's other cells."""
+        own = record.metrics.get("param_count")
+        if isinstance(own, (int, float)) and own > 0:
+            return int(own)
+        return self._param_counts.get(record.params.model)
+
+    def by_device(self, device: str) -> list[CellRecord]:
+        return [r for r in self.records if r.device.name == device]
+
+    @property
+    def name(self) -> str:
+        return str((self.info.get("spec") or {}).get("name") or self.run_dir.name)
+
+    def status_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for record in self.records:
+            counts[record.status] = counts.get(record.status, 0) + 1
+        return counts
+
+
+def load_run(run_dir: Path) -> RunData:
+    """Raises UserError (one line, exit 2) for a missing directory or corrupted files."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} not found; pass a directory written by `edgebench run`")
+    info = read_run_info(run_dir)
+    if not isinstance(info, dict):
+        raise UserError(f"{run_dir / RUN_INFO} is not a JSON object; re-run `edgebench run` into a new --out")
+    expected = info.get("cells") or []
+    return RunData(run_dir, info, load_records(run_dir), [str(c) for c in expected])

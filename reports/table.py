@@ -1,0 +1,99 @@
+"""The cells table: one row per recorded cell, raw values for CSV, formatted by the template for HTML."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict, dataclass, fields
+
+from reports.rundata import RunData, cell_label
+
+
+def metric_number(metrics: dict, name: str) -> float | None:
+    """A workload metric when it is a real number; workloads may omit or null any of them."""
+    value = metrics.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+@dataclass(frozen=True)
+class CellRow:
+    cell_id: str
+    label: str
+    device: str
+    device_memory_bytes: int
+    model: str
+    param_count: int | None
+    method: str
+    optimizer: str
+    task: str
+    batch: int
+    seq_len: int
+    seed: int
+    status: str
+    error: str | None
+    peak_memory_bytes: int | None
+    peak_memory_source: str | None
+    rss_peak_bytes: int | None
+    cgroup_peak_bytes: int | None
+    predicted_peak_bytes: int | None
+    wall_seconds: float
+    steps: int
+    step_time_s: float | None
+    initial_accuracy: float | None
+    final_accuracy: float | None
+    valid: bool
+    failed_checks: str
+
+    @property
+    def predicted_over_measured(self) -> float | None:
+        if self.predicted_peak_bytes and self.peak_memory_bytes and self.status == "ok":
+            return self.predicted_peak_bytes / self.peak_memory_bytes
+        return None
+
+
+def cell_rows(run: RunData) -> list[CellRow]:
+    rows = []
+    for r in run.records:
+        rows.append(
+            CellRow(
+                cell_id=r.cell_id,
+                label=cell_label(r),
+                device=r.device.name,
+                device_memory_bytes=r.device.memory_bytes,
+                model=r.params.model,
+                param_count=run.param_count(r),
+                method=r.params.method,
+                optimizer=r.params.optimizer,
+                task=r.params.task,
+                batch=r.params.batch,
+                seq_len=r.params.seq_len,
+                seed=r.params.seed,
+                status=r.status,
+                error=r.error,
+                peak_memory_bytes=r.peak_memory_bytes,
+                peak_memory_source=r.peak_memory_source,
+                rss_peak_bytes=r.memory.rss_peak_bytes,
+                cgroup_peak_bytes=r.memory.cgroup_peak_bytes,
+                predicted_peak_bytes=r.predicted_peak_bytes,
+                wall_seconds=r.wall_seconds,
+                steps=r.steps,
+                step_time_s=metric_number(r.metrics, "step_time_s"),
+                initial_accuracy=metric_number(r.metrics, "initial_accuracy"),
+                final_accuracy=metric_number(r.metrics, "final_accuracy"),
+                valid=r.validity.valid,
+                failed_checks=" ".join(sorted(k for k, ok in r.validity.checks.items() if not ok)),
+            )
+        )
+    return rows
+
+
+def rows_csv(rows: list[CellRow]) -> str:
+    """The table as CSV with raw units (bytes, seconds, accuracy as a fraction) for papers and scripts."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(CellRow)], lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None else v for k, v in asdict(row).items()})
+    return buffer.getvalue()
