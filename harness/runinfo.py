@@ -48,6 +48,7 @@ def describe_run(loaded: LoadedSpec, executor: Executor) -> dict[str, Any]:
         "spec": loaded.spec.model_dump(),
         "devices": [d.model_dump() for d in loaded.devices],
         "cells": [c.id for c in loaded.cells],
+        "cell_labels": {c.id: c.label for c in loaded.cells},  # lets a report name the cells still missing
         "executor": executor.name,
         "enforcement": executor.enforcement,
         "host": host_facts(),
