@@ -90,6 +90,18 @@ class CellChange:
     def status_changed(self) -> bool:
         return self.status_before != self.status_after
 
+    def near_limit(self, limits: Thresholds, share: float = 0.5) -> bool:
+        """Worth a line in CI logs: some figure moved past `share` of its limit (or it regressed)."""
+        memory, time, drop = self.memory.relative, self.time.relative, self.accuracy_drop_points
+        return bool(
+            self.regressions
+            or self.notes
+            or self.status_changed
+            or (memory is not None and abs(memory) > share * limits.max_memory_regression)
+            or (time is not None and abs(time) > share * limits.max_time_regression)
+            or (drop is not None and abs(drop) > share * limits.max_accuracy_drop)
+        )
+
 
 @dataclass(frozen=True)
 class Comparison:

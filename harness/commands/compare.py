@@ -67,13 +67,9 @@ def _row(change: CellChange) -> list[str]:
 def _print_table(comparison: Comparison, show_all: bool) -> None:
     console = Console(width=None if sys.stdout.isatty() else 200)
     limits = comparison.thresholds
-    shown = [c for c in comparison.changes if show_all or c.regressions or c.notes or c.status_changed]
+    shown = [c for c in comparison.changes if show_all or c.near_limit(limits)]
     table = Table(
-        title=(
-            f"edgebench compare: {comparison.current} vs baseline {comparison.baseline} "
-            f"(limits: memory +{limits.max_memory_regression:.1%}, time +{limits.max_time_regression:.1%}, "
-            f"accuracy -{limits.max_accuracy_drop:g} pts)"
-        ),
+        title=f"edgebench compare: {comparison.current} vs baseline {comparison.baseline}",
         title_justify="left",
     )
     for column in ("cell", "status", "peak memory", "time", "final accuracy", "verdict"):
@@ -83,8 +79,10 @@ def _print_table(comparison: Comparison, show_all: bool) -> None:
     if shown:
         console.print(table)
     console.print(
-        f"{len(comparison.changes)} shared cells: {len(comparison.regressions)} regressed, "
-        f"{len(comparison.changes) - len(shown)} unchanged within the limits"
+        f"limits: peak memory +{limits.max_memory_regression:.1%}, time +{limits.max_time_regression:.1%}, "
+        f"final accuracy -{limits.max_accuracy_drop:g} points. {len(comparison.changes)} shared cells: "
+        f"{len(comparison.regressions)} regressed, {len(shown)} listed"
+        + ("" if show_all else " (changed by more than half a limit)")
         + (
             f"; {len(comparison.only_in_baseline)} only in the baseline"
             if comparison.only_in_baseline

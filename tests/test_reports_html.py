@@ -1,0 +1,183 @@
+"""The HTML report from synthetic run directories: files, content, escaping, partial runs, bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from matplotlib.image import imread
+
+from harness.cli import main
+from harness.errors import UserError
+from reports.html import write_report
+from reports.plots import PLOT_NAMES
+from reports.rundata import load_run
+from reports.summary import device_headlines
+from tests.records_factory import make_record
+from tests.test_reports_fixtures import sweep, sweep_record, write_run
+
+
+class Resources(HTMLParser):
+    """Every URL the page would fetch on load, and its Content-Security-Policy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fetched: list[str] = []
+        self.images: list[str] = []
+        self.csp = ""
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "meta" and attrs.get("http-equiv") == "Content-Security-Policy":
+            self.csp = attrs["content"]
+        if tag == "img":
+            self.images.append(attrs["src"])
+        for name in ("src", "srcset", "poster", "data"):
+            if attrs.get(name):
+                self.fetched.append(attrs[name])
+        if tag == "link":
+            self.fetched.append(attrs.get("href", ""))
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory) -> Path:
+    run_dir = write_run(tmp_path_factory.mktemp("run"), sweep())
+    return write_report(run_dir)
+
+
+def test_report_files_are_written_beside_it(full_report):
+    run_dir = full_report.parent
+    assert full_report == run_dir / "report.html"
+    for name in PLOT_NAMES:
+        image = imread(run_dir / f"plot-{name}.png")
+        assert image.shape[0] > 200 and image.shape[1] > 500, name
+    rows = list(csv.DictReader(io.StringIO((run_dir / "cells.csv").read_text())))
+    assert len(rows) == len(load_run(run_dir).records) == 36
+    assert {r["status"] for r in rows} == {"ok", "oom"}
+    assert rows[0]["peak_memory_bytes"].isdigit()
+
+
+def test_report_is_self_contained(full_report):
+    html = full_report.read_text()
+    parser = Resources()
+    parser.feed(html)
+    assert len(parser.images) == len(PLOT_NAMES)
+    assert all(src.startswith("data:image/png;base64,") for src in parser.images)
+    assert all(url.startswith("data:") for url in parser.fetched), parser.fetched
+    assert "url(" not in html and "@import" not in html
+    assert parser.csp.startswith("default-src 'none'; img-src data:;")  # and forbids any other fetch
+
+
+def test_report_shows_system_and_every_cell(full_report):
+    html = full_report.read_text()
+    for text in ("cgroup-v1", "2.13.0", "test-host", "rpi-zero-2w", "488.3 MiB", "36 of 36 cells recorded"):
+        assert text in html
+    assert html.count('<tr class="r-') == 36
+    assert html.count('<tr class="r-oom"') == 9
+    assert "Partial run" not in html
+
+
+def test_headline_largest_model_per_method(tmp_path):
+    run = load_run(write_run(tmp_path, sweep(devices=("rpi-zero-2w", "rpi-4-2gb"))))
+    zero, four = device_headlines(run)
+    fits = {f.method: f for f in zero.fits}
+    assert (fits["mezo"].measured.model, fits["bp-checkpointed"].measured.model) == ("opt-30m", "opt-8m")
+    assert fits["mezo"].predicted.model == "opt-30m"
+    assert zero.measured_ratio.value == pytest.approx(29_800_000 / 8_400_000)
+    assert not zero.measured_ratio.at_least
+    # On 2 GB MeZO fits the largest size tried: the ratio is only a lower bound.
+    assert four.measured_ratio.at_least and "≥ 4.2×" in four.sentence
+
+
+def test_partial_run_says_what_is_missing(tmp_path):
+    records = sweep(devices=("rpi-4-2gb",), models=("opt-1m", "opt-8m"))
+    done, missing = records[:4], records[4:]
+    labels = {r.cell_id: f"rpi-4-2gb/{r.params.model}/{r.params.method}/b8/s0" for r in records}
+    run_dir = write_run(tmp_path, done, expected=[r.cell_id for r in records], cell_labels=labels)
+    html = " ".join(write_report(run_dir).read_text().split())
+    assert f"4 of {len(records)} cells recorded" in html
+    assert f"{len(missing)} of {len(records)} cells in run.json have no record yet" in html
+    for record in missing:
+        assert labels[record.cell_id] in html
+    assert html.count('<tr class="r-') == 4
+
+
+def test_records_without_metrics_still_render(tmp_path):
+    """Failed cells and workloads that report nothing: the report says which plots have no data."""
+    records = [
+        make_record(model="opt-8m", method="mezo"),
+        make_record(status="oom", peak=None, model="opt-125m", method="bp"),
+        make_record(status="timeout", peak=None, model="opt-30m", method="mezo"),
+        make_record(status="error", peak=None, model="opt-30m", method="bp").model_copy(
+            update={"error": "RuntimeError: boom"}
+        ),
+    ]
+    run_dir = write_run(tmp_path, records)
+    html = write_report(run_dir).read_text()
+    assert "Not drawn, for lack of data" in html and "no cell recorded an accuracy curve" in html
+    for status in ("ok", "oom", "timeout", "error"):
+        assert f'<tr class="r-{status}"' in html
+    assert "RuntimeError: boom" in html
+    assert not list(run_dir.glob("plot-*.png"))
+
+
+def test_oom_cell_borrows_param_count_from_its_model(tmp_path):
+    ok = sweep_record("rpi-4-2gb", "opt-125m", "mezo")
+    oom = sweep_record("rpi-zero-2w", "opt-125m", "bp")
+    assert oom.status == "oom" and "param_count" not in oom.metrics
+    run = load_run(write_run(tmp_path, [ok, oom]))
+    assert run.param_count(oom) == 125_200_000
+
+
+def test_empty_run_renders(tmp_path):
+    html = write_report(write_run(tmp_path, [], expected=["abc123"])).read_text()
+    assert "No results yet" in html and "0 of 1 cells recorded" in html
+
+
+def test_model_names_are_escaped(tmp_path):
+    evil = "<script>alert(1)</script>"
+    run_dir = write_run(tmp_path, [sweep_record("rpi-4-2gb", evil, "mezo", params=8_000_000)])
+    html = write_report(run_dir).read_text()
+    assert evil not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_stale_plots_of_an_earlier_render_are_removed(tmp_path):
+    run_dir = write_run(tmp_path, sweep(devices=("rpi-4-2gb",), models=("opt-1m",)))
+    write_report(run_dir)
+    assert (run_dir / "plot-accuracy-time.png").exists()
+    write_run(run_dir, [make_record(model="opt-8m")])
+    write_report(run_dir)
+    assert not (run_dir / "plot-accuracy-time.png").exists()
+
+
+def test_cli_report_with_out_and_baseline(tmp_path, capsys):
+    records = sweep(devices=("rpi-4-2gb",), models=("opt-1m", "opt-8m"))
+    base = write_run(tmp_path / "base", records)
+    bumped = [r.model_copy(update={"peak_memory_bytes": int(r.peak_memory_bytes * 1.1)}) for r in records[:1]]
+    cur = write_run(tmp_path / "cur", bumped + records[1:])
+    out = tmp_path / "site" / "index.html"
+    assert main(["report", str(cur), "--out", str(out), "--baseline", str(base)]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    html = out.read_text()
+    assert "Versus baseline" in html and "1 regression<" in html and "peak memory +10.0%" in html
+    assert (out.parent / "cells.csv").exists() and (out.parent / "plot-peak-memory.png").exists()
+
+
+@pytest.mark.parametrize("problem", ["missing", "corrupted-info", "corrupted-results"])
+def test_bad_run_directory_is_one_line_and_writes_nothing(tmp_path, capsys, problem):
+    run_dir = tmp_path / "run"
+    if problem != "missing":
+        write_run(run_dir, sweep(devices=("rpi-4-2gb",), models=("opt-1m",)))
+        name = "run.json" if problem == "corrupted-info" else "results.jsonl"
+        with open(run_dir / name, "a") as handle:
+            handle.write("{broken\n")
+    out = tmp_path / "out" / "report.html"
+    assert main(["report", str(run_dir), "--out", str(out)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not out.parent.exists()
+    with pytest.raises(UserError):
+        write_report(run_dir, out)
