@@ -1,0 +1,142 @@
+"""The report in a real headless Chromium (Debian's chromium driven by Selenium).
+
+Chromium and its driver are installed with apt-get when absent, since CI machines start bare;
+the test skips (a failure in CI) only when that is impossible.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.test_reports_fixtures import sweep, sweep_record, write_run
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+EVIL_MODEL = "<script>alert(1)</script>"
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1400,1000",
+)
+# Records every alert() instead of showing it, so a script that should never run leaves a trace.
+ALERT_TRAP = "window.__alerts = []; window.alert = (message) => window.__alerts.push(String(message));"
+
+
+def _browser_binaries() -> tuple[str | None, str | None]:
+    return shutil.which("chromium"), shutil.which("chromedriver")
+
+
+def ensure_chromium() -> tuple[str, str]:
+    """Paths of chromium and chromedriver, apt-installing Debian's packages when they are missing."""
+    chromium, driver = _browser_binaries()
+    if chromium and driver:
+        return chromium, driver
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("chromium/chromedriver missing and apt-get unavailable (needs root on Debian/Ubuntu)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium", "chromium-driver"]):
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+        if proc.returncode != 0:
+            pytest.skip(f"`{' '.join(command)}` failed: {proc.stderr.strip().splitlines()[-1:]}")
+    chromium, driver = _browser_binaries()
+    if not (chromium and driver):
+        pytest.skip("apt-get installed chromium but chromium/chromedriver are still not on PATH")
+    return chromium, driver
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the dev extra")
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver_path = ensure_chromium()
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": ALERT_TRAP})
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> tuple[Path, int]:
+    """A three-device sweep plus one cell whose model name is a script; returns (report, cells)."""
+    from reports.html import write_report
+
+    records = sweep() + [sweep_record("rpi-4-2gb", EVIL_MODEL, "mezo", params=8_000_000)]
+    run_dir = write_run(tmp_path_factory.mktemp("run"), records)
+    return write_report(run_dir), len(records)
+
+
+def _open(browser, path: Path) -> list[dict]:
+    browser.get_log("browser")  # drop entries of earlier pages
+    browser.get(path.as_uri())
+    assert browser.execute_script("return document.readyState") == "complete"
+    return browser.get_log("browser")
+
+
+def test_report_loads_cleanly_in_chromium(browser, report):
+    path, cells = report
+    log = _open(browser, path)
+    assert [entry for entry in log if entry["level"] == "SEVERE"] == []
+    images = browser.execute_script(
+        "return Array.from(document.images, i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])"
+    )
+    assert len(images) == 6
+    for alt, complete, width, height in images:
+        assert complete and width > 0 and height > 0, alt
+    rows = browser.execute_script("return document.querySelectorAll('#cells-table tbody tr').length")
+    assert rows == cells
+    fetched = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert [url for url in fetched if not url.startswith("data:")] == []
+
+
+def test_script_in_a_model_name_is_text_not_code(browser, report):
+    path, _ = report
+    _open(browser, path)
+    models = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#cells-table td.model'), td => td.textContent)"
+    )
+    assert EVIL_MODEL in models
+    assert browser.execute_script("return window.__alerts") == []
+    assert browser.execute_script("return document.scripts.length") == 1  # the report's own
+
+
+def test_cells_table_sorts_and_filters(browser, report):
+    from selenium.webdriver.common.by import By
+
+    path, cells = report
+    _open(browser, path)
+    header = browser.find_element(By.XPATH, "//table[@id='cells-table']//th[button='peak (MiB)']")
+    column = browser.execute_script("return arguments[0].cellIndex", header)
+    peaks = (
+        "return Array.from(document.querySelectorAll('#cells-table tbody tr'),"
+        f" r => Number(r.cells[{column}].dataset.sort))"
+    )
+    header.find_element(By.TAG_NAME, "button").click()
+    ascending = browser.execute_script(peaks)
+    assert ascending == sorted(ascending) and header.get_attribute("aria-sort") == "ascending"
+    header.find_element(By.TAG_NAME, "button").click()
+    assert browser.execute_script(peaks) == sorted(ascending, reverse=True)
+
+    browser.find_element(By.CSS_SELECTOR, "input[data-status='ok']").click()
+    visible = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#cells-table tbody tr')).filter(r => !r.hidden)"
+        ".map(r => r.dataset.status)"
+    )
+    assert visible and set(visible) == {"oom"}
+    assert browser.find_element(By.ID, "cells-shown").text == str(len(visible))
+    assert len(visible) < cells
