@@ -14,8 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devices.caps.base import CapBackend, CapReading, CapUnavailable
+
+if TYPE_CHECKING:
+    from devices.profile import DeviceProfile
 
 MOUNT = Path("/sys/fs/cgroup")
 UNLIMITED_V1 = 1 << 62  # v1 writes "no limit" as a huge page-rounded number
@@ -96,3 +100,22 @@ class ContainerLimit(CapBackend):
 
     def destroy(self) -> None:
         pass
+
+
+CFS_PERIOD_US = 100_000
+
+
+def engine_limits(profile: DeviceProfile) -> dict[str, int | bool]:
+    """A device's caps as container settings, valid both as docker SDK arguments and compose keys.
+
+    No swap (memswap_limit = mem_limit). CPUs as a CFS quota rather than `cpus`/`nano_cpus`: the
+    engine refuses more CPUs than the host has, which would make a 4-core profile unusable on a
+    2-core machine; a quota is the same kernel mechanism and simply gives such a host all its cores.
+    """
+    return {
+        "mem_limit": profile.memory_bytes,
+        "memswap_limit": profile.memory_bytes,
+        "cpu_period": CFS_PERIOD_US,
+        "cpu_quota": int(profile.cpus * CFS_PERIOD_US),
+        "oom_kill_disable": False,
+    }

@@ -1,0 +1,162 @@
+"""Each cell in its own container, capped by the container engine (`edgebench run --executor docker`).
+
+The container gets the device's memory limit with no swap, its CPU quota, no network and a
+read-only root. Inside it, `harness.executors.in_container` runs the cell as a child process
+and reads the container cgroup's peak before the container ends (the cgroup is removed at
+exit). An OOM is seen three ways, any of which counts: the container cgroup's oom_kill counter
+(inside), State.OOMKilled, or exit 137 of the container itself. Containers are always removed,
+also on Ctrl-C. The image is EDGEBENCH_IMAGE (default `edgebench`, built from the Dockerfile).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from devices.caps.container import engine_limits
+from harness.cells import Cell
+from harness.errors import UserError
+from harness.executors.base import OFFLINE_ENV, ChildOutcome, Executor, ProgressFn
+from harness.executors.in_container import job_json, outcome_from_event
+from harness.executors.local import _last_line
+from harness.records import now_iso
+
+IMAGE_ENV = "EDGEBENCH_IMAGE"
+DEFAULT_IMAGE = "edgebench"
+LABEL = "edgebench.cell"  # on every cell container, so that leftovers can be found
+POLL_S = 0.2
+# The cell's own timeout is enforced inside the container; the engine gets this much longer.
+GRACE_S = 30.0
+OOM_EXIT = 137
+
+
+def connect():
+    """A client of a reachable engine, or a UserError that says what to install or start."""
+    where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise UserError(
+            f"no Docker engine answers at {where} ({reason}); install Docker (Debian: `apt-get install docker.io`) "
+            "and start it (`systemctl start docker` or `dockerd &`), or point DOCKER_HOST at a running engine"
+        ) from None
+    return client
+
+
+class DockerExecutor(Executor):
+    name = "docker"
+
+    def __init__(self, run_dir: Path, timeout_s: float, enforcement: str = "auto") -> None:
+        super().__init__(run_dir, timeout_s, enforcement)
+        if enforcement not in ("auto", "container"):
+            raise UserError(
+                f"--enforcement {enforcement} does not apply to --executor docker: the container engine "
+                "enforces the caps; drop --enforcement"
+            )
+        self.client = connect()
+        self.image = os.environ.get(IMAGE_ENV, DEFAULT_IMAGE)
+        try:
+            self.client.images.get(self.image)
+        except docker.errors.ImageNotFound:
+            raise UserError(
+                f"Docker image {self.image!r} not found; build it in the edgebench checkout with "
+                f"`docker build -t {self.image} .` (or set {IMAGE_ENV} to an edgebench image)"
+            ) from None
+
+    @property
+    def enforcement(self) -> str:
+        return "container"
+
+    def close(self) -> None:
+        self.client.close()
+
+    def execute(self, cell: Cell, progress: ProgressFn) -> ChildOutcome:
+        logs = self.run_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        container = self.client.containers.create(
+            self.image,
+            entrypoint=["python", "-m", "harness.executors.in_container"],
+            command=[job_json(cell, self.timeout_s)],
+            environment=OFFLINE_ENV,
+            labels={LABEL: cell.id},
+            network_disabled=True,
+            read_only=True,
+            tmpfs={"/tmp": ""},
+            **engine_limits(cell.device),
+        )
+        try:
+            started_at, t0 = now_iso(), time.perf_counter()
+            container.start()
+            events: list[dict[str, Any]] = []
+            reader = threading.Thread(target=_read_events, args=(container, cell, progress, events), daemon=True)
+            reader.start()
+            timed_out = self._wait(container, t0 + self.timeout_s + GRACE_S)
+            wall = time.perf_counter() - t0
+            reader.join(timeout=10)
+            container.reload()
+            state = container.attrs["State"]
+            stderr = container.logs(stdout=False, stderr=True)
+            (logs / f"{cell.id}.log").write_bytes(stderr)
+        finally:
+            container.remove(force=True)
+        outcomes = [e for e in events if e.get("event") == "outcome"]
+        if outcomes:
+            outcome = outcome_from_event(outcomes[-1])
+            outcome.oom_killed = outcome.oom_killed or (state["OOMKilled"] and not outcome.result)
+            return outcome
+        # The container died before its supervisor could report: killed for memory, or by us on timeout.
+        return ChildOutcome(
+            started_at=started_at,
+            wall_seconds=wall,
+            returncode=state["ExitCode"],
+            timed_out=timed_out,
+            oom_killed=not timed_out and (state["OOMKilled"] or state["ExitCode"] == OOM_EXIT),
+            result=None,
+            stderr_tail=_last_line(stderr),
+        )
+
+    def _wait(self, container, deadline: float) -> bool:
+        """Wait for the container to exit; kill it on Ctrl-C (then raise) or past the deadline (True)."""
+        while True:
+            container.reload()
+            if container.status in ("exited", "dead"):
+                return False
+            if self.stop.is_set():
+                container.kill()
+                raise KeyboardInterrupt  # an interrupted cell is not a result; resume redoes it
+            if time.perf_counter() > deadline:
+                container.kill()
+                container.wait()
+                return True
+            time.sleep(POLL_S)
+
+
+def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The engine streams arbitrary chunks; events are whole lines."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        yield from complete
+    if pending:
+        yield pending
+
+
+def _read_events(container, cell: Cell, progress: ProgressFn, events: list[dict[str, Any]]) -> None:
+    for line in _lines(container.logs(stream=True, follow=True, stdout=True, stderr=False)):
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        events.append(event)
+        if event.get("event") == "progress":
+            progress(cell, event)

