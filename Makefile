@@ -32,5 +32,21 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Micro-benchmarks (pytest-benchmark) in benchmarks/bench_*.py. `make bench` records a run in BENCH_JSON;
+# `make bench-compare` fails when a benchmark's median is BENCH_FAIL slower than the stored baseline.
+# Refresh the baseline on the reference machine with `make bench BENCH_JSON=$(BENCH_BASELINE)`.
+BENCH_BASELINE ?= benchmarks/baseline.json
+BENCH_JSON     ?= .benchmarks/latest.json
+BENCH_FAIL     ?= median:30%
+# `python -m` puts the repository root on sys.path: benchmarks reuse the tests' synthetic-run builders.
+BENCH          := $(PY) -m pytest benchmarks -o python_files='bench_*.py' -p no:cacheprovider --benchmark-only --benchmark-sort=name
+
+bench: install
+	mkdir -p $(dir $(BENCH_JSON))
+	$(BENCH) --benchmark-json=$(BENCH_JSON)
+
+bench-compare: install
+	$(BENCH) --benchmark-compare=$(BENCH_BASELINE) --benchmark-compare-fail=$(BENCH_FAIL)
+
 clean:
 	rm -rf $(VENV) results .pytest_cache .benchmarks
