@@ -1,9 +1,124 @@
-"""Analytic peak-memory model (DESIGN.md). PLACEHOLDER: the workloads issue replaces this."""
+"""Analytic peak-memory model (DESIGN.md), torch-free: the harness parent and `edgebench estimate` use it.
+
+peak = R + weights + method terms, with R (interpreter + torch + allocator) measured once per
+environment (workloads.baseline). The activation coefficients are the per-layer working sets of
+transformers' OPT / BERT layers in fp32 on CPU, counted from the tensors each layer keeps
+(see docs/workloads.md for the derivation and the measured validation).
+"""
 
 from __future__ import annotations
 
-from workloads.params import WorkloadParams
+from dataclasses import dataclass
+
+from workloads.baseline import runtime_baseline_bytes
+from workloads.ladder import ModelShape, ladder_names, model_shape
+from workloads.params import ZO_CHUNK, WorkloadParams
+
+BYTES = {"fp32": 4, "bf16": 2}
+OPTIMIZER_STATE = {"sgd": 0, "sgd-momentum": 1, "adamw": 2}  # fp32-sized states per trainable weight
+LORA_RANK = 8
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """The terms of one prediction, in bytes (what `edgebench estimate --json` prints)."""
+
+    runtime: int
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+    logits: int
+    zo_buffer: int
+
+    @property
+    def total(self) -> int:
+        return self.runtime + self.weights + self.gradients + self.optimizer + self.activations + self.logits + self.zo_buffer
+
+
+def trainable_count(shape: ModelShape, params: WorkloadParams, num_labels: int) -> int:
+    head = shape.hidden * num_labels + num_labels if not is_lm(shape, params) else shape.largest_tensor
+    if params.tuning == "head":
+        return head
+    if params.tuning == "lora":  # two rank-r adapters on the query and value projections of every layer
+        return shape.layers * 2 * 2 * LORA_RANK * shape.hidden + (0 if is_lm(shape, params) else head)
+    return shape.params + (0 if is_lm(shape, params) else head)
+
+
+def is_lm(shape: ModelShape, params: WorkloadParams) -> bool:
+    return shape.is_decoder and params.task == "synthetic"
+
+
+def layer_working_set(shape: ModelShape, b: int, s: int, w: int) -> int:
+    """One layer's live tensors during a no-grad forward: attention scores and probabilities (B*A*S*S each),
+    the MLP's intermediate (B*S*F, twice around the activation) and a few hidden-sized tensors."""
+    return w * (2 * b * shape.heads * s * s + 2 * b * s * shape.ffn + 6 * b * s * shape.hidden)
+
+
+def layer_saved_for_backward(shape: ModelShape, b: int, s: int, w: int) -> int:
+    """What one layer keeps for backward (Korthikanti et al. 2022, counted in elements for fp32 on CPU):
+    about 17 B*S*H hidden-sized tensors plus 2.5 B*A*S*S attention tensors, and the MLP's B*S*F twice."""
+    return w * (11 * b * s * shape.hidden + 3 * b * shape.heads * s * s + 3 * b * s * shape.ffn)
+
+
+def breakdown(params: WorkloadParams, shape: ModelShape, runtime: int, num_labels: int = 2) -> Breakdown:
+    w = BYTES[params.dtype]
+    b, s = params.batch, min(params.seq_len, shape.max_positions)
+    lm = is_lm(shape, params)
+    total_params = shape.params + (0 if lm else shape.hidden * num_labels + num_labels)
+    trainable = trainable_count(shape, params, num_labels)
+    # LM loss: logits, the shifted copy and log-softmax live together (fp32); with backprop also their gradient.
+    logits = 3 * 4 * b * s * shape.vocab if lm else 0
+    weights = total_params * w
+    if params.method in ("inference", "mezo"):
+        zo = 0
+        if params.method == "mezo":
+            buffers = 2 if params.n_queries > 1 or params.zo_variant == "sign" else 1
+            zo = buffers * w * min(ZO_CHUNK, shape.largest_tensor)
+        return Breakdown(runtime, weights, 0, 0, layer_working_set(shape, b, s, w), logits, zo)
+    grads = trainable * w
+    optimizer = OPTIMIZER_STATE[params.optimizer] * 4 * trainable
+    if params.method == "bp":
+        acts = shape.layers * layer_saved_for_backward(shape, b, s, w)
+    else:  # checkpointed: every layer's input, plus one layer recomputed with its saved tensors
+        acts = shape.layers * b * s * shape.hidden * w + layer_saved_for_backward(shape, b, s, w)
+    return Breakdown(runtime, weights, grads, optimizer, acts, (4 * logits) // 3 if lm else 0, 0)
+
+
+def predict_breakdown(params: WorkloadParams) -> Breakdown | None:
+    shape = model_shape(params.model)
+    if shape is None:
+        return None
+    return breakdown(params, shape, runtime_baseline_bytes())
 
 
 def predict_peak_bytes(params: WorkloadParams) -> int | None:
-    return None
+    """Predicted peak process memory (bytes) of the cell, or None for a model whose shape is unknown."""
+    result = predict_breakdown(params)
+    return result.total if result else None
+
+
+def largest_fitting(params: WorkloadParams, cap_bytes: int, family: str | None = None) -> str | None:
+    """The largest ladder model (of `family`, default the params' own family) predicted to fit under the cap."""
+    shape = model_shape(params.model)
+    family = family or (shape.family if shape else "opt")
+    runtime = runtime_baseline_bytes()
+    best = None
+    for name in ladder_names(family):
+        candidate = params.model_copy(update={"model": name})
+        rung = model_shape(name)
+        assert rung is not None
+        if breakdown(candidate, rung, runtime).total <= cap_bytes:
+            best = name
+    return best
+
+
+def fit_ratio(params: WorkloadParams, cap_bytes: int, family: str | None = None) -> float | None:
+    """Parameters of the largest MeZO-trainable model / of the largest checkpointed-BP one under the cap."""
+    mezo = largest_fitting(params.model_copy(update={"method": "mezo"}), cap_bytes, family)
+    bp = largest_fitting(params.model_copy(update={"method": "bp-checkpointed"}), cap_bytes, family)
+    if mezo is None or bp is None:
+        return None
+    mezo_shape, bp_shape = model_shape(mezo), model_shape(bp)
+    assert mezo_shape and bp_shape
+    return mezo_shape.params / bp_shape.params

@@ -14,6 +14,8 @@ Optimizer = Literal["sgd", "sgd-momentum", "adamw"]
 
 #: Learning rates used when the spec gives none: MeZO needs far smaller steps than AdamW.
 DEFAULT_LR = {"mezo": 1e-6, "bp-checkpointed": 1e-4, "bp": 1e-4, "inference": 0.0}
+#: MeZO draws z this many elements at a time (16 MiB in fp32); shared by workloads.mezo and the memory model.
+ZO_CHUNK = 1 << 22
 
 
 class WorkloadParams(BaseModel):
@@ -23,6 +25,8 @@ class WorkloadParams(BaseModel):
 
     model: str = Field(min_length=1, description="ladder name (e.g. opt-8m), hub id, or local directory")
     task: str = Field(default="synthetic", min_length=1, description="synthetic, rotten_tomatoes, glue/sst2, or a file")
+    text_column: str | None = Field(default=None, min_length=1, description="text column of a dataset (default text)")
+    label_column: str | None = Field(default=None, min_length=1, description="label column of a dataset (default label)")
     method: Method = "mezo"
     optimizer: Optimizer = Field(default="adamw", description="backprop optimizer (ignored by MeZO)")
     lr: float | None = Field(default=None, gt=0, description="learning rate; per-method default when omitted")

@@ -1,0 +1,76 @@
+"""The runtime baseline R of the memory model: measured, never assumed.
+
+`python -m workloads.baseline` imports what a cell imports, builds and runs a tiny model through
+the cell's own code path (so torch's thread pools, allocator and lazy kernels are initialised),
+and prints its peak RSS (VmHWM). The memory model runs it once per environment (Python,
+library versions, interpreter path) and caches the figure under ~/.cache/edgebench/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from workloads.versions import library_versions
+
+#: A model whose own memory is negligible (a few hundred KiB) next to R.
+PROBE_CONFIG = {"model_type": "opt", "vocab_size": 64, "hidden_size": 8, "num_hidden_layers": 1,
+                "num_attention_heads": 1, "ffn_dim": 16, "max_position_embeddings": 16, "word_embed_proj_dim": 8}
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("EDGEBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "edgebench")
+    return Path(root)
+
+
+def environment_key() -> str:
+    content = json.dumps({"versions": library_versions(), "python": sys.executable}, sort_keys=True)
+    return hashlib.sha256(content.encode()).hexdigest()[:16]
+
+
+def peak_rss_bytes() -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def measure_in_this_process() -> int:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    import workloads.cell  # noqa: F401 - everything a cell imports
+    from workloads.methods import Backprop, ZerothOrder  # noqa: F401
+
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**PROBE_CONFIG))
+    ids = torch.randint(0, 64, (1, 8))
+    model(input_ids=ids, labels=ids).loss.backward()
+    return peak_rss_bytes()
+
+
+def runtime_baseline_bytes() -> int:
+    """R for this environment: from the cache, else measured now in a fresh subprocess (a few seconds)."""
+    path = cache_dir() / f"runtime-{environment_key()}.json"
+    try:
+        return int(json.loads(path.read_text())["runtime_bytes"])
+    except (OSError, ValueError, KeyError):
+        pass
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "workloads.baseline"], capture_output=True, text=True, check=True, env=env, timeout=300
+    )
+    value = int(out.stdout.strip().splitlines()[-1])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"runtime_bytes": value, "versions": library_versions(), "python": sys.executable}))
+    tmp.replace(path)
+    return value
+
+
+if __name__ == "__main__":
+    print(measure_in_this_process())

@@ -1,0 +1,170 @@
+"""One cell: build the model and task, train under the step / wall-clock budget, measure, and report."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from devices.caps.base import ENV_THREADS
+from devices.caps.cuda import apply_gpu_fraction, cuda_peak_bytes
+from workloads.methods import make_method
+from workloads.models import (
+    SequenceClassifier,
+    build_model,
+    checkpointing_enabled,
+    init_prototype_head,
+    load_tokenizer,
+    select_trainable,
+    trainable_parameters,
+)
+from workloads.params import WorkloadParams
+from workloads.runner import Reporter
+from workloads.sources import LABEL_WORDS, SYNTHETIC
+from workloads.tasks import Task, real_task, synthetic_task
+from workloads.versions import library_versions
+
+#: Losses kept in the record: every step up to this many, then evenly thinned.
+MAX_LOSSES = 200
+
+
+@dataclass
+class CellOutcome:
+    steps: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@torch.inference_mode()
+def accuracy(model: torch.nn.Module, task: Task, device: torch.device) -> float:
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for batch in task.held_out_batches():
+        batch = {k: v.to(device) for k, v in batch.items()}
+        predicted = model(**batch).logits.argmax(-1)
+        correct += int((predicted == batch["labels"]).sum())
+        total += len(batch["labels"])
+    model.train(was_training)
+    return 100.0 * correct / total
+
+
+def setup(params: WorkloadParams):
+    """Threads, GPU share, seeds; returns the device and the thread count actually used."""
+    threads = os.environ.get(ENV_THREADS)
+    if threads:
+        torch.set_num_threads(int(threads))
+    fraction = apply_gpu_fraction(torch)
+    torch.manual_seed(params.seed)
+    return torch.device("cuda" if fraction is not None else "cpu"), torch.get_num_threads()
+
+
+def prepare(params: WorkloadParams, device: torch.device):
+    """Task and model, with the trainable parameters selected. Real tasks start from a zero-shot head."""
+    if params.task == SYNTHETIC:
+        from workloads.ladder import model_shape
+
+        shape = model_shape(params.model)
+        decoder = shape.is_decoder if shape else True
+        built = build_model(params, "lm" if decoder else "classification", num_labels=2)
+        task = synthetic_task(params, built.vocab, decoder)
+    else:
+        tokenizer = load_tokenizer(params.model)
+        task = real_task(params, tokenizer, vocab=0)
+        built = build_model(params, "classification", task.num_labels)
+        built.model.to(device)
+        assert isinstance(built.model, SequenceClassifier)
+        init_prototype_head(built.model, tokenizer, task.label_names, LABEL_WORDS)
+    model = select_trainable(built.model.to(device), params.tuning, built.family)
+    return model, task, built
+
+
+def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
+    device, threads = setup(params)
+    model, task, built = prepare(params, device)
+    named = trainable_parameters(model)
+    method = make_method(params, model, named)
+    curve: list[dict[str, float]] = []
+    eval_seconds = 0.0
+
+    def evaluate(step: int, train_seconds: float) -> None:
+        nonlocal eval_seconds
+        if task.has_accuracy:
+            t0 = time.perf_counter()
+            curve.append({"seconds": round(train_seconds, 3), "step": step, "accuracy": accuracy(model, task, device)})
+            eval_seconds += time.perf_counter() - t0
+            reporter.progress(step, force=True, accuracy=curve[-1]["accuracy"])
+
+    evaluate(0, 0.0)
+    losses: list[float] = []
+    step_times: list[float] = []
+    train_seconds = 0.0
+    next_eval_s = params.eval_seconds
+    step = 0
+    while _within_budget(params, step, train_seconds):
+        batch = {k: v.to(device) for k, v in task.batch(step).items()}
+        t0 = time.perf_counter()
+        loss = method.step(batch, step)
+        step_times.append(time.perf_counter() - t0)
+        train_seconds += step_times[-1]
+        step += 1
+        losses.append(loss)
+        reporter.progress(step, loss=round(loss, 5))
+        due_steps = params.eval_every is not None and step % params.eval_every == 0
+        due_time = next_eval_s is not None and train_seconds >= next_eval_s
+        if (due_steps or due_time) and _within_budget(params, step, train_seconds):
+            evaluate(step, train_seconds)
+            while next_eval_s is not None and next_eval_s <= train_seconds:
+                next_eval_s += params.eval_seconds or 0
+    if task.has_accuracy and (not curve or curve[-1]["step"] != step):
+        evaluate(step, train_seconds)
+    return CellOutcome(steps=step, metrics=_metrics(params, model, named, task, built, threads, locals_=dict(
+        losses=losses, step_times=step_times, train_seconds=train_seconds, curve=curve, eval_seconds=eval_seconds)))
+
+
+def _within_budget(params: WorkloadParams, step: int, seconds: float) -> bool:
+    if params.max_steps is not None and step >= params.max_steps:
+        return False
+    return params.max_seconds is None or seconds < params.max_seconds
+
+
+def _thin(values: list[float], keep: int = MAX_LOSSES) -> list[float]:
+    if len(values) <= keep:
+        return [round(v, 6) for v in values]
+    stride = len(values) / keep
+    return [round(values[int(i * stride)], 6) for i in range(keep)]
+
+
+def _metrics(params, model, named, task: Task, built, threads: int, locals_: dict) -> dict[str, Any]:
+    losses, step_times, curve = locals_["losses"], locals_["step_times"], locals_["curve"]
+    # The first step pays one-off costs (allocator growth, lazy init); the mean excludes it when there are others.
+    timed = step_times[1:] if len(step_times) > 1 else step_times
+    unique = {id(p): p for p in model.parameters()}
+    metrics: dict[str, Any] = {
+        "versions": library_versions(),
+        "model_family": built.family,
+        "param_count": sum(p.numel() for p in unique.values()),
+        "trainable_params": sum(p.numel() for _, p in named) if params.method != "inference" else 0,
+        "step_time_s": sum(timed) / len(timed) if timed else None,
+        "first_step_time_s": step_times[0] if step_times else None,
+        "train_seconds": round(locals_["train_seconds"], 4),
+        "eval_seconds": round(locals_["eval_seconds"], 4),
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        "losses": _thin(losses),
+        "gradient_checkpointing": checkpointing_enabled(model),
+        "dtype": params.dtype,
+        "threads": threads,
+        "task_kind": task.kind,
+        "dataset": task.info or {"name": task.name, "seed": params.seed, "synthetic": True},
+        "cuda_peak_bytes": cuda_peak_bytes(torch),
+    }
+    if task.has_accuracy:
+        metrics |= {
+            "accuracy_curve": curve,
+            "initial_accuracy": curve[0]["accuracy"],
+            "final_accuracy": curve[-1]["accuracy"],
+        }
+    return metrics

@@ -1,0 +1,93 @@
+"""The four methods behind one interface: `step(batch, step) -> loss`.
+
+inference: no-grad forwards only (the reference for MeZO's memory and time); mezo: see workloads.mezo;
+bp-checkpointed / bp: backprop with and without gradient checkpointing.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from workloads.mezo import MeZO, no_decay
+from workloads.models import checkpointing_enabled, enable_checkpointing
+from workloads.params import WorkloadParams
+
+
+class Method(Protocol):
+    def step(self, batch: dict[str, torch.Tensor], step: int) -> float: ...
+
+
+def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> float:
+    """One forward in eval mode under inference_mode: what inference and MeZO both pay per pass."""
+    with torch.inference_mode():
+        return float(model(**batch).loss)
+
+
+class Inference:
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model.eval().requires_grad_(False)
+
+    def step(self, batch: dict[str, torch.Tensor], step: int) -> float:
+        return forward_loss(self.model, batch)
+
+
+class ZerothOrder:
+    def __init__(self, model: nn.Module, named: list[tuple[str, nn.Parameter]], params: WorkloadParams) -> None:
+        self.model = model.eval().requires_grad_(False)  # nothing keeps autograd state
+        self.optimizer = MeZO(
+            named,
+            lr=params.learning_rate,
+            eps=params.eps,
+            weight_decay=params.weight_decay,
+            n_queries=params.n_queries,
+            variant=params.zo_variant,
+            seed=params.seed,
+        )
+
+    def step(self, batch: dict[str, torch.Tensor], step: int) -> float:
+        return self.optimizer.step(lambda: forward_loss(self.model, batch), step)
+
+
+def make_optimizer(named: list[tuple[str, nn.Parameter]], params: WorkloadParams) -> torch.optim.Optimizer:
+    """SGD, SGD with momentum, or AdamW; no weight decay on biases and norms. foreach=False keeps the
+    optimizer's temporaries to one tensor at a time (the memory model assumes so)."""
+    decay = [p for n, p in named if not no_decay(n, p)]
+    rest = [p for n, p in named if no_decay(n, p)]
+    groups = [{"params": decay, "weight_decay": params.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    lr = params.learning_rate
+    if params.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, foreach=False)
+    momentum = 0.9 if params.optimizer == "sgd-momentum" else 0.0
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, foreach=False)
+
+
+class Backprop:
+    def __init__(
+        self, model: nn.Module, named: list[tuple[str, nn.Parameter]], params: WorkloadParams, checkpointed: bool
+    ) -> None:
+        if checkpointed:
+            enable_checkpointing(model)
+        self.model = model.train()
+        self.optimizer = make_optimizer(named, params)
+
+    def step(self, batch: dict[str, torch.Tensor], step: int) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.model(**batch).loss
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+
+def make_method(params: WorkloadParams, model: nn.Module, named: list[tuple[str, nn.Parameter]]) -> Method:
+    if params.method == "inference":
+        return Inference(model)
+    if params.method == "mezo":
+        return ZerothOrder(model, named, params)
+    method = Backprop(model, named, params, checkpointed=params.method == "bp-checkpointed")
+    if params.method == "bp-checkpointed" and not checkpointing_enabled(model):
+        raise RuntimeError("gradient checkpointing was requested but the model did not enable it")
+    return method

