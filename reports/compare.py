@@ -111,6 +111,7 @@ class Comparison:
     changes: list[CellChange]
     only_in_baseline: list[str]  # labels of baseline cells the current run does not include at all
     only_in_current: list[str]
+    context: list[str] = field(default_factory=list)  # how the two runs' setups differ (versions, backend)
 
     @property
     def regressions(self) -> list[CellChange]:
@@ -134,6 +135,7 @@ class Comparison:
             ],
             "only_in_baseline": self.only_in_baseline,
             "only_in_current": self.only_in_current,
+            "context": self.context,
         }
 
 
@@ -188,6 +190,20 @@ def compare_cell(base: CellRecord, cur: CellRecord | None, limits: Thresholds) -
     return change
 
 
+def setup_differences(base: RunData, cur: RunData) -> list[str]:
+    """What changed around the cells (enforcement, executor, library versions): a reader weighs changes by it."""
+    notes = []
+    for key in ("enforcement", "executor"):
+        before, after = base.info.get(key), cur.info.get(key)
+        if before != after:
+            notes.append(f"{key} {before} -> {after}")
+    versions_before, versions_after = base.info.get("versions") or {}, cur.info.get("versions") or {}
+    for name in sorted(set(versions_before) | set(versions_after)):
+        if versions_before.get(name) != versions_after.get(name):
+            notes.append(f"{name} {versions_before.get(name)} -> {versions_after.get(name)}")
+    return notes
+
+
 def compare_runs(
     baseline: Path,
     current: Path,
@@ -225,4 +241,5 @@ def compare_runs(
         changes=changes,
         only_in_baseline=[cell_label(r) for r in base_run.records if r.cell_id not in in_current_run],
         only_in_current=[cell_label(r) for r in cur_run.records if r.cell_id not in base_ids],
+        context=setup_differences(base_run, cur_run),
     )

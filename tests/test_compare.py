@@ -141,6 +141,15 @@ def test_thresholds_come_from_the_current_spec_unless_given(tmp_path, capsys):
     assert main(["compare", str(base), str(cur), "--max-memory-regression", "0.05"]) == 1
 
 
+def test_setup_changes_are_reported(tmp_path, capsys):
+    versions = {"python": "3.11.2", "torch": "2.14.0", "transformers": "5.0.0"}
+    base, cur, _ = _runs(tmp_path, enforcement="rlimit", versions=versions)
+    assert main(["compare", str(base), str(cur)]) == 0
+    assert "setup changed since the baseline: enforcement cgroup-v1 -> rlimit, torch 2.13.0 -> 2.14.0" in (
+        capsys.readouterr().out
+    )
+
+
 def test_a_cell_without_a_current_record_is_a_regression(tmp_path, capsys):
     records = sweep(devices=DEVICES, models=("opt-1m",))
     dropped = records[0]

@@ -90,6 +90,8 @@ def _print_table(comparison: Comparison, show_all: bool) -> None:
         )
         + (f"; {len(comparison.only_in_current)} new" if comparison.only_in_current else "")
     )
+    if comparison.context:
+        console.print("setup changed since the baseline: " + ", ".join(comparison.context))
 
 
 def handle(args: argparse.Namespace) -> int:
