@@ -76,7 +76,7 @@ class CellChange:
     memory: Figure
     time: Figure
     time_metric: str
-    accuracy: Figure  # percent
+    accuracy: Figure  # percent (as the workload reports it)
     regressions: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -148,8 +148,8 @@ def _time(record: CellRecord, other: CellRecord) -> tuple[str, float | None, flo
 
 
 def _accuracy(record: CellRecord | None) -> float | None:
-    value = metric_number(record.metrics, "final_accuracy") if record else None
-    return None if value is None else 100 * value
+    """Workloads report accuracy in percent, so a drop is in percentage points."""
+    return metric_number(record.metrics, "final_accuracy") if record else None
 
 
 def compare_cell(base: CellRecord, cur: CellRecord | None, limits: Thresholds) -> CellChange:

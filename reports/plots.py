@@ -208,7 +208,7 @@ def _curve(record: CellRecord, x_key: str) -> list[tuple[float, float]]:
             continue
         x, y = metric_number(point, x_key), metric_number(point, "accuracy")
         if x is not None and y is not None:
-            points.append((x, 100 * y))
+            points.append((x, y))  # workloads report accuracy in percent
     return sorted(points)
 
 

@@ -14,6 +14,7 @@ from harness.cells import Cell
 from harness.errors import UserError
 from harness.records import CellRecord
 from harness.store import RUN_INFO, load_records, read_run_info
+from workloads.ladder import model_shape
 
 
 def cell_label(record: CellRecord) -> str:
@@ -68,7 +69,10 @@ class RunData:
         own = record.metrics.get("param_count")
         if isinstance(own, (int, float)) and own > 0:
             return int(own)
-        return self._param_counts.get(record.params.model)
+        if record.params.model in self._param_counts:
+            return self._param_counts[record.params.model]
+        shape = model_shape(record.params.model)  # a size no cell survived: count it from the config
+        return shape.params if shape else None
 
     def by_device(self, device: str) -> list[CellRecord]:
         return [r for r in self.records if r.device.name == device]

@@ -90,7 +90,7 @@ def cell_rows(run: RunData) -> list[CellRow]:
 
 
 def rows_csv(rows: list[CellRow]) -> str:
-    """The table as CSV with raw units (bytes, seconds, accuracy as a fraction) for papers and scripts."""
+    """The table as CSV with raw units (bytes, seconds, accuracy in percent) for papers and scripts."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(CellRow)], lineterminator="\n")
     writer.writeheader()

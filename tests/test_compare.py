@@ -107,7 +107,7 @@ def test_step_time_and_accuracy_thresholds(tmp_path, capsys):
         _bump(
             rs,
             worse,
-            metrics=rs[worse].metrics | {"final_accuracy": rs[worse].metrics["final_accuracy"] - 0.02},
+            metrics=rs[worse].metrics | {"final_accuracy": rs[worse].metrics["final_accuracy"] - 2.0},
         )
 
     base, cur, _ = _runs(tmp_path, change, baseline_records=records)

@@ -18,6 +18,7 @@ from reports.rundata import load_run
 from reports.summary import device_headlines
 from tests.records_factory import make_record
 from tests.test_reports_fixtures import sweep, sweep_record, write_run
+from workloads.ladder import model_shape
 
 
 class Resources(HTMLParser):
@@ -108,10 +109,10 @@ def test_partial_run_says_what_is_missing(tmp_path):
 def test_records_without_metrics_still_render(tmp_path):
     """Failed cells and workloads that report nothing: the report says which plots have no data."""
     records = [
-        make_record(model="opt-8m", method="mezo"),
-        make_record(status="oom", peak=None, model="opt-125m", method="bp"),
-        make_record(status="timeout", peak=None, model="opt-30m", method="mezo"),
-        make_record(status="error", peak=None, model="opt-30m", method="bp").model_copy(
+        make_record(model="my-model-a", method="mezo"),
+        make_record(status="oom", peak=None, model="my-model-b", method="bp"),
+        make_record(status="timeout", peak=None, model="my-model-c", method="mezo"),
+        make_record(status="error", peak=None, model="my-model-c", method="bp").model_copy(
             update={"error": "RuntimeError: boom"}
         ),
     ]
@@ -128,8 +129,11 @@ def test_oom_cell_borrows_param_count_from_its_model(tmp_path):
     ok = sweep_record("rpi-4-2gb", "opt-125m", "mezo")
     oom = sweep_record("rpi-zero-2w", "opt-125m", "bp")
     assert oom.status == "oom" and "param_count" not in oom.metrics
-    run = load_run(write_run(tmp_path, [ok, oom]))
+    never_fits = sweep_record("rpi-zero-2w", "opt-350m", "bp", params=331_000_000)
+    run = load_run(write_run(tmp_path, [ok, oom, never_fits]))
     assert run.param_count(oom) == 125_200_000
+    # No cell of opt-350m survived: its size comes from the ladder's config, without building it.
+    assert run.param_count(never_fits) == model_shape("opt-350m").params
 
 
 def test_empty_run_renders(tmp_path):
