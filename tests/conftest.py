@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from tests.helpers import no_leftover_cgroups  # noqa: F401 - a fixture for the integration tests
+
 IN_CI = os.environ.get("CI") == "true"
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from devices.caps.base import pid_alive
 from devices.caps.cgroup_v1 import controller_dir
 from devices.caps.select import probe_all
 
@@ -62,14 +63,23 @@ def require_kernel_caps() -> str:
     pytest.skip("no usable cgroup memory controller here (needs root and cgroup v1 or v2 with memory)")
 
 
-def leftover_cgroups() -> list[str]:
-    """Per-cell cgroups of any edgebench run that still exist (cgroup v1 memory and cpu controllers)."""
-    found = []
+def cell_cgroups() -> set[str]:
+    """Per-cell cgroups of any edgebench run that exist now (cgroup v1 memory and cpu controllers)."""
+    found = set()
     for controller in ("memory", "cpu"):
         base = controller_dir(controller)
         if base is not None:
-            found += [p.name for p in Path(base).iterdir() if p.name.startswith("edgebench-")]
+            found |= {p.name for p in Path(base).iterdir() if p.name.startswith("edgebench-")}
     return found
+
+
+@pytest.fixture
+def no_leftover_cgroups():
+    """Fails the test if a per-cell cgroup outlives its harness (runs alive beside the test keep theirs)."""
+    before = cell_cgroups()
+    yield
+    leaked = {name for name in cell_cgroups() - before if not pid_alive(int(name.split("-")[1]))}
+    assert leaked == set()
 
 
 def write_spec(directory: Path, text: str) -> Path:

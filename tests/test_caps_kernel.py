@@ -14,9 +14,9 @@ from devices.caps.rlimit import RlimitAS
 from devices.caps.select import choose_backend
 from devices.profile import DeviceProfile
 from devices.verify import prove
-from tests.helpers import edgebench_json, leftover_cgroups, require_kernel_caps
+from tests.helpers import edgebench_json, require_kernel_caps
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_cgroups")]
 
 
 def test_doctor_proves_the_kernel_backend():
@@ -63,4 +63,3 @@ def test_stale_cgroups_of_a_dead_harness_are_swept():
     with CgroupV1(DeviceProfile(name="pi", memory="256MiB"), "fresh"):
         pass
     assert not stale.exists()
-    assert not [name for name in leftover_cgroups() if name.startswith(f"{CGROUP_PREFIX}{os.getpid()}-")]

@@ -11,9 +11,9 @@ import time
 import pytest
 
 from harness.store import RESULTS, load_records
-from tests.helpers import OOM_AND_OK, SMALL, edgebench, leftover_cgroups, require_kernel_caps, write_spec
+from tests.helpers import OOM_AND_OK, SMALL, edgebench, require_kernel_caps, write_spec
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_cgroups")]
 
 def test_over_cap_cell_is_oom_and_the_run_carries_on(tmp_path):
     backend = require_kernel_caps()
@@ -31,7 +31,6 @@ def test_over_cap_cell_is_oom_and_the_run_carries_on(tmp_path):
     assert large.predicted_peak_bytes and large.metrics["param_count"] > 100e6
     run_info = json.loads((out / "run.json").read_text())
     assert run_info["enforcement"] == backend and run_info["versions"]["torch"]
-    assert not leftover_cgroups()
 
 
 def test_timeout_is_a_recorded_status(tmp_path):
@@ -44,7 +43,6 @@ def test_timeout_is_a_recorded_status(tmp_path):
     (record,) = load_records(out)
     assert record.status == "timeout" and "4 s timeout" in record.error
     assert 4 <= record.wall_seconds < 10
-    assert not leftover_cgroups()
 
 
 def test_sigkill_mid_matrix_then_rerun_completes_without_duplicates(tmp_path):
@@ -71,7 +69,6 @@ def test_sigkill_mid_matrix_then_rerun_completes_without_duplicates(tmp_path):
     assert {r["params"]["method"]: r["status"] for r in lines} == dict.fromkeys(
         ("mezo", "bp-checkpointed", "bp", "inference"), "ok"
     )
-    assert not leftover_cgroups()
 
 
 BAD_SPECS = {

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from harness.store import load_records
-from tests.helpers import OOM_AND_OK, edgebench, leftover_cgroups, require_kernel_caps, write_spec
+from tests.helpers import OOM_AND_OK, edgebench, require_kernel_caps, write_spec
 
-pytestmark = [pytest.mark.integration, pytest.mark.ray]
+pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.usefixtures("no_leftover_cgroups")]
 
 
 def test_ray_executor_runs_cells_under_kernel_caps(tmp_path, monkeypatch):
@@ -23,4 +23,3 @@ def test_ray_executor_runs_cells_under_kernel_caps(tmp_path, monkeypatch):
     assert records["rpi-4-2gb"].status == "ok", records["rpi-4-2gb"].error
     assert {r.executor for r in records.values()} == {"ray"}
     assert {r.enforcement for r in records.values()} == {backend}
-    assert not leftover_cgroups()

@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     resume = parser.add_mutually_exclusive_group()
     resume.add_argument("--resume", dest="fresh", action="store_false", help="skip finished cells (default)")
     resume.add_argument("--fresh", dest="fresh", action="store_true", help="redo every cell")
+    parser.set_defaults(fresh=False)
     parser.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
 
