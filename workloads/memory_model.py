@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from workloads.baseline import runtime_baseline_bytes
 from workloads.ladder import ModelShape, ladder_names, model_shape
-from workloads.params import ZO_CHUNK, WorkloadParams
+from workloads.params import ZO_CHUNK, ZO_MAX_WORKERS, WorkloadParams
 
 BYTES = {"fp32": 4, "bf16": 2}
 OPTIMIZER_STATE = {"sgd": 0, "sgd-momentum": 1, "adamw": 2}  # fp32-sized states per trainable weight
@@ -74,7 +74,7 @@ def breakdown(params: WorkloadParams, shape: ModelShape, runtime: int, num_label
         zo = 0
         if params.method == "mezo":
             buffers = 2 if params.n_queries > 1 or params.zo_variant == "sign" else 1
-            zo = buffers * w * min(ZO_CHUNK, shape.largest_tensor)
+            zo = ZO_MAX_WORKERS * buffers * w * min(ZO_CHUNK, shape.largest_tensor)
         return Breakdown(runtime, weights, 0, 0, layer_working_set(shape, b, s, w), logits, zo)
     grads = trainable * w
     optimizer = OPTIMIZER_STATE[params.optimizer] * 4 * trainable

@@ -1,19 +1,23 @@
 """MeZO (Malladi et al. 2023): SPSA with the seed trick, perturbing the weights in place.
 
-z is never stored: each trainable tensor gets its own generator seeded from (query seed, tensor index), and
-z is drawn in chunks into one reusable buffer, so a pass costs one normal_ per chunk and the extra memory is
-one chunk (at most the largest tensor). A step makes 3 passes over the weights for n_queries=1:
-perturb +eps, perturb -2eps, then restore and update fused in one pass (z drawn once for both).
+z is never stored. Every chunk of every trainable tensor has its own generator, seeded from
+(query seed, tensor index, chunk index), so z is regenerated exactly for each pass, chunks are
+independent, and the passes run on all of the device's threads (drawing normals is the costly part:
+at this model size it costs more than the forwards when done on one thread). Extra memory: one
+chunk-sized buffer per worker thread. A step with one query makes 3 passes over the weights:
+perturb +eps, perturb -2eps, then restore and update fused into one pass.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
 
-from workloads.params import ZO_CHUNK
+from workloads.params import ZO_CHUNK, ZO_MAX_WORKERS
 
 _SEED_MOD = 2**62
 
@@ -23,8 +27,13 @@ def no_decay(name: str, tensor: torch.Tensor) -> bool:
     return tensor.ndim < 2 or "norm" in name.lower() or name.endswith(".bias")
 
 
+def zo_workers() -> int:
+    """Threads that draw z: the cell's torch thread count (the device's cores), at most ZO_MAX_WORKERS."""
+    return max(1, min(torch.get_num_threads(), ZO_MAX_WORKERS))
+
+
 class MeZO:
-    """One zeroth-order optimizer over a list of named tensors; `step(loss_fn)` runs one SPSA step."""
+    """One zeroth-order optimizer over a list of named tensors; `step(loss_fn, step)` runs one SPSA step."""
 
     def __init__(
         self,
@@ -36,48 +45,60 @@ class MeZO:
         variant: str = "spsa",
         seed: int = 0,
         chunk: int = ZO_CHUNK,
+        workers: int | None = None,
     ) -> None:
         self.tensors = [p.data for _, p in named]
         self.decay = [0.0 if no_decay(n, p) else weight_decay for n, p in named]
         self.lr, self.eps, self.n_queries, self.variant = lr, eps, n_queries, variant
         self.seed = seed
         self.chunk = max(1, min(chunk, max((t.numel() for t in self.tensors), default=1)))
-        self._buffers: dict[tuple[torch.dtype, torch.device, int], torch.Tensor] = {}
+        self.parts = [(i, start) for i, t in enumerate(self.tensors) for start in range(0, t.numel(), self.chunk)]
+        workers = workers or zo_workers()
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="mezo") if workers > 1 else None
+        self._local = threading.local()
         self.last_projected_grads: list[float] = []
 
     def query_seed(self, step: int, query: int) -> int:
         return (self.seed * 1_000_003 + step * 1_009 + query) % _SEED_MOD
 
-    def _buffer(self, like: torch.Tensor, slot: int = 0) -> torch.Tensor:
+    def _buffer(self, like: torch.Tensor, slot: int, size: int) -> torch.Tensor:
+        """This thread's reusable buffer for (dtype, device, slot)."""
+        buffers = self._local.__dict__.setdefault("buffers", {})
         key = (like.dtype, like.device, slot)
-        if key not in self._buffers:
-            self._buffers[key] = torch.empty(self.chunk, dtype=like.dtype, device=like.device)
-        return self._buffers[key]
+        if key not in buffers:
+            buffers[key] = torch.empty(self.chunk, dtype=like.dtype, device=like.device)
+        return buffers[key][:size]
 
-    def _generator(self, seed: int, index: int, device: torch.device) -> torch.Generator:
-        return torch.Generator(device=device).manual_seed((seed * 1_000_033 + index) % _SEED_MOD)
-
-    def _chunks(self, tensor: torch.Tensor):
-        flat = tensor.view(-1)
-        for start in range(0, flat.numel(), self.chunk):
-            yield flat[start : start + self.chunk]
-
-    def z_chunks(self, seed: int, index: int, slot: int = 0):
-        """(weight chunk, z chunk) pairs of tensor `index` for query seed `seed`; z lives in a reused buffer."""
+    def z(self, seed: int, index: int, start: int, slot: int = 0) -> torch.Tensor:
+        """z for the chunk of tensor `index` that starts at `start`, for query seed `seed` (in a reused buffer)."""
         tensor = self.tensors[index]
-        gen = self._generator(seed, index, tensor.device)
-        for part in self._chunks(tensor):
-            yield part, self._buffer(tensor, slot)[: part.numel()].normal_(generator=gen)
+        size = min(self.chunk, tensor.numel() - start)
+        gen = torch.Generator(device=tensor.device)
+        gen.manual_seed((seed * 1_000_033 + index * 100_003 + start // self.chunk) % _SEED_MOD)
+        return self._buffer(tensor, slot, size).normal_(generator=gen)
 
-    @torch.no_grad()
+    def _part(self, index: int, start: int) -> torch.Tensor:
+        return self.tensors[index].view(-1)[start : start + self.chunk]
+
+    def _each_part(self, work: Callable[[int, int], None]) -> None:
+        if self._pool is None:
+            for index, start in self.parts:
+                work(index, start)
+        else:
+            for future in [self._pool.submit(work, index, start) for index, start in self.parts]:
+                future.result()
+
     def perturb(self, seed: int, scale: float) -> None:
-        """theta += scale * z(seed), one tensor and one chunk at a time."""
-        for index in range(len(self.tensors)):
-            for part, z in self.z_chunks(seed, index):
-                part.add_(z, alpha=scale)
+        """theta += scale * z(seed), chunk by chunk."""
+
+        @torch.no_grad()
+        def work(index: int, start: int) -> None:
+            self._part(index, start).add_(self.z(seed, index, start), alpha=scale)
+
+        self._each_part(work)
 
     def step(self, loss_fn: Callable[[], float], step: int) -> float:
-        """One (n-)SPSA step; returns the mean of the two perturbed losses."""
+        """One (n-)SPSA step; returns the mean of the perturbed losses."""
         seeds = [self.query_seed(step, q) for q in range(self.n_queries)]
         grads, losses = [], []
         for q, seed in enumerate(seeds):
@@ -93,25 +114,29 @@ class MeZO:
         self.restore_and_update(seeds, grads)
         return sum(losses) / len(losses)
 
-    @torch.no_grad()
     def restore_and_update(self, seeds: list[int], grads: list[float]) -> None:
-        """Undo the last query's -eps, then theta -= lr * (mean_q g_q z_q + wd * theta) (or its sign)."""
-        last, n = seeds[-1], len(seeds)
-        for index, tensor in enumerate(self.tensors):
+        """Undo the last query's -eps, then theta -= lr * (mean_q g_q z_q + wd * theta); `sign` uses the
+        sign of the averaged estimate (ZO-SignSGD)."""
+        n, last = len(seeds), seeds[-1]
+        simple = n == 1 and self.variant == "spsa"
+
+        @torch.no_grad()
+        def work(index: int, start: int) -> None:
+            part = self._part(index, start)
             shrink = 1.0 - self.lr * self.decay[index]
-            gens = [self._generator(s, index, tensor.device) for s in seeds]
-            for part in self._chunks(tensor):
-                size = part.numel()
-                estimate = self._buffer(tensor, 1)[:size].zero_() if n > 1 or self.variant == "sign" else None
-                for seed, gen, g in zip(seeds, gens, grads, strict=True):
-                    z = self._buffer(tensor, 0)[:size].normal_(generator=gen)
-                    if seed == last:
-                        part.add_(z, alpha=self.eps)
-                        if shrink != 1.0:
-                            part.mul_(shrink)
-                    if estimate is None:
-                        part.add_(z, alpha=-self.lr * g)
-                    else:
-                        estimate.add_(z, alpha=g / n)
-                if estimate is not None:
-                    part.add_(estimate.sign_() if self.variant == "sign" else estimate, alpha=-self.lr)
+            if simple and shrink == 1.0:  # the common case: one draw, one add
+                part.add_(self.z(last, index, start), alpha=self.eps - self.lr * grads[0])
+                return
+            estimate = None if simple else self._buffer(part, 1, part.numel()).zero_()
+            for seed, g in zip(seeds, grads, strict=True):
+                z = self.z(seed, index, start)
+                if seed == last:
+                    part.add_(z, alpha=self.eps).mul_(shrink)
+                if estimate is None:
+                    part.add_(z, alpha=-self.lr * g)
+                else:
+                    estimate.add_(z, alpha=g / n)
+            if estimate is not None:
+                part.add_(estimate.sign_() if self.variant == "sign" else estimate, alpha=-self.lr)
+
+        self._each_part(work)

@@ -14,8 +14,10 @@ Optimizer = Literal["sgd", "sgd-momentum", "adamw"]
 
 #: Learning rates used when the spec gives none: MeZO needs far smaller steps than AdamW.
 DEFAULT_LR = {"mezo": 1e-6, "bp-checkpointed": 1e-4, "bp": 1e-4, "inference": 0.0}
-#: MeZO draws z this many elements at a time (16 MiB in fp32); shared by workloads.mezo and the memory model.
-ZO_CHUNK = 1 << 22
+#: MeZO draws z this many elements at a time (4 MiB in fp32), on at most ZO_MAX_WORKERS threads, each with
+#: its own buffer; shared by workloads.mezo and the memory model.
+ZO_CHUNK = 1 << 20
+ZO_MAX_WORKERS = 4
 
 
 class WorkloadParams(BaseModel):

@@ -1,17 +1,119 @@
-"""PLACEHOLDER for `edgebench estimate`: built by its own issue."""
+"""Predict a workload's peak memory on a device without running it (the analytic memory model), say whether
+it fits the device's cap, and which is the largest model of the ladder that each method fits."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import typing
+from pathlib import Path
 
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from devices.catalogue import USER_FILE, CatalogueError, load_catalogue, resolve_device
+from devices.profile import format_bytes
 from harness.errors import UserError
+from workloads.checks import check_params
+from workloads.ladder import model_shape
+from workloads.memory_model import fit_ratio, largest_fitting, predict_breakdown
+from workloads.params import Method, Optimizer, WorkloadParams
 
-HELP = "estimate (not built yet)"
+HELP = "predict peak memory of a workload on a device, and the largest model that fits"
+METHODS = typing.get_args(Method)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--device", required=True, help="device name from the catalogue (see `edgebench devices`)")
+    parser.add_argument("--model", required=True, help="ladder name (e.g. opt-125m, minilm-l6) or a local model dir")
+    parser.add_argument("--method", required=True, choices=METHODS)
+    parser.add_argument("--task", default="synthetic", help="synthetic (LM loss on decoders) or a real task")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=64, help="sequence length")
+    parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument("--optimizer", default="adamw", choices=typing.get_args(Optimizer))
+    parser.add_argument("--tuning", default="full", choices=("full", "lora", "head"))
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _params(args: argparse.Namespace) -> WorkloadParams:
+    fields = {
+        "model": args.model,
+        "method": args.method,
+        "task": args.task,
+        "batch": args.batch,
+        "seq_len": args.seq,
+        "dtype": args.dtype,
+        "optimizer": args.optimizer,
+        "tuning": args.tuning,
+    }
+    try:
+        params = WorkloadParams.model_validate(fields)
+        check_params(params)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        flag = {"seq_len": "seq"}.get(str(err["loc"][0]), str(err["loc"][0])) if err["loc"] else "arguments"
+        raise UserError(f"--{flag}: {err['msg'].removeprefix('Value error, ')}") from None
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if model_shape(params.model) is None:
+        raise UserError(f"cannot estimate {params.model}: its config is not an OPT or BERT architecture; use a ladder name")
+    return params
+
+
+def estimate(args: argparse.Namespace) -> dict:
+    extra = [Path(USER_FILE)] if Path(USER_FILE).exists() else []
+    try:
+        device = resolve_device(args.device, load_catalogue(extra))
+    except CatalogueError as exc:
+        raise UserError(str(exc)) from None
+    params = _params(args)
+    parts = predict_breakdown(params)
+    assert parts is not None
+    cap = device.memory_bytes
+    shape = model_shape(params.model)
+    assert shape is not None
+    largest = {m: largest_fitting(params.model_copy(update={"method": m}), cap) for m in METHODS}
+    return {
+        "device": device.name,
+        "cap_bytes": cap,
+        "model": params.model,
+        "param_count": shape.params,
+        "method": params.method,
+        "batch": params.batch,
+        "seq_len": params.seq_len,
+        "dtype": params.dtype,
+        "predicted_peak_bytes": parts.total,
+        "fits": parts.total <= cap,
+        "breakdown_bytes": {k: getattr(parts, k) for k in parts.__dataclass_fields__},
+        "largest_fitting": largest[params.method],
+        "largest_fitting_per_method": largest,
+        "mezo_over_bp_checkpointed_params": fit_ratio(params, cap),
+    }
 
 
 def handle(args: argparse.Namespace) -> int:
-    raise UserError("`edgebench estimate` is not built yet")
+    result = estimate(args)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    verdict = "fits" if result["fits"] else "does NOT fit"
+    console = Console()
+    console.print(
+        f"{result['model']} ({result['param_count'] / 1e6:.1f}M params), {result['method']}, "
+        f"batch {result['batch']} x seq {result['seq_len']} {result['dtype']} on {result['device']}: "
+        f"predicted peak {format_bytes(result['predicted_peak_bytes'])}, cap {format_bytes(result['cap_bytes'])}: {verdict}"
+    )
+    table = Table(title="predicted peak, by term")
+    table.add_column("term")
+    table.add_column("bytes", justify="right")
+    for term, value in result["breakdown_bytes"].items():
+        table.add_row(term, format_bytes(value))
+    console.print(table)
+    for method, name in result["largest_fitting_per_method"].items():
+        console.print(f"largest ladder model that fits with {method}: {name or 'none'}")
+    ratio = result["mezo_over_bp_checkpointed_params"]
+    console.print(f"MeZO / checkpointed BP, parameters of the largest fitting model: {ratio:.2f}x" if ratio else
+                  "MeZO / checkpointed BP: one of them fits no ladder model")
+    return 0
