@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from reports.style import MIB, format_params, method_colour, method_label, spans_decades
 
@@ -35,7 +35,8 @@ def panels(count: int, sharey: bool = True) -> tuple[Figure, list[Axes]]:
     """A grid with one panel per device, at most MAX_COLUMNS wide."""
     columns = min(count, MAX_COLUMNS)
     rows = -(-count // columns)
-    fig = Figure(figsize=(WIDTH_IN, PANEL_HEIGHT_IN * rows + 0.6), layout="constrained")
+    width = {1: 8.0, 2: 10.0}.get(columns, WIDTH_IN)  # one lone panel is not stretched across the page
+    fig = Figure(figsize=(width, PANEL_HEIGHT_IN * rows + 0.6), layout="constrained")
     grid = fig.subplots(rows, columns, sharey=sharey, squeeze=False)
     axes = [ax for row in grid for ax in row]
     for spare in axes[count:]:
@@ -64,9 +65,22 @@ def memory_axis(ax: Axes, which: str, values_bytes: Iterable[float], label: str)
     set_scale = ax.set_xscale if which == "x" else ax.set_yscale
     set_scale("log" if log else "linear")
     axis = ax.xaxis if which == "x" else ax.yaxis
+    if log:
+        axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(FuncFormatter(_mib_ticks))
     axis.set_minor_formatter(NullFormatter())
     (ax.set_xlabel if which == "x" else ax.set_ylabel)(f"{label} (MiB)")
+
+
+def seconds_axis(ax: Axes, values: Iterable[float], label: str) -> None:
+    """A time axis (y) in plain seconds, logarithmic when the values span decades."""
+    log = spans_decades(values)
+    ax.set_yscale("log" if log else "linear")
+    if log:
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylabel(f"{label} (s)")
 
 
 def params_axis(ax: Axes, values: Iterable[float]) -> None:

@@ -12,7 +12,17 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from devices.profile import format_bytes
 from harness.records import CellRecord
-from reports.figures import Plot, in_mib, memory_axis, method_legend, panels, params_axis, single, to_png
+from reports.figures import (
+    Plot,
+    in_mib,
+    memory_axis,
+    method_legend,
+    panels,
+    params_axis,
+    seconds_axis,
+    single,
+    to_png,
+)
 from reports.rundata import RunData
 from reports.style import (
     STATUS_MARKERS,
@@ -286,11 +296,10 @@ def step_time_plot(run: RunData) -> Plot | None:
                 lines[_series_key(record)].append((params, seconds))
         _ladder_lines(ax, lines)
         ax.set_title(device.name, fontsize=11)
-        ax.set_ylabel("time per step (s)")
     times = [t for _, _, t in timed]
     for ax in axes:
         params_axis(ax, [n for _, n, _ in timed])
-        ax.set_yscale("log" if spans_decades(times) else "linear")
+        seconds_axis(ax, times, "time per step")
     method_legend(fig, method_order(r.params.method for r, _, _ in timed))
     return Plot(
         "step-time",
