@@ -25,11 +25,9 @@ def host_budget_bytes() -> int:
 
 def describe(record: CellRecord) -> str:
     peak, predicted = record.peak_memory_bytes, record.predicted_peak_bytes
-    versus = ""
-    if peak and predicted:
-        versus = f" predicted {format_bytes(predicted)} ({predicted / peak:.2f}x)"
-    elif predicted:
-        versus = f" predicted {format_bytes(predicted)}"
+    versus = f" predicted {format_bytes(predicted)}" if predicted else ""
+    if peak and predicted and record.status == "ok":  # a killed cell's peak is where it died, not its need
+        versus += f" ({predicted / peak:.2f}x measured)"
     style = STATUS_STYLE[record.status]
     line = (
         f"[{style}]{record.status:<7}[/] {record.cell_id} {record.device.name} {record.params.model} "
