@@ -32,26 +32,42 @@ CHROMIUM_FLAGS = (
 ALERT_TRAP = "window.__alerts = []; window.alert = (message) => window.__alerts.push(String(message));"
 
 
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
 def _browser_binaries() -> tuple[str | None, str | None]:
-    return shutil.which("chromium"), shutil.which("chromedriver")
+    browser = next((path for name in BROWSERS if (path := shutil.which(name))), None)
+    return browser, shutil.which("chromedriver")
+
+
+def _as_root() -> list[str] | None:
+    """How to run apt-get: directly as root, through passwordless sudo (CI runners), or not at all."""
+    if os.geteuid() == 0:
+        return []
+    if shutil.which("sudo") and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0:
+        return ["sudo", "-n", "-E"]
+    return None
 
 
 def ensure_chromium() -> tuple[str, str]:
-    """Paths of chromium and chromedriver, apt-installing Debian's packages when they are missing."""
-    chromium, driver = _browser_binaries()
-    if chromium and driver:
-        return chromium, driver
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("chromium/chromedriver missing and apt-get unavailable (needs root on Debian/Ubuntu)")
+    """Paths of a Chromium and its chromedriver, apt-installing Debian's packages when they are missing."""
+    browser, driver = _browser_binaries()
+    if browser and driver:
+        return browser, driver
+    prefix = _as_root()
+    if prefix is None or not shutil.which("apt-get"):
+        pytest.skip(
+            "chromium/chromedriver missing and apt-get unusable here (needs root or sudo on Debian/Ubuntu)"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium", "chromium-driver"]):
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+        proc = subprocess.run([*prefix, *command], capture_output=True, text=True, timeout=900, env=env)
         if proc.returncode != 0:
             pytest.skip(f"`{' '.join(command)}` failed: {proc.stderr.strip().splitlines()[-1:]}")
-    chromium, driver = _browser_binaries()
-    if not (chromium and driver):
+    browser, driver = _browser_binaries()
+    if not (browser and driver):
         pytest.skip("apt-get installed chromium but chromium/chromedriver are still not on PATH")
-    return chromium, driver
+    return browser, driver
 
 
 @pytest.fixture(scope="module")
