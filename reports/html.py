@@ -50,6 +50,7 @@ def _environment() -> Environment:
         method=method_label,
         sortkey=lambda v: "" if v is None else v,
     )
+    env.filters["apply"] = lambda value, name: "-" if value is None else env.filters[name](value)
     return env
 
 
