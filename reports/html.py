@@ -23,7 +23,7 @@ from reports.plots import PLOT_NAMES, render_plots
 from reports.rundata import RunData, load_run
 from reports.style import METHOD_COLOURS, MIB, format_params, method_label
 from reports.summary import DeviceHeadline, device_headlines
-from reports.table import cell_rows, rows_csv
+from reports.table import CellRow, cell_rows, rows_csv
 
 TEMPLATES = Path(__file__).parent / "templates"
 TEMPLATE = "report.html.j2"
@@ -71,6 +71,7 @@ def _style() -> str:
 def render_html(
     run: RunData,
     headlines: list[DeviceHeadline],
+    rows: list[CellRow],
     plots: list[Plot],
     skipped: list[str],
     comparison: Comparison | None,
@@ -93,7 +94,7 @@ def render_html(
         "plots": [(p, "data:image/png;base64," + base64.b64encode(p.png).decode()) for p in plots],
         "plot_prefix": PLOT_PREFIX,
         "skipped": skipped,
-        "rows": cell_rows(run),
+        "rows": rows,
         "csv_name": CSV_NAME,
         "comparison": comparison,
         "generated_at": now_iso(),
@@ -112,15 +113,15 @@ def write_report(run_dir: Path, out: Path | None = None, baseline: Path | None =
     run = load_run(run_dir)
     out = Path(out) if out is not None else Path(run_dir) / "report.html"
     comparison = compare_runs(baseline, run_dir) if baseline is not None else None
-    headlines = device_headlines(run)
+    headlines, rows = device_headlines(run), cell_rows(run)
     plots, skipped = render_plots(run, headlines)
-    html = render_html(run, headlines, plots, skipped, comparison)
+    html = render_html(run, headlines, rows, plots, skipped, comparison)
     check_writable(out.parent)
     out.parent.mkdir(parents=True, exist_ok=True)
     for name in PLOT_NAMES:  # a plot this run has no data for must not show a previous render
         (out.parent / f"{PLOT_PREFIX}{name}.png").unlink(missing_ok=True)
     for plot in plots:
         (out.parent / f"{PLOT_PREFIX}{plot.name}.png").write_bytes(plot.png)
-    write_atomic(out.parent / CSV_NAME, rows_csv(cell_rows(run)))
+    write_atomic(out.parent / CSV_NAME, rows_csv(rows))
     write_atomic(out, html)
     return out

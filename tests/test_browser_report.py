@@ -89,12 +89,14 @@ def browser(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> tuple[Path, int]:
-    """A three-device sweep plus one cell whose model name is a script; returns (report, cells)."""
+    """A three-device sweep plus one cell whose model name is a script, with every section (a baseline
+    too); returns (report, cells)."""
     from reports.html import write_report
 
     records = sweep() + [sweep_record("rpi-4-2gb", EVIL_MODEL, "mezo", params=8_000_000)]
+    baseline = write_run(tmp_path_factory.mktemp("baseline"), records[1:])
     run_dir = write_run(tmp_path_factory.mktemp("run"), records)
-    return write_report(run_dir), len(records)
+    return write_report(run_dir, baseline=baseline), len(records)
 
 
 def _open(browser, path: Path) -> list[dict]:
@@ -116,6 +118,7 @@ def test_report_loads_cleanly_in_chromium(browser, report):
         assert complete and width > 0 and height > 0, alt
     rows = browser.execute_script("return document.querySelectorAll('#cells-table tbody tr').length")
     assert rows == cells
+    assert browser.execute_script("return document.querySelectorAll('#baseline-table tbody tr').length") > 0
     fetched = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert [url for url in fetched if not url.startswith("data:")] == []
 
