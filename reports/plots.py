@@ -46,9 +46,9 @@ PLOT_NAMES = (
 
 
 def _series_key(record: CellRecord) -> tuple:
-    """Cells that differ only in model size (and seed) form one line across the size ladder."""
+    """Cells that differ only in model size form one line across the size ladder (one line per seed)."""
     p = record.params
-    return (p.method, p.task, p.batch, p.seq_len, p.tuning, p.dtype, p.optimizer)
+    return (p.method, p.task, p.batch, p.seq_len, p.tuning, p.dtype, p.optimizer, p.seed)
 
 
 def _status_handles(statuses: set[str]) -> list[Line2D]:
@@ -99,8 +99,10 @@ def peak_memory_plot(run: RunData) -> Plot | None:
             if params is None:
                 continue
             peak = record.peak_memory_bytes
-            if record.status == "oom" or peak is None:
-                peak = min(peak or device.memory_bytes, device.memory_bytes)
+            if record.status == "oom":  # drawn on the cap it hit, whatever was read before the kill
+                peak = device.memory_bytes
+            elif peak is None:  # a timeout or error without a reading: only the table shows it
+                continue
             _scatter_status(ax, params, in_mib(peak), record)
             if record.status == "ok":
                 lines[_series_key(record)].append((params, in_mib(peak)))
