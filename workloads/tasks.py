@@ -116,7 +116,8 @@ def load_labelled(params: WorkloadParams):
         return data, list(feature.names)
     names = sorted({str(v) for v in data["label"]})
     index = {n: i for i, n in enumerate(names)}
-    return data.map(lambda row: {"label": index[str(row["label"])]}), names
+    data = data.map(lambda row: {"label_id": index[str(row["label"])]}, remove_columns=["label"])
+    return data.rename_column("label_id", "label"), names
 
 
 def real_task(params: WorkloadParams, tokenizer, vocab: int) -> Task:

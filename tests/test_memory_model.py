@@ -1,0 +1,79 @@
+"""The analytic memory model: torch-free, exact parameter counts, measured runtime baseline, sane ordering."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from workloads import baseline
+from workloads.ladder import LADDER, ladder_names, minilm_dir, model_config, model_shape
+from workloads.memory_model import fit_ratio, largest_fitting, predict_breakdown, predict_peak_bytes
+from workloads.params import WorkloadParams
+
+
+def test_memory_model_checks_and_estimate_do_not_import_torch():
+    code = "import sys, harness.commands.estimate, workloads.memory_model, workloads.checks; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("name", ["opt-1m", "opt-8m", "bert-4m", "minilm-l2"])
+def test_parameter_counts_match_the_real_models(name):
+    from transformers import AutoConfig, AutoModel
+
+    config = model_config(name)
+    if name in LADDER:
+        model = AutoModel.from_config(AutoConfig.for_model(**config))
+    else:
+        model = AutoModel.from_pretrained(str(minilm_dir()), num_hidden_layers=2)
+    if getattr(model, "pooler", None) is not None:
+        model.pooler = None
+    params = list(model.parameters())
+    shape = model_shape(name)
+    assert shape.params == sum(p.numel() for p in params)
+    assert shape.largest_tensor == max(p.numel() for p in params)
+
+
+def test_runtime_baseline_is_measured_once_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEBENCH_CACHE", str(tmp_path))
+    first = baseline.runtime_baseline_bytes()
+    (cached,) = tmp_path.glob("runtime-*.json")
+    record = json.loads(cached.read_text())
+    assert record["runtime_bytes"] == first and record["versions"]["torch"]
+    assert 100e6 < first < 2e9  # an interpreter with torch and transformers loaded
+    record["runtime_bytes"] = 12345
+    cached.write_text(json.dumps(record))
+    assert baseline.runtime_baseline_bytes() == 12345  # read back, not re-measured
+
+
+def test_prediction_orders_methods_sizes_batches_and_dtypes():
+    def peak(**fields) -> int:
+        return predict_peak_bytes(WorkloadParams(**{"model": "opt-30m", "batch": 8, "seq_len": 64, **fields}))
+
+    inference, mezo, ckpt, bp = (peak(method=m) for m in ("inference", "mezo", "bp-checkpointed", "bp"))
+    assert inference < mezo <= inference * 1.05 < ckpt < bp
+    assert peak(method="bp", optimizer="sgd") < peak(method="bp", optimizer="sgd-momentum") < bp
+    assert peak(method="mezo", dtype="bf16") < mezo
+    assert peak(method="bp", batch=16) > bp and peak(method="mezo", model="opt-60m") > mezo
+    assert peak(method="bp", tuning="lora") < bp
+    assert predict_peak_bytes(WorkloadParams(model="someone/not-local")) is None
+
+
+def test_terms_follow_the_design_formulas():
+    parts = predict_breakdown(WorkloadParams(model="opt-125m", method="bp-checkpointed", optimizer="adamw"))
+    params = model_shape("opt-125m").params
+    assert parts.weights == parts.gradients == 4 * params and parts.optimizer == 8 * params
+    assert parts.runtime == baseline.runtime_baseline_bytes()
+    assert parts.total == sum(getattr(parts, k) for k in parts.__dataclass_fields__)
+
+
+def test_largest_fitting_model_grows_with_the_cap_and_mezo_fits_more():
+    params = WorkloadParams(model="opt-8m", method="bp-checkpointed", batch=1, seq_len=32)
+    ladder = ladder_names("opt")
+    sizes = [largest_fitting(params, cap) for cap in (1e9, 2e9, 4e9, 16e9)]
+    assert [ladder.index(s) for s in sizes] == sorted(ladder.index(s) for s in sizes)
+    assert largest_fitting(params, 1e6) is None
+    ratio = fit_ratio(params, 4e9)
+    assert ratio is not None and ratio > 1.5

@@ -1,0 +1,91 @@
+"""Bad workloads are refused when the spec is loaded: one line naming the problem and the fix, exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import write_spec
+from workloads.checks import check_params
+from workloads.params import WorkloadParams
+
+
+def _problem(**fields) -> str:
+    with pytest.raises(ValueError) as caught:
+        check_params(WorkloadParams(**fields))
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_ladder_and_local_models_pass(tmp_path):
+    check_params(WorkloadParams(model="opt-8m"))
+    check_params(WorkloadParams(model="minilm-l3", task="rotten_tomatoes"))
+    model_dir = tmp_path / "saved"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    check_params(WorkloadParams(model=str(model_dir)))
+
+
+def test_unknown_model_id_names_the_ladder(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty hub cache
+    message = _problem(model="opt-does-not-exist")
+    assert "unknown model 'opt-does-not-exist'" in message and "opt-125m" in message and "HF_HUB_OFFLINE=0" in message
+
+
+def test_hub_id_in_the_cache_passes_offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    (tmp_path / "hub" / "models--someone--tiny-bert").mkdir(parents=True)
+    check_params(WorkloadParams(model="someone/tiny-bert"))
+
+
+def test_missing_local_model_dir(tmp_path):
+    assert "does not exist" in _problem(model=str(tmp_path / "nowhere"))
+    assert "has no config.json" in _problem(model=str(tmp_path))
+
+
+def test_dataset_file_without_the_named_columns(tmp_path):
+    data = tmp_path / "d.csv"
+    data.write_text("sentence,label\nfine,1\n")
+    message = _problem(model="opt-1m", task=str(data))
+    assert "no column 'text'" in message and "sentence" in message and "text_column" in message
+    check_params(WorkloadParams(model="opt-1m", task=str(data), text_column="sentence"))
+    assert "no column 'y'" in _problem(model="opt-1m", task=str(data), text_column="sentence", label_column="y")
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text('{"text": "a", "stars": 3}\n')
+    assert "no column 'label'" in _problem(model="opt-1m", task=str(jsonl))
+
+
+def test_missing_dataset_file_and_unknown_hub_dataset(tmp_path, monkeypatch):
+    assert "does not exist" in _problem(model="opt-1m", task=str(tmp_path / "missing.parquet"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    assert "not in the datasets cache" in _problem(model="opt-1m", task="glue/sst2")
+
+
+def test_sequence_longer_than_the_model():
+    assert "use seq_len <= 512" in _problem(model="opt-1m", seq_len=4096)
+
+
+@pytest.mark.parametrize(
+    ("matrix", "expected"),
+    [
+        ("{model: ./no-such-model-dir}", "does not exist"),
+        ("{model: opt-1m, task: DATA, label_column: stars}", "no column 'stars'"),
+        ("{model: opt-1m, batch: 0}", "batch"),
+        ("{model: opt-1m, method: mezo, lr: -0.1}", "lr"),
+    ],
+)
+def test_cli_refuses_with_one_line_and_writes_nothing(tmp_path, matrix, expected):
+    data = tmp_path / "d.csv"
+    data.write_text("text,label\nfine,1\n")
+    spec = write_spec(tmp_path, f"devices: [rpi-4-2gb]\nmatrix: {matrix.replace('DATA', str(data))}\n")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", str(spec), "--out", str(out)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgebench: error: ") and expected in lines[0], proc.stderr
+    assert not out.exists()
