@@ -25,6 +25,7 @@ from reports.figures import (
 )
 from reports.rundata import RunData
 from reports.style import (
+    METHODS,
     STATUS_MARKERS,
     format_params,
     method_colour,
@@ -35,6 +36,7 @@ from reports.summary import DeviceHeadline
 from reports.table import metric_number
 
 LINESTYLES = ("-", "--", ":", "-.")
+OOM_DODGE = 1.12  # OOM markers of different methods share the cap line: shift each method a little
 PLOT_NAMES = (
     "peak-memory",
     "largest-model",
@@ -101,6 +103,7 @@ def peak_memory_plot(run: RunData) -> Plot | None:
             peak = record.peak_memory_bytes
             if record.status == "oom":  # drawn on the cap it hit, whatever was read before the kill
                 peak = device.memory_bytes
+                params = params * OOM_DODGE ** METHODS.index(record.params.method)  # methods side by side
             elif peak is None:  # a timeout or error without a reading: only the table shows it
                 continue
             _scatter_status(ax, params, in_mib(peak), record)
