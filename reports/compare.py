@@ -54,7 +54,7 @@ def spec_thresholds(run: RunData) -> Thresholds:
 
 
 @dataclass(frozen=True)
-class Figure:
+class BeforeAfter:
     """One compared quantity of one cell."""
 
     before: float | None
@@ -73,10 +73,10 @@ class CellChange:
     label: str
     status_before: str | None
     status_after: str | None
-    memory: Figure
-    time: Figure
+    memory: BeforeAfter
+    time: BeforeAfter
     time_metric: str
-    accuracy: Figure  # percent (as the workload reports it)
+    accuracy: BeforeAfter  # percent (as the workload reports it)
     regressions: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -162,10 +162,10 @@ def compare_cell(base: CellRecord, cur: CellRecord | None, limits: Thresholds) -
         label=cell_label(base),
         status_before=base.status,
         status_after=cur.status if cur else None,
-        memory=Figure(base.peak_memory_bytes, cur.peak_memory_bytes if cur else None),
-        time=Figure(t_before, t_after),
+        memory=BeforeAfter(base.peak_memory_bytes, cur.peak_memory_bytes if cur else None),
+        time=BeforeAfter(t_before, t_after),
         time_metric=metric,
-        accuracy=Figure(_accuracy(base), _accuracy(cur)),
+        accuracy=BeforeAfter(_accuracy(base), _accuracy(cur)),
     )
     if cur is None:
         change.regressions.append("no record in the current run")
