@@ -32,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-accuracy-drop", metavar="POINTS", help="final accuracy drop allowed, percentage points"
     )
     parser.add_argument(
-        "--all", action="store_true", help="list every shared cell, not only those that moved by over half a limit"
+        "--all",
+        action="store_true",
+        help="list every shared cell, not only those that moved by over half a limit",
     )
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
