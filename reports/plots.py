@@ -217,8 +217,9 @@ def largest_model_plot(headlines: list[DeviceHeadline]) -> Plot | None:
 
 
 def _curve(record: CellRecord, x_key: str) -> list[tuple[float, float]]:
+    raw = record.metrics.get("accuracy_curve")
     points = []
-    for point in record.metrics.get("accuracy_curve") or []:
+    for point in raw if isinstance(raw, list) else []:
         if not isinstance(point, dict):
             continue
         x, y = metric_number(point, x_key), metric_number(point, "accuracy")

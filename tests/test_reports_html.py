@@ -185,3 +185,27 @@ def test_bad_run_directory_is_one_line_and_writes_nothing(tmp_path, capsys, prob
     assert not out.parent.exists()
     with pytest.raises(UserError):
         write_report(run_dir, out)
+
+
+def test_malformed_metrics_do_not_break_the_report(tmp_path):
+    """Metrics come from workloads we do not control: wrong types are ignored, not fatal."""
+    odd = {
+        "param_count": "many",
+        "step_time_s": None,
+        "accuracy_curve": 7,
+        "final_accuracy": "high",
+        "versions": {"torch": "2.13.0"},
+    }
+    records = [
+        make_record(model="opt-8m").model_copy(update={"metrics": odd}),
+        make_record(model="opt-8m", method="bp").model_copy(
+            update={
+                "metrics": {
+                    "accuracy_curve": [{"seconds": "x"}, 3, {"seconds": 1, "step": 1, "accuracy": 55}]
+                }
+            }
+        ),
+    ]
+    html = write_report(write_run(tmp_path, records)).read_text()
+    assert html.count('<tr class="r-ok"') == 2
+    assert (tmp_path / "plot-accuracy-time.png").exists()
