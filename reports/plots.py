@@ -316,8 +316,11 @@ def step_time_plot(run: RunData) -> Plot | None:
 
 
 def predicted_vs_measured_plot(run: RunData) -> Plot | None:
-    """Every cell with both figures against the identity line: how good is the analytic model?"""
-    pairs = [r for r in run.records if r.predicted_peak_bytes and r.peak_memory_bytes]
+    """Every finished cell against the identity line: how good is the analytic model?
+
+    Killed cells are left out: their measured peak is where the cap stopped them, not what they needed.
+    """
+    pairs = [r for r in run.records if r.status == "ok" and r.predicted_peak_bytes and r.peak_memory_bytes]
     if not pairs:
         return None
     fig, ax = single(6.2, width_in=7.4)
@@ -342,8 +345,8 @@ def predicted_vs_measured_plot(run: RunData) -> Plot | None:
     return Plot(
         "predicted-vs-measured",
         "Predicted vs measured peak memory",
-        "Each cell's measured peak against the analytic memory model's estimate. Points above the dashed "
-        "line used more memory than predicted; OOM cells show the peak reached before the kill.",
+        "Each finished cell's measured peak against the analytic memory model's estimate. Points above the "
+        "dashed line used more memory than predicted; OOM cells are left out (their peak is the cap).",
         to_png(fig),
     )
 
