@@ -17,6 +17,10 @@ from workloads.params import ZO_CHUNK, ZO_MAX_WORKERS, WorkloadParams
 BYTES = {"fp32": 4, "bf16": 2}
 OPTIMIZER_STATE = {"sgd": 0, "sgd-momentum": 1, "adamw": 2}  # fp32-sized states per trainable weight
 LORA_RANK = 8
+#: Measured here (docs/workloads.md): the LM head's matmul holds a packed copy of most of the tied embedding
+#: matrix during a forward, and backprop holds about 2.5 largest-tensor-sized temporaries.
+LM_HEAD_PACKING = 0.8
+BP_LARGEST_TEMPORARIES = 2.5
 
 
 @dataclass(frozen=True)
@@ -56,9 +60,10 @@ def layer_working_set(shape: ModelShape, b: int, s: int, w: int) -> int:
 
 
 def layer_saved_for_backward(shape: ModelShape, b: int, s: int, w: int) -> int:
-    """What one layer keeps for backward (Korthikanti et al. 2022, counted in elements for fp32 on CPU):
-    about 17 B*S*H hidden-sized tensors plus 2.5 B*A*S*S attention tensors, and the MLP's B*S*F twice."""
-    return w * (11 * b * s * shape.hidden + 3 * b * shape.heads * s * s + 3 * b * s * shape.ffn)
+    """What one layer keeps for backward: Korthikanti et al.'s B*S*H*(34 + 5*A*S/H) bytes counts 16-bit GPU
+    tensors; on CPU in fp32 transformers' OPT/BERT layers keep about 5 hidden-sized tensors, the attention
+    probabilities and the MLP intermediate (calibrated on this machine; docs/workloads.md)."""
+    return w * (5 * b * s * shape.hidden + b * shape.heads * s * s + b * s * shape.ffn)
 
 
 def breakdown(params: WorkloadParams, shape: ModelShape, runtime: int, num_labels: int = 2) -> Breakdown:
@@ -67,22 +72,27 @@ def breakdown(params: WorkloadParams, shape: ModelShape, runtime: int, num_label
     lm = is_lm(shape, params)
     total_params = shape.params + (0 if lm else shape.hidden * num_labels + num_labels)
     trainable = trainable_count(shape, params, num_labels)
-    # LM loss: logits, the shifted copy and log-softmax live together (fp32); with backprop also their gradient.
-    logits = 3 * 4 * b * s * shape.vocab if lm else 0
+    largest = w * shape.largest_tensor
+    logits = 4 * b * s * shape.vocab if lm else 0  # fp32 logits of an LM head
     weights = total_params * w
     if params.method in ("inference", "mezo"):
         zo = 0
         if params.method == "mezo":
             buffers = 2 if params.n_queries > 1 or params.zo_variant == "sign" else 1
             zo = ZO_MAX_WORKERS * buffers * w * min(ZO_CHUNK, shape.largest_tensor)
-        return Breakdown(runtime, weights, 0, 0, layer_working_set(shape, b, s, w), logits, zo)
+        # An LM keeps its logits and their log-softmax; its head's matmul packs the (tied) embedding matrix.
+        head = int(LM_HEAD_PACKING * largest) if lm else 0
+        return Breakdown(runtime, weights, 0, 0, layer_working_set(shape, b, s, w), 2 * logits + head, zo)
     grads = trainable * w
     optimizer = OPTIMIZER_STATE[params.optimizer] * 4 * trainable
     if params.method == "bp":
         acts = shape.layers * layer_saved_for_backward(shape, b, s, w)
     else:  # checkpointed: every layer's input, plus one layer recomputed with its saved tensors
         acts = shape.layers * b * s * shape.hidden * w + layer_saved_for_backward(shape, b, s, w)
-    return Breakdown(runtime, weights, grads, optimizer, acts, (4 * logits) // 3 if lm else 0, 0)
+    # Temporaries as large as the largest tensor: its gradient's second contribution (tied LM head / embedding
+    # backward) and the optimizer's per-tensor denominators; only for fully trained models.
+    temporaries = int(BP_LARGEST_TEMPORARIES * largest) if params.tuning == "full" else 0
+    return Breakdown(runtime, weights, grads, optimizer, acts + temporaries, 3 * logits, 0)
 
 
 def predict_breakdown(params: WorkloadParams) -> Breakdown | None:

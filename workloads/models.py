@@ -17,13 +17,14 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 #: Attention projections that LoRA adapts, per family; other architectures get every linear layer.
 LORA_TARGETS = {"opt": ["q_proj", "v_proj"], "bert": ["query", "value"]}
 LORA_RANK = 8
-#: Zero-shot head: logits are cosine similarities to the class prototypes times this temperature.
+#: Zero-shot head: logits are cosine similarities to the class prototypes times this inverse temperature.
 PROTOTYPE_SCALE = 20.0
 PROMPT = "It was {}."
 
 
 class SequenceClassifier(nn.Module):
-    """Any transformers backbone + masked mean pooling + a linear head (the sentence-transformers pooling)."""
+    """Any transformers backbone + masked mean pooling, L2-normalised (as sentence-transformers pools
+    all-MiniLM-L6-v2) + a linear head."""
 
     def __init__(self, backbone: nn.Module, hidden: int, num_labels: int) -> None:
         super().__init__()
@@ -33,7 +34,7 @@ class SequenceClassifier(nn.Module):
     def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         states = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(states.dtype)
-        return (states * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return nn.functional.normalize((states * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1)
 
     def forward(self, input_ids, attention_mask, labels=None):
         logits = self.head(self.pool(input_ids, attention_mask))
