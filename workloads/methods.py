@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from workloads.mezo import MeZO, no_decay
-from workloads.models import checkpointing_enabled, enable_checkpointing
+from workloads.models import SequenceClassifier, checkpointing_enabled, enable_checkpointing
 from workloads.params import WorkloadParams
 
 
@@ -47,8 +47,24 @@ class ZerothOrder:
             seed=params.seed,
         )
 
+        self.head_only = isinstance(model, SequenceClassifier) and {id(p) for _, p in named} <= {
+            id(p) for p in model.head.parameters()
+        }
+
     def step(self, batch: dict[str, torch.Tensor], step: int) -> float:
-        return self.optimizer.step(lambda: forward_loss(self.model, batch), step)
+        if not self.head_only:
+            return self.optimizer.step(lambda: forward_loss(self.model, batch), step)
+        # Only the head is perturbed: the backbone's features are the same for every perturbed forward, so
+        # they are computed once per step and each query costs two evaluations of the head alone.
+        with torch.inference_mode():
+            features = self.model.pool(batch["input_ids"], batch["attention_mask"])
+
+        def head_loss() -> float:
+            with torch.inference_mode():
+                logits = self.model.head(features)
+                return float(nn.functional.cross_entropy(logits.float(), batch["labels"]))
+
+        return self.optimizer.step(head_loss, step)
 
 
 def make_optimizer(named: list[tuple[str, nn.Parameter]], params: WorkloadParams) -> torch.optim.Optimizer:

@@ -1,0 +1,85 @@
+"""Workloads acceptance, memory and speed, measured in one run through the real harness (capped cells).
+
+One sweep of 3 OPT sizes x 4 methods x 2 batch sizes runs under the rpi-5-8gb profile (8 GB cap, 4 cores)
+with `edgebench run`, so every figure comes from production records (process peak RSS via wait4). Printed:
+- MeZO peak / inference peak on opt-125m (acceptance: <= 1.05), checkpointed vs plain BP peak;
+- MeZO step / (2 x inference forward) (acceptance: <= 1.3) and checkpointed / plain BP step time;
+- the worst predicted / measured peak over every ok cell (acceptance: within 15%).
+The batch sizes and sequence length differ from those the memory model was calibrated on (1 and 8 x 64).
+
+Run: flock /tmp/edgebench-cpu.lock .venv/bin/python -m pytest benchmarks/bench_workloads_memory.py \
+     -o python_files='bench_*.py' --benchmark-only -s
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from harness.store import load_records
+
+MODELS = ["opt-8m", "opt-30m", "opt-125m"]
+REFERENCE = "opt-125m"  # the ~100M-parameter decoder of the ladder (125.2M)
+BATCHES = [2, 16]
+SEQ = 48
+SPEC = f"""
+name: bench-workloads-memory
+devices: [rpi-5-8gb]
+timeout_s: 1200
+matrix:
+  model: {MODELS}
+  method: [inference, mezo, bp-checkpointed, bp]
+  batch: {BATCHES}
+  seq_len: {SEQ}
+  max_steps: 3
+"""
+
+
+def run_sweep(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    out = tmp_path / "run"
+    cli = [sys.executable, "-m", "harness.cli", "run", str(spec), "--out", str(out), "--no-report", "--fresh"]
+    subprocess.run(cli, check=True, capture_output=True, timeout=7200)
+    return load_records(out)
+
+
+@pytest.mark.timeout(7200)
+def test_workloads_memory_and_speed(benchmark, tmp_path, capsys):
+    records = benchmark.pedantic(run_sweep, args=(tmp_path,), rounds=1, iterations=1)
+    ok = [r for r in records if r.status == "ok"]
+    cells = {(r.params.model, r.params.method, r.params.batch): r for r in ok}
+    big = max(BATCHES)
+
+    def peak(method: str) -> int:
+        return cells[(REFERENCE, method, big)].peak_memory_bytes
+
+    def step(method: str) -> float:
+        return cells[(REFERENCE, method, big)].metrics["step_time_s"]
+
+    figures = {
+        "mezo_over_inference_peak": peak("mezo") / peak("inference"),
+        "bp_checkpointed_over_bp_peak": peak("bp-checkpointed") / peak("bp"),
+        "mezo_step_over_two_forwards": step("mezo") / (2 * step("inference")),
+        "bp_checkpointed_over_bp_step": step("bp-checkpointed") / step("bp"),
+    }
+    ratios = {r.cell_id: r.predicted_peak_bytes / r.peak_memory_bytes for r in ok}
+    worst = max(ratios.values(), key=lambda x: abs(x - 1))
+    figures["worst_predicted_over_measured"] = worst
+    benchmark.extra_info.update({k: round(v, 4) for k, v in figures.items()}, cells=len(records), ok=len(ok))
+    with capsys.disabled():
+        print(f"\n{'model':9} {'method':16} {'batch':>5} {'peak MiB':>9} {'pred MiB':>9} {'pred/meas':>9} {'step s':>8}")
+        for r in sorted(ok, key=lambda r: (MODELS.index(r.params.model), r.params.batch, r.params.method)):
+            print(
+                f"{r.params.model:9} {r.params.method:16} {r.params.batch:5} {r.peak_memory_bytes / 2**20:9.1f} "
+                f"{r.predicted_peak_bytes / 2**20:9.1f} {ratios[r.cell_id]:9.3f} {r.metrics['step_time_s']:8.3f}"
+            )
+        print(f"reference: {REFERENCE}, batch {big} x seq {SEQ}, {cells[(REFERENCE, 'mezo', big)].metrics['param_count']} params")
+        for name, value in figures.items():
+            print(f"{name}: {value:.3f}")
+    assert len(ok) == len(records) == len(MODELS) * 4 * len(BATCHES), [(r.cell_id, r.error) for r in records]
+    assert figures["mezo_over_inference_peak"] <= 1.05
+    assert figures["bp_checkpointed_over_bp_peak"] < 1
+    assert abs(worst - 1) <= 0.15
