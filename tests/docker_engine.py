@@ -6,7 +6,7 @@
 - The base image (Docker Hub is out of reach): Debian bookworm with Python 3.11 from
   `debootstrap`, imported with `docker import`.
 - The project image: the repository's Dockerfile on that base, pip pointed at a wheelhouse that
-  the host's pip fills (CPU torch included) and that is copied into the build context.
+  the host's pip fills (CPU torch included), served on localhost to the build.
 
 Images, the engine's data and the wheelhouse are cached under EDGEBENCH_CACHE (default
 ~/.cache/edgebench), keyed by what they are built from, so a second run builds nothing.
@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
+import http.server
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,8 +41,8 @@ APT_PACKAGES = ("docker.io", "docker-compose", "debootstrap")
 TOOLS = ("dockerd", "docker", "docker-compose", "debootstrap")
 DEBOOTSTRAP = ("--variant=minbase", "--include=python3,python3-venv,python3-pip", "bookworm")
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
+WHEELHOUSE_PORT = 47611
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-OFFLINE_PIP = "--no-index --find-links /wheels"
 LABEL = "edgebench.cell"
 
 
@@ -190,34 +193,41 @@ def wheelhouse() -> Path:
     return target
 
 
-def build_context(wheels: Path, into: Path) -> Path:
-    """The checkout's files (tracked and untracked, not ignored) plus ./wheelhouse, hard-linked."""
-    listed = _run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT).stdout
-    files = [(ROOT / name, into / name) for name in listed.split("\0") if name]
-    files += [(wheel, into / "wheelhouse" / wheel.name) for wheel in wheels.glob("*.whl")]
-    for source, target in files:
-        if not source.is_file():
-            continue  # deleted in the working tree
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(source, target)
-        except OSError:
-            shutil.copy2(source, target)
-    return into
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's signature
+        pass
+
+
+@contextlib.contextmanager
+def served(directory: Path) -> Iterator[str]:
+    """The wheelhouse over HTTP on localhost, for pip's --find-links inside `docker build --network host`.
+
+    Served rather than copied into the build context: no wheel ends up in an image layer, and the
+    client does not send half a gigabyte of context on every build. The port is fixed because the
+    URL is a build argument, and a build argument that changes invalidates the layer cache.
+    """
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", WHEELHOUSE_PORT), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def project_image(engine: Engine, base: str, tag: str = "edgebench-test:latest") -> str:
     """The repository's Dockerfile on the offline base; the engine's layer cache makes rebuilds quick."""
-    wheels = wheelhouse()
-    with tempfile.TemporaryDirectory(prefix="edgebench-context-") as tmp:
-        context = build_context(wheels, Path(tmp))
+    with served(wheelhouse()) as url:
+        sources = f"--no-index --find-links {url}"
         _run(
             [
-                "docker", "build", "--quiet", "--network", "none", "--tag", tag,
+                "docker", "build", "--quiet", "--network", "host", "--tag", tag,
                 "--build-arg", f"BASE_IMAGE={base}",
-                "--build-arg", f"TORCH_SOURCES={OFFLINE_PIP}",
-                "--build-arg", f"PIP_SOURCES={OFFLINE_PIP}",
-                str(context),
+                "--build-arg", f"TORCH_SOURCES={sources}",
+                "--build-arg", f"PIP_SOURCES={sources}",
+                str(ROOT),
             ],
             env=engine.env,
         )  # fmt: skip

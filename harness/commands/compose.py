@@ -83,6 +83,7 @@ def _common() -> dict[str, Any]:
     return {
         "image": IMAGE,
         "build": ".",
+        "init": True,  # the harness must not be PID 1: the cell's launcher takes a parent of 1 for a dead harness
         "network_mode": "none",
         "read_only": True,
         "tmpfs": ["/tmp"],

@@ -88,6 +88,7 @@ class DockerExecutor(Executor):
             command=[job_json(cell, self.timeout_s)],
             environment=OFFLINE_ENV,
             labels={LABEL: cell.id},
+            init=True,  # the harness must not be PID 1: the cell's launcher takes a parent of 1 for a dead harness
             network_disabled=True,
             read_only=True,
             tmpfs={"/tmp": ""},

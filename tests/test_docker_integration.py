@@ -1,0 +1,125 @@
+"""Docker for real: a real engine, the project image built from the Dockerfile offline, real OOM kills.
+
+The engine and image come from tests/docker_engine.py (installed, started, built and cached there).
+The last test stops the engine and checks that nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.executors.docker import LABEL
+from harness.store import load_records
+from tests import docker_engine
+from tests.helpers import OOM_AND_OK, write_spec
+
+pytestmark = [pytest.mark.docker, pytest.mark.integration]
+
+# Two devices x two methods, a tiny model: enough to show slices, caps and the report.
+TWO_BY_TWO = """
+name: two-by-two
+devices:
+  - {name: small-384mib, memory: 384MiB, cpus: 1}
+  - {name: large-1gib, memory: 1GiB, cpus: 2}
+timeout_s: 300
+matrix:
+  model: opt-1m
+  method: [mezo, bp-checkpointed]
+  task: synthetic
+  batch: 2
+  seq_len: 16
+  max_steps: 2
+"""
+
+
+@pytest.fixture(scope="module")
+def engine():
+    with docker_engine.engine_with_image() as (engine, image):
+        saved = {k: os.environ.get(k) for k in ("DOCKER_HOST", "EDGEBENCH_IMAGE")}
+        os.environ.update(DOCKER_HOST=engine.host, EDGEBENCH_IMAGE=image)
+        try:
+            yield engine
+        finally:
+            for key, value in saved.items():
+                os.environ.pop(key) if value is None else os.environ.update({key: value})
+
+
+def edgebench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=600, cwd=cwd
+    )
+
+
+def test_docker_executor_over_cap_is_oom_and_under_cap_is_ok(engine, tmp_path):
+    out = tmp_path / "run"
+    spec = write_spec(tmp_path, OOM_AND_OK)
+    proc = edgebench("run", str(spec), "--executor", "docker", "--out", str(out), "--no-report")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = {r.device.name: r for r in load_records(out)}
+    small, large = records["rpi-zero-2w"], records["rpi-4-2gb"]
+    assert (small.executor, small.enforcement) == ("docker", "container")
+    assert small.status == "oom", small
+    # Read inside the container before it ended: the cgroup's high-water mark reached the cap.
+    assert 0.9 * small.device.memory_bytes <= small.memory.cgroup_peak_bytes <= small.device.memory_bytes
+    assert large.status == "ok", large.error
+    assert large.steps == 1 and large.validity.valid, large.validity
+    assert large.peak_memory_source == "rss" and 300e6 < large.peak_memory_bytes < large.device.memory_bytes
+    assert 300e6 < large.memory.cgroup_peak_bytes < large.device.memory_bytes
+    assert (out / "logs" / f"{large.cell_id}.log").exists()
+    assert not engine.client().containers.list(all=True, filters={"label": LABEL})
+
+
+def test_compose_runs_each_device_in_its_own_capped_container_then_the_report(engine, tmp_path):
+    tmp_path.chmod(0o755)  # as a checkout is: the services' non-root user reads the spec through /project
+    write_spec(tmp_path, TWO_BY_TWO)
+    generated = edgebench("compose", "spec.yaml", cwd=tmp_path)
+    assert generated.returncode == 0, generated.stderr
+    (tmp_path / "docker-compose.yml").write_text(generated.stdout)
+    compose = ["docker-compose", "--project-name", "edgebench-test", "--project-directory", str(tmp_path)]
+    env = engine.env  # the services run as the image's user (1000): `prepare` hands it the results folder
+    try:
+        up = subprocess.run([*compose, "up", "--no-color"], cwd=tmp_path, env=env, capture_output=True, text=True)
+        if up.returncode != 0:
+            logs = subprocess.run([*compose, "logs", "--no-color"], cwd=tmp_path, env=env, capture_output=True, text=True)
+            pytest.fail(f"docker-compose up exited {up.returncode}:\n{up.stderr[-2000:]}\n{logs.stdout[-4000:]}")
+        client = engine.client()
+        containers = {
+            c.labels["com.docker.compose.service"]: c
+            for c in client.containers.list(all=True, filters={"label": "com.docker.compose.project=edgebench-test"})
+        }
+        for name, memory in (("small-384mib", 384 << 20), ("large-1gib", 1 << 30)):
+            host = containers[name].attrs["HostConfig"]
+            assert (host["Memory"], host["MemorySwap"]) == (memory, memory)
+            assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"]
+            assert containers[name].attrs["State"]["ExitCode"] == 0
+        assert containers["report"].attrs["State"]["ExitCode"] == 0
+    finally:
+        down = subprocess.run([*compose, "down", "--volumes"], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert down.returncode == 0, down.stderr
+    run_dir = tmp_path / "results" / "two-by-two"
+    records = load_records(run_dir)
+    assert sorted((r.device.name, r.params.method, r.status) for r in records) == [
+        ("large-1gib", "bp-checkpointed", "ok"),
+        ("large-1gib", "mezo", "ok"),
+        ("small-384mib", "bp-checkpointed", "ok"),
+        ("small-384mib", "mezo", "ok"),
+    ]
+    assert {r.enforcement for r in records} == {"container"}
+    assert json.loads((run_dir / "run.json").read_text())["spec"]["name"] == "two-by-two"
+    assert "<html" in (run_dir / "report.html").read_text()[:2000].lower()
+    assert not client.containers.list(all=True)
+    assert {n.name for n in client.networks.list()} <= {"none", "host"}
+
+
+def test_nothing_is_left_behind(engine):
+    docker_engine.stop_engine(engine)
+    assert engine.process is None or engine.process.poll() is not None
+    leftovers = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    if engine.exec_root is not None:
+        assert str(engine.exec_root) not in leftovers, "dockerd or its containerd still runs"
