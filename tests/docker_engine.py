@@ -145,7 +145,15 @@ def stop_engine(engine: Engine) -> None:
         engine.process.kill()
         engine.process.wait()
     if engine.exec_root is not None:
-        shutil.rmtree(engine.exec_root, ignore_errors=True)
+        for mount in mounts_under(engine.exec_root):  # dockerd leaves its netns bind mount behind
+            _run(["umount", str(mount)])
+        shutil.rmtree(engine.exec_root)
+
+
+def mounts_under(directory: Path) -> list[Path]:
+    """Mount points below a directory, deepest first."""
+    points = [Path(line.split()[1]) for line in Path("/proc/mounts").read_text().splitlines()]
+    return sorted((p for p in points if p.is_relative_to(directory)), key=lambda p: len(p.parts), reverse=True)
 
 
 def base_image(engine: Engine) -> str:

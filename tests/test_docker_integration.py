@@ -123,3 +123,4 @@ def test_nothing_is_left_behind(engine):
     leftovers = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
     if engine.exec_root is not None:
         assert str(engine.exec_root) not in leftovers, "dockerd or its containerd still runs"
+        assert not docker_engine.mounts_under(engine.exec_root) and not engine.exec_root.exists()
