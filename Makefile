@@ -48,5 +48,16 @@ bench: install
 bench-compare: install
 	$(BENCH) --benchmark-compare=$(BENCH_BASELINE) --benchmark-compare-fail=$(BENCH_FAIL)
 
+# The Docker image and the matrix in containers, one per device (docs/docker.md).
+IMAGE   ?= edgebench
+COMPOSE  = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+.PHONY: docker-image docker-up
+
+docker-image:
+	docker build -t $(IMAGE) .
+
+docker-up: docker-image
+	EDGEBENCH_IMAGE=$(IMAGE) $(COMPOSE) up
+
 clean:
 	rm -rf $(VENV) results .pytest_cache .benchmarks
