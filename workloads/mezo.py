@@ -54,7 +54,8 @@ class MeZO:
         self.chunk = max(1, min(chunk, max((t.numel() for t in self.tensors), default=1)))
         self.parts = [(i, start) for i, t in enumerate(self.tensors) for start in range(0, t.numel(), self.chunk)]
         workers = workers or zo_workers()
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="mezo") if workers > 1 else None
+        threaded = workers > 1 and sum(t.numel() for t in self.tensors) > chunk
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="mezo") if threaded else None  # small: inline
         self._local = threading.local()
         self.last_projected_grads: list[float] = []
 
