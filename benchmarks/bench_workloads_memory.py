@@ -70,13 +70,17 @@ def test_workloads_memory_and_speed(benchmark, tmp_path, capsys):
     figures["worst_predicted_over_measured"] = worst
     benchmark.extra_info.update({k: round(v, 4) for k, v in figures.items()}, cells=len(records), ok=len(ok))
     with capsys.disabled():
-        print(f"\n{'model':9} {'method':16} {'batch':>5} {'peak MiB':>9} {'pred MiB':>9} {'pred/meas':>9} {'step s':>8}")
+        print(
+            f"\n{'model':9} {'method':16} {'batch':>5} {'peak MiB':>9} {'pred MiB':>9} {'pred/meas':>9} {'step s':>8}"
+        )
         for r in sorted(ok, key=lambda r: (MODELS.index(r.params.model), r.params.batch, r.params.method)):
             print(
                 f"{r.params.model:9} {r.params.method:16} {r.params.batch:5} {r.peak_memory_bytes / 2**20:9.1f} "
                 f"{r.predicted_peak_bytes / 2**20:9.1f} {ratios[r.cell_id]:9.3f} {r.metrics['step_time_s']:8.3f}"
             )
-        print(f"reference: {REFERENCE}, batch {big} x seq {SEQ}, {cells[(REFERENCE, 'mezo', big)].metrics['param_count']} params")
+        print(
+            f"reference: {REFERENCE}, batch {big} x seq {SEQ}, {cells[(REFERENCE, 'mezo', big)].metrics['param_count']} params"
+        )
         for name, value in figures.items():
             print(f"{name}: {value:.3f}")
     assert len(ok) == len(records) == len(MODELS) * 4 * len(BATCHES), [(r.cell_id, r.error) for r in records]

@@ -16,7 +16,12 @@ from workloads.params import WorkloadParams
 
 def test_memory_model_checks_and_estimate_do_not_import_torch():
     code = "import sys, harness.commands.estimate, workloads.memory_model, workloads.checks; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == "False"
+    )
 
 
 @pytest.mark.parametrize("name", ["opt-1m", "opt-8m", "bert-4m", "minilm-l2"])

@@ -19,7 +19,9 @@ def _grads(method: str) -> tuple[dict[str, torch.Tensor], bool]:
     make_method(params, model, trainable_parameters(model))  # enables checkpointing for bp-checkpointed
     torch.manual_seed(1)  # same dropout masks in both runs (checkpoint replays the RNG state)
     model(**batch).loss.backward()
-    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, checkpointing_enabled(model)
+    return {
+        n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None
+    }, checkpointing_enabled(model)
 
 
 def test_checkpointed_and_plain_backprop_give_the_same_gradients():

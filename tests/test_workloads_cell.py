@@ -50,27 +50,43 @@ def test_synthetic_cell_for_every_method(method):
 
 def test_real_task_cell_records_the_accuracy_curve(reviews):
     outcome, events = _run(
-        model="minilm-l1", task=reviews, method="bp-checkpointed", batch=8, seq_len=16, max_steps=3, eval_every=2, lr=1e-3
+        model="minilm-l1",
+        task=reviews,
+        method="bp-checkpointed",
+        batch=8,
+        seq_len=16,
+        max_steps=3,
+        eval_every=2,
+        lr=1e-3,
     )
     m = outcome.metrics
     assert [p["step"] for p in m["accuracy_curve"]] == [0, 2, 3]
     assert m["initial_accuracy"] == m["accuracy_curve"][0]["accuracy"]
     assert m["final_accuracy"] == m["accuracy_curve"][-1]["accuracy"]
     assert [p["seconds"] for p in m["accuracy_curve"]] == sorted(p["seconds"] for p in m["accuracy_curve"])
-    assert m["dataset"]["splits"] == {"train": 64, "validation": 8, "test": 8} and m["dataset"]["split_seed"] == 1234
+    assert (
+        m["dataset"]["splits"] == {"train": 64, "validation": 8, "test": 8}
+        and m["dataset"]["split_seed"] == 1234
+    )
     assert m["gradient_checkpointing"] is True
     assert any("accuracy" in e for e in events)
 
 
 def test_lora_and_head_tuning_train_few_parameters(reviews):
-    lora, _ = _run(model="minilm-l1", task=reviews, method="mezo", tuning="lora", batch=4, seq_len=16, max_steps=2)
-    head, _ = _run(model="minilm-l1", task=reviews, method="bp", tuning="head", batch=4, seq_len=16, max_steps=2)
+    lora, _ = _run(
+        model="minilm-l1", task=reviews, method="mezo", tuning="lora", batch=4, seq_len=16, max_steps=2
+    )
+    head, _ = _run(
+        model="minilm-l1", task=reviews, method="bp", tuning="head", batch=4, seq_len=16, max_steps=2
+    )
     assert 0 < lora.metrics["trainable_params"] < 0.02 * lora.metrics["param_count"]
     assert head.metrics["trainable_params"] == 384 * 2 + 2
 
 
 def test_bf16_and_wall_clock_budget():
-    outcome, _ = _run(model="opt-1m", method="mezo", dtype="bf16", batch=2, seq_len=8, max_steps=None, max_seconds=0.5)
+    outcome, _ = _run(
+        model="opt-1m", method="mezo", dtype="bf16", batch=2, seq_len=8, max_steps=None, max_seconds=0.5
+    )
     assert outcome.metrics["dtype"] == "bf16" and outcome.steps >= 1
     assert 0.5 <= outcome.metrics["train_seconds"] < 0.5 + 5 * outcome.metrics["step_time_s"] + 0.5
 

@@ -32,7 +32,11 @@ def test_ladder_and_local_models_pass(tmp_path):
 def test_unknown_model_id_names_the_ladder(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty hub cache
     message = _problem(model="opt-does-not-exist")
-    assert "unknown model 'opt-does-not-exist'" in message and "opt-125m" in message and "HF_HUB_OFFLINE=0" in message
+    assert (
+        "unknown model 'opt-does-not-exist'" in message
+        and "opt-125m" in message
+        and "HF_HUB_OFFLINE=0" in message
+    )
 
 
 def test_hub_id_in_the_cache_passes_offline(monkeypatch, tmp_path):
@@ -52,7 +56,9 @@ def test_dataset_file_without_the_named_columns(tmp_path):
     message = _problem(model="opt-1m", task=str(data))
     assert "no column 'text'" in message and "sentence" in message and "text_column" in message
     check_params(WorkloadParams(model="opt-1m", task=str(data), text_column="sentence"))
-    assert "no column 'y'" in _problem(model="opt-1m", task=str(data), text_column="sentence", label_column="y")
+    assert "no column 'y'" in _problem(
+        model="opt-1m", task=str(data), text_column="sentence", label_column="y"
+    )
     jsonl = tmp_path / "d.jsonl"
     jsonl.write_text('{"text": "a", "stars": 3}\n')
     assert "no column 'label'" in _problem(model="opt-1m", task=str(jsonl))
@@ -83,7 +89,9 @@ def test_cli_refuses_with_one_line_and_writes_nothing(tmp_path, matrix, expected
     spec = write_spec(tmp_path, f"devices: [rpi-4-2gb]\nmatrix: {matrix.replace('DATA', str(data))}\n")
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", str(spec), "--out", str(out)], capture_output=True, text=True
+        [sys.executable, "-m", "harness.cli", "run", str(spec), "--out", str(out)],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()

@@ -11,7 +11,9 @@ from workloads.tasks import synthetic_task
 
 
 def test_head_only_mezo_reuses_features_and_makes_the_generic_step():
-    params = WorkloadParams(model="bert-4m", method="mezo", tuning="head", lr=0.1, n_queries=3, batch=4, seq_len=8)
+    params = WorkloadParams(
+        model="bert-4m", method="mezo", tuning="head", lr=0.1, n_queries=3, batch=4, seq_len=8
+    )
     batch = synthetic_task(params, 30522, decoder=False).batch(0)
     heads = []
     for fast in (True, False):

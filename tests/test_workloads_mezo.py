@@ -53,7 +53,10 @@ def test_update_is_minus_lr_times_projected_grad_times_z():
 
 def test_weight_decay_skips_biases_and_norms():
     weight, bias = torch.ones(64, 64, dtype=torch.float64), torch.ones(64, dtype=torch.float64)
-    named = [("fc.weight", nn.Parameter(weight, requires_grad=False)), ("fc.bias", nn.Parameter(bias, requires_grad=False))]
+    named = [
+        ("fc.weight", nn.Parameter(weight, requires_grad=False)),
+        ("fc.bias", nn.Parameter(bias, requires_grad=False)),
+    ]
     opt = MeZO(named, lr=0.1, eps=1e-3, weight_decay=0.5, workers=1)
     opt.step(lambda: 0.0, step=0)  # flat loss: only decay moves the weights
     torch.testing.assert_close(weight, torch.full_like(weight, 0.95))

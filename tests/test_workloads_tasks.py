@@ -13,7 +13,10 @@ from workloads.params import WorkloadParams
 from workloads.sources import rotten_tomatoes_file
 from workloads.tasks import load_labelled, real_task, synthetic_task
 
-ROWS = [{"review": f"film number {i} was {'great' if i % 3 else 'awful'}", "verdict": "pos" if i % 3 else "neg"} for i in range(60)]
+ROWS = [
+    {"review": f"film number {i} was {'great' if i % 3 else 'awful'}", "verdict": "pos" if i % 3 else "neg"}
+    for i in range(60)
+]
 
 
 def write(tmp_path, fmt: str) -> str:
@@ -37,7 +40,9 @@ def write(tmp_path, fmt: str) -> str:
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "json", "parquet"])
 def test_local_files_load_with_named_columns_and_string_labels(tmp_path, fmt):
-    params = WorkloadParams(model="minilm-l1", task=write(tmp_path, fmt), text_column="review", label_column="verdict")
+    params = WorkloadParams(
+        model="minilm-l1", task=write(tmp_path, fmt), text_column="review", label_column="verdict"
+    )
     data, names = load_labelled(params)
     assert names == ["neg", "pos"] and len(data) == 60
     assert data[0] == {"text": "film number 0 was awful", "label": 0}
@@ -46,7 +51,12 @@ def test_local_files_load_with_named_columns_and_string_labels(tmp_path, fmt):
 
 def test_splits_are_seeded_disjoint_and_recorded(tmp_path):
     params = WorkloadParams(
-        model="minilm-l1", task=write(tmp_path, "csv"), text_column="review", label_column="verdict", seq_len=16, batch=4
+        model="minilm-l1",
+        task=write(tmp_path, "csv"),
+        text_column="review",
+        label_column="verdict",
+        seq_len=16,
+        batch=4,
     )
     tokenizer = load_tokenizer(params.model)
     first, again = real_task(params, tokenizer, 0), real_task(params, tokenizer, 0)
@@ -74,8 +84,14 @@ def test_synthetic_task_is_lm_on_decoders_and_classification_on_encoders():
     params = WorkloadParams(model="opt-1m", batch=3, seq_len=5, seed=2)
     lm = synthetic_task(params, 100, decoder=True)
     batch = lm.batch(4)
-    assert lm.kind == "lm" and torch.equal(batch["labels"], batch["input_ids"]) and int(batch["input_ids"].max()) < 100
-    assert torch.equal(batch["input_ids"], lm.batch(4)["input_ids"]) and not torch.equal(batch["input_ids"], lm.batch(5)["input_ids"])
+    assert (
+        lm.kind == "lm"
+        and torch.equal(batch["labels"], batch["input_ids"])
+        and int(batch["input_ids"].max()) < 100
+    )
+    assert torch.equal(batch["input_ids"], lm.batch(4)["input_ids"]) and not torch.equal(
+        batch["input_ids"], lm.batch(5)["input_ids"]
+    )
     cls = synthetic_task(params, 100, decoder=False)
     assert cls.kind == "classification" and cls.batch(0)["labels"].shape == (3,)
     assert not lm.has_accuracy

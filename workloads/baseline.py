@@ -18,8 +18,16 @@ from pathlib import Path
 from workloads.versions import library_versions
 
 #: A model whose own memory is negligible (a few hundred KiB) next to R.
-PROBE_CONFIG = {"model_type": "opt", "vocab_size": 64, "hidden_size": 8, "num_hidden_layers": 1,
-                "num_attention_heads": 1, "ffn_dim": 16, "max_position_embeddings": 16, "word_embed_proj_dim": 8}
+PROBE_CONFIG = {
+    "model_type": "opt",
+    "vocab_size": 64,
+    "hidden_size": 8,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 1,
+    "ffn_dim": 16,
+    "max_position_embeddings": 16,
+    "word_embed_proj_dim": 8,
+}
 
 
 def cache_dir() -> Path:
@@ -62,12 +70,19 @@ def runtime_baseline_bytes() -> int:
         pass
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     out = subprocess.run(
-        [sys.executable, "-m", "workloads.baseline"], capture_output=True, text=True, check=True, env=env, timeout=300
+        [sys.executable, "-m", "workloads.baseline"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        timeout=300,
     )
     value = int(out.stdout.strip().splitlines()[-1])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"runtime_bytes": value, "versions": library_versions(), "python": sys.executable}))
+    tmp.write_text(
+        json.dumps({"runtime_bytes": value, "versions": library_versions(), "python": sys.executable})
+    )
     tmp.replace(path)
     return value
 

@@ -81,47 +81,57 @@ def prepare(params: WorkloadParams, device: torch.device):
     return model, task, built
 
 
+@dataclass
+class Trace:
+    """What the loop observed: per-step losses and times, the accuracy curve, and the two clocks."""
+
+    losses: list[float] = field(default_factory=list)
+    step_times: list[float] = field(default_factory=list)
+    curve: list[dict[str, float]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+
+
 def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
     device, threads = setup(params)
     model, task, built = prepare(params, device)
     named = trainable_parameters(model)
     method = make_method(params, model, named)
-    curve: list[dict[str, float]] = []
-    eval_seconds = 0.0
+    trace = Trace()
 
-    def evaluate(step: int, train_seconds: float) -> None:
-        nonlocal eval_seconds
+    def evaluate(step: int) -> None:
         if task.has_accuracy:
             t0 = time.perf_counter()
-            curve.append({"seconds": round(train_seconds, 3), "step": step, "accuracy": accuracy(model, task, device)})
-            eval_seconds += time.perf_counter() - t0
-            reporter.progress(step, force=True, accuracy=curve[-1]["accuracy"])
+            point = {
+                "seconds": round(trace.train_seconds, 3),
+                "step": step,
+                "accuracy": accuracy(model, task, device),
+            }
+            trace.curve.append(point)
+            trace.eval_seconds += time.perf_counter() - t0
+            reporter.progress(step, force=True, accuracy=point["accuracy"])
 
-    evaluate(0, 0.0)
-    losses: list[float] = []
-    step_times: list[float] = []
-    train_seconds = 0.0
+    evaluate(0)
     next_eval_s = params.eval_seconds
     step = 0
-    while _within_budget(params, step, train_seconds):
+    while _within_budget(params, step, trace.train_seconds):
         batch = {k: v.to(device) for k, v in task.batch(step).items()}
         t0 = time.perf_counter()
         loss = method.step(batch, step)
-        step_times.append(time.perf_counter() - t0)
-        train_seconds += step_times[-1]
+        trace.step_times.append(time.perf_counter() - t0)
+        trace.train_seconds += trace.step_times[-1]
+        trace.losses.append(loss)
         step += 1
-        losses.append(loss)
         reporter.progress(step, loss=round(loss, 5))
         due_steps = params.eval_every is not None and step % params.eval_every == 0
-        due_time = next_eval_s is not None and train_seconds >= next_eval_s
-        if (due_steps or due_time) and _within_budget(params, step, train_seconds):
-            evaluate(step, train_seconds)
-            while next_eval_s is not None and next_eval_s <= train_seconds:
-                next_eval_s += params.eval_seconds or 0
-    if task.has_accuracy and (not curve or curve[-1]["step"] != step):
-        evaluate(step, train_seconds)
-    return CellOutcome(steps=step, metrics=_metrics(params, model, named, task, built, threads, locals_=dict(
-        losses=losses, step_times=step_times, train_seconds=train_seconds, curve=curve, eval_seconds=eval_seconds)))
+        due_time = next_eval_s is not None and trace.train_seconds >= next_eval_s
+        if (due_steps or due_time) and _within_budget(params, step, trace.train_seconds):
+            evaluate(step)
+        while next_eval_s is not None and params.eval_seconds and next_eval_s <= trace.train_seconds:
+            next_eval_s += params.eval_seconds
+    if task.has_accuracy and trace.curve[-1]["step"] != step:
+        evaluate(step)
+    return CellOutcome(steps=step, metrics=_metrics(params, model, named, task, built, threads, trace))
 
 
 def _within_budget(params: WorkloadParams, step: int, seconds: float) -> bool:
@@ -137,8 +147,8 @@ def _thin(values: list[float], keep: int = MAX_LOSSES) -> list[float]:
     return [round(values[int(i * stride)], 6) for i in range(keep)]
 
 
-def _metrics(params, model, named, task: Task, built, threads: int, locals_: dict) -> dict[str, Any]:
-    losses, step_times, curve = locals_["losses"], locals_["step_times"], locals_["curve"]
+def _metrics(params, model, named, task: Task, built, threads: int, trace: Trace) -> dict[str, Any]:
+    losses, step_times, curve = trace.losses, trace.step_times, trace.curve
     # The first step pays one-off costs (allocator growth, lazy init); the mean excludes it when there are others.
     timed = step_times[1:] if len(step_times) > 1 else step_times
     unique = {id(p): p for p in model.parameters()}
@@ -149,8 +159,8 @@ def _metrics(params, model, named, task: Task, built, threads: int, locals_: dic
         "trainable_params": sum(p.numel() for _, p in named) if params.method != "inference" else 0,
         "step_time_s": sum(timed) / len(timed) if timed else None,
         "first_step_time_s": step_times[0] if step_times else None,
-        "train_seconds": round(locals_["train_seconds"], 4),
-        "eval_seconds": round(locals_["eval_seconds"], 4),
+        "train_seconds": round(trace.train_seconds, 4),
+        "eval_seconds": round(trace.eval_seconds, 4),
         "loss_first": losses[0] if losses else None,
         "loss_last": losses[-1] if losses else None,
         "losses": _thin(losses),

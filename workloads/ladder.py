@@ -39,7 +39,9 @@ class ModelShape:
         return self.family == "opt"
 
 
-def _opt(hidden: int, layers: int, heads: int, ffn: int, vocab: int = LADDER_VOCAB, positions: int = 512, **extra):
+def _opt(
+    hidden: int, layers: int, heads: int, ffn: int, vocab: int = LADDER_VOCAB, positions: int = 512, **extra
+):
     return {
         "model_type": "opt",
         "vocab_size": vocab,

@@ -37,7 +37,15 @@ class Breakdown:
 
     @property
     def total(self) -> int:
-        return self.runtime + self.weights + self.gradients + self.optimizer + self.activations + self.logits + self.zo_buffer
+        return (
+            self.runtime
+            + self.weights
+            + self.gradients
+            + self.optimizer
+            + self.activations
+            + self.logits
+            + self.zo_buffer
+        )
 
 
 def trainable_count(shape: ModelShape, params: WorkloadParams, num_labels: int) -> int:

@@ -35,7 +35,9 @@ class Inference:
 
 
 class ZerothOrder:
-    def __init__(self, model: nn.Module, named: list[tuple[str, nn.Parameter]], params: WorkloadParams) -> None:
+    def __init__(
+        self, model: nn.Module, named: list[tuple[str, nn.Parameter]], params: WorkloadParams
+    ) -> None:
         self.model = model.eval().requires_grad_(False)  # nothing keeps autograd state
         self.optimizer = MeZO(
             named,
@@ -83,7 +85,11 @@ def make_optimizer(named: list[tuple[str, nn.Parameter]], params: WorkloadParams
 
 class Backprop:
     def __init__(
-        self, model: nn.Module, named: list[tuple[str, nn.Parameter]], params: WorkloadParams, checkpointed: bool
+        self,
+        model: nn.Module,
+        named: list[tuple[str, nn.Parameter]],
+        params: WorkloadParams,
+        checkpointed: bool,
     ) -> None:
         if checkpointed:
             enable_checkpointing(model)

@@ -52,10 +52,14 @@ class MeZO:
         self.lr, self.eps, self.n_queries, self.variant = lr, eps, n_queries, variant
         self.seed = seed
         self.chunk = max(1, min(chunk, max((t.numel() for t in self.tensors), default=1)))
-        self.parts = [(i, start) for i, t in enumerate(self.tensors) for start in range(0, t.numel(), self.chunk)]
+        self.parts = [
+            (i, start) for i, t in enumerate(self.tensors) for start in range(0, t.numel(), self.chunk)
+        ]
         workers = workers or zo_workers()
         threaded = workers > 1 and sum(t.numel() for t in self.tensors) > chunk
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="mezo") if threaded else None  # small: inline
+        self._pool = (
+            ThreadPoolExecutor(workers, thread_name_prefix="mezo") if threaded else None
+        )  # small: inline
         self._local = threading.local()
         self.last_projected_grads: list[float] = []
 

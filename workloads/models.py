@@ -91,7 +91,9 @@ def build_model(params: WorkloadParams, kind: str, num_labels: int) -> BuiltMode
 
 
 @torch.inference_mode()
-def init_prototype_head(model: SequenceClassifier, tokenizer, label_names: list[str], words: dict[str, str]) -> None:
+def init_prototype_head(
+    model: SequenceClassifier, tokenizer, label_names: list[str], words: dict[str, str]
+) -> None:
     """Zero-shot head: each class's weight is the normalised pooled embedding of a prompt with its label word,
     so step 0 is already a sensible classifier (cosine to class prototypes) rather than a random one."""
     texts = [PROMPT.format(words.get(name.lower(), name)) for name in label_names]
@@ -113,7 +115,10 @@ def select_trainable(model: nn.Module, tuning: str, family: str) -> nn.Module:
         from peft import LoraConfig, get_peft_model
 
         config = LoraConfig(
-            r=LORA_RANK, lora_alpha=2 * LORA_RANK, lora_dropout=0.0, target_modules=LORA_TARGETS.get(family, "all-linear")
+            r=LORA_RANK,
+            lora_alpha=2 * LORA_RANK,
+            lora_dropout=0.0,
+            target_modules=LORA_TARGETS.get(family, "all-linear"),
         )
         if is_classifier:
             model.backbone = get_peft_model(model.backbone, config)  # freezes the backbone but its adapters

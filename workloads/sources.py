@@ -16,7 +16,14 @@ FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json"
 #: Default column names of tasks whose layout differs from (text, label).
 KNOWN_COLUMNS = {"glue/sst2": ("sentence", "label"), ROTTEN_TOMATOES: ("text", "label")}
 #: Words whose embeddings make the zero-shot head's class prototypes (see models.init_prototype_head).
-LABEL_WORDS = {"rotten": "bad", "fresh": "good", "negative": "bad", "positive": "good", "neg": "bad", "pos": "good"}
+LABEL_WORDS = {
+    "rotten": "bad",
+    "fresh": "good",
+    "negative": "bad",
+    "positive": "good",
+    "neg": "bad",
+    "pos": "good",
+}
 EVAL_BATCH = 64
 
 

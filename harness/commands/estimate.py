@@ -25,8 +25,12 @@ METHODS = typing.get_args(Method)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", required=True, help="device name from the catalogue (see `edgebench devices`)")
-    parser.add_argument("--model", required=True, help="ladder name (e.g. opt-125m, minilm-l6) or a local model dir")
+    parser.add_argument(
+        "--device", required=True, help="device name from the catalogue (see `edgebench devices`)"
+    )
+    parser.add_argument(
+        "--model", required=True, help="ladder name (e.g. opt-125m, minilm-l6) or a local model dir"
+    )
     parser.add_argument("--method", required=True, choices=METHODS)
     parser.add_argument("--task", default="synthetic", help="synthetic (LM loss on decoders) or a real task")
     parser.add_argument("--batch", type=int, default=8)
@@ -58,7 +62,9 @@ def _params(args: argparse.Namespace) -> WorkloadParams:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     if model_shape(params.model) is None:
-        raise UserError(f"cannot estimate {params.model}: its config is not an OPT or BERT architecture; use a ladder name")
+        raise UserError(
+            f"cannot estimate {params.model}: its config is not an OPT or BERT architecture; use a ladder name"
+        )
     return params
 
 
@@ -114,6 +120,9 @@ def handle(args: argparse.Namespace) -> int:
     for method, name in result["largest_fitting_per_method"].items():
         console.print(f"largest ladder model that fits with {method}: {name or 'none'}")
     ratio = result["mezo_over_bp_checkpointed_params"]
-    console.print(f"MeZO / checkpointed BP, parameters of the largest fitting model: {ratio:.2f}x" if ratio else
-                  "MeZO / checkpointed BP: one of them fits no ladder model")
+    console.print(
+        f"MeZO / checkpointed BP, parameters of the largest fitting model: {ratio:.2f}x"
+        if ratio
+        else "MeZO / checkpointed BP: one of them fits no ladder model"
+    )
     return 0
