@@ -104,3 +104,23 @@ def test_capped_real_task_cell_end_to_end(tmp_path, reviews):
     assert record.predicted_peak_bytes and record.peak_memory_bytes
     assert 0.5 < record.predicted_peak_bytes / record.peak_memory_bytes < 2
     assert "final_accuracy" in record.metrics and record.validity.valid
+
+
+def test_lora_with_checkpointed_backprop_trains_the_adapters(reviews):
+    outcome, _ = _run(
+        model="minilm-l1", task=reviews, method="bp-checkpointed", tuning="lora", batch=4, seq_len=16, max_steps=2
+    )
+    assert outcome.metrics["gradient_checkpointing"] is True
+    assert 0 < outcome.metrics["trainable_params"] < 0.02 * outcome.metrics["param_count"]
+    assert all(loss == loss for loss in outcome.metrics["losses"])  # no NaN
+
+
+def test_a_saved_local_model_directory_runs(tmp_path):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from workloads.ladder import LADDER
+
+    saved = tmp_path / "tiny-opt"
+    AutoModelForCausalLM.from_config(AutoConfig.for_model(**LADDER["opt-1m"])).save_pretrained(saved)
+    outcome, _ = _run(model=str(saved), method="mezo", batch=2, seq_len=8, max_steps=2)
+    assert outcome.steps == 2 and outcome.metrics["param_count"] == 1018624

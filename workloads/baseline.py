@@ -8,6 +8,8 @@ library versions, interpreter path) and caches the figure under ~/.cache/edgeben
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -61,29 +63,34 @@ def measure_in_this_process() -> int:
     return peak_rss_bytes()
 
 
-def runtime_baseline_bytes() -> int:
-    """R for this environment: from the cache, else measured now in a fresh subprocess (a few seconds)."""
+@functools.cache
+def runtime_baseline_bytes() -> int | None:
+    """R for this environment: from the cache, else measured now in a fresh subprocess (a few seconds).
+    None when it cannot be measured here (then there is no prediction, rather than a guessed one)."""
     path = cache_dir() / f"runtime-{environment_key()}.json"
     try:
         return int(json.loads(path.read_text())["runtime_bytes"])
     except (OSError, ValueError, KeyError):
         pass
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    out = subprocess.run(
-        [sys.executable, "-m", "workloads.baseline"],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-        timeout=300,
-    )
-    value = int(out.stdout.strip().splitlines()[-1])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(
-        json.dumps({"runtime_bytes": value, "versions": library_versions(), "python": sys.executable})
-    )
-    tmp.replace(path)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "workloads.baseline"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+            timeout=300,
+        )
+        value = int(out.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+    record = {"runtime_bytes": value, "versions": library_versions(), "python": sys.executable}
+    with contextlib.suppress(OSError):  # a read-only home (e.g. a read-only container) only loses the cache
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record))
+        tmp.replace(path)
     return value
 
 

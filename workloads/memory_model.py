@@ -104,10 +104,12 @@ def breakdown(params: WorkloadParams, shape: ModelShape, runtime: int, num_label
 
 
 def predict_breakdown(params: WorkloadParams) -> Breakdown | None:
+    """None when the model's shape is unknown or the runtime baseline cannot be measured here."""
     shape = model_shape(params.model)
-    if shape is None:
+    runtime = runtime_baseline_bytes() if shape is not None else None
+    if shape is None or runtime is None:
         return None
-    return breakdown(params, shape, runtime_baseline_bytes())
+    return breakdown(params, shape, runtime)
 
 
 def predict_peak_bytes(params: WorkloadParams) -> int | None:
@@ -121,6 +123,8 @@ def largest_fitting(params: WorkloadParams, cap_bytes: int, family: str | None =
     shape = model_shape(params.model)
     family = family or (shape.family if shape else "opt")
     runtime = runtime_baseline_bytes()
+    if runtime is None:
+        return None
     best = None
     for name in ladder_names(family):
         candidate = params.model_copy(update={"model": name})

@@ -76,7 +76,10 @@ def estimate(args: argparse.Namespace) -> dict:
         raise UserError(str(exc)) from None
     params = _params(args)
     parts = predict_breakdown(params)
-    assert parts is not None
+    if parts is None:
+        raise UserError(
+            "cannot measure the runtime baseline here (python -m workloads.baseline failed); check torch"
+        )
     cap = device.memory_bytes
     shape = model_shape(params.model)
     assert shape is not None
