@@ -108,7 +108,13 @@ def test_capped_real_task_cell_end_to_end(tmp_path, reviews):
 
 def test_lora_with_checkpointed_backprop_trains_the_adapters(reviews):
     outcome, _ = _run(
-        model="minilm-l1", task=reviews, method="bp-checkpointed", tuning="lora", batch=4, seq_len=16, max_steps=2
+        model="minilm-l1",
+        task=reviews,
+        method="bp-checkpointed",
+        tuning="lora",
+        batch=4,
+        seq_len=16,
+        max_steps=2,
     )
     assert outcome.metrics["gradient_checkpointing"] is True
     assert 0 < outcome.metrics["trainable_params"] < 0.02 * outcome.metrics["param_count"]
