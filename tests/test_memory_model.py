@@ -96,3 +96,24 @@ def test_runtime_baseline_still_measured_when_the_cache_is_read_only(tmp_path, m
         assert baseline.runtime_baseline_bytes() > 100e6
     finally:
         baseline.runtime_baseline_bytes.cache_clear()
+
+
+def test_estimate_cli_prints_prediction_cap_fit_and_largest_model():
+    from tests.helpers import edgebench, edgebench_json
+
+    out = edgebench_json(
+        "estimate", "--device", "rpi-4-2gb", "--model", "opt-125m", "--method", "bp-checkpointed"
+    )
+    assert out["cap_bytes"] == 2_000_000_000 and out["param_count"] == 125239296
+    assert out["predicted_peak_bytes"] == sum(out["breakdown_bytes"].values())
+    assert out["fits"] is (out["predicted_peak_bytes"] <= out["cap_bytes"]) and out["fits"] is False
+    per_method = out["largest_fitting_per_method"]
+    ladder = ladder_names("opt")
+    assert ladder.index(per_method["mezo"]) > ladder.index(per_method["bp-checkpointed"])
+    assert out["mezo_over_bp_checkpointed_params"] > 1
+    bad = edgebench("estimate", "--device", "rpi-4-2gb", "--model", "opt-nope", "--method", "mezo")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "opt-nope" in bad.stderr
+    text = edgebench(
+        "estimate", "--device", "rpi-zero-2w", "--model", "opt-1m", "--method", "mezo", check=True
+    )
+    assert "predicted peak" in text.stdout and "largest ladder model" in text.stdout
