@@ -59,7 +59,7 @@ def test_splits_are_seeded_disjoint_and_recorded(tmp_path):
         batch=4,
     )
     tokenizer = load_tokenizer(params.model)
-    first, again = real_task(params, tokenizer, 0), real_task(params, tokenizer, 0)
+    first, again = real_task(params, tokenizer), real_task(params, tokenizer)
     assert first.info["splits"] == {"train": 48, "validation": 6, "test": 6}
     assert first.info["split_seed"] == again.info["split_seed"]
     assert torch.equal(first.held_out.input_ids, again.held_out.input_ids)

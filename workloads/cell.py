@@ -72,7 +72,7 @@ def prepare(params: WorkloadParams, device: torch.device):
         task = synthetic_task(params, built.vocab, decoder)
     else:
         tokenizer = load_tokenizer(params.model)
-        task = real_task(params, tokenizer, vocab=0)
+        task = real_task(params, tokenizer)
         built = build_model(params, "classification", task.num_labels)
         built.model.to(device)
         assert isinstance(built.model, SequenceClassifier)

