@@ -82,7 +82,13 @@ def test_ctrl_c_removes_the_running_cells_container(engine, tmp_path):
     spec = spec.replace("opt-125m", "opt-1m").replace("max_steps: 1", "max_steps: null\n  max_seconds: 600")
     out = tmp_path / "run"
     argv = [sys.executable, "-m", "harness.cli", "run", str(write_spec(tmp_path, spec)), "--executor", "docker"]
-    harness = subprocess.Popen([*argv, "--out", str(out), "--no-report"], stderr=subprocess.PIPE, text=True)
+    harness = subprocess.Popen(
+        [*argv, "--out", str(out), "--no-report"],
+        stderr=subprocess.PIPE,
+        text=True,
+        # As from a terminal: under a background shell SIGINT arrives ignored, and Python then keeps ignoring it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     client = engine.client()
     deadline = time.monotonic() + 120
     while not client.containers.list(filters={"label": LABEL}) and time.monotonic() < deadline:
