@@ -50,7 +50,9 @@ def peak_rss_bytes() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def measure_in_this_process() -> int:
+def measure_in_this_process(real_task: bool = False) -> int:
+    """Peak RSS after the imports and first use of a cell's code path. With real_task, also what a real
+    task adds before its data: the datasets library loading a small labelled file, and a tokenizer."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -60,22 +62,36 @@ def measure_in_this_process() -> int:
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**PROBE_CONFIG))
     ids = torch.randint(0, 64, (1, 8))
     model(input_ids=ids, labels=ids).loss.backward()
+    if real_task:
+        import tempfile
+
+        from workloads.models import load_tokenizer
+        from workloads.params import WorkloadParams
+        from workloads.tasks import real_task as load_real_task
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "probe.csv"
+            path.write_text("text,label\n" + "".join(f"probe review {i},{i % 2}\n" for i in range(64)))
+            params = WorkloadParams(model="minilm-l1", task=str(path), batch=4, seq_len=16, eval_examples=8)
+            load_real_task(params, load_tokenizer(params.model))
     return peak_rss_bytes()
 
 
 @functools.cache
-def runtime_baseline_bytes() -> int | None:
-    """R for this environment: from the cache, else measured now in a fresh subprocess (a few seconds).
+def runtime_baseline_bytes(real_task: bool = False) -> int | None:
+    """R for this environment (and for real tasks, which also load datasets and a tokenizer): from the
+    cache, else measured now in a fresh subprocess (a few seconds).
     None when it cannot be measured here (then there is no prediction, rather than a guessed one)."""
-    path = cache_dir() / f"runtime-{environment_key()}.json"
+    kind = "real-task" if real_task else "synthetic"
+    path = cache_dir() / f"runtime-{kind}-{environment_key()}.json"
     try:
         return int(json.loads(path.read_text())["runtime_bytes"])
     except (OSError, ValueError, KeyError):
         pass
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     try:
         out = subprocess.run(
-            [sys.executable, "-m", "workloads.baseline"],
+            [sys.executable, "-m", "workloads.baseline", *(["--real-task"] if real_task else [])],
             capture_output=True,
             text=True,
             check=True,
@@ -95,4 +111,4 @@ def runtime_baseline_bytes() -> int | None:
 
 
 if __name__ == "__main__":
-    print(measure_in_this_process())
+    print(measure_in_this_process(real_task="--real-task" in sys.argv[1:]))

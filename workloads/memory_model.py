@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from workloads.baseline import runtime_baseline_bytes
 from workloads.ladder import ModelShape, ladder_names, model_shape
 from workloads.params import ZO_CHUNK, ZO_MAX_WORKERS, WorkloadParams
+from workloads.sources import SYNTHETIC
 
 BYTES = {"fp32": 4, "bf16": 2}
 OPTIMIZER_STATE = {"sgd": 0, "sgd-momentum": 1, "adamw": 2}  # fp32-sized states per trainable weight
@@ -106,7 +107,7 @@ def breakdown(params: WorkloadParams, shape: ModelShape, runtime: int, num_label
 def predict_breakdown(params: WorkloadParams) -> Breakdown | None:
     """None when the model's shape is unknown or the runtime baseline cannot be measured here."""
     shape = model_shape(params.model)
-    runtime = runtime_baseline_bytes() if shape is not None else None
+    runtime = runtime_baseline_bytes(params.task != SYNTHETIC) if shape is not None else None
     if shape is None or runtime is None:
         return None
     return breakdown(params, shape, runtime)
@@ -122,7 +123,7 @@ def largest_fitting(params: WorkloadParams, cap_bytes: int, family: str | None =
     """The largest ladder model (of `family`, default the params' own family) predicted to fit under the cap."""
     shape = model_shape(params.model)
     family = family or (shape.family if shape else "opt")
-    runtime = runtime_baseline_bytes()
+    runtime = runtime_baseline_bytes(params.task != SYNTHETIC)
     if runtime is None:
         return None
     best = None
