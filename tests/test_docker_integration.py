@@ -81,7 +81,15 @@ def test_ctrl_c_removes_the_running_cells_container(engine, tmp_path):
     spec = OOM_AND_OK.replace("devices: [rpi-zero-2w, rpi-4-2gb]", "devices: [rpi-4-2gb]")
     spec = spec.replace("opt-125m", "opt-1m").replace("max_steps: 1", "max_steps: null\n  max_seconds: 600")
     out = tmp_path / "run"
-    argv = [sys.executable, "-m", "harness.cli", "run", str(write_spec(tmp_path, spec)), "--executor", "docker"]
+    argv = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "run",
+        str(write_spec(tmp_path, spec)),
+        "--executor",
+        "docker",
+    ]
     harness = subprocess.Popen(
         [*argv, "--out", str(out), "--no-report"],
         stderr=subprocess.PIPE,
@@ -109,14 +117,22 @@ def test_compose_runs_each_device_in_its_own_capped_container_then_the_report(en
     compose = ["docker-compose", "--project-name", "edgebench-test", "--project-directory", str(tmp_path)]
     env = engine.env  # the services run as the image's user (1000): `prepare` hands it the results folder
     try:
-        up = subprocess.run([*compose, "up", "--no-color"], cwd=tmp_path, env=env, capture_output=True, text=True)
+        up = subprocess.run(
+            [*compose, "up", "--no-color"], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
         if up.returncode != 0:
-            logs = subprocess.run([*compose, "logs", "--no-color"], cwd=tmp_path, env=env, capture_output=True, text=True)
-            pytest.fail(f"docker-compose up exited {up.returncode}:\n{up.stderr[-2000:]}\n{logs.stdout[-4000:]}")
+            logs = subprocess.run(
+                [*compose, "logs", "--no-color"], cwd=tmp_path, env=env, capture_output=True, text=True
+            )
+            pytest.fail(
+                f"docker-compose up exited {up.returncode}:\n{up.stderr[-2000:]}\n{logs.stdout[-4000:]}"
+            )
         client = engine.client()
         containers = {
             c.labels["com.docker.compose.service"]: c
-            for c in client.containers.list(all=True, filters={"label": "com.docker.compose.project=edgebench-test"})
+            for c in client.containers.list(
+                all=True, filters={"label": "com.docker.compose.project=edgebench-test"}
+            )
         }
         for name, memory in (("small-384mib", 384 << 20), ("large-1gib", 1 << 30)):
             host = containers[name].attrs["HostConfig"]
@@ -125,7 +141,9 @@ def test_compose_runs_each_device_in_its_own_capped_container_then_the_report(en
             assert containers[name].attrs["State"]["ExitCode"] == 0
         assert containers["report"].attrs["State"]["ExitCode"] == 0
     finally:
-        down = subprocess.run([*compose, "down", "--volumes"], cwd=tmp_path, env=env, capture_output=True, text=True)
+        down = subprocess.run(
+            [*compose, "down", "--volumes"], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
         assert down.returncode == 0, down.stderr
     run_dir = tmp_path / "results" / "two-by-two"
     records = load_records(run_dir)

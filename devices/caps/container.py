@@ -56,7 +56,9 @@ class ContainerCgroup:
 def find_container_cgroup(mount: Path = MOUNT) -> ContainerCgroup | None:
     v1, v2 = mount / "memory", mount
     if (v1 / "memory.limit_in_bytes").exists():
-        return ContainerCgroup(v1 / "memory.limit_in_bytes", v1 / "memory.max_usage_in_bytes", v1 / "memory.oom_control")
+        return ContainerCgroup(
+            v1 / "memory.limit_in_bytes", v1 / "memory.max_usage_in_bytes", v1 / "memory.oom_control"
+        )
     if (v2 / "memory.max").exists():
         return ContainerCgroup(v2 / "memory.max", v2 / "memory.peak", v2 / "memory.events")
     return None

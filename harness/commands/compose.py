@@ -26,7 +26,8 @@ from harness.spec import LoadedSpec, load_spec
 HELP = "write a docker-compose file (one service per device) for a spec"
 
 IMAGE = "${EDGEBENCH_IMAGE:-edgebench}"
-USER = "${EDGEBENCH_USER:-1000:1000}"  # the image's non-root user; set it to `$(id -u):$(id -g)` to own results
+# The image's non-root user; EDGEBENCH_USER=$(id -u):$(id -g) gives the results to whoever runs compose.
+USER = "${EDGEBENCH_USER:-1000:1000}"
 RESULTS = "/results/${EDGEBENCH_RUN:-%s}"
 # The directory of the compose file, read-only: a spec given by path (and its device files) is read there.
 PROJECT = "/project"
@@ -110,13 +111,25 @@ def compose_file(loaded: LoadedSpec, spec_arg: str) -> dict[str, Any]:
     spec = f"${{EDGEBENCH_SPEC:-{spec_arg}}}"
     clash = {d.name for d in loaded.devices} & {"prepare", "report"}
     if clash:
-        raise UserError(f"{loaded.path}: device {sorted(clash)[0]!r} clashes with a compose service name; rename it")
+        raise UserError(
+            f"{loaded.path}: device {sorted(clash)[0]!r} clashes with a compose service name; rename it"
+        )
     for device in loaded.devices:
         services[device.name] = {
             **_common(),
             "user": USER,
             "depends_on": _after(["prepare"]),
-            "command": ["run", spec, "--device", device.name, "--out", results, "--no-report", "--enforcement", "container"],
+            "command": [
+                "run",
+                spec,
+                "--device",
+                device.name,
+                "--out",
+                results,
+                "--no-report",
+                "--enforcement",
+                "container",
+            ],
             **engine_limits(device),
         }
     services["report"] = {

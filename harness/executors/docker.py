@@ -98,7 +98,9 @@ class DockerExecutor(Executor):
             started_at, t0 = now_iso(), time.perf_counter()
             container.start()
             events: list[dict[str, Any]] = []
-            reader = threading.Thread(target=_read_events, args=(container, cell, progress, events), daemon=True)
+            reader = threading.Thread(
+                target=_read_events, args=(container, cell, progress, events), daemon=True
+            )
             reader.start()
             timed_out = self._wait(container, t0 + self.timeout_s + GRACE_S)
             wall = time.perf_counter() - t0

@@ -26,7 +26,9 @@ from workloads.params import WorkloadParams
 
 
 def job_json(cell: Cell, timeout_s: float) -> str:
-    return json.dumps({"device": cell.device.model_dump(), "params": cell.params.model_dump(), "timeout_s": timeout_s})
+    return json.dumps(
+        {"device": cell.device.model_dump(), "params": cell.params.model_dump(), "timeout_s": timeout_s}
+    )
 
 
 def outcome_json(outcome: ChildOutcome) -> str:
