@@ -48,7 +48,8 @@ def _allocate(backend: type[CapBackend], label: str, size: int, cap: int) -> tup
     return proc.returncode, lines[-1] if lines else "", reading
 
 
-def prove(backend: type[CapBackend], cap: int = PROBE_CAP) -> Proof:
+def prove(backend: type[CapBackend], cap: int | None = None) -> Proof:
+    cap = cap or backend.probe_cap(PROBE_CAP)
     under_rc, under_err, _ = _allocate(backend, "doctor-under", cap // 4, cap)
     over_rc, over_err, reading = _allocate(backend, "doctor-over", cap * 2, cap)
     if backend.kills_on_oom:

@@ -56,6 +56,11 @@ class CapBackend(ABC):
     def unavailable_reason(cls) -> str | None:
         """None when this host supports the backend, else why not (one line)."""
 
+    @classmethod
+    def probe_cap(cls, default: int) -> int:
+        """The cap `edgebench doctor` proves this backend at; a container can only prove its own limit."""
+        return default
+
     @abstractmethod
     def create(self) -> None:
         """Make the cap ready for one child."""

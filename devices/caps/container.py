@@ -80,6 +80,12 @@ class ContainerLimit(CapBackend):
             return "not inside a container with a memory limit (run through `edgebench compose` or --executor docker)"
         return None
 
+    @classmethod
+    def probe_cap(cls, default: int) -> int:
+        cgroup = find_container_cgroup()
+        limit = cgroup.limit_bytes() if cgroup else None
+        return limit or default
+
     def create(self) -> None:
         limit = self.cgroup.limit_bytes() if self.cgroup else None
         if limit is None or limit > self.profile.memory_bytes:
