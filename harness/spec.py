@@ -71,6 +71,15 @@ class LoadedSpec:
         self.cells = cells
         self.hash = hash  # of the whole spec: device slices (--device) of one spec share a run directory
 
+    def cells_for(self, device_names: list[str] | None) -> list[Cell]:
+        """The cells of some devices only (a compose service's slice); all cells when none are named."""
+        if not device_names:
+            return self.cells
+        unknown = set(device_names) - {d.name for d in self.devices}
+        if unknown:
+            raise UserError(f"--device {sorted(unknown)[0]!r} is not in {self.path}'s devices")
+        return [c for c in self.cells if c.device.name in device_names]
+
 
 def default_spec_path() -> Path:
     return Path(str(resources.files("harness").joinpath("specs", DEFAULT_SPEC)))
@@ -83,7 +92,7 @@ def _field_error(exc: ValidationError, origin: str) -> UserError:
     return UserError(f"{origin}: {field}: {message}")
 
 
-def load_spec(path: str | Path | None, only_devices: list[str] | None = None) -> LoadedSpec:
+def load_spec(path: str | Path | None) -> LoadedSpec:
     spec_path = Path(path) if path else default_spec_path()
     try:
         text = spec_path.read_text()
@@ -104,19 +113,14 @@ def load_spec(path: str | Path | None, only_devices: list[str] | None = None) ->
         spec = Spec.model_validate(data)
     except ValidationError as exc:
         raise _field_error(exc, str(spec_path)) from None
-    devices = spec_devices = _resolve_devices(spec, spec_path)
+    devices = _resolve_devices(spec, spec_path)
     content = {"spec": spec.model_dump(), "devices": [d.model_dump() for d in devices]}
     spec_hash = hashlib.sha256(canonical_json(content).encode()).hexdigest()[:16]
-    if only_devices:
-        unknown = set(only_devices) - {d.name for d in devices}
-        if unknown:
-            raise UserError(f"--device {sorted(unknown)[0]!r} is not in {spec_path}'s devices")
-        devices = [d for d in devices if d.name in only_devices]
     cells = []
     for block in spec.matrix:
         names = block.get("devices")
         names = names if isinstance(names, list) else [names] if names else [d.name for d in devices]
-        unknown = set(names) - {d.name for d in spec_devices}
+        unknown = set(names) - {d.name for d in devices}
         if unknown:
             raise UserError(f"{spec_path}: matrix.devices: {sorted(unknown)[0]!r} is not one of the spec's devices")
         axes = {k: v for k, v in block.items() if k != "devices"}

@@ -39,11 +39,13 @@ def test_cell_ids_are_stable_and_content_addressed(tmp_path):
     assert not set(first) & set(changed)
 
 
-def test_device_filter_keeps_the_whole_spec_hash(tmp_path):
+def test_device_slices_select_cells_of_the_whole_spec(tmp_path):
     path = write(tmp_path, GOOD)
-    whole, part = load_spec(path), load_spec(path, ["my-board"])
-    assert {c.device.name for c in part.cells} == {"my-board"}
-    assert part.hash == whole.hash
+    loaded = load_spec(path)
+    assert {c.device.name for c in loaded.cells_for(["my-board"])} == {"my-board"}
+    assert loaded.cells_for(None) == loaded.cells
+    with pytest.raises(UserError, match="--device 'nope' is not in"):
+        loaded.cells_for(["nope"])
 
 
 def test_devices_yaml_next_to_the_spec_is_read(tmp_path):

@@ -40,16 +40,17 @@ def handle(args: argparse.Namespace) -> int:
         from harness.errors import UserError
 
         raise UserError(f"--jobs {args.jobs}: give at least 1")
-    loaded = load_spec(args.spec, args.device)
+    loaded = load_spec(args.spec)
+    cells = loaded.cells_for(args.device)
     check_writable(args.out)
     executor = executor_class(args.executor)(args.out, loaded.spec.timeout_s, args.enforcement)
     console = Console(stderr=True, soft_wrap=True)
     try:
         store = RunStore(args.out)
         done = store.prepare(describe_run(loaded, executor), fresh=args.fresh)
-        pending = [c for c in loaded.cells if c.id not in done]
+        pending = [c for c in cells if c.id not in done]
         console.print(
-            f"edgebench: {len(loaded.cells)} cells ({len(loaded.cells) - len(pending)} already done), "
+            f"edgebench: {len(cells)} cells ({len(cells) - len(pending)} already done), "
             f"enforcement {executor.enforcement}, executor {executor.name}, out {args.out}"
         )
         records = Scheduler(executor, store, args.jobs, console).run(pending)
