@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -95,6 +96,20 @@ class Executor(ABC):
             started_at=out.started_at,
             finished_at=now_iso(),
         )
+
+
+def collect_events(
+    lines: Iterable[bytes | str], cell: Cell, progress: ProgressFn, events: list[dict]
+) -> None:
+    """Read the runner's JSON-lines channel: keep every event, pass progress on for the live line."""
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a stray line from a library, not an event
+        events.append(event)
+        if event.get("event") == "progress":
+            progress(cell, event)
 
 
 def primary_peak(memory: MemoryFigures) -> tuple[int | None, str | None]:

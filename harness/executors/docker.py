@@ -10,7 +10,6 @@ also on Ctrl-C. The image is EDGEBENCH_IMAGE (default `edgebench`, built from th
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -23,7 +22,7 @@ import docker
 from devices.caps.container import engine_limits
 from harness.cells import Cell
 from harness.errors import UserError
-from harness.executors.base import OFFLINE_ENV, ChildOutcome, Executor, ProgressFn
+from harness.executors.base import OFFLINE_ENV, ChildOutcome, Executor, ProgressFn, collect_events
 from harness.executors.in_container import job_json, outcome_from_event
 from harness.executors.local import _last_line
 from harness.records import now_iso
@@ -99,7 +98,14 @@ class DockerExecutor(Executor):
             container.start()
             events: list[dict[str, Any]] = []
             reader = threading.Thread(
-                target=_read_events, args=(container, cell, progress, events), daemon=True
+                target=collect_events,
+                args=(
+                    _lines(container.logs(stream=True, follow=True, stdout=True, stderr=False)),
+                    cell,
+                    progress,
+                    events,
+                ),
+                daemon=True,
             )
             reader.start()
             timed_out = self._wait(container, t0 + self.timeout_s + GRACE_S)
@@ -152,14 +158,3 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield from complete
     if pending:
         yield pending
-
-
-def _read_events(container, cell: Cell, progress: ProgressFn, events: list[dict[str, Any]]) -> None:
-    for line in _lines(container.logs(stream=True, follow=True, stdout=True, stderr=False)):
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        events.append(event)
-        if event.get("event") == "progress":
-            progress(cell, event)

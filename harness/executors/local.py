@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from pathlib import Path
 
 from devices.caps.base import CapUnavailable
 from devices.caps.select import choose_backend
 from harness.cells import Cell
 from harness.errors import UserError
-from harness.executors.base import OFFLINE_ENV, ChildOutcome, Executor, ProgressFn
+from harness.executors.base import OFFLINE_ENV, ChildOutcome, Executor, ProgressFn, collect_events
 from harness.records import MemoryFigures, now_iso
 
 POLL_S = 0.05
@@ -54,8 +52,10 @@ class LocalExecutor(Executor):
                 stderr=log,
                 start_new_session=True,  # Ctrl-C reaches the harness only; it kills cells itself
             )
-            events: deque[dict] = deque()
-            reader = threading.Thread(target=_read_events, args=(proc, cell, progress, events), daemon=True)
+            events: list[dict] = []
+            reader = threading.Thread(
+                target=collect_events, args=(proc.stdout, cell, progress, events), daemon=True
+            )
             reader.start()
             returncode = rusage = None
             try:
@@ -81,22 +81,11 @@ class LocalExecutor(Executor):
             oom_killed=reading.oom_killed and not results,
             result=results[-1] if results else None,
             memory=MemoryFigures(
-                rss_peak_bytes=rusage.ru_maxrss * 1024 if rusage else None, cgroup_peak_bytes=reading.peak_bytes
+                rss_peak_bytes=rusage.ru_maxrss * 1024 if rusage else None,
+                cgroup_peak_bytes=reading.peak_bytes,
             ),
             stderr_tail=tail,
         )
-
-
-def _read_events(proc: subprocess.Popen, cell: Cell, progress: ProgressFn, events: deque) -> None:
-    assert proc.stdout is not None
-    for raw in proc.stdout:
-        try:
-            event = json.loads(raw)
-        except json.JSONDecodeError:
-            continue
-        events.append(event)
-        if event.get("event") == "progress":
-            progress(cell, event)
 
 
 def _wait(pid: int, deadline: float, stop: threading.Event):
