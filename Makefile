@@ -32,14 +32,16 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# Micro-benchmarks (pytest-benchmark) in benchmarks/bench_*.py. `make bench` records a run in BENCH_JSON;
+# Micro-benchmarks (pytest-benchmark): one step per method, and the 500-cell report. `make bench` records a run in BENCH_JSON;
 # `make bench-compare` fails when a benchmark's median is BENCH_FAIL slower than the stored baseline.
 # Refresh the baseline on the reference machine with `make bench BENCH_JSON=$(BENCH_BASELINE)`.
 BENCH_BASELINE ?= benchmarks/baseline.json
 BENCH_JSON     ?= .benchmarks/latest.json
 BENCH_FAIL     ?= median:30%
 # `python -m` puts the repository root on sys.path: benchmarks reuse the tests' synthetic-run builders.
-BENCH          := $(PY) -m pytest benchmarks -o python_files='bench_*.py' -p no:cacheprovider --benchmark-only --benchmark-sort=name
+# The workloads' acceptance sweeps (bench_workloads_*.py, 6-14 min each) are run by name, see docs/workloads.md.
+BENCH_FILES    ?= benchmarks/bench_steps.py benchmarks/bench_report.py
+BENCH          := $(PY) -m pytest $(BENCH_FILES) -o python_files='bench_*.py' -p no:cacheprovider --benchmark-only --benchmark-sort=name
 
 bench: install
 	mkdir -p $(dir $(BENCH_JSON))
