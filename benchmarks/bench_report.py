@@ -41,6 +41,8 @@ def test_render_report_500_cells(benchmark, run_500):
 
 def test_compare_500_cells(benchmark, run_500):
     run_dir, cells = run_500
-    comparison = benchmark.pedantic(compare_runs, args=(run_dir, run_dir), rounds=30, iterations=1, warmup_rounds=3)
+    comparison = benchmark.pedantic(
+        compare_runs, args=(run_dir, run_dir), rounds=30, iterations=1, warmup_rounds=3
+    )
     benchmark.extra_info.update(cells=cells, peak_rss_bytes=_peak_rss_bytes())
     assert len(comparison.changes) == cells and not comparison.regressions

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from workloads.baseline import peak_rss_bytes
 from workloads.methods import make_method
 from workloads.models import trainable_parameters
 from workloads.params import WorkloadParams
@@ -19,14 +20,6 @@ torch = pytest.importorskip("torch")
 METHODS = ("inference", "mezo", "bp-checkpointed", "bp")
 PEAKS: dict[str, int] = {}
 TIMES: dict[str, float] = {}
-
-
-def vm_hwm_bytes() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def reset_hwm() -> None:
@@ -47,7 +40,7 @@ def test_step(benchmark, method):
     reset_hwm()
     counter = iter(range(1, 1_000_000))
     benchmark.pedantic(lambda: stepper.step(batch, next(counter)), rounds=5, iterations=1)
-    PEAKS[method] = vm_hwm_bytes()
+    PEAKS[method] = peak_rss_bytes()
     TIMES[method] = benchmark.stats.stats.median
     benchmark.extra_info.update(peak_rss_bytes=PEAKS[method], threads=threads, params=params.model)
     if method == METHODS[-1]:

@@ -11,12 +11,10 @@ Run: flock /tmp/edgebench-cpu.lock .venv/bin/python -m pytest benchmarks/bench_w
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from harness.store import load_records
+from tests.helpers import edgebench, write_spec
 
 BP_SECONDS = 120
 MEZO_SECONDS = 240
@@ -53,11 +51,17 @@ SPEC = (
 
 
 def run_cells(tmp_path):
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(SPEC)
     out = tmp_path / "run"
-    cli = [sys.executable, "-m", "harness.cli", "run", str(spec), "--out", str(out), "--no-report", "--fresh"]
-    subprocess.run(cli, check=True, capture_output=True, timeout=7200)
+    edgebench(
+        "run",
+        str(write_spec(tmp_path, SPEC)),
+        "--out",
+        str(out),
+        "--no-report",
+        "--fresh",
+        timeout=7200,
+        check=True,
+    )
     return {
         r.params.method if r.params.method != "mezo" else f"mezo-{r.params.tuning}": r
         for r in load_records(out)

@@ -13,12 +13,10 @@ Run: flock /tmp/edgebench-cpu.lock .venv/bin/python -m pytest benchmarks/bench_w
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from harness.store import load_records
+from tests.helpers import edgebench, write_spec
 
 MODELS = ["opt-8m", "opt-30m", "opt-125m"]
 REFERENCE = "opt-125m"  # the ~100M-parameter decoder of the ladder (125.2M)
@@ -38,11 +36,17 @@ matrix:
 
 
 def run_sweep(tmp_path):
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(SPEC)
     out = tmp_path / "run"
-    cli = [sys.executable, "-m", "harness.cli", "run", str(spec), "--out", str(out), "--no-report", "--fresh"]
-    subprocess.run(cli, check=True, capture_output=True, timeout=7200)
+    edgebench(
+        "run",
+        str(write_spec(tmp_path, SPEC)),
+        "--out",
+        str(out),
+        "--no-report",
+        "--fresh",
+        timeout=7200,
+        check=True,
+    )
     return load_records(out)
 
 
