@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
@@ -15,6 +17,7 @@ from harness.executors.base import Executor
 from harness.records import CellRecord
 from harness.store import RunStore
 
+POLL_S = 0.2
 STATUS_STYLE = {"ok": "green", "oom": "magenta", "timeout": "yellow", "error": "red"}
 
 
@@ -47,6 +50,21 @@ class Scheduler:
         self.console = console or Console(stderr=True)
 
     def run(self, cells: list[Cell]) -> list[CellRecord]:
+        """Ctrl-C and SIGTERM only ask running cells to stop; the loop raises KeyboardInterrupt at a safe
+        point, so an interrupt never lands inside the thread pool's own locking."""
+        if threading.current_thread() is not threading.main_thread():
+            return self._run(cells)
+        previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return self._run(cells)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _request_stop(self, signum, frame) -> None:
+        self.executor.stop.set()
+
+    def _run(self, cells: list[Cell]) -> list[CellRecord]:
         records: list[CellRecord] = []
         pending = deque(cells)
         running: dict[Future, Cell] = {}
@@ -65,11 +83,13 @@ class Scheduler:
 
             try:
                 while pending or running:
+                    if self.executor.stop.is_set():
+                        raise KeyboardInterrupt
                     while pending and len(running) < self.jobs and _fits(pending[0], running.values(), budget):
                         cell = pending.popleft()
                         lines[cell.id] = progress.add_task(_live_line(cell, {}), total=None)
                         running[pool.submit(self.executor.run, cell, on_progress)] = cell
-                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    finished, _ = wait(running, timeout=POLL_S, return_when=FIRST_COMPLETED)
                     for future in finished:
                         cell = running.pop(future)
                         progress.remove_task(lines.pop(cell.id))
