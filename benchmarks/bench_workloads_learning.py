@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.store import load_records
-from tests.helpers import edgebench, write_spec
+from tests.helpers import run_spec
 
 BP_SECONDS = 120
 MEZO_SECONDS = 240
@@ -51,20 +50,9 @@ SPEC = (
 
 
 def run_cells(tmp_path):
-    out = tmp_path / "run"
-    edgebench(
-        "run",
-        str(write_spec(tmp_path, SPEC)),
-        "--out",
-        str(out),
-        "--no-report",
-        "--fresh",
-        timeout=7200,
-        check=True,
-    )
     return {
         r.params.method if r.params.method != "mezo" else f"mezo-{r.params.tuning}": r
-        for r in load_records(out)
+        for r in run_spec(tmp_path, SPEC)
     }
 
 

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.store import load_records
-from tests.helpers import edgebench, write_spec
+from tests.helpers import run_spec
 
 MODELS = ["opt-8m", "opt-30m", "opt-125m"]
 REFERENCE = "opt-125m"  # the ~100M-parameter decoder of the ladder (125.2M)
@@ -36,18 +35,7 @@ matrix:
 
 
 def run_sweep(tmp_path):
-    out = tmp_path / "run"
-    edgebench(
-        "run",
-        str(write_spec(tmp_path, SPEC)),
-        "--out",
-        str(out),
-        "--no-report",
-        "--fresh",
-        timeout=7200,
-        check=True,
-    )
-    return load_records(out)
+    return run_spec(tmp_path, SPEC)
 
 
 @pytest.mark.timeout(7200)

@@ -82,6 +82,24 @@ def no_leftover_cgroups():
     assert leaked == set()
 
 
+def run_spec(directory: Path, text: str) -> list:
+    """Run a spec afresh through the real CLI (no report) and return its records."""
+    from harness.store import load_records
+
+    out = directory / "run"
+    edgebench(
+        "run",
+        str(write_spec(directory, text)),
+        "--out",
+        str(out),
+        "--no-report",
+        "--fresh",
+        timeout=7200,
+        check=True,
+    )
+    return load_records(out)
+
+
 def write_spec(directory: Path, text: str) -> Path:
     path = directory / "spec.yaml"
     path.write_text(text)
