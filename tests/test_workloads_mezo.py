@@ -21,20 +21,24 @@ def test_z_is_regenerated_identically_and_differs_across_seeds_tensors_and_chunk
         assert not torch.equal(first, other)
 
 
-def test_restore_returns_fp32_weights_up_to_the_rounding_of_three_adds():
-    """In place, fl(fl(fl(w + d) - 2d) + d) is not always w in fp32 (about half the weights end 1 ulp off;
-    bit identity would need a copy of the weights, which MeZO exists to avoid). What must hold: the same z
-    is regenerated for every pass, so the error is within 2 ulp of the perturbed value and has no drift."""
+def test_restore_is_bit_identical_wherever_fp32_can_hold_the_perturbed_weights():
+    """Bit identity for every element is impossible in place: where |w| is small next to eps*z, fl(w + d)
+    drops w's low bits (no fp32 value maps back). For every other element the restore must be exact."""
     torch.manual_seed(0)
-    weights = torch.randn(100_000) * 0.02
+    weights = torch.randn(200_000) * 0.02
     original = weights.clone()
-    opt = MeZO(_named(weights), lr=0.0, eps=1e-3, workers=1)
-    opt.perturb(11, opt.eps)
-    opt.perturb(11, -2 * opt.eps)
-    opt.perturb(11, opt.eps)
+    opt = MeZO(_named(weights), lr=0.0, eps=1e-3, chunk=1 << 16, workers=2)
+    opt.step(lambda: 0.0, step=3)  # +eps, -eps twice, restore (+eps) and a zero update
+    z = torch.cat([opt.z(opt.query_seed(3, 0), 0, s).clone() for s in range(0, 200_000, 1 << 16)])
+
+    def round_trip(sign: float) -> torch.Tensor:  # the same in-place op MeZO uses (fused multiply-add)
+        return original.clone().add_(z, alpha=sign * opt.eps).add_(z, alpha=-sign * opt.eps) == original
+
+    representable = round_trip(1.0) & round_trip(-1.0)
+    assert representable.float().mean() > 0.85  # the rest is where |w| is comparable to eps*|z|
+    assert torch.equal(weights[representable], original[representable])
     ulp = torch.finfo(torch.float32).eps * (original.abs() + 4 * opt.eps)
     assert ((weights - original).abs() <= 2 * ulp).all()
-    assert abs((weights - original).mean().item()) < 1e-10
 
 
 def test_update_is_minus_lr_times_projected_grad_times_z():

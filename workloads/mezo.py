@@ -4,8 +4,13 @@ z is never stored. Every chunk of every trainable tensor has its own generator, 
 (query seed, tensor index, chunk index), so z is regenerated exactly for each pass, chunks are
 independent, and the passes run on all of the device's threads (drawing normals is the costly part:
 at this model size it costs more than the forwards when done on one thread). Extra memory: one
-chunk-sized buffer per worker thread. A step with one query makes 3 passes over the weights:
-perturb +eps, perturb -2eps, then restore and update fused into one pass.
+chunk-sized buffer per worker thread. A step with one query makes 3 passes over the weights, one draw
+of z each: perturb +eps, perturb -eps twice, then restore (+eps) and update in the same pass.
+
+Why -eps twice and not -2eps once: fl(fl(w + d) - d) is w unless fp32 cannot hold w + d (then no in-place
+scheme can give w back: that element's low bits are gone), and likewise for w - d. Going through w on the
+way from w + d to w - d keeps the restore bit-identical for every element where fp32 can represent both
+perturbed values; fl(fl(fl(w + d) - 2d) + d) misses w by an ulp on about half of all elements.
 """
 
 from __future__ import annotations
@@ -93,12 +98,14 @@ class MeZO:
             for future in [self._pool.submit(work, index, start) for index, start in self.parts]:
                 future.result()
 
-    def perturb(self, seed: int, scale: float) -> None:
-        """theta += scale * z(seed), chunk by chunk."""
+    def perturb(self, seed: int, scale: float, times: int = 1) -> None:
+        """theta += scale * z(seed), `times` times over (one draw of z), chunk by chunk."""
 
         @torch.no_grad()
         def work(index: int, start: int) -> None:
-            self._part(index, start).add_(self.z(seed, index, start), alpha=scale)
+            part, z = self._part(index, start), self.z(seed, index, start)
+            for _ in range(times):
+                part.add_(z, alpha=scale)
 
         self._each_part(work)
 
@@ -109,19 +116,19 @@ class MeZO:
         for q, seed in enumerate(seeds):
             self.perturb(seed, self.eps)
             plus = loss_fn()
-            self.perturb(seed, -2 * self.eps)
+            self.perturb(seed, -self.eps, times=2)
             minus = loss_fn()
             grads.append((plus - minus) / (2 * self.eps))
             losses += [plus, minus]
             if q < len(seeds) - 1:
-                self.perturb(seed, self.eps)  # restore before the next query; the last restore is fused below
+                self.perturb(seed, self.eps)  # restore before the next query; the last one is restored below
         self.last_projected_grads = grads
         self.restore_and_update(seeds, grads)
         return sum(losses) / len(losses)
 
     def restore_and_update(self, seeds: list[int], grads: list[float]) -> None:
         """Undo the last query's -eps, then theta -= lr * (mean_q g_q z_q + wd * theta); `sign` uses the
-        sign of the averaged estimate (ZO-SignSGD)."""
+        sign of the averaged estimate (ZO-SignSGD). One pass: the last query's z is drawn once for both."""
         n, last = len(seeds), seeds[-1]
         simple = n == 1 and self.variant == "spsa"
 
@@ -129,14 +136,13 @@ class MeZO:
         def work(index: int, start: int) -> None:
             part = self._part(index, start)
             shrink = 1.0 - self.lr * self.decay[index]
-            if simple and shrink == 1.0:  # the common case: one draw, one add
-                part.add_(self.z(last, index, start), alpha=self.eps - self.lr * grads[0])
-                return
             estimate = None if simple else self._buffer(part, 1, part.numel()).zero_()
             for seed, g in zip(seeds, grads, strict=True):
                 z = self.z(seed, index, start)
                 if seed == last:
-                    part.add_(z, alpha=self.eps).mul_(shrink)
+                    part.add_(z, alpha=self.eps)
+                    if shrink != 1.0:
+                        part.mul_(shrink)
                 if estimate is None:
                     part.add_(z, alpha=-self.lr * g)
                 else:
