@@ -70,9 +70,14 @@ def layer_working_set(shape: ModelShape, b: int, s: int, w: int) -> int:
 
 def layer_saved_for_backward(shape: ModelShape, b: int, s: int, w: int) -> int:
     """What one layer keeps for backward: Korthikanti et al.'s B*S*H*(34 + 5*A*S/H) bytes counts 16-bit GPU
-    tensors; on CPU in fp32 transformers' OPT/BERT layers keep about 5 hidden-sized tensors, the attention
-    probabilities and the MLP intermediate (calibrated on this machine; docs/workloads.md)."""
-    return w * (5 * b * s * shape.hidden + b * shape.heads * s * s + b * s * shape.ffn)
+    tensors; on CPU in fp32 transformers' OPT layers keep about 5 hidden-sized tensors, the attention
+    probabilities and the MLP intermediate (calibrated on this machine; docs/workloads.md). BERT layers keep
+    two more: GELU needs its input besides the output the next matmul keeps (ReLU needs only the output), and
+    attention-probability dropout keeps its output besides its input."""
+    per_layer = 5 * b * s * shape.hidden + b * shape.heads * s * s + b * s * shape.ffn
+    if not shape.is_decoder:
+        per_layer += b * s * shape.ffn + b * shape.heads * s * s
+    return w * per_layer
 
 
 def breakdown(params: WorkloadParams, shape: ModelShape, runtime: int, num_labels: int = 2) -> Breakdown:

@@ -24,7 +24,8 @@ LABEL_WORDS = {
     "neg": "bad",
     "pos": "good",
 }
-EVAL_BATCH = 64
+#: Texts per tokenizer call when a split is encoded (bounds the tokenizer's transient memory).
+TOKENIZE_SLICE = 256
 
 
 def rotten_tomatoes_file() -> Path | None:

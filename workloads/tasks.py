@@ -15,11 +15,11 @@ import torch
 
 from workloads.params import WorkloadParams
 from workloads.sources import (
-    EVAL_BATCH,
     HELD_OUT_FRACTION,
     ROTTEN_TOMATOES,
     SPLIT_SEED,
     SYNTHETIC,
+    TOKENIZE_SLICE,
     columns,
     file_builder,
     rotten_tomatoes_file,
@@ -83,9 +83,11 @@ class Task:
         return self.train.rows(self._order[offset * self.batch_size : (offset + 1) * self.batch_size])
 
     def held_out_batches(self):
+        """At the training batch size: a larger evaluation batch would set the peak of forward-only cells
+        (inference, MeZO) and the cap would measure the harness's evaluation rather than the method."""
         assert self.held_out is not None
-        for start in range(0, len(self.held_out), EVAL_BATCH):
-            yield self.held_out.rows(slice(start, start + EVAL_BATCH))
+        for start in range(0, len(self.held_out), self.batch_size):
+            yield self.held_out.rows(slice(start, start + self.batch_size))
 
 
 def synthetic_task(params: WorkloadParams, vocab: int, decoder: bool) -> Task:
@@ -142,14 +144,20 @@ def real_task(params: WorkloadParams, tokenizer) -> Task:
     evaluated = test.select(range(min(params.eval_examples, len(test))))
 
     def encode(split) -> Split:
-        enc = tokenizer(
-            list(split["text"]),
-            padding="max_length",
-            truncation=True,
-            max_length=params.seq_len,
-            return_tensors="pt",
-        )
-        return Split(enc["input_ids"], enc["attention_mask"], torch.tensor(split["label"], dtype=torch.long))
+        # In slices, keeping only the tensors: a fast tokenizer's Encoding objects (tokens, offsets, ...)
+        # for a whole split are about 100 MiB for Rotten Tomatoes, which a small device's cap would pay for.
+        texts, ids, masks = list(split["text"]), [], []
+        for i in range(0, len(texts), TOKENIZE_SLICE):
+            enc = tokenizer(
+                texts[i : i + TOKENIZE_SLICE],
+                padding="max_length",
+                truncation=True,
+                max_length=params.seq_len,
+                return_tensors="pt",
+            )
+            ids.append(enc["input_ids"])
+            masks.append(enc["attention_mask"])
+        return Split(torch.cat(ids), torch.cat(masks), torch.tensor(split["label"], dtype=torch.long))
 
     task = Task(
         params.task,
