@@ -1,9 +1,10 @@
 """Workloads acceptance, learning for real: pretrained MiniLM-L6 on Rotten Tomatoes, in capped cells.
 
 Both methods start from the zero-shot prototype head (docs/workloads.md). Checkpointed BP with AdamW
-trains for 120 s of training time; MeZO for MEZO_SECONDS with each recipe below. Printed: the accuracy
-curves, step-0 accuracy, BP's accuracy after 120 s, and the training time each MeZO recipe needed to pass
-its step-0 accuracy by 3 points (or that it did not within its budget).
+trains for 120 s of training time; MeZO for each recipe's own budget below. Accuracy is measured on the whole
+test split (1,281 reviews: one point of accuracy is 13 reviews; on 512 reviews the sampling noise alone is
+about 2 points). Printed: the accuracy curves, step-0 accuracy, BP's accuracy after 120 s, and the training
+time each MeZO recipe needed to pass its step-0 accuracy by 3 points (or that it did not within its budget).
 
 Run: flock /tmp/edgebench-cpu.lock .venv/bin/python -m pytest benchmarks/bench_workloads_learning.py \
      -o python_files='bench_*.py' --benchmark-only -s
@@ -16,14 +17,25 @@ import pytest
 from tests.helpers import run_spec
 
 BP_SECONDS = 120
-MEZO_SECONDS = 240
-#: Two MeZO setups: the paper's full-parameter MeZO (with this project's fast z), and MeZO on the head only,
-#: where the backbone's features are shared by all perturbed forwards so n-SPSA (32 queries) is nearly free.
+#: Two MeZO setups: the paper's full-parameter MeZO at its best learning rate found here, and n-SPSA MeZO on
+#: the head only, where the backbone's features are shared by all perturbed forwards, so 512 queries per step
+#: cost little next to the one backbone forward and the estimate is close to the head's true gradient.
 MEZO_RECIPES = {
-    "full": {"tuning": "full", "lr": 1.0e-4, "eps": 1.0e-3, "batch": 16},
-    "head": {"tuning": "head", "lr": 0.2, "eps": 1.0e-3, "batch": 32, "n_queries": 32},
+    "full": {"tuning": "full", "lr": 2.0e-5, "eps": 1.0e-3, "batch": 16, "max_seconds": 480},
+    "head": {
+        "tuning": "head",
+        "lr": 2.0,
+        "eps": 1.0e-3,
+        "batch": 64,
+        "n_queries": 512,
+        "weight_decay": 2.0e-3,
+        "max_seconds": 300,
+    },
 }
-COMMON = "  - model: minilm-l6\n    task: rotten_tomatoes\n    seq_len: 64\n    max_steps: null\n"
+COMMON = (
+    "  - model: minilm-l6\n    task: rotten_tomatoes\n    seq_len: 64\n    max_steps: null\n"
+    "    eval_examples: 1281\n"
+)
 
 
 def _block(fields: dict) -> str:
@@ -43,7 +55,7 @@ SPEC = (
         }
     )
     + "".join(
-        _block({"method": "mezo", "max_seconds": MEZO_SECONDS, "eval_seconds": 40, **r})
+        _block({"method": "mezo", "eval_seconds": 60, **r})
         for r in MEZO_RECIPES.values()
     )
 )
@@ -102,6 +114,6 @@ def test_rotten_tomatoes_learning(benchmark, tmp_path, capsys):
             print(
                 f"MeZO ({name}) passed step 0 by 3 points after {gain:.0f} s of training"
                 if gain is not None
-                else f"MeZO ({name}) did NOT pass step 0 by 3 points within {MEZO_SECONDS} s (final {final:.1f}%)"
+                else f"MeZO ({name}) did NOT pass step 0 by 3 points within {MEZO_RECIPES[name]['max_seconds']} s (final {final:.1f}%)"
             )
     assert bp.metrics["final_accuracy"] > bp.metrics["initial_accuracy"] + 3
