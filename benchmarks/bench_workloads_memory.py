@@ -7,6 +7,10 @@ with `edgebench run`, so every figure comes from production records (process pea
 - the worst predicted / measured peak over every ok cell (acceptance: within 15%).
 The batch sizes and sequence length differ from those the memory model was calibrated on (1 and 8 x 64).
 
+MeZO's overhead over two forwards is drawing z three times per step, which costs the same at any batch,
+while a forward grows with batch x sequence. So the speed ratio is also measured, over more steps, at the
+issue's reference shape (batch 16 x seq 64), and printed for every shape the sweep ran.
+
 Run: flock /tmp/edgebench-cpu.lock .venv/bin/python -m pytest benchmarks/bench_workloads_memory.py \
      -o python_files='bench_*.py' --benchmark-only -s
 """
@@ -21,16 +25,22 @@ MODELS = ["opt-8m", "opt-30m", "opt-125m"]
 REFERENCE = "opt-125m"  # the ~100M-parameter decoder of the ladder (125.2M)
 BATCHES = [2, 16]
 SEQ = 48
+SPEED_SHAPE = (16, 64)  # batch x seq of the issue's reference recipe
 SPEC = f"""
 name: bench-workloads-memory
 devices: [rpi-5-8gb]
 timeout_s: 1200
 matrix:
-  model: {MODELS}
-  method: [inference, mezo, bp-checkpointed, bp]
-  batch: {BATCHES}
-  seq_len: {SEQ}
-  max_steps: 3
+  - model: {MODELS}
+    method: [inference, mezo, bp-checkpointed, bp]
+    batch: {BATCHES}
+    seq_len: {SEQ}
+    max_steps: 3
+  - model: {REFERENCE}
+    method: [inference, mezo]
+    batch: {SPEED_SHAPE[0]}
+    seq_len: {SPEED_SHAPE[1]}
+    max_steps: 6
 """
 
 
@@ -42,19 +52,22 @@ def run_sweep(tmp_path):
 def test_workloads_memory_and_speed(benchmark, tmp_path, capsys):
     records = benchmark.pedantic(run_sweep, args=(tmp_path,), rounds=1, iterations=1)
     ok = [r for r in records if r.status == "ok"]
-    cells = {(r.params.model, r.params.method, r.params.batch): r for r in ok}
-    big = max(BATCHES)
+    cells = {(r.params.model, r.params.method, r.params.batch, r.params.seq_len): r for r in ok}
+    big = (max(BATCHES), SEQ)
 
     def peak(method: str) -> int:
-        return cells[(REFERENCE, method, big)].peak_memory_bytes
+        return cells[(REFERENCE, method, *big)].peak_memory_bytes
 
-    def step(method: str) -> float:
-        return cells[(REFERENCE, method, big)].metrics["step_time_s"]
+    def step(method: str, shape: tuple[int, int] = big) -> float:
+        return cells[(REFERENCE, method, *shape)].metrics["step_time_s"]
+
+    def mezo_speed(shape: tuple[int, int]) -> float:
+        return step("mezo", shape) / (2 * step("inference", shape))
 
     figures = {
         "mezo_over_inference_peak": peak("mezo") / peak("inference"),
         "bp_checkpointed_over_bp_peak": peak("bp-checkpointed") / peak("bp"),
-        "mezo_step_over_two_forwards": step("mezo") / (2 * step("inference")),
+        "mezo_step_over_two_forwards": mezo_speed(SPEED_SHAPE),
         "bp_checkpointed_over_bp_step": step("bp-checkpointed") / step("bp"),
     }
     ratios = {r.cell_id: r.predicted_peak_bytes / r.peak_memory_bytes for r in ok}
@@ -63,19 +76,22 @@ def test_workloads_memory_and_speed(benchmark, tmp_path, capsys):
     benchmark.extra_info.update({k: round(v, 4) for k, v in figures.items()}, cells=len(records), ok=len(ok))
     with capsys.disabled():
         print(
-            f"\n{'model':9} {'method':16} {'batch':>5} {'peak MiB':>9} {'pred MiB':>9} {'pred/meas':>9} {'step s':>8}"
+            f"\n{'model':9} {'method':16} {'batch':>5} {'seq':>4} {'peak MiB':>9} {'pred MiB':>9} {'pred/meas':>9} {'step s':>8}"
         )
         for r in sorted(ok, key=lambda r: (MODELS.index(r.params.model), r.params.batch, r.params.method)):
             print(
-                f"{r.params.model:9} {r.params.method:16} {r.params.batch:5} {r.peak_memory_bytes / 2**20:9.1f} "
+                f"{r.params.model:9} {r.params.method:16} {r.params.batch:5} {r.params.seq_len:4} {r.peak_memory_bytes / 2**20:9.1f} "
                 f"{r.predicted_peak_bytes / 2**20:9.1f} {ratios[r.cell_id]:9.3f} {r.metrics['step_time_s']:8.3f}"
             )
         print(
-            f"reference: {REFERENCE}, batch {big} x seq {SEQ}, {cells[(REFERENCE, 'mezo', big)].metrics['param_count']} params"
+            f"reference: {REFERENCE}, {cells[(REFERENCE, 'mezo', *big)].metrics['param_count']} params; peaks and"
+            f" BP at batch {big[0]} x seq {big[1]}, MeZO speed at {SPEED_SHAPE[0]} x {SPEED_SHAPE[1]}"
         )
+        for shape in sorted({(b, s) for (m, _, b, s) in cells if m == REFERENCE}):
+            print(f"MeZO step / (2 x forward) at batch {shape[0]} x seq {shape[1]}: {mezo_speed(shape):.3f}")
         for name, value in figures.items():
             print(f"{name}: {value:.3f}")
-    assert len(ok) == len(records) == len(MODELS) * 4 * len(BATCHES), [(r.cell_id, r.error) for r in records]
+    assert len(ok) == len(records) == len(MODELS) * 4 * len(BATCHES) + 2, [(r.cell_id, r.error) for r in records]
     assert figures["mezo_over_inference_peak"] <= 1.05
     assert figures["bp_checkpointed_over_bp_peak"] < 1
     assert abs(worst - 1) <= 0.15
