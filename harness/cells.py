@@ -26,4 +26,8 @@ class Cell:
 
     @property
     def label(self) -> str:
-        return f"{self.device.name}/{self.params.model}/{self.params.method}/b{self.params.batch}/s{self.params.seed}"
+        """Short and human: device/model/method/batch/seed, with the tuning when it is not full (MeZO on the
+        head and full MeZO of one model are different experiments). The id tells every cell apart."""
+        p = self.params
+        method = p.method if p.tuning == "full" else f"{p.method}+{p.tuning}"
+        return f"{self.device.name}/{p.model}/{method}/b{p.batch}/s{p.seed}"

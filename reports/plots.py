@@ -228,6 +228,13 @@ def _curve(record: CellRecord, x_key: str) -> list[tuple[float, float]]:
     return sorted(points)
 
 
+def curve_variant(record: CellRecord) -> str:
+    """The line style's key: the model, and what of it is tuned when that is not all of it (MeZO on the
+    head and full-parameter MeZO of one model are different curves)."""
+    tuning = record.params.tuning
+    return record.params.model if tuning == "full" else f"{record.params.model} ({tuning})"
+
+
 def accuracy_plot(run: RunData, x_key: str) -> Plot | None:
     """Accuracy over wall-clock seconds (the paper's trade-off) or over steps, one panel per device."""
     curves = {r.cell_id: c for r in run.records if len(c := _curve(r, x_key)) >= 1}
@@ -235,7 +242,7 @@ def accuracy_plot(run: RunData, x_key: str) -> Plot | None:
     if not devices:
         return None
     fig, axes = panels(len(devices))
-    sizes = {r.params.model: run.param_count(r) or 0 for r in run.records if r.cell_id in curves}
+    sizes = {curve_variant(r): run.param_count(r) or 0 for r in run.records if r.cell_id in curves}
     models = sorted(sizes, key=lambda m: (sizes[m], m))
     style = {m: LINESTYLES[i % len(LINESTYLES)] for i, m in enumerate(models)}
     methods, xs = set(), []
@@ -248,7 +255,7 @@ def accuracy_plot(run: RunData, x_key: str) -> Plot | None:
                 [x for x, _ in points],
                 [y for _, y in points],
                 color=method_colour(record.params.method),
-                linestyle=style[record.params.model],
+                linestyle=style[curve_variant(record)],
                 marker="." if len(points) < 30 else None,
                 linewidth=1.6,
             )

@@ -13,7 +13,7 @@ from matplotlib.image import imread
 from harness.cli import main
 from harness.errors import UserError
 from reports.html import write_report
-from reports.plots import PLOT_NAMES
+from reports.plots import PLOT_NAMES, curve_variant
 from reports.rundata import load_run
 from reports.summary import device_headlines
 from tests.records_factory import make_record
@@ -209,3 +209,9 @@ def test_malformed_metrics_do_not_break_the_report(tmp_path):
     html = write_report(write_run(tmp_path, records)).read_text()
     assert html.count('<tr class="r-ok"') == 2
     assert (tmp_path / "plot-accuracy-time.png").exists()
+
+
+def test_accuracy_curves_of_one_model_tuned_two_ways_get_their_own_line_styles():
+    full, head = (make_record(model="minilm-l6", task="rotten_tomatoes", tuning=t) for t in ("full", "head"))
+    assert curve_variant(full) == "minilm-l6"
+    assert curve_variant(head) == "minilm-l6 (head)"

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from devices.profile import DeviceProfile
+from harness.cells import Cell
 from harness.errors import UserError
 from harness.spec import default_spec_path, load_spec
+from workloads.params import WorkloadParams
 
 GOOD = """
 name: t
@@ -84,3 +87,10 @@ def test_bad_specs_give_one_line_naming_the_field(tmp_path, text, message):
 def test_missing_spec_file(tmp_path):
     with pytest.raises(UserError, match="not found"):
         load_spec(tmp_path / "nope.yaml")
+
+
+def test_cell_labels_name_the_tuning_only_when_it_is_not_full():
+    device = DeviceProfile(name="rpi-4-2gb", memory="2GB")
+    full, head = (Cell(device, WorkloadParams(model="opt-8m", tuning=t)) for t in ("full", "head"))
+    assert full.label == "rpi-4-2gb/opt-8m/mezo/b8/s0"
+    assert head.label == "rpi-4-2gb/opt-8m/mezo+head/b8/s0"
