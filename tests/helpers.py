@@ -27,18 +27,24 @@ matrix:
   max_steps: 1
 """
 
-SMALL = """
-name: small
-devices: [rpi-4-2gb]
+
+def opt_1m_spec(name: str, devices: str, methods: str = "[mezo, bp-checkpointed]") -> str:
+    """A spec of opt-1m cells on the synthetic task (seconds each), for tests of what surrounds a workload."""
+    return f"""
+name: {name}
+devices: {devices}
 timeout_s: 300
 matrix:
   model: opt-1m
-  method: [mezo, bp-checkpointed, bp, inference]
+  method: {methods}
   task: synthetic
   batch: 2
   seq_len: 16
   max_steps: 2
 """
+
+
+SMALL = opt_1m_spec("small", "[rpi-4-2gb]", "[mezo, bp-checkpointed, bp, inference]")
 
 
 def edgebench(*args: str, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:

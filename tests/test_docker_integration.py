@@ -19,25 +19,15 @@ import pytest
 from harness.executors.docker import LABEL
 from harness.store import load_records
 from tests import docker_engine
-from tests.helpers import OOM_AND_OK, write_spec
+from tests.helpers import OOM_AND_OK, opt_1m_spec, write_spec
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration]
 
 # Two devices x two methods, a tiny model: enough to show slices, caps and the report.
-TWO_BY_TWO = """
-name: two-by-two
-devices:
-  - {name: small-384mib, memory: 384MiB, cpus: 1}
-  - {name: large-1gib, memory: 1GiB, cpus: 2}
-timeout_s: 300
-matrix:
-  model: opt-1m
-  method: [mezo, bp-checkpointed]
-  task: synthetic
-  batch: 2
-  seq_len: 16
-  max_steps: 2
-"""
+TWO_BY_TWO = opt_1m_spec(
+    "two-by-two",
+    "[{name: small-384mib, memory: 384MiB, cpus: 1}, {name: large-1gib, memory: 1GiB, cpus: 2}]",
+)
 
 
 @pytest.fixture(scope="module")

@@ -6,22 +6,11 @@ import csv
 
 import pytest
 
-from tests.helpers import edgebench, write_spec
+from tests.helpers import edgebench, opt_1m_spec, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-TINY = """
-name: tiny-report
-devices: [rpi-4-2gb]
-timeout_s: 300
-matrix:
-  model: opt-1m
-  method: [mezo, bp-checkpointed]
-  task: synthetic
-  batch: 2
-  seq_len: 16
-  max_steps: 2
-"""
+TINY = opt_1m_spec("tiny-report", "[rpi-4-2gb]")
 
 
 def test_run_writes_a_report_of_its_real_cells(tmp_path):
