@@ -58,7 +58,7 @@ def format_bytes(n: int | float | None) -> str:
 
 
 class DeviceProfile(BaseModel):
-    """A device as the harness simulates it: a memory cap, CPU cores and an optional GPU share."""
+    """A device as the harness simulates it: a memory cap, CPU cores and their speed, an optional GPU share."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -70,6 +70,15 @@ class DeviceProfile(BaseModel):
     )
     cpus: float = Field(default=1.0, gt=0, description="CPU cores (fractional allowed)")
     gpu_memory_fraction: float | None = Field(default=None, gt=0, le=1)
+    gflops: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="sustained fp32 matmul throughput of all its cores, GFLOPS; without it a cell runs at host speed",
+    )
+    gflops_source: str = Field(default="", description="where the throughput was published, and how it was derived")
+    bandwidth_gbs: float | None = Field(default=None, gt=0, allow_inf_nan=False, description="memory bandwidth, GB/s")
+    bandwidth_source: str = ""
     description: str = ""
     source: str = ""
 

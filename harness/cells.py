@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 
 from devices.profile import DeviceProfile
+from devices.speed import CellClock, host_clock
 from workloads.params import WorkloadParams
 
 
@@ -18,10 +20,19 @@ def canonical_json(data: object) -> str:
 class Cell:
     device: DeviceProfile
     params: WorkloadParams
+    #: Planned with the spec (harness.spec); a cell made without one runs at host speed.
+    clock: CellClock = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.clock is None:
+            clock = host_clock(self.device, os.cpu_count() or 1, "host", "no clock was planned for this cell")
+            object.__setattr__(self, "clock", clock)
 
     @property
     def id(self) -> str:
-        content = {"device": self.device.model_dump(), "params": self.params.model_dump()}
+        """The clock's kind changes every time figure; the host's calibration (which varies a little
+        between runs) does not enter, so a resume on the same host finds its cells."""
+        content = {"device": self.device.model_dump(), "params": self.params.model_dump(), "clock": self.clock.kind}
         return hashlib.sha256(canonical_json(content).encode()).hexdigest()[:12]
 
     @property

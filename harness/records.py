@@ -8,9 +8,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.profile import DeviceProfile
+from devices.speed import CellClock
 from workloads.params import WorkloadParams
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: clock, device_seconds; wall_seconds became host_seconds
 Status = Literal["ok", "oom", "timeout", "error"]
 MemorySource = Literal["rss", "cgroup", "cuda"]
 
@@ -47,7 +48,11 @@ class CellRecord(BaseModel):
     peak_memory_source: MemorySource | None = None
     memory: MemoryFigures = Field(default_factory=MemoryFigures)
     predicted_peak_bytes: int | None = Field(None, description="the analytic memory model's estimate")
-    wall_seconds: float
+    clock: CellClock = Field(description="how the cell's seconds relate to the device's, with the ratio and its source")
+    host_seconds: float = Field(description="the cell's wall-clock time on this host")
+    device_seconds: float | None = Field(
+        None, description="the cell's time in its clock's seconds (scaled: CPU seconds x ratio); None if unknown"
+    )
     steps: int = 0
     metrics: dict[str, Any] = Field(default_factory=dict, description="the workload's own figures")
     enforcement: str

@@ -49,6 +49,9 @@ def describe_run(loaded: LoadedSpec, executor: Executor) -> dict[str, Any]:
         "devices": [d.model_dump() for d in loaded.devices],
         "cells": [c.id for c in loaded.cells],
         "cell_labels": {c.id: c.label for c in loaded.cells},  # lets a report name the cells still missing
+        "clock": loaded.spec.clock,
+        "host_speed": loaded.host.model_dump() if loaded.host else None,
+        "clocks": {name: clock.model_dump() for name, clock in loaded.clocks.items()},
         "executor": executor.name,
         "enforcement": executor.enforcement,
         "host": host_facts(),

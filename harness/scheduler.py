@@ -35,7 +35,7 @@ def describe(record: CellRecord) -> str:
     line = (
         f"[{style}]{record.status:<7}[/] {record.cell_id} {record.device.name} {record.params.model} "
         f"{record.params.method} b{record.params.batch}: peak {format_bytes(peak)} ({record.peak_memory_source})"
-        f"{versus}, {record.steps} steps, {record.wall_seconds:.1f} s"
+        f"{versus}, {record.steps} steps, {record.host_seconds:.1f} s"
     )
     if record.error and record.status != "ok":
         line += f" - {record.error}"

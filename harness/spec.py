@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from devices.catalogue import USER_FILE, CatalogueError, load_catalogue, parse_profile, resolve_device
 from devices.profile import DeviceProfile
+from devices.speed import DEFAULT_CLOCK, CellClock, Clock, ClockError, HostSpeed, host_speed, plan_clock
 from harness.cells import Cell, canonical_json
 from harness.errors import UserError
 from workloads.checks import check_params
@@ -41,7 +43,12 @@ class Spec(BaseModel):
     matrix: dict[str, Any] | list[dict[str, Any]] = Field(
         description="axes -> values; a list of such blocks is their union (each may name its own `devices`)"
     )
-    timeout_s: float = Field(1800, gt=0, description="per-cell wall-clock limit, seconds")
+    clock: Clock = Field(
+        DEFAULT_CLOCK,
+        description="device-scaled (CPU time converted to device time), device-throttled (the kernel slows "
+        "each cell to its device's speed) or host; budgets and timeouts are in this clock's seconds",
+    )
+    timeout_s: float = Field(1800, gt=0, description="per-cell limit, in the clock's seconds")
     thresholds: Thresholds = Field(default_factory=Thresholds)
 
     @field_validator("matrix")
@@ -64,12 +71,23 @@ class Spec(BaseModel):
 class LoadedSpec:
     """A validated spec with its devices resolved and its cells expanded."""
 
-    def __init__(self, spec: Spec, path: str, devices: list[DeviceProfile], cells: list[Cell], hash: str) -> None:
+    def __init__(
+        self,
+        spec: Spec,
+        path: str,
+        devices: list[DeviceProfile],
+        cells: list[Cell],
+        hash: str,
+        host: HostSpeed | None = None,
+        clocks: dict[str, CellClock] | None = None,
+    ) -> None:
         self.spec = spec
         self.path = path
         self.devices = devices
         self.cells = cells
         self.hash = hash  # of the whole spec: device slices (--device) of one spec share a run directory
+        self.host = host  # the calibration the device clocks were planned with, if any
+        self.clocks = clocks or {}  # device name -> the clock of its cells
 
     def cells_for(self, device_names: list[str] | None) -> list[Cell]:
         """The cells of some devices only (a compose service's slice); all cells when none are named."""
@@ -116,6 +134,7 @@ def load_spec(path: str | Path | None) -> LoadedSpec:
     devices = _resolve_devices(spec, spec_path)
     content = {"spec": spec.model_dump(), "devices": [d.model_dump() for d in devices]}
     spec_hash = hashlib.sha256(canonical_json(content).encode()).hexdigest()[:16]
+    host, clocks = plan_clocks(spec.clock, devices, spec_path)
     cells = []
     for block in spec.matrix:
         names = block.get("devices")
@@ -125,8 +144,22 @@ def load_spec(path: str | Path | None) -> LoadedSpec:
             raise UserError(f"{spec_path}: matrix.devices: {sorted(unknown)[0]!r} is not one of the spec's devices")
         axes = {k: v for k, v in block.items() if k != "devices"}
         block_cells = expand_matrix(axes, spec_path)
-        cells += [Cell(d, p) for d in devices if d.name in names for p in block_cells]
-    return LoadedSpec(spec, str(spec_path), devices, cells, spec_hash)
+        cells += [Cell(d, p, clocks[d.name]) for d in devices if d.name in names for p in block_cells]
+    return LoadedSpec(spec, str(spec_path), devices, cells, spec_hash, host, clocks)
+
+
+def plan_clocks(
+    clock: Clock, devices: list[DeviceProfile], origin: Path
+) -> tuple[HostSpeed | None, dict[str, CellClock]]:
+    """Each device's clock, decided once for all its cells; the host is calibrated only when a device clock
+    needs it (measured once per environment, then cached)."""
+    needs_host = clock != "host" and any(d.gflops is not None for d in devices)
+    host = host_speed() if needs_host else None
+    cores = os.cpu_count() or 1
+    try:
+        return host, {d.name: plan_clock(d, clock, host, cores) for d in devices}
+    except ClockError as exc:
+        raise UserError(f"{origin}: clock: {exc}") from None
 
 
 def _resolve_devices(spec: Spec, spec_path: Path) -> list[DeviceProfile]:

@@ -144,7 +144,7 @@ def _time(record: CellRecord, other: CellRecord) -> tuple[str, float | None, flo
     before, after = metric_number(record.metrics, "step_time_s"), metric_number(other.metrics, "step_time_s")
     if before is not None and after is not None:
         return "step_time_s", before, after
-    return "wall_seconds", record.wall_seconds, other.wall_seconds
+    return "host_seconds", record.host_seconds, other.host_seconds
 
 
 def _accuracy(record: CellRecord | None) -> float | None:
@@ -155,7 +155,7 @@ def _accuracy(record: CellRecord | None) -> float | None:
 def compare_cell(base: CellRecord, cur: CellRecord | None, limits: Thresholds) -> CellChange:
     both_ok = cur is not None and base.status == "ok" and cur.status == "ok"
     metric, t_before, t_after = (
-        _time(base, cur) if cur is not None else ("wall_seconds", base.wall_seconds, None)
+        _time(base, cur) if cur is not None else ("host_seconds", base.host_seconds, None)
     )
     change = CellChange(
         cell_id=base.cell_id,

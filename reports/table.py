@@ -38,7 +38,7 @@ class CellRow:
     rss_peak_bytes: int | None
     cgroup_peak_bytes: int | None
     predicted_peak_bytes: int | None
-    wall_seconds: float
+    host_seconds: float
     steps: int
     step_time_s: float | None
     initial_accuracy: float | None
@@ -77,7 +77,7 @@ def cell_rows(run: RunData) -> list[CellRow]:
                 rss_peak_bytes=r.memory.rss_peak_bytes,
                 cgroup_peak_bytes=r.memory.cgroup_peak_bytes,
                 predicted_peak_bytes=r.predicted_peak_bytes,
-                wall_seconds=r.wall_seconds,
+                host_seconds=r.host_seconds,
                 steps=r.steps,
                 step_time_s=metric_number(r.metrics, "step_time_s"),
                 initial_accuracy=metric_number(r.metrics, "initial_accuracy"),

@@ -47,9 +47,9 @@ def test_runtime_baseline_is_measured_once_and_cached(tmp_path, monkeypatch):
     first = baseline.runtime_baseline_bytes()
     (cached,) = tmp_path.glob("runtime-*.json")
     record = json.loads(cached.read_text())
-    assert record["runtime_bytes"] == first and record["versions"]["torch"]
+    assert record["figure"] == first and record["environment"]["torch"] != "missing"
     assert 100e6 < first < 2e9  # an interpreter with torch and transformers loaded
-    record["runtime_bytes"] = 12345
+    record["figure"] = 12345
     cached.write_text(json.dumps(record))
     baseline.runtime_baseline_bytes.cache_clear()
     assert baseline.runtime_baseline_bytes() == 12345  # read back, not re-measured

@@ -56,7 +56,7 @@ def sweep_record(
         update={
             "metrics": metrics,
             "predicted_peak_bytes": int(peak * 1.08),
-            "wall_seconds": 3.0 + 3 * step_time,
+            "host_seconds": 3.0 + 3 * step_time,
             "error": None if fits else "killed by the kernel OOM killer (cgroup memory cap)",
         }
     )

@@ -42,7 +42,7 @@ def test_timeout_is_a_recorded_status(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (record,) = load_records(out)
     assert record.status == "timeout" and "4 s timeout" in record.error
-    assert 4 <= record.wall_seconds < 10
+    assert 4 <= record.host_seconds < 10
 
 
 def test_sigkill_mid_matrix_then_rerun_completes_without_duplicates(tmp_path):

@@ -8,16 +8,11 @@ library versions, interpreter path) and caches the figure under ~/.cache/edgeben
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import hashlib
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
-from workloads.versions import library_versions
+from devices.cache import measured_once
 
 #: A model whose own memory is negligible (a few hundred KiB) next to R.
 PROBE_CONFIG = {
@@ -30,16 +25,6 @@ PROBE_CONFIG = {
     "max_position_embeddings": 16,
     "word_embed_proj_dim": 8,
 }
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("EDGEBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "edgebench")
-    return Path(root)
-
-
-def environment_key() -> str:
-    content = json.dumps({"versions": library_versions(), "python": sys.executable}, sort_keys=True)
-    return hashlib.sha256(content.encode()).hexdigest()[:16]
 
 
 def peak_rss_bytes() -> int:
@@ -83,31 +68,8 @@ def runtime_baseline_bytes(real_task: bool = False) -> int | None:
     cache, else measured now in a fresh subprocess (a few seconds).
     None when it cannot be measured here (then there is no prediction, rather than a guessed one)."""
     kind = "real-task" if real_task else "synthetic"
-    path = cache_dir() / f"runtime-{kind}-{environment_key()}.json"
-    try:
-        return int(json.loads(path.read_text())["runtime_bytes"])
-    except (OSError, ValueError, KeyError):
-        pass
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    try:
-        out = subprocess.run(
-            [sys.executable, "-m", "workloads.baseline", *(["--real-task"] if real_task else [])],
-            capture_output=True,
-            text=True,
-            check=True,
-            env=env,
-            timeout=300,
-        )
-        value = int(out.stdout.strip().splitlines()[-1])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return None
-    record = {"runtime_bytes": value, "versions": library_versions(), "python": sys.executable}
-    with contextlib.suppress(OSError):  # a read-only home (e.g. a read-only container) only loses the cache
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record))
-        tmp.replace(path)
-    return value
+    figure = measured_once(f"runtime-{kind}", ["workloads.baseline", *(["--real-task"] if real_task else [])])
+    return None if figure is None else int(figure)
 
 
 if __name__ == "__main__":

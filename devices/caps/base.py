@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from devices.speed import CellClock, host_clock
+
 if TYPE_CHECKING:
     from devices.profile import DeviceProfile
 
@@ -47,9 +49,11 @@ class CapBackend(ABC):
     #: True when going over the cap kills the process (cgroups); False when allocation fails (rlimit).
     kills_on_oom: ClassVar[bool] = True
 
-    def __init__(self, profile: DeviceProfile, label: str) -> None:
+    def __init__(self, profile: DeviceProfile, label: str, clock: CellClock | None = None) -> None:
         self.profile = profile
         self.label = re.sub(r"[^A-Za-z0-9_.-]", "_", label)
+        #: The CPU share and threads come from the cell's clock (a throttle for device-throttled cells).
+        self.clock = clock or host_clock(profile, os.cpu_count() or 1, "host", "no clock was planned for this cap")
 
     @classmethod
     @abstractmethod
@@ -78,8 +82,7 @@ class CapBackend(ABC):
         """Remove whatever create() made, killing leftover processes first. Idempotent."""
 
     def common_env(self) -> dict[str, str]:
-        threads = min(self.profile.threads, os.cpu_count() or 1)
-        env = {ENV_THREADS: str(threads)}
+        env = {ENV_THREADS: str(self.clock.threads), **self.clock.to_env()}
         if self.profile.gpu_memory_fraction is not None:
             env[ENV_GPU_FRACTION] = str(self.profile.gpu_memory_fraction)
         return env

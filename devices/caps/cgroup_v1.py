@@ -13,9 +13,9 @@ from devices.caps.base import (
     kill_and_remove,
     sweep_stale,
 )
+from devices.speed import cfs_quota
 
 MOUNT = Path("/sys/fs/cgroup")
-CFS_PERIOD_US = 100_000
 
 
 def own_path(controller: str, proc_cgroup: str | None = None) -> str | None:
@@ -39,8 +39,8 @@ def controller_dir(controller: str, mount: Path = MOUNT, proc_cgroup: str | None
 class CgroupV1(CapBackend):
     name = "cgroup-v1"
 
-    def __init__(self, profile, label, mount: Path = MOUNT, proc_cgroup: str | None = None) -> None:
-        super().__init__(profile, label)
+    def __init__(self, profile, label, clock=None, mount: Path = MOUNT, proc_cgroup: str | None = None) -> None:
+        super().__init__(profile, label, clock)
         self.mount = mount
         self.proc_cgroup = proc_cgroup
         self.memory_dir: Path | None = None
@@ -82,8 +82,9 @@ class CgroupV1(CapBackend):
             sweep_stale(cpu_base)
             self.cpu_dir = cpu_base / cell_cgroup_name(self.label)
             self.cpu_dir.mkdir()
-            (self.cpu_dir / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
-            (self.cpu_dir / "cpu.cfs_quota_us").write_text(str(int(self.profile.cpus * CFS_PERIOD_US)))
+            period, quota = cfs_quota(self.clock.cpu_quota_cores)
+            (self.cpu_dir / "cpu.cfs_period_us").write_text(str(period))
+            (self.cpu_dir / "cpu.cfs_quota_us").write_text(str(quota))
 
     def child_env(self) -> dict[str, str]:
         dirs = [d for d in (self.memory_dir, self.cpu_dir) if d is not None]

@@ -14,9 +14,9 @@ from devices.caps.base import (
     kill_and_remove,
     sweep_stale,
 )
+from devices.speed import cfs_quota
 
 MOUNTS = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
-CPU_PERIOD_US = 100_000
 # v2 forbids processes in an inner cgroup that delegates controllers, so the harness
 # moves the processes of its own cgroup into this leaf before enabling memory below it.
 HARNESS_LEAF = "edgebench-harness"
@@ -63,8 +63,10 @@ def delegate(base: Path) -> None:
 class CgroupV2(CapBackend):
     name = "cgroup-v2"
 
-    def __init__(self, profile, label, mounts: tuple[Path, ...] = MOUNTS, proc_cgroup: str | None = None) -> None:
-        super().__init__(profile, label)
+    def __init__(
+        self, profile, label, clock=None, mounts: tuple[Path, ...] = MOUNTS, proc_cgroup: str | None = None
+    ) -> None:
+        super().__init__(profile, label, clock)
         self.mounts = mounts
         self.proc_cgroup = proc_cgroup
         self.directory: Path | None = None
@@ -91,8 +93,8 @@ class CgroupV2(CapBackend):
         (self.directory / "memory.max").write_text(str(self.profile.memory_bytes))
         (self.directory / "memory.swap.max").write_text("0")
         if (self.directory / "cpu.max").exists():
-            quota = int(self.profile.cpus * CPU_PERIOD_US)
-            (self.directory / "cpu.max").write_text(f"{quota} {CPU_PERIOD_US}")
+            period, quota = cfs_quota(self.clock.cpu_quota_cores)
+            (self.directory / "cpu.max").write_text(f"{quota} {period}")
 
     def child_env(self) -> dict[str, str]:
         assert self.directory is not None

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devices.caps.base import CapBackend, CapReading, CapUnavailable
+from devices.speed import CellClock, cfs_quota
 
 if TYPE_CHECKING:
     from devices.profile import DeviceProfile
@@ -67,8 +68,8 @@ def find_container_cgroup(mount: Path = MOUNT) -> ContainerCgroup | None:
 class ContainerLimit(CapBackend):
     name = "container"
 
-    def __init__(self, profile, label, mount: Path = MOUNT) -> None:
-        super().__init__(profile, label)
+    def __init__(self, profile, label, clock=None, mount: Path = MOUNT) -> None:
+        super().__init__(profile, label, clock)
         self.cgroup = find_container_cgroup(mount)
         self.kills_before = 0
         self.peak_before: int | None = None
@@ -110,20 +111,19 @@ class ContainerLimit(CapBackend):
         pass
 
 
-CFS_PERIOD_US = 100_000
-
-
-def engine_limits(profile: DeviceProfile) -> dict[str, int | bool]:
+def engine_limits(profile: DeviceProfile, clock: CellClock | None = None) -> dict[str, int | bool]:
     """A device's caps as container settings, valid both as docker SDK arguments and compose keys.
 
     No swap (memswap_limit = mem_limit). CPUs as a CFS quota rather than `cpus`/`nano_cpus`: the
     engine refuses more CPUs than the host has, which would make a 4-core profile unusable on a
     2-core machine; a quota is the same kernel mechanism and simply gives such a host all its cores.
+    Under a device-throttled clock the quota is the device's speed.
     """
+    period, quota = cfs_quota(clock.cpu_quota_cores if clock else profile.cpus)
     return {
         "mem_limit": profile.memory_bytes,
         "memswap_limit": profile.memory_bytes,
-        "cpu_period": CFS_PERIOD_US,
-        "cpu_quota": int(profile.cpus * CFS_PERIOD_US),
+        "cpu_period": period,
+        "cpu_quota": quota,
         "oom_kill_disable": False,
     }

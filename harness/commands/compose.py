@@ -130,7 +130,7 @@ def compose_file(loaded: LoadedSpec, spec_arg: str) -> dict[str, Any]:
                 "--enforcement",
                 "container",
             ],
-            **engine_limits(device),
+            **engine_limits(device, loaded.clocks.get(device.name)),
         }
     services["report"] = {
         **_common(),

@@ -31,6 +31,7 @@ class ChildOutcome:
     oom_killed: bool
     result: dict[str, Any] | None  # the runner's final "result" event, if it got that far
     memory: MemoryFigures = field(default_factory=MemoryFigures)
+    cpu_seconds: float | None = None  # the cell process's user + system time (wait4), for the scaled clock
     stderr_tail: str = ""
 
 
@@ -63,7 +64,7 @@ class Executor(ABC):
         status: Status
         error = result.get("error")
         if out.timed_out:
-            status, error = "timeout", f"cell exceeded its {self.timeout_s:g} s timeout"
+            status, error = "timeout", f"cell exceeded its {self.timeout_s:g} s timeout ({cell.clock.axis_label})"
         elif out.oom_killed:
             status, error = "oom", f"killed by the kernel at the {cell.device.memory_bytes} byte cap"
         elif result.get("status") in ("ok", "oom"):
@@ -87,7 +88,9 @@ class Executor(ABC):
             peak_memory_source=source,
             memory=memory,
             predicted_peak_bytes=predict_peak_bytes(cell.params),
-            wall_seconds=round(out.wall_seconds, 3),
+            clock=cell.clock,
+            host_seconds=round(out.wall_seconds, 3),
+            device_seconds=_rounded(cell.clock.device_seconds(out.wall_seconds, out.cpu_seconds)),
             steps=steps,
             metrics=metrics,
             enforcement=self.enforcement,
@@ -110,6 +113,10 @@ def collect_events(
         events.append(event)
         if event.get("event") == "progress":
             progress(cell, event)
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
 
 
 def primary_peak(memory: MemoryFigures) -> tuple[int | None, str | None]:

@@ -91,7 +91,7 @@ class DockerExecutor(Executor):
             network_disabled=True,
             read_only=True,
             tmpfs={"/tmp": ""},
-            **engine_limits(cell.device),
+            **engine_limits(cell.device, cell.clock),
         )
         try:
             started_at, t0 = now_iso(), time.perf_counter()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from devices.profile import DeviceProfile
+from devices.speed import CellClock
 from harness.cells import Cell
 from harness.executors.base import ChildOutcome
 from harness.executors.local import LocalExecutor
@@ -27,7 +28,12 @@ from workloads.params import WorkloadParams
 
 def job_json(cell: Cell, timeout_s: float) -> str:
     return json.dumps(
-        {"device": cell.device.model_dump(), "params": cell.params.model_dump(), "timeout_s": timeout_s}
+        {
+            "device": cell.device.model_dump(),
+            "params": cell.params.model_dump(),
+            "clock": cell.clock.model_dump(),
+            "timeout_s": timeout_s,
+        }
     )
 
 
@@ -45,7 +51,11 @@ def outcome_from_event(event: dict[str, Any]) -> ChildOutcome:
 
 def main(argv: list[str]) -> int:
     job = json.loads(argv[0])
-    cell = Cell(DeviceProfile.model_validate(job["device"]), WorkloadParams.model_validate(job["params"]))
+    cell = Cell(
+        DeviceProfile.model_validate(job["device"]),
+        WorkloadParams.model_validate(job["params"]),
+        CellClock.model_validate(job["clock"]),
+    )
     run_dir = Path(tempfile.mkdtemp(prefix="edgebench-"))
     executor = LocalExecutor(run_dir, job["timeout_s"], "container")
 

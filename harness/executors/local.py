@@ -9,7 +9,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import psutil
 
 from devices.caps.base import CapUnavailable
 from devices.caps.select import choose_backend
@@ -42,7 +45,7 @@ class LocalExecutor(Executor):
     def execute(self, cell: Cell, progress: ProgressFn) -> ChildOutcome:
         logs = self.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        with self.backend(cell.device, cell.id) as cap, open(logs / f"{cell.id}.log", "w+b") as log:
+        with self.backend(cell.device, cell.id, cell.clock) as cap, open(logs / f"{cell.id}.log", "w+b") as log:
             started_at, t0 = now_iso(), time.perf_counter()
             proc = subprocess.Popen(
                 cap.command(runner_argv(cell)),
@@ -59,7 +62,7 @@ class LocalExecutor(Executor):
             reader.start()
             returncode = rusage = None
             try:
-                returncode, rusage = _wait(proc.pid, t0 + self.timeout_s, self.stop)
+                returncode, rusage = _wait(proc.pid, t0, self._past_timeout(cell), self.stop)
             finally:
                 timed_out = returncode is None and not self.stop.is_set()
                 if returncode is None:  # timeout, Ctrl-C or an error in the harness: kill, then reap
@@ -84,17 +87,35 @@ class LocalExecutor(Executor):
                 rss_peak_bytes=rusage.ru_maxrss * 1024 if rusage else None,
                 cgroup_peak_bytes=reading.peak_bytes,
             ),
+            cpu_seconds=rusage.ru_utime + rusage.ru_stime if rusage else None,
             stderr_tail=tail,
         )
 
+    def _past_timeout(self, cell: Cell) -> Callable[[int, float], bool]:
+        """Whether a running cell has used up its timeout, in its clock's seconds (see CellClock.elapsed)."""
 
-def _wait(pid: int, deadline: float, stop: threading.Event):
-    """wait4 so that we get the child's own rusage (its peak RSS), polling for timeout and stop."""
+        def past(pid: int, wall: float) -> bool:
+            cpu = _cpu_seconds(pid) if cell.clock.scaled else None
+            return cell.clock.elapsed(wall, cpu) > self.timeout_s
+
+        return past
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return times.user + times.system
+
+
+def _wait(pid: int, t0: float, past_timeout: Callable[[int, float], bool], stop: threading.Event):
+    """wait4 so that we get the child's own rusage (its peak RSS and CPU time), polling for timeout and stop."""
     while True:
         done, status, rusage = os.wait4(pid, os.WNOHANG)
         if done:
             return os.waitstatus_to_exitcode(status), rusage
-        if time.perf_counter() > deadline or stop.is_set():
+        if past_timeout(pid, time.perf_counter() - t0) or stop.is_set():
             return None, None
         time.sleep(POLL_S)
 

@@ -1,0 +1,86 @@
+"""Figures of this environment that are measured once in a fresh subprocess and cached, never assumed.
+
+The runtime baseline of the memory model and the host's matmul throughput are both such figures:
+`measured_once` looks one up under ~/.cache/edgebench (or $EDGEBENCH_CACHE), keyed by everything
+that changes it, else runs `python -m MODULE ARGS` (which prints the figure as its last line of JSON)
+and stores the result atomically. A read-only home only loses the cache, not the figure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+# No network at run time: the measuring child loads nothing from a hub.
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+KEYED_PACKAGES = ("torch", "transformers", "datasets", "peft")
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("EDGEBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "edgebench")
+    return Path(root)
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "missing"
+
+
+def environment() -> dict[str, str]:
+    """What a cached measurement depends on: interpreter, libraries and processor."""
+    return {
+        "python": sys.executable,
+        "python_version": platform.python_version(),
+        "cpu": cpu_model(),
+        **{name: _version(name) for name in KEYED_PACKAGES},
+    }
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine()
+
+
+def measured_once(kind: str, argv: list[str], timeout_s: float = 300) -> dict[str, Any] | None:
+    """The cached figure `kind` for this environment, else `python -m argv...` run now and cached.
+
+    None when the measurement fails here: callers then have no figure rather than a guessed one."""
+    env_facts = environment()
+    key = hashlib.sha256(json.dumps(env_facts, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir() / f"{kind}-{key}.json"
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(path.read_text())["figure"]
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", *argv],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, **OFFLINE},
+            timeout=timeout_s,
+        )
+        figure = json.loads(out.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+    with contextlib.suppress(OSError):  # a read-only home (e.g. a read-only container) only loses the cache
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # mkstemp, not the pid: containers sharing a volume all run the harness under the same small pid.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"figure": figure, "environment": env_facts}, handle)
+        os.replace(tmp, path)
+    return figure

@@ -1,0 +1,230 @@
+"""Device speed: the host's measured matmul throughput, and the clock each cell runs on.
+
+A device profile may give its fp32 throughput (`gflops`, all cores, with its source). A cell then
+runs on one of three clocks (the spec's `clock:`):
+
+- device-throttled: the CFS quota is device throughput / host throughput per core, so the kernel
+  slows the cell to the device's speed and wall-clock seconds are device seconds;
+- device-scaled: the cell runs unthrottled and its CPU seconds are converted to device seconds by
+  the same ratio, so hours of device time run in minutes;
+- host: raw host time, as on an unsimulated machine.
+
+The host's throughput is measured once per environment (`python -m devices.speed --calibrate`,
+cached like the memory model's runtime baseline), never assumed.
+
+Both device clocks run a cell on ceil(quota) threads (at least one, at most the device's cores and
+the host's): under a quota below one core, a second thread spends the quota waiting at the
+barriers of parallel kernels. Measured here, sgemm under a 0.03-core quota reached 96% of the
+target throughput on one thread and 36% on two.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from devices.cache import cpu_model, measured_once
+
+if TYPE_CHECKING:
+    from devices.profile import DeviceProfile
+
+Clock = Literal["device-scaled", "device-throttled", "host"]
+CLOCKS: tuple[Clock, ...] = ("device-scaled", "device-throttled", "host")
+DEFAULT_CLOCK: Clock = "device-scaled"
+
+#: Environment variable that hands a cell its clock (JSON of CellClock), set by the cap backends.
+ENV_CLOCK = "EDGEBENCH_CLOCK"
+#: Square matrices of this size fit in cache and take well under a CFS period each, so a quota
+#: is sampled finely (a 1024 matmul takes about 11 ms of a host core).
+MATMUL_N = 256
+CALIBRATION_SECONDS = 3.0
+#: The CFS period, and the smallest quota the kernel accepts in it.
+CFS_PERIOD_US = 100_000
+CFS_LONG_PERIOD_US = 1_000_000
+CFS_MIN_QUOTA_US = 1_000
+
+
+class ClockError(ValueError):
+    """A clock that cannot be honoured for a device on this host."""
+
+
+class HostSpeed(BaseModel):
+    """This host's fp32 matmul throughput per core: FLOPs per CPU-second of one thread."""
+
+    model_config = ConfigDict(frozen=True)
+
+    gflops_per_core: float = Field(gt=0)
+    cores: int = Field(ge=1)
+    cpu: str
+    method: str
+
+
+class CellClock(BaseModel):
+    """How one cell's seconds become device seconds, decided at plan time and recorded with the result."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Clock
+    requested: Clock = Field(description="the spec's clock; `kind` is host when the device gives no throughput")
+    ratio: float = Field(1.0, gt=0, description="host per-core throughput / device throughput")
+    device_gflops: float | None = None
+    host_gflops_per_core: float | None = None
+    cpu_quota_cores: float = Field(gt=0, description="the cell's CFS quota, in cores")
+    threads: int = Field(ge=1, description="torch's intra-op threads in the cell")
+    source: str = Field(description="where the device figure came from, or why the cell runs at host speed")
+
+    @property
+    def scaled(self) -> bool:
+        return self.kind == "device-scaled"
+
+    @property
+    def axis_label(self) -> str:
+        """How a report names this clock's seconds."""
+        return {
+            "device-throttled": "device seconds (throttled)",
+            "device-scaled": "device seconds (scaled)",
+            "host": "host seconds",
+        }[self.kind]
+
+    def timer(self) -> Callable[[], float]:
+        """A monotonic reading in this clock's seconds, for timing steps inside the cell."""
+        if self.scaled:
+            ratio = self.ratio
+            return lambda: time.process_time() * ratio
+        return time.perf_counter
+
+    def device_seconds(self, wall_seconds: float, cpu_seconds: float | None) -> float | None:
+        """A whole cell's time in this clock's seconds, from what the executor observed."""
+        if not self.scaled:
+            return wall_seconds
+        return None if cpu_seconds is None else cpu_seconds * self.ratio
+
+    def elapsed(self, wall_seconds: float, cpu_seconds: float | None) -> float:
+        """How far a running cell is towards its timeout: device time, or host wall-clock for a hung cell
+        (which burns no CPU and so gains no scaled time)."""
+        device = self.device_seconds(wall_seconds, cpu_seconds)
+        return max(wall_seconds, device or 0.0)
+
+    def to_env(self) -> dict[str, str]:
+        return {ENV_CLOCK: self.model_dump_json()}
+
+    @classmethod
+    def from_env(cls) -> CellClock:
+        """The clock the harness gave this cell; a host clock when the cell was started by hand."""
+        text = os.environ.get(ENV_CLOCK)
+        if text:
+            return cls.model_validate_json(text)
+        threads = int(os.environ.get("OMP_NUM_THREADS") or 1)
+        return cls(
+            kind="host", requested="host", cpu_quota_cores=threads, threads=threads, source="started outside the harness"
+        )
+
+
+def host_clock(profile: DeviceProfile, host_cores: int, requested: Clock, source: str) -> CellClock:
+    threads = max(1, min(profile.threads, host_cores))
+    return CellClock(kind="host", requested=requested, cpu_quota_cores=profile.cpus, threads=threads, source=source)
+
+
+def plan_clock(profile: DeviceProfile, requested: Clock, host: HostSpeed | None, host_cores: int) -> CellClock:
+    """The clock of every cell of `profile`. Raises ClockError where the device cannot be simulated here."""
+    if requested == "host":
+        return host_clock(profile, host_cores, requested, "the spec asks for host time")
+    if profile.gflops is None:
+        return host_clock(profile, host_cores, requested, f"device {profile.name} gives no throughput: host speed")
+    if host is None:
+        raise ClockError(
+            "cannot measure this host's matmul throughput (python -m devices.speed --calibrate failed); "
+            "check torch, or use clock: host"
+        )
+    quota = profile.gflops / host.gflops_per_core
+    usable = min(profile.cpus, host_cores)
+    if requested == "device-throttled" and quota > usable:
+        raise ClockError(
+            f"device {profile.name} does {profile.gflops:g} GFLOPS, more than this host gives one cell "
+            f"({usable:g} cores x {host.gflops_per_core:.0f} GFLOPS): a throttle cannot speed a cell up; "
+            "use clock: host (or device-scaled)"
+        )
+    if requested == "device-throttled" and quota * 1e6 < CFS_MIN_QUOTA_US:
+        raise ClockError(
+            f"device {profile.name} ({profile.gflops:g} GFLOPS) is slower than the smallest CFS quota "
+            f"can hold on this host ({host.gflops_per_core * CFS_MIN_QUOTA_US / 1e6:.2f} GFLOPS); "
+            "use clock: device-scaled"
+        )
+    threads = max(1, min(math.ceil(quota), profile.threads, host_cores))
+    return CellClock(
+        kind=requested,
+        requested=requested,
+        ratio=host.gflops_per_core / profile.gflops,
+        device_gflops=profile.gflops,
+        host_gflops_per_core=host.gflops_per_core,
+        cpu_quota_cores=quota if requested == "device-throttled" else profile.cpus,
+        threads=threads,
+        source=profile.gflops_source or "the device profile",
+    )
+
+
+def cfs_quota(cores: float) -> tuple[int, int]:
+    """(period, quota) in microseconds for a CPU share; a longer period where the share is below the
+    kernel's smallest quota in the usual one."""
+    period = CFS_PERIOD_US
+    if cores * period < CFS_MIN_QUOTA_US:
+        period = CFS_LONG_PERIOD_US
+    return period, max(CFS_MIN_QUOTA_US, round(cores * period))
+
+
+def matmul_throughput(seconds: float, n: int = MATMUL_N) -> dict[str, float]:
+    """fp32 matmul FLOPs per wall second and per CPU second over a fixed loop, on torch's current threads."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    out = torch.empty(n, n)
+    for _ in range(3):  # warm up: first calls pick kernels and fault in pages
+        torch.mm(a, b, out=out)
+    flops = 2.0 * n**3
+    wall0, cpu0, count = time.perf_counter(), time.process_time(), 0
+    while time.perf_counter() - wall0 < seconds:
+        torch.mm(a, b, out=out)
+        count += 1
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    return {
+        "gflops_per_wall_second": flops * count / wall / 1e9,
+        "gflops_per_cpu_second": flops * count / cpu / 1e9,
+        "wall_seconds": wall,
+        "cpu_seconds": cpu,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def calibrate() -> HostSpeed:
+    import torch
+
+    torch.set_num_threads(1)
+    measured = matmul_throughput(CALIBRATION_SECONDS)
+    return HostSpeed(
+        gflops_per_core=round(measured["gflops_per_cpu_second"], 1),
+        cores=os.cpu_count() or 1,
+        cpu=cpu_model(),
+        method=f"torch.mm {MATMUL_N}x{MATMUL_N} fp32, 1 thread, {CALIBRATION_SECONDS:g} s, torch {torch.__version__}",
+    )
+
+
+def host_speed() -> HostSpeed | None:
+    """This environment's measured throughput: cached, else measured now (a few seconds). None if it cannot be."""
+    figure = measured_once("host-speed", ["devices.speed", "--calibrate"])
+    return None if figure is None else HostSpeed.model_validate(figure)
+
+
+if __name__ == "__main__":  # --calibrate: this host's figure; --measure S: the loop's throughput under a cap
+    if sys.argv[1:2] == ["--calibrate"]:
+        print(calibrate().model_dump_json())
+    elif sys.argv[1:2] == ["--measure"] and len(sys.argv) == 3:
+        print(json.dumps(matmul_throughput(float(sys.argv[2]))))
+    else:
+        sys.exit("usage: python -m devices.speed --calibrate | --measure SECONDS")
