@@ -28,6 +28,7 @@ SEQ = 48
 SPEED_SHAPE = (16, 64)  # batch x seq of the issue's reference recipe
 SPEC = f"""
 name: bench-workloads-memory
+clock: host  # method speed ratios in raw host time, on the profile's cores (docs/workloads.md)
 devices: [rpi-5-8gb]
 timeout_s: 1200
 matrix:

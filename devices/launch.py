@@ -18,6 +18,13 @@ PR_SET_PDEATHSIG = 1
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
+def join_cgroups() -> None:
+    """Move this process into the cell's cgroups (the backend lists their procs files)."""
+    for procs in filter(None, os.environ.get(ENV_JOIN, "").split(":")):
+        with open(procs, "w") as handle:
+            handle.write(str(os.getpid()))
+
+
 def main(argv: list[str]) -> None:
     if not argv or argv[0] != "--" or len(argv) < 2:
         sys.exit("usage: python -m devices.launch -- COMMAND [ARGS...]")
@@ -25,9 +32,7 @@ def main(argv: list[str]) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() == 1:
         sys.exit("the harness exited before the cell started")
-    for procs in filter(None, os.environ.get(ENV_JOIN, "").split(":")):
-        with open(procs, "w") as handle:
-            handle.write(str(os.getpid()))
+    join_cgroups()
     if limit := os.environ.get(ENV_RLIMIT_AS):
         resource.setrlimit(resource.RLIMIT_AS, (int(limit), int(limit)))
     if threads := os.environ.get(ENV_THREADS):

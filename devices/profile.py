@@ -76,8 +76,12 @@ class DeviceProfile(BaseModel):
         allow_inf_nan=False,
         description="sustained fp32 matmul throughput of all its cores, GFLOPS; without it a cell runs at host speed",
     )
-    gflops_source: str = Field(default="", description="where the throughput was published, and how it was derived")
-    bandwidth_gbs: float | None = Field(default=None, gt=0, allow_inf_nan=False, description="memory bandwidth, GB/s")
+    gflops_source: str = Field(
+        default="", description="where the throughput was published, and how it was derived"
+    )
+    bandwidth_gbs: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="memory bandwidth, GB/s"
+    )
     bandwidth_source: str = ""
     description: str = ""
     source: str = ""

@@ -45,10 +45,14 @@ ENV_CLOCK = "EDGEBENCH_CLOCK"
 #: is sampled finely (a 1024 matmul takes about 11 ms of a host core).
 MATMUL_N = 256
 CALIBRATION_SECONDS = 3.0
-#: The CFS period, and the smallest quota the kernel accepts in it.
+#: CFS periods: the usual one and the kernel's longest; the smallest quota the kernel accepts.
 CFS_PERIOD_US = 100_000
 CFS_LONG_PERIOD_US = 1_000_000
 CFS_MIN_QUOTA_US = 1_000
+#: The quota a period should hold at least: the kernel hands out runtime in 5 ms slices
+#: (sched_cfs_bandwidth_slice_us), and measured here a 4 ms quota in a 100 ms period gave 82-89% of
+#: its share, the same share as 21 ms in 500 ms gave 100%.
+CFS_QUOTA_FLOOR_US = 20_000
 
 
 class ClockError(ValueError):
@@ -72,7 +76,9 @@ class CellClock(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Clock
-    requested: Clock = Field(description="the spec's clock; `kind` is host when the device gives no throughput")
+    requested: Clock = Field(
+        description="the spec's clock; `kind` is host when the device gives no throughput"
+    )
     ratio: float = Field(1.0, gt=0, description="host per-core throughput / device throughput")
     device_gflops: float | None = None
     host_gflops_per_core: float | None = None
@@ -123,21 +129,31 @@ class CellClock(BaseModel):
             return cls.model_validate_json(text)
         threads = int(os.environ.get("OMP_NUM_THREADS") or 1)
         return cls(
-            kind="host", requested="host", cpu_quota_cores=threads, threads=threads, source="started outside the harness"
+            kind="host",
+            requested="host",
+            cpu_quota_cores=threads,
+            threads=threads,
+            source="started outside the harness",
         )
 
 
 def host_clock(profile: DeviceProfile, host_cores: int, requested: Clock, source: str) -> CellClock:
     threads = max(1, min(profile.threads, host_cores))
-    return CellClock(kind="host", requested=requested, cpu_quota_cores=profile.cpus, threads=threads, source=source)
+    return CellClock(
+        kind="host", requested=requested, cpu_quota_cores=profile.cpus, threads=threads, source=source
+    )
 
 
-def plan_clock(profile: DeviceProfile, requested: Clock, host: HostSpeed | None, host_cores: int) -> CellClock:
+def plan_clock(
+    profile: DeviceProfile, requested: Clock, host: HostSpeed | None, host_cores: int
+) -> CellClock:
     """The clock of every cell of `profile`. Raises ClockError where the device cannot be simulated here."""
     if requested == "host":
         return host_clock(profile, host_cores, requested, "the spec asks for host time")
     if profile.gflops is None:
-        return host_clock(profile, host_cores, requested, f"device {profile.name} gives no throughput: host speed")
+        return host_clock(
+            profile, host_cores, requested, f"device {profile.name} gives no throughput: host speed"
+        )
     if host is None:
         raise ClockError(
             "cannot measure this host's matmul throughput (python -m devices.speed --calibrate failed); "
@@ -151,10 +167,10 @@ def plan_clock(profile: DeviceProfile, requested: Clock, host: HostSpeed | None,
             f"({usable:g} cores x {host.gflops_per_core:.0f} GFLOPS): a throttle cannot speed a cell up; "
             "use clock: host (or device-scaled)"
         )
-    if requested == "device-throttled" and quota * 1e6 < CFS_MIN_QUOTA_US:
+    if requested == "device-throttled" and quota * CFS_LONG_PERIOD_US < CFS_MIN_QUOTA_US:
         raise ClockError(
             f"device {profile.name} ({profile.gflops:g} GFLOPS) is slower than the smallest CFS quota "
-            f"can hold on this host ({host.gflops_per_core * CFS_MIN_QUOTA_US / 1e6:.2f} GFLOPS); "
+            f"can hold on this host ({host.gflops_per_core * CFS_MIN_QUOTA_US / CFS_LONG_PERIOD_US:.2f} GFLOPS); "
             "use clock: device-scaled"
         )
     threads = max(1, min(math.ceil(quota), profile.threads, host_cores))
@@ -171,22 +187,27 @@ def plan_clock(profile: DeviceProfile, requested: Clock, host: HostSpeed | None,
 
 
 def cfs_quota(cores: float) -> tuple[int, int]:
-    """(period, quota) in microseconds for a CPU share; a longer period where the share is below the
-    kernel's smallest quota in the usual one."""
-    period = CFS_PERIOD_US
-    if cores * period < CFS_MIN_QUOTA_US:
-        period = CFS_LONG_PERIOD_US
+    """(period, quota) in microseconds for a CPU share: the usual 100 ms period, lengthened (up to the
+    kernel's 1 s) until the quota holds a few of the kernel's runtime slices."""
+    period = min(CFS_LONG_PERIOD_US, max(CFS_PERIOD_US, round(CFS_QUOTA_FLOOR_US / cores)))
     return period, max(CFS_MIN_QUOTA_US, round(cores * period))
 
 
-def matmul_throughput(seconds: float, n: int = MATMUL_N) -> dict[str, float]:
-    """fp32 matmul FLOPs per wall second and per CPU second over a fixed loop, on torch's current threads."""
+def matmul_throughput(
+    seconds: float, n: int = MATMUL_N, before: Callable[[], None] | None = None
+) -> dict[str, float]:
+    """fp32 matmul FLOPs per wall second and per CPU second over a fixed loop, on torch's current threads.
+
+    `before` runs after the warm-up, right before the timed loop (the throttle proof joins its cap there,
+    so that the proof times the throttle rather than torch's import under it)."""
     import torch
 
     a, b = torch.randn(n, n), torch.randn(n, n)
     out = torch.empty(n, n)
     for _ in range(3):  # warm up: first calls pick kernels and fault in pages
         torch.mm(a, b, out=out)
+    if before is not None:
+        before()
     flops = 2.0 * n**3
     wall0, cpu0, count = time.perf_counter(), time.process_time(), 0
     while time.perf_counter() - wall0 < seconds:
@@ -221,10 +242,25 @@ def host_speed() -> HostSpeed | None:
     return None if figure is None else HostSpeed.model_validate(figure)
 
 
+def measure_under_cap(seconds: float) -> dict[str, float]:
+    """The throttle proof's child: warm up unthrottled, join the cap the harness made, then time the loop
+    on the clock's thread count."""
+    import torch
+
+    from devices.caps.base import ENV_THREADS
+    from devices.launch import join_cgroups
+
+    def enter_cap() -> None:
+        join_cgroups()
+        torch.set_num_threads(int(os.environ.get(ENV_THREADS) or 1))
+
+    return matmul_throughput(seconds, before=enter_cap)
+
+
 if __name__ == "__main__":  # --calibrate: this host's figure; --measure S: the loop's throughput under a cap
     if sys.argv[1:2] == ["--calibrate"]:
         print(calibrate().model_dump_json())
     elif sys.argv[1:2] == ["--measure"] and len(sys.argv) == 3:
-        print(json.dumps(matmul_throughput(float(sys.argv[2]))))
+        print(json.dumps(measure_under_cap(float(sys.argv[2]))))
     else:
         sys.exit("usage: python -m devices.speed --calibrate | --measure SECONDS")

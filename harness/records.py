@@ -50,6 +50,7 @@ class CellRecord(BaseModel):
     predicted_peak_bytes: int | None = Field(None, description="the analytic memory model's estimate")
     clock: CellClock = Field(description="how the cell's seconds relate to the device's, with the ratio and its source")
     host_seconds: float = Field(description="the cell's wall-clock time on this host")
+    cpu_seconds: float | None = Field(None, description="the cell process's user + system CPU time on this host")
     device_seconds: float | None = Field(
         None, description="the cell's time in its clock's seconds (scaled: CPU seconds x ratio); None if unknown"
     )

@@ -139,12 +139,16 @@ class Comparison:
         }
 
 
-def _time(record: CellRecord, other: CellRecord) -> tuple[str, float | None, float | None]:
-    """Step time when both runs measured it (startup noise excluded), else the cell's wall-clock time."""
-    before, after = metric_number(record.metrics, "step_time_s"), metric_number(other.metrics, "step_time_s")
+def _time(record: CellRecord, other: CellRecord | None) -> tuple[str, float | None, float | None]:
+    """Step time when both runs measured it (startup noise excluded), else the cell's whole time: in device
+    seconds when both records have them (the figure the run is about), else host wall-clock seconds."""
+    before = metric_number(record.metrics, "step_time_s")
+    after = metric_number(other.metrics, "step_time_s") if other else None
     if before is not None and after is not None:
         return "step_time_s", before, after
-    return "host_seconds", record.host_seconds, other.host_seconds
+    if record.device_seconds is not None and (other is None or other.device_seconds is not None):
+        return "device_seconds", record.device_seconds, other.device_seconds if other else None
+    return "host_seconds", record.host_seconds, other.host_seconds if other else None
 
 
 def _accuracy(record: CellRecord | None) -> float | None:
@@ -154,9 +158,7 @@ def _accuracy(record: CellRecord | None) -> float | None:
 
 def compare_cell(base: CellRecord, cur: CellRecord | None, limits: Thresholds) -> CellChange:
     both_ok = cur is not None and base.status == "ok" and cur.status == "ok"
-    metric, t_before, t_after = (
-        _time(base, cur) if cur is not None else ("host_seconds", base.host_seconds, None)
-    )
+    metric, t_before, t_after = _time(base, cur)
     change = CellChange(
         cell_id=base.cell_id,
         label=cell_label(base),
@@ -191,9 +193,10 @@ def compare_cell(base: CellRecord, cur: CellRecord | None, limits: Thresholds) -
 
 
 def setup_differences(base: RunData, cur: RunData) -> list[str]:
-    """What changed around the cells (enforcement, executor, library versions): a reader weighs changes by it."""
+    """What changed around the cells (enforcement, executor, clock, library versions): a reader weighs changes
+    by it."""
     notes = []
-    for key in ("enforcement", "executor"):
+    for key in ("enforcement", "executor", "clock"):
         before, after = base.info.get(key), cur.info.get(key)
         if before != after:
             notes.append(f"{key} {before} -> {after}")

@@ -73,14 +73,15 @@ def memory_axis(ax: Axes, which: str, values_bytes: Iterable[float], label: str)
 
 
 def seconds_axis(ax: Axes, values: Iterable[float], label: str) -> None:
-    """A time axis (y) in plain seconds, logarithmic when the values span decades."""
+    """A time axis (y) in plain seconds, logarithmic when the values span decades. The label names whose
+    seconds they are (a device's or the host's), so no unit is appended."""
     log = spans_decades(values)
     ax.set_yscale("log" if log else "linear")
     if log:
         ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.set_ylabel(f"{label} (s)")
+    ax.set_ylabel(label)
 
 
 def params_axis(ax: Axes, values: Iterable[float]) -> None:

@@ -17,6 +17,7 @@ from markupsafe import Markup
 from devices.profile import format_bytes
 from harness.records import now_iso
 from harness.store import check_writable, write_atomic
+from reports.clocks import clock_summary
 from reports.compare import Comparison, compare_runs
 from reports.figures import Plot
 from reports.plots import PLOT_NAMES, render_plots
@@ -91,6 +92,7 @@ def render_html(
         "expected": len(set(run.expected) | {r.cell_id for r in run.records}),
         "missing": run.missing_labels(),
         "headlines": headlines,
+        "clock": clock_summary(run),
         "plots": [(p, "data:image/png;base64," + base64.b64encode(p.png).decode()) for p in plots],
         "plot_prefix": PLOT_PREFIX,
         "skipped": skipped,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
@@ -12,6 +12,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from devices.profile import format_bytes
 from harness.records import CellRecord
+from reports.clocks import MIXED, time_label
 from reports.figures import (
     Plot,
     in_mib,
@@ -236,21 +237,22 @@ def curve_variant(record: CellRecord) -> str:
 
 
 def accuracy_plot(run: RunData, x_key: str) -> Plot | None:
-    """Accuracy over wall-clock seconds (the paper's trade-off) or over steps, one panel per device."""
+    """Accuracy over training time in the records' clock (the paper's trade-off) or over steps, one panel per
+    device; each time axis names its device's clock."""
     curves = {r.cell_id: c for r in run.records if len(c := _curve(r, x_key)) >= 1}
     devices = [d for d in run.devices if any(r.cell_id in curves for r in run.by_device(d.name))]
     if not devices:
         return None
     fig, axes = panels(len(devices))
-    sizes = {curve_variant(r): run.param_count(r) or 0 for r in run.records if r.cell_id in curves}
+    plotted = [r for r in run.records if r.cell_id in curves]
+    sizes = {curve_variant(r): run.param_count(r) or 0 for r in plotted}
     models = sorted(sizes, key=lambda m: (sizes[m], m))
     style = {m: LINESTYLES[i % len(LINESTYLES)] for i, m in enumerate(models)}
     methods, xs = set(), []
     for ax, device in zip(axes, devices, strict=True):
-        for record in run.by_device(device.name):
-            points = curves.get(record.cell_id)
-            if not points:
-                continue
+        drawn = [r for r in run.by_device(device.name) if curves.get(r.cell_id)]
+        for record in drawn:
+            points = curves[record.cell_id]
             ax.plot(
                 [x for x, _ in points],
                 [y for _, y in points],
@@ -265,10 +267,10 @@ def accuracy_plot(run: RunData, x_key: str) -> Plot | None:
             xs += [x for x, _ in points]
         ax.set_title(device.name, fontsize=11)
         ax.set_ylabel("accuracy (%)")
-    for ax in axes:
-        if x_key == "step" and spans_decades(xs, factor=100):
+        ax.set_xlabel(f"training time, {time_label(drawn)}" if x_key == "seconds" else "step")
+    if x_key == "step" and spans_decades(xs, factor=100):
+        for ax in axes:
             ax.set_xscale("symlog", linthresh=10)
-        ax.set_xlabel("training time (s)" if x_key == "seconds" else "step")
     model_handles = (
         [Line2D([], [], color="#444444", linestyle=style[m], label=m) for m in models]
         if len(models) > 1
@@ -278,8 +280,9 @@ def accuracy_plot(run: RunData, x_key: str) -> Plot | None:
     if x_key == "seconds":
         return Plot(
             "accuracy-time",
-            "Accuracy vs wall-clock time",
-            "Evaluation accuracy against training time: MeZO's cheap steps against backprop's informative ones.",
+            "Accuracy vs training time",
+            f"Evaluation accuracy against training time in {_clock_phrase(plotted)}: MeZO's cheap steps "
+            "against backprop's informative ones.",
             to_png(fig),
         )
     return Plot(
@@ -288,6 +291,12 @@ def accuracy_plot(run: RunData, x_key: str) -> Plot | None:
         "Evaluation accuracy against optimisation steps; MeZO usually needs many more steps than backprop.",
         to_png(fig),
     )
+
+
+def _clock_phrase(records: Iterable[CellRecord]) -> str:
+    """A caption's name for the plotted seconds: the one clock, or a pointer to the panels' axes."""
+    label = time_label(records)
+    return "each device's clock (see each panel's axis)" if label == MIXED else label
 
 
 def step_time_plot(run: RunData) -> Plot | None:
@@ -301,23 +310,22 @@ def step_time_plot(run: RunData) -> Plot | None:
     if not devices:
         return None
     fig, axes = panels(len(devices))
+    times = [t for _, _, t in timed]
     for ax, device in zip(axes, devices, strict=True):
         lines: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
-        for record, params, seconds in timed:
-            if record.device.name == device.name:
-                _scatter_status(ax, params, seconds, record)
-                lines[_series_key(record)].append((params, seconds))
+        own = [(r, n, t) for r, n, t in timed if r.device.name == device.name]
+        for record, params, seconds in own:
+            _scatter_status(ax, params, seconds, record)
+            lines[_series_key(record)].append((params, seconds))
         _ladder_lines(ax, lines)
         ax.set_title(device.name, fontsize=11)
-    times = [t for _, _, t in timed]
-    for ax in axes:
         params_axis(ax, [n for _, n, _ in timed])
-        seconds_axis(ax, times, "time per step")
+        seconds_axis(ax, times, f"time per step, {time_label(r for r, _, _ in own)}")
     method_legend(fig, method_order(r.params.method for r, _, _ in timed))
     return Plot(
         "step-time",
         "Step time per method and model size",
-        "Mean wall-clock seconds per training step of the cells that finished, under each device's CPU quota.",
+        f"Mean time per training step of the cells that finished, in {_clock_phrase(r for r, _, _ in timed)}.",
         to_png(fig),
     )
 

@@ -39,6 +39,8 @@ class CellRow:
     cgroup_peak_bytes: int | None
     predicted_peak_bytes: int | None
     host_seconds: float
+    device_seconds: float | None  # in the clock's seconds: the host's too when the clock is host
+    clock: str
     steps: int
     step_time_s: float | None
     initial_accuracy: float | None
@@ -78,6 +80,8 @@ def cell_rows(run: RunData) -> list[CellRow]:
                 cgroup_peak_bytes=r.memory.cgroup_peak_bytes,
                 predicted_peak_bytes=r.predicted_peak_bytes,
                 host_seconds=r.host_seconds,
+                device_seconds=r.device_seconds,
+                clock=r.clock.kind,
                 steps=r.steps,
                 step_time_s=metric_number(r.metrics, "step_time_s"),
                 initial_accuracy=metric_number(r.metrics, "initial_accuracy"),

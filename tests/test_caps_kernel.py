@@ -26,6 +26,11 @@ def test_doctor_proves_the_kernel_backend():
     assert report["verified"] is True
     assert report["proof"]["over_cap_returncode"] == -9
     assert report["backends"]["rlimit"]["available"] is True
+    # The throttle, through the real kernel: the catalogue's slowest and fastest device, within 15%.
+    proofs = {p["device"]: p for p in report["throttle"]["proofs"]}
+    assert set(proofs) == {"jetson-nano", "phone-6gb"}, report["throttle"]
+    for proof in proofs.values():
+        assert abs(proof["measured_gflops"] / proof["target_gflops"] - 1) <= 0.15, proof
 
 
 def test_rlimit_fallback_turns_overrun_into_memory_error():

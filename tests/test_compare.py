@@ -122,6 +122,34 @@ def test_step_time_and_accuracy_thresholds(tmp_path, capsys):
     )
 
 
+@pytest.mark.parametrize("current_device_seconds, metric", [(13.0, "device_seconds"), (None, "host_seconds")])
+def test_without_step_times_the_cells_device_seconds_are_compared(
+    tmp_path, capsys, current_device_seconds, metric
+):
+    """Device seconds (what the run simulates) when both records have them, else host seconds."""
+    records = [
+        r.model_copy(update={"metrics": r.metrics | {"step_time_s": None}, "device_seconds": 10.0})
+        for r in sweep(devices=DEVICES, models=("opt-1m",))
+    ]
+    index = _ok_index(records)
+    host = records[index].host_seconds
+    # The figure that is not compared stays put: a comparison of the wrong one finds no regression.
+    update = (
+        {"device_seconds": 13.0}
+        if current_device_seconds
+        else {"device_seconds": None, "host_seconds": host * 1.3}
+    )
+    base, cur, _ = _runs(tmp_path, lambda rs: _bump(rs, index, **update), baseline_records=records)
+    assert main(["compare", str(base), str(cur), "--json"]) == 1
+    change = next(
+        c for c in json.loads(capsys.readouterr().out)["changes"] if c["cell_id"] == records[index].cell_id
+    )
+    assert change["time_metric"] == metric
+    assert change["time_change"] == pytest.approx(0.3)
+    assert main(["compare", str(base), str(cur)]) == 1
+    assert f"{records[index].cell_id}): {metric} +30.0% (limit 20.0%)" in capsys.readouterr().err
+
+
 def test_thresholds_come_from_the_current_spec_unless_given(tmp_path, capsys):
     records = sweep(devices=DEVICES, models=("opt-1m",))
     index = _ok_index(records)

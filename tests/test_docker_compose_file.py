@@ -141,3 +141,17 @@ def test_container_cap_refuses_a_container_larger_than_the_device(tmp_path, limi
         ContainerLimit(DeviceProfile(name="pi", memory=512 << 20), "cell", mount=tmp_path),
     ):
         pass
+
+
+def test_a_throttled_spec_gives_each_device_container_its_speed_as_cpu_quota(tmp_path):
+    spec = "name: slow\nclock: device-throttled\ndevices: [jetson-nano, rpi-5-8gb]\nmatrix: {model: opt-1m}\n"
+    write_spec(tmp_path, spec)
+    proc = edgebench("compose", "spec.yaml", "--no-engine-check", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    services = yaml.safe_load(proc.stdout)["services"]
+    loaded = load_spec(tmp_path / "spec.yaml")
+    for device in loaded.devices:
+        service, clock = services[device.name], loaded.clocks[device.name]
+        share = service["cpu_quota"] / service["cpu_period"]
+        assert share == pytest.approx(device.gflops / clock.host_gflops_per_core, rel=0.01)
+        assert share < 1  # a board's four cores do less than one host core

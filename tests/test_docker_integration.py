@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.integration]
 # Two devices x two methods, a tiny model: enough to show slices, caps and the report.
 TWO_BY_TWO = opt_1m_spec(
     "two-by-two",
-    "[{name: small-384mib, memory: 384MiB, cpus: 1}, {name: large-1gib, memory: 1GiB, cpus: 2}]",
+    "[{name: small-384mib, memory: 384MiB, cpus: 1, gflops: 20}, {name: large-1gib, memory: 1GiB, cpus: 2, gflops: 60}]",
 )
 
 
@@ -64,6 +64,9 @@ def test_docker_executor_over_cap_is_oom_and_under_cap_is_ok(engine, tmp_path):
     assert large.peak_memory_source == "rss" and 300e6 < large.peak_memory_bytes < large.device.memory_bytes
     assert 300e6 < large.memory.cgroup_peak_bytes < large.device.memory_bytes
     assert (out / "logs" / f"{large.cell_id}.log").exists()
+    # The default clock, inside the container: the cell's CPU seconds converted at the device's ratio.
+    assert large.clock.kind == "device-scaled" and large.clock.device_gflops == large.device.gflops
+    assert large.device_seconds == pytest.approx(large.cpu_seconds * large.clock.ratio, rel=1e-3)
     assert not engine.client().containers.list(all=True, filters={"label": LABEL})
 
 
@@ -144,6 +147,9 @@ def test_compose_runs_each_device_in_its_own_capped_container_then_the_report(en
         ("small-384mib", "mezo", "ok"),
     ]
     assert {r.enforcement for r in records} == {"container"}
+    for record in records:  # each device container ran its cells on its own scaled clock
+        assert record.clock.kind == "device-scaled" and record.clock.device_gflops == record.device.gflops
+        assert record.device_seconds == pytest.approx(record.cpu_seconds * record.clock.ratio, rel=1e-3)
     assert json.loads((run_dir / "run.json").read_text())["spec"]["name"] == "two-by-two"
     assert "<html" in (run_dir / "report.html").read_text()[:2000].lower()
     assert not client.containers.list(all=True)

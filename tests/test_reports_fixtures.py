@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from devices.speed import CellClock
 from harness.records import CellRecord
 from harness.store import RunStore
 from tests.records_factory import make_record
@@ -39,6 +40,7 @@ def sweep_record(
         seed=seed,
     )
     step_time = 0.02 + params * (2.1e-9 if method == "mezo" else 5.5e-9)
+    seconds = 3.0 + 3 * step_time
     metrics = dict(record.metrics)
     if fits:
         curve = [
@@ -56,10 +58,31 @@ def sweep_record(
         update={
             "metrics": metrics,
             "predicted_peak_bytes": int(peak * 1.08),
-            "host_seconds": 3.0 + 3 * step_time,
+            "host_seconds": seconds,
+            "device_seconds": seconds,  # the factory's host clock: device seconds are host seconds
             "error": None if fits else "killed by the kernel OOM killer (cgroup memory cap)",
         }
     )
+
+
+def scaled_clock(gflops: float = 22.9, host_gflops: float = 190.0) -> CellClock:
+    """A device-scaled clock as plan_clock gives one for a device of `gflops` on a host of `host_gflops` a core."""
+    return CellClock(
+        kind="device-scaled",
+        requested="device-scaled",
+        ratio=host_gflops / gflops,
+        device_gflops=gflops,
+        host_gflops_per_core=host_gflops,
+        cpu_quota_cores=4,
+        threads=4,
+        source="a published HPL run",
+    )
+
+
+def on_clock(record: CellRecord, clock: CellClock) -> CellRecord:
+    """The record on `clock`: its device seconds are its host seconds x the ratio (one busy core throughout);
+    its metrics are left as they are."""
+    return record.model_copy(update={"clock": clock, "device_seconds": record.host_seconds * clock.ratio})
 
 
 def sweep(

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from matplotlib.image import imread
 
+import reports.plots
 from harness.cli import main
 from harness.errors import UserError
 from reports.html import write_report
@@ -17,7 +18,7 @@ from reports.plots import PLOT_NAMES, curve_variant
 from reports.rundata import load_run
 from reports.summary import device_headlines
 from tests.records_factory import make_record
-from tests.test_reports_fixtures import sweep, sweep_record, write_run
+from tests.test_reports_fixtures import on_clock, scaled_clock, sweep, sweep_record, write_run
 from workloads.ladder import model_shape
 
 
@@ -215,3 +216,56 @@ def test_accuracy_curves_of_one_model_tuned_two_ways_get_their_own_line_styles()
     full, head = (make_record(model="minilm-l6", task="rotten_tomatoes", tuning=t) for t in ("full", "head"))
     assert curve_variant(full) == "minilm-l6"
     assert curve_variant(head) == "minilm-l6 (head)"
+
+
+def _clocked_run(tmp_path: Path) -> Path:
+    """rpi-4-2gb on a scaled clock; rpi-zero-2w at host speed, as a device that gives no throughput runs."""
+    host = make_record(device="rpi-zero-2w").clock.model_copy(
+        update={"requested": "device-scaled", "source": "device rpi-zero-2w gives no throughput: host speed"}
+    )
+    records = [
+        on_clock(r, scaled_clock() if r.device.name == "rpi-4-2gb" else host)
+        for r in sweep(devices=("rpi-zero-2w", "rpi-4-2gb"), models=("opt-1m", "opt-8m"))
+    ]
+    return write_run(tmp_path, records)
+
+
+def test_headline_and_table_say_whose_seconds_the_times_are(tmp_path):
+    run_dir = _clocked_run(tmp_path)
+    html = " ".join(write_report(run_dir).read_text().split())
+    assert "Times mix clocks (device seconds (scaled) and host seconds; host 190 GFLOPS per core)" in html
+    assert "rpi-4-2gb: 22.9 GFLOPS, one host CPU second counts as 8.3 device seconds" in html
+    assert "rpi-zero-2w: host seconds (device rpi-zero-2w gives no throughput: host speed)" in html
+    assert "device (s)</button>" in html and "host (s)</button>" in html
+    rows = list(csv.DictReader(io.StringIO((run_dir / "cells.csv").read_text())))
+    for row in rows:
+        ratio = 190.0 / 22.9 if row["device"] == "rpi-4-2gb" else 1.0
+        assert float(row["device_seconds"]) == pytest.approx(float(row["host_seconds"]) * ratio)
+        assert row["clock"] == ("device-scaled" if row["device"] == "rpi-4-2gb" else "host")
+    one_clock = write_run(
+        tmp_path / "scaled", [on_clock(r, scaled_clock()) for r in sweep(devices=("rpi-4-2gb",))]
+    )
+    html = " ".join(write_report(one_clock).read_text().split())
+    assert (
+        "Times are device seconds (scaled clock: CPU time × host/device throughput ratio; "
+        "host 190 GFLOPS per core)." in html
+    )
+
+
+def test_time_axes_and_captions_name_the_clock(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(reports.plots, "to_png", lambda fig: figures.append(fig) or b"")
+    run = load_run(_clocked_run(tmp_path))
+    accuracy = reports.plots.accuracy_plot(run, "seconds")
+    axes = {ax.get_title(): ax for ax in figures[-1].axes if ax.get_visible()}
+    assert axes["rpi-4-2gb"].get_xlabel() == "training time, device seconds (scaled)"
+    assert axes["rpi-zero-2w"].get_xlabel() == "training time, host seconds"
+    assert "wall-clock" not in accuracy.title + accuracy.caption
+    assert "each device's clock" in accuracy.caption
+    step = reports.plots.step_time_plot(run)
+    axes = {ax.get_title(): ax for ax in figures[-1].axes if ax.get_visible()}
+    assert axes["rpi-4-2gb"].get_ylabel() == "time per step, device seconds (scaled)"
+    assert axes["rpi-zero-2w"].get_ylabel() == "time per step, host seconds"
+    scaled_only = load_run(write_run(tmp_path / "scaled", [on_clock(r, scaled_clock()) for r in sweep()]))
+    assert "in device seconds (scaled)" in reports.plots.step_time_plot(scaled_only).caption
+    assert "wall-clock" not in step.caption

@@ -23,3 +23,6 @@ def test_ray_executor_runs_cells_under_kernel_caps(tmp_path, monkeypatch):
     assert records["rpi-4-2gb"].status == "ok", records["rpi-4-2gb"].error
     assert {r.executor for r in records.values()} == {"ray"}
     assert {r.enforcement for r in records.values()} == {backend}
+    ok = records["rpi-4-2gb"]  # the default clock: CPU seconds converted at the device's ratio, on a Ray worker
+    assert ok.clock.kind == "device-scaled" and ok.clock.device_gflops == ok.device.gflops
+    assert ok.device_seconds == pytest.approx(ok.cpu_seconds * ok.clock.ratio, rel=1e-3)

@@ -21,6 +21,7 @@ class SleepyExecutor(Executor):
 
     name = "sleepy"
     enforcement = "none"
+    throttles = False
 
     def __init__(self, run_dir):
         super().__init__(run_dir, timeout_s=60)

@@ -53,12 +53,19 @@ class CapBackend(ABC):
         self.profile = profile
         self.label = re.sub(r"[^A-Za-z0-9_.-]", "_", label)
         #: The CPU share and threads come from the cell's clock (a throttle for device-throttled cells).
-        self.clock = clock or host_clock(profile, os.cpu_count() or 1, "host", "no clock was planned for this cap")
+        self.clock = clock or host_clock(
+            profile, os.cpu_count() or 1, "host", "no clock was planned for this cap"
+        )
 
     @classmethod
     @abstractmethod
     def unavailable_reason(cls) -> str | None:
         """None when this host supports the backend, else why not (one line)."""
+
+    @classmethod
+    def can_throttle(cls) -> bool:
+        """Whether this backend imposes a CPU quota (needed by the device-throttled clock)."""
+        return False
 
     @classmethod
     def probe_cap(cls, default: int) -> int:

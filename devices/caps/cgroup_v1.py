@@ -39,7 +39,9 @@ def controller_dir(controller: str, mount: Path = MOUNT, proc_cgroup: str | None
 class CgroupV1(CapBackend):
     name = "cgroup-v1"
 
-    def __init__(self, profile, label, clock=None, mount: Path = MOUNT, proc_cgroup: str | None = None) -> None:
+    def __init__(
+        self, profile, label, clock=None, mount: Path = MOUNT, proc_cgroup: str | None = None
+    ) -> None:
         super().__init__(profile, label, clock)
         self.mount = mount
         self.proc_cgroup = proc_cgroup
@@ -61,6 +63,10 @@ class CgroupV1(CapBackend):
         finally:
             kill_and_remove(probe)
         return None
+
+    @classmethod
+    def can_throttle(cls) -> bool:
+        return controller_dir("cpu") is not None
 
     def create(self) -> None:
         base = controller_dir("memory", self.mount, self.proc_cgroup)

@@ -41,7 +41,9 @@ def find_base(mounts: tuple[Path, ...] = MOUNTS, proc_cgroup: str | None = None)
         base = mount / path.lstrip("/")
         if base.name == HARNESS_LEAF:
             base = base.parent
-        if (base / "cgroup.controllers").exists() and "memory" in (base / "cgroup.controllers").read_text().split():
+        if (base / "cgroup.controllers").exists() and "memory" in (
+            base / "cgroup.controllers"
+        ).read_text().split():
             return base
     return None
 
@@ -81,6 +83,11 @@ class CgroupV2(CapBackend):
         except OSError as exc:
             return f"cannot delegate the memory controller under {base} ({exc.strerror}); run as root"
         return None
+
+    @classmethod
+    def can_throttle(cls) -> bool:
+        base = find_base()
+        return base is not None and "cpu" in (base / "cgroup.controllers").read_text().split()
 
     def create(self) -> None:
         base = find_base(self.mounts, self.proc_cgroup)

@@ -82,6 +82,14 @@ class ContainerLimit(CapBackend):
         return None
 
     @classmethod
+    def can_throttle(cls) -> bool:
+        """The engine sets the container's quota (compose and the Docker executor take it from the clock)."""
+        return any(
+            path.exists() and path.read_text().split()[0] not in ("-1", "max")
+            for path in (MOUNT / "cpu" / "cpu.cfs_quota_us", MOUNT / "cpu.max")
+        )
+
+    @classmethod
     def probe_cap(cls, default: int) -> int:
         cgroup = find_container_cgroup()
         limit = cgroup.limit_bytes() if cgroup else None

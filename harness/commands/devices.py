@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -33,7 +34,8 @@ def handle(args: argparse.Namespace) -> int:
         print(json.dumps([p.model_dump() for p in catalogue.values()], indent=2))
         return 0
     table = Table(title="edgebench devices")
-    for column in ("name", "memory", "bytes", "cpus", "gpu frac", "description", "source"):
+    columns = ("name", "memory", "bytes", "cpus", "gpu frac", "GFLOPS", "GB/s", "speed source", "description")
+    for column in (*columns, "source"):
         table.add_column(column, overflow="fold")
     for p in catalogue.values():
         table.add_row(
@@ -41,9 +43,16 @@ def handle(args: argparse.Namespace) -> int:
             format_bytes(p.memory_bytes),
             str(p.memory_bytes),
             f"{p.cpus:g}",
-            "-" if p.gpu_memory_fraction is None else f"{p.gpu_memory_fraction:g}",
+            _figure(p.gpu_memory_fraction),
+            _figure(p.gflops),
+            _figure(p.bandwidth_gbs),
+            p.gflops_source or ("no throughput: cells run at host speed" if p.gflops is None else "-"),
             p.description,
             p.source,
         )
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)  # piped: wide enough for the figures
     return 0
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"

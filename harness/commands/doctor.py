@@ -4,23 +4,36 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from rich.console import Console
 
-from devices.caps.base import CapUnavailable
+from devices.caps.base import CapBackend, CapUnavailable
 from devices.caps.cuda import cuda_unavailable_reason
 from devices.caps.select import choose_backend, probe_all
-from devices.profile import format_bytes
-from devices.verify import prove
+from devices.catalogue import USER_FILE, CatalogueError, load_catalogue, resolve_device
+from devices.profile import DeviceProfile, format_bytes
+from devices.speed import ClockError, host_speed
+from devices.verify import prove, prove_throttle
 from harness.errors import UserError
 
-HELP = "check and prove memory-cap enforcement on this host"
+HELP = "check and prove memory-cap and CPU-throttle enforcement on this host"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.add_argument("--enforcement", default="auto", help="backend to prove (default: the one `run` would use)")
-    parser.add_argument("--gpu", action="store_true", help="also check the CUDA memory-fraction path (imports torch)")
+    parser.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        help="prove the throttle for this device (repeatable; default: the slowest and fastest in the catalogue)",
+    )
+    parser.add_argument(
+        "--enforcement", default="auto", help="backend to prove (default: the one `run` would use)"
+    )
+    parser.add_argument(
+        "--gpu", action="store_true", help="also check the CUDA memory-fraction path (imports torch)"
+    )
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -29,12 +42,17 @@ def handle(args: argparse.Namespace) -> int:
         chosen = choose_backend(args.enforcement)
     except CapUnavailable as exc:
         raise UserError(str(exc)) from None
+    devices = throttle_devices(args.device)
     proof = prove(chosen)
+    throttle = prove_throttles(chosen, devices)
     report = {
         "enforcement": chosen.name,
-        "verified": proof.verified,
+        "verified": proof.verified and all(t["verified"] for t in throttle["proofs"]),
         "proof": proof.as_dict(),
-        "backends": {name: {"available": reason is None, "reason": reason} for name, reason in backends.items()},
+        "throttle": throttle,
+        "backends": {
+            name: {"available": reason is None, "reason": reason} for name, reason in backends.items()
+        },
     }
     if args.gpu:
         reason = cuda_unavailable_reason()
@@ -52,4 +70,44 @@ def handle(args: argparse.Namespace) -> int:
             f"{format_bytes(proof.cap_bytes)} cap survived: {proof.under_cap_survived}; a "
             f"{format_bytes(proof.cap_bytes * 2)} one was stopped: {proof.over_cap_stopped} ({proof.detail})"
         )
-    return 0 if proof.verified else 1
+        if throttle["reason"]:
+            console.print(f"throttle: [yellow]not proven[/] ({throttle['reason']})")
+        for t in throttle["proofs"]:
+            mark = "[green]verified[/]" if t["verified"] else "[red]NOT verified[/]"
+            console.print(
+                f"throttle {t['device']}: {mark}, a matmul loop under its quota ran at {t['detail']}, "
+                f"{t['target_gflops']:g} GFLOPS in the catalogue (ratio {t['ratio'] or 0:.3f}, tolerance 15%)"
+            )
+    return 0 if report["verified"] else 1
+
+
+def throttle_devices(names: list[str]) -> list[DeviceProfile]:
+    """The named devices, or the catalogue's slowest and fastest: the throttle's two extremes."""
+    try:
+        catalogue = load_catalogue([Path(USER_FILE)] if Path(USER_FILE).exists() else [])
+        devices = [resolve_device(name, catalogue) for name in names]
+    except CatalogueError as exc:
+        raise UserError(str(exc)) from None
+    missing = [d.name for d in devices if d.gflops is None]
+    if missing:
+        raise UserError(
+            f"device {missing[0]} gives no throughput (gflops); give it one to prove its throttle"
+        )
+    if devices:
+        return devices
+    rated = sorted((d for d in catalogue.values() if d.gflops is not None), key=lambda d: d.gflops)
+    return [rated[0], rated[-1]] if rated else []
+
+
+def prove_throttles(backend: type[CapBackend], devices: list[DeviceProfile]) -> dict:
+    """Each device's throttle proof, or why none could be made here."""
+    if not backend.can_throttle():
+        return {"reason": f"the {backend.name} backend sets no CPU quota here", "proofs": []}
+    host = host_speed()
+    if host is None:
+        return {"reason": "this host's matmul throughput could not be measured", "proofs": []}
+    try:
+        proofs = [prove_throttle(backend, device, host).as_dict() for device in devices]
+    except ClockError as exc:
+        raise UserError(str(exc)) from None
+    return {"reason": None, "host": host.model_dump(), "proofs": proofs}

@@ -1,5 +1,6 @@
 """Predict a workload's peak memory on a device without running it (the analytic memory model), say whether
-it fits the device's cap, and which is the largest model of the ladder that each method fits."""
+it fits the device's cap, which is the largest model of the ladder that each method fits, and a lower bound
+on its step time from the device's throughput."""
 
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ from devices.catalogue import USER_FILE, CatalogueError, load_catalogue, resolve
 from devices.profile import format_bytes
 from harness.errors import UserError
 from workloads.checks import check_params
+from workloads.flops import step_flops
 from workloads.ladder import model_shape
 from workloads.memory_model import fit_ratio, largest_fitting, predict_breakdown
 from workloads.params import Method, Optimizer, WorkloadParams
 
-HELP = "predict peak memory of a workload on a device, and the largest model that fits"
+HELP = "predict peak memory and step time of a workload on a device, and the largest model that fits"
 METHODS = typing.get_args(Method)
 
 
@@ -84,6 +86,7 @@ def estimate(args: argparse.Namespace) -> dict:
     shape = model_shape(params.model)
     assert shape is not None
     largest = {m: largest_fitting(params.model_copy(update={"method": m}), cap) for m in METHODS}
+    flops = step_flops(params)
     return {
         "device": device.name,
         "cap_bytes": cap,
@@ -99,7 +102,25 @@ def estimate(args: argparse.Namespace) -> dict:
         "largest_fitting": largest[params.method],
         "largest_fitting_per_method": largest,
         "mezo_over_bp_checkpointed_params": fit_ratio(params, cap),
+        "step_flops": flops,
+        "device_gflops": device.gflops,
+        "predicted_step_seconds": predicted_seconds(flops, device.gflops),
     }
+
+
+def predicted_seconds(flops: float | None, gflops: float | None) -> float | None:
+    """A step's time at the device's sgemm throughput: a lower bound (see workloads.flops)."""
+    return None if flops is None or gflops is None else flops / (gflops * 1e9)
+
+
+def step_time_line(result: dict) -> str:
+    seconds = result["predicted_step_seconds"]
+    if seconds is None:
+        return f"predicted step time on {result['device']}: unknown (the device profile gives no GFLOPS)"
+    return (
+        f"predicted step time on {result['device']}: {seconds:.3g} s at its {result['device_gflops']:g} GFLOPS "
+        "(a lower bound: sgemm speed)"
+    )
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -128,4 +149,5 @@ def handle(args: argparse.Namespace) -> int:
         if ratio
         else "MeZO / checkpointed BP: one of them fits no ladder model"
     )
+    console.print(step_time_line(result))
     return 0

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from harness.errors import UserError
 from harness.executors import EXECUTORS, executor_class
 from harness.runinfo import describe_run
 from harness.scheduler import Scheduler
@@ -24,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", nargs="?", help="spec YAML (default: the built-in default matrix)")
     parser.add_argument("--out", type=Path, default=Path("results/default"), help="run directory")
     parser.add_argument("--executor", choices=list(EXECUTORS), default="local")
-    parser.add_argument("--jobs", type=int, default=1, help="cells at once, while their caps fit in free memory")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="cells at once, while their caps fit in free memory"
+    )
     parser.add_argument("--enforcement", default="auto", help="auto, cgroup-v2, cgroup-v1 or rlimit")
     parser.add_argument("--device", action="append", help="run only this device of the spec (repeatable)")
     resume = parser.add_mutually_exclusive_group()
@@ -37,13 +40,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     if args.jobs < 1:
-        from harness.errors import UserError
-
         raise UserError(f"--jobs {args.jobs}: give at least 1")
     loaded = load_spec(args.spec)
     cells = loaded.cells_for(args.device)
     check_writable(args.out)
     executor = executor_class(args.executor)(args.out, loaded.spec.timeout_s, args.enforcement)
+    if not executor.throttles and any(c.clock.kind == "device-throttled" for c in cells):
+        executor.close()
+        raise UserError(
+            f"{loaded.path}: clock: device-throttled needs a CPU quota, which the {executor.enforcement} backend "
+            "does not set here; run as root with a cgroup cpu controller, or use clock: device-scaled"
+        )
     console = Console(stderr=True, soft_wrap=True)
     try:
         store = RunStore(args.out)
@@ -66,5 +73,7 @@ def handle(args: argparse.Namespace) -> int:
         counts: dict[str, int] = {}
         for record in records:
             counts[record.status] = counts.get(record.status, 0) + 1
-        print(json.dumps({"run_dir": str(args.out), "report": str(report) if report else None, "ran": counts}))
+        print(
+            json.dumps({"run_dir": str(args.out), "report": str(report) if report else None, "ran": counts})
+        )
     return 0

@@ -49,6 +49,11 @@ class Executor(ABC):
     def enforcement(self) -> str:
         """The backend that actually caps cells (recorded in run.json and every record)."""
 
+    @property
+    @abstractmethod
+    def throttles(self) -> bool:
+        """Whether cells get a CPU quota, which the device-throttled clock needs."""
+
     @abstractmethod
     def execute(self, cell: Cell, progress: ProgressFn) -> ChildOutcome:
         """Run the cell's child under its caps and report what happened."""
@@ -90,6 +95,7 @@ class Executor(ABC):
             predicted_peak_bytes=predict_peak_bytes(cell.params),
             clock=cell.clock,
             host_seconds=round(out.wall_seconds, 3),
+            cpu_seconds=_rounded(out.cpu_seconds),
             device_seconds=_rounded(cell.clock.device_seconds(out.wall_seconds, out.cpu_seconds)),
             steps=steps,
             metrics=metrics,

@@ -75,6 +75,10 @@ class DockerExecutor(Executor):
     def enforcement(self) -> str:
         return "container"
 
+    @property
+    def throttles(self) -> bool:
+        return True  # the engine's cpu_quota, from the cell's clock
+
     def close(self) -> None:
         self.client.close()
 

@@ -42,6 +42,10 @@ class LocalExecutor(Executor):
     def enforcement(self) -> str:
         return self.backend.name
 
+    @property
+    def throttles(self) -> bool:
+        return self.backend.can_throttle()
+
     def execute(self, cell: Cell, progress: ProgressFn) -> ChildOutcome:
         logs = self.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)

@@ -19,10 +19,11 @@ from harness.executors.local import LocalExecutor
 POLL_S = 0.2
 
 
-def _remote_backend(enforcement: str) -> str:
+def _remote_backend(enforcement: str) -> tuple[str, bool]:
     from devices.caps.select import choose_backend
 
-    return choose_backend(enforcement).name
+    backend = choose_backend(enforcement)
+    return backend.name, backend.can_throttle()
 
 
 def _remote_execute(run_dir: str, timeout_s: float, enforcement: str, cell: Cell) -> ChildOutcome:
@@ -55,11 +56,15 @@ class RayExecutor(Executor):
             except ConnectionError as exc:
                 raise UserError(f"cannot reach the Ray cluster at {address} ({exc}); start it or unset RAY_ADDRESS") from None
         self._execute = ray.remote(num_cpus=1)(_remote_execute)
-        self._enforcement = ray.get(ray.remote(num_cpus=0)(_remote_backend).remote(enforcement))
+        self._enforcement, self._throttles = ray.get(ray.remote(num_cpus=0)(_remote_backend).remote(enforcement))
 
     @property
     def enforcement(self) -> str:
         return self._enforcement
+
+    @property
+    def throttles(self) -> bool:
+        return self._throttles
 
     def execute(self, cell: Cell, progress: ProgressFn) -> ChildOutcome:
         capacity = self.ray.cluster_resources().get("memory", 0)
