@@ -16,13 +16,13 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 # No network at run time: the measuring child loads nothing from a hub.
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-KEYED_PACKAGES = ("torch", "transformers", "datasets", "peft")
 
 
 def cache_dir() -> Path:
@@ -37,13 +37,13 @@ def _version(name: str) -> str:
         return "missing"
 
 
-def environment() -> dict[str, str]:
-    """What a cached measurement depends on: interpreter, libraries and processor."""
+def environment(packages: tuple[str, ...]) -> dict[str, str]:
+    """What a cached measurement depends on: interpreter, the packages it uses, and processor."""
     return {
         "python": sys.executable,
         "python_version": platform.python_version(),
         "cpu": cpu_model(),
-        **{name: _version(name) for name in KEYED_PACKAGES},
+        **{name: _version(name) for name in packages},
     }
 
 
@@ -55,15 +55,24 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def measured_once(kind: str, argv: list[str], timeout_s: float = 300) -> dict[str, Any] | None:
-    """The cached figure `kind` for this environment, else `python -m argv...` run now and cached.
+def measured_once(
+    kind: str,
+    argv: list[str],
+    packages: tuple[str, ...],
+    valid: Callable[[Any], bool] = lambda figure: True,
+    timeout_s: float = 300,
+) -> Any:
+    """The cached figure `kind` for this environment (keyed on `packages`' versions), else `python -m argv...`
+    run now and cached. A cached figure that is not `valid` (e.g. hand-edited) is measured again.
 
     None when the measurement fails here: callers then have no figure rather than a guessed one."""
-    env_facts = environment()
+    env_facts = environment(packages)
     key = hashlib.sha256(json.dumps(env_facts, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / f"{kind}-{key}.json"
-    with contextlib.suppress(OSError, ValueError):
-        return json.loads(path.read_text())["figure"]
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        figure = json.loads(path.read_text())["figure"]
+        if valid(figure):
+            return figure
     try:
         out = subprocess.run(
             [sys.executable, "-m", *argv],
@@ -75,6 +84,8 @@ def measured_once(kind: str, argv: list[str], timeout_s: float = 300) -> dict[st
         )
         figure = json.loads(out.stdout.strip().splitlines()[-1])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+    if not valid(figure):
         return None
     with contextlib.suppress(OSError):  # a read-only home (e.g. a read-only container) only loses the cache
         path.parent.mkdir(parents=True, exist_ok=True)

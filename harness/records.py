@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from devices.profile import DeviceProfile
 from devices.speed import CellClock
@@ -38,6 +39,13 @@ class Validity(BaseModel):
 class CellRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("schema_version") == 1 and "wall_seconds" in data:
+            return _from_schema_1(data)
+        return data
+
     schema_version: int = SCHEMA_VERSION
     cell_id: str
     device: DeviceProfile
@@ -61,6 +69,22 @@ class CellRecord(BaseModel):
     validity: Validity
     started_at: str
     finished_at: str
+
+
+def _from_schema_1(data: dict[str, Any]) -> dict[str, Any]:
+    """A record written before device clocks: its times were host seconds on the profile's cores."""
+    device = data.get("device") or {}
+    cpus = device.get("cpus", 1.0) if isinstance(device, dict) else 1.0
+    clock = {
+        "kind": "host",
+        "requested": "host",
+        "cpu_quota_cores": cpus,
+        "threads": max(1, math.ceil(cpus)),
+        "source": "recorded before device clocks (schema 1): host seconds",
+    }
+    host_seconds = data.get("wall_seconds")
+    rest = {k: v for k, v in data.items() if k != "wall_seconds"}
+    return {"clock": clock, "host_seconds": host_seconds, "device_seconds": host_seconds, **rest}
 
 
 def now_iso() -> str:

@@ -35,11 +35,18 @@ def describe(record: CellRecord) -> str:
     line = (
         f"[{style}]{record.status:<7}[/] {record.cell_id} {record.device.name} {record.params.model} "
         f"{record.params.method} b{record.params.batch}: peak {format_bytes(peak)} ({record.peak_memory_source})"
-        f"{versus}, {record.steps} steps, {record.host_seconds:.1f} s"
+        f"{versus}, {record.steps} steps, {_seconds(record)}"
     )
     if record.error and record.status != "ok":
         line += f" - {record.error}"
     return line
+
+
+def _seconds(record: CellRecord) -> str:
+    """The cell's time in its clock's seconds, with the host's beside it when they differ."""
+    if record.clock.kind == "host" or record.device_seconds is None:
+        return f"{record.host_seconds:.1f} host s"
+    return f"{record.device_seconds:.1f} device s ({record.host_seconds:.1f} host s)"
 
 
 class Scheduler:

@@ -18,7 +18,7 @@ from workloads.ladder import model_shape
 
 
 def cell_label(record: CellRecord) -> str:
-    return Cell(record.device, record.params).label
+    return Cell(record.device, record.params, record.clock).label
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from devices.caps.select import probe_all
 OOM_AND_OK = """
 name: oom-and-ok
 devices: [rpi-zero-2w, rpi-4-2gb]
-timeout_s: 300
+timeout_s: 3000  # device seconds: about 3 CPU minutes of a host core on the Pi Zero's scaled clock
 matrix:
   model: opt-125m
   method: mezo

@@ -108,16 +108,19 @@ def test_bad_speed_input_is_one_line_exit_2_and_nothing_written(tmp_path, device
     assert "Traceback" not in proc.stderr and not out.exists()
 
 
-def _spec(clock: str, devices: str) -> str:
-    spec = opt_1m_spec(f"clock-{clock}", devices, "[mezo]").replace("max_steps: 2", "max_steps: 40")
-    return spec.replace("timeout_s: 300", f"timeout_s: 900\nclock: {clock}")
+def _spec(clock: str, devices: str, model: str = "opt-1m", steps: int = 40) -> str:
+    spec = opt_1m_spec(f"clock-{clock}", devices, "[mezo]").replace("max_steps: 2", f"max_steps: {steps}")
+    spec = spec.replace("model: opt-1m", f"model: {model}").replace("seq_len: 16", "seq_len: 64")
+    return spec.replace("timeout_s: 300", f"timeout_s: 9000\nclock: {clock}")
 
 
 @pytest.mark.integration
 @pytest.mark.usefixtures("no_leftover_cgroups")
 def test_scaled_cells_report_device_time_in_the_ratio_of_their_throughputs(tmp_path):
     require_kernel_caps()
-    records = {r.device.name: r for r in run_spec(tmp_path, _spec("device-scaled", "[rpi-zero-2w, rpi-5-8gb]"))}
+    # opt-8m steps take a tenth of a second of host CPU: long enough to time, short enough for a test.
+    spec = _spec("device-scaled", "[rpi-zero-2w, rpi-5-8gb]", model="opt-8m", steps=10)
+    records = {r.device.name: r for r in run_spec(tmp_path, spec)}
     for record in records.values():
         assert record.status == "ok" and record.clock.kind == "device-scaled"
         # Device seconds are the cell's CPU seconds times the ratio; one thread keeps CPU time near wall time.
@@ -125,7 +128,7 @@ def test_scaled_cells_report_device_time_in_the_ratio_of_their_throughputs(tmp_p
         assert train / host_train == pytest.approx(record.clock.ratio, rel=0.25)
         assert record.device_seconds == pytest.approx(record.cpu_seconds * record.clock.ratio, rel=1e-3)
     zero, pi5 = records["rpi-zero-2w"], records["rpi-5-8gb"]
-    step_ratio = zero.metrics["train_seconds"] / pi5.metrics["train_seconds"]
+    step_ratio = zero.metrics["step_time_s"] / pi5.metrics["step_time_s"]
     assert step_ratio == pytest.approx(pi5.device.gflops / zero.device.gflops, rel=0.25)
 
 

@@ -155,3 +155,21 @@ def test_a_throttled_spec_gives_each_device_container_its_speed_as_cpu_quota(tmp
         share = service["cpu_quota"] / service["cpu_period"]
         assert share == pytest.approx(device.gflops / clock.host_gflops_per_core, rel=0.01)
         assert share < 1  # a board's four cores do less than one host core
+
+
+@pytest.mark.parametrize(("quota", "ok"), [("20000 500000", True), ("max 100000", False), ("90000 100000", False)])
+def test_a_throttled_cell_refuses_a_container_without_its_device_quota(tmp_path, quota, ok):
+    from devices.speed import HostSpeed, plan_clock
+
+    profile = DeviceProfile(name="pi", memory=512 << 20, cpus=4, gflops=8.0)
+    clock = plan_clock(profile, "device-throttled", HostSpeed(gflops_per_core=200, cores=2, cpu="t", method="t"), 2)
+    fake_cgroup(tmp_path, 2, str(512 << 20), peak=0, oom_kills=0)
+    (tmp_path / "cpu.max").write_text(quota)
+    if ok:
+        with ContainerLimit(profile, "cell", clock, mount=tmp_path):
+            pass
+    else:
+        with pytest.raises(CapUnavailable, match="not device pi's throttle"), ContainerLimit(
+            profile, "cell", clock, mount=tmp_path
+        ):
+            pass

@@ -90,3 +90,14 @@ def test_records_match_the_committed_json_schema(tmp_path):
     assert committed == record_json_schema(), "regenerate: python -m harness.records > harness/schemas/result.schema.json"
     for status in ("ok", "oom"):
         jsonschema.validate(json.loads(make_record(status).model_dump_json()), committed)
+
+
+def test_a_record_from_before_device_clocks_reads_as_host_seconds(tmp_path):
+    line = json.loads(make_record().model_dump_json())
+    line |= {"schema_version": 1, "wall_seconds": line.pop("host_seconds")}
+    for key in ("clock", "device_seconds", "cpu_seconds"):
+        line.pop(key)
+    (tmp_path / "results.jsonl").write_text(json.dumps(line) + "\n")
+    (record,) = load_records(tmp_path)
+    assert record.clock.kind == "host" and "schema 1" in record.clock.source
+    assert record.host_seconds == record.device_seconds == 1.5

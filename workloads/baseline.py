@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from devices.cache import measured_once
+from workloads.versions import LIBRARIES
 
 #: A model whose own memory is negligible (a few hundred KiB) next to R.
 PROBE_CONFIG = {
@@ -68,8 +69,13 @@ def runtime_baseline_bytes(real_task: bool = False) -> int | None:
     cache, else measured now in a fresh subprocess (a few seconds).
     None when it cannot be measured here (then there is no prediction, rather than a guessed one)."""
     kind = "real-task" if real_task else "synthetic"
-    figure = measured_once(f"runtime-{kind}", ["workloads.baseline", *(["--real-task"] if real_task else [])])
-    return None if figure is None else int(figure)
+    figure = measured_once(
+        f"runtime-{kind}",
+        ["workloads.baseline", *(["--real-task"] if real_task else [])],
+        packages=LIBRARIES,
+        valid=lambda value: isinstance(value, int) and value > 0,
+    )
+    return figure
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ class ContainerLimit(CapBackend):
 
     def __init__(self, profile, label, clock=None, mount: Path = MOUNT) -> None:
         super().__init__(profile, label, clock)
+        self.mount = mount
         self.cgroup = find_container_cgroup(mount)
         self.kills_before = 0
         self.peak_before: int | None = None
@@ -84,10 +85,7 @@ class ContainerLimit(CapBackend):
     @classmethod
     def can_throttle(cls) -> bool:
         """The engine sets the container's quota (compose and the Docker executor take it from the clock)."""
-        return any(
-            path.exists() and path.read_text().split()[0] not in ("-1", "max")
-            for path in (MOUNT / "cpu" / "cpu.cfs_quota_us", MOUNT / "cpu.max")
-        )
+        return container_cpu_share() is not None
 
     @classmethod
     def probe_cap(cls, default: int) -> int:
@@ -103,8 +101,18 @@ class ContainerLimit(CapBackend):
                 f"({self.profile.memory_bytes} bytes); run one device per container with mem_limit set to "
                 "its memory, as `edgebench compose` does"
             )
+        if self.clock.kind == "device-throttled":
+            self._check_throttle(container_cpu_share(self.mount))
         self.kills_before = self.cgroup.oom_kills()
         self.peak_before = self.cgroup.peak_bytes()
+
+    def _check_throttle(self, share: float | None) -> None:
+        if share is None or abs(share / self.clock.cpu_quota_cores - 1) > THROTTLE_MATCH:
+            raise CapUnavailable(
+                f"the container's CPU quota ({share} cores) is not device {self.profile.name}'s throttle "
+                f"({self.clock.cpu_quota_cores:.4f} cores); set cpu_quota/cpu_period from the clock, as "
+                "`edgebench compose` and the Docker executor do"
+            )
 
     def child_env(self) -> dict[str, str]:
         return self.common_env()
@@ -117,6 +125,25 @@ class ContainerLimit(CapBackend):
 
     def destroy(self) -> None:
         pass
+
+
+#: How far the container's CPU share may be from a throttled clock's (the quota is rounded to microseconds).
+THROTTLE_MATCH = 0.02
+
+
+def container_cpu_share(mount: Path = MOUNT) -> float | None:
+    """The container's CFS quota in cores (v1 cpu.cfs_quota_us / cfs_period_us, v2 cpu.max), None if unlimited."""
+    v1, v2 = mount / "cpu" / "cpu.cfs_quota_us", mount / "cpu.max"
+    if v1.exists():
+        quota, period = int(v1.read_text()), int((mount / "cpu" / "cpu.cfs_period_us").read_text())
+    elif v2.exists():
+        text, _, period_text = v2.read_text().strip().partition(" ")
+        if text == "max":
+            return None
+        quota, period = int(text), int(period_text)
+    else:
+        return None
+    return None if quota <= 0 else quota / period
 
 
 def engine_limits(profile: DeviceProfile, clock: CellClock | None = None) -> dict[str, int | bool]:

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from devices.caps.container import engine_limits
+from devices.speed import ENV_HOST_SPEED
 from harness.errors import UserError
 from harness.spec import LoadedSpec, load_spec
 
@@ -97,6 +98,15 @@ def _after(names: list[str]) -> dict[str, Any]:
     return {name: {"condition": "service_completed_successfully"} for name in names}
 
 
+def _planned_speed(loaded: LoadedSpec, device: str) -> dict[str, Any]:
+    """A throttled container's quota comes from this host's calibration: hand it in, so that the harness
+    inside plans the same clock (a scaled container measures its own, unthrottled)."""
+    clock = loaded.clocks.get(device)
+    if clock is None or clock.kind != "device-throttled" or loaded.host is None:
+        return {}
+    return {"environment": {ENV_HOST_SPEED: loaded.host.model_dump_json()}}
+
+
 def compose_file(loaded: LoadedSpec, spec_arg: str) -> dict[str, Any]:
     results = RESULTS % run_name(loaded)
     services: dict[str, Any] = {
@@ -131,6 +141,7 @@ def compose_file(loaded: LoadedSpec, spec_arg: str) -> dict[str, Any]:
                 "container",
             ],
             **engine_limits(device, loaded.clocks.get(device.name)),
+            **_planned_speed(loaded, device.name),
         }
     services["report"] = {
         **_common(),

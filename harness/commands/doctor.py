@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from devices.caps.base import CapBackend, CapUnavailable
+from devices.caps.container import ContainerLimit
 from devices.caps.cuda import cuda_unavailable_reason
 from devices.caps.select import choose_backend, probe_all
 from devices.catalogue import USER_FILE, CatalogueError, load_catalogue, resolve_device
@@ -72,6 +73,8 @@ def handle(args: argparse.Namespace) -> int:
         )
         if throttle["reason"]:
             console.print(f"throttle: [yellow]not proven[/] ({throttle['reason']})")
+        for name, why in throttle["unprovable"].items():
+            console.print(f"throttle {name}: [yellow]not provable here[/] ({why})")
         for t in throttle["proofs"]:
             mark = "[green]verified[/]" if t["verified"] else "[red]NOT verified[/]"
             console.print(
@@ -100,14 +103,20 @@ def throttle_devices(names: list[str]) -> list[DeviceProfile]:
 
 
 def prove_throttles(backend: type[CapBackend], devices: list[DeviceProfile]) -> dict:
-    """Each device's throttle proof, or why none could be made here."""
+    """Each device's throttle proof, or why none could be made here (a device this host cannot throttle to
+    is listed under `unprovable` with the reason, and does not count against the verdict)."""
+    if backend is ContainerLimit:
+        reason = "inside a container the engine's quota is the device's own (compose and --executor docker set it)"
+        return {"reason": reason, "proofs": [], "unprovable": {}}
     if not backend.can_throttle():
-        return {"reason": f"the {backend.name} backend sets no CPU quota here", "proofs": []}
+        return {"reason": f"the {backend.name} backend sets no CPU quota here", "proofs": [], "unprovable": {}}
     host = host_speed()
     if host is None:
-        return {"reason": "this host's matmul throughput could not be measured", "proofs": []}
-    try:
-        proofs = [prove_throttle(backend, device, host).as_dict() for device in devices]
-    except ClockError as exc:
-        raise UserError(str(exc)) from None
-    return {"reason": None, "host": host.model_dump(), "proofs": proofs}
+        return {"reason": "this host's matmul throughput could not be measured", "proofs": [], "unprovable": {}}
+    proofs, unprovable = [], {}
+    for device in devices:
+        try:
+            proofs.append(prove_throttle(backend, device, host).as_dict())
+        except (ClockError, CapUnavailable) as exc:
+            unprovable[device.name] = str(exc)
+    return {"reason": None, "host": host.model_dump(), "proofs": proofs, "unprovable": unprovable}

@@ -112,7 +112,9 @@ class DockerExecutor(Executor):
                 daemon=True,
             )
             reader.start()
-            timed_out = self._wait(container, t0 + self.timeout_s + GRACE_S)
+            # The supervisor's own start and report run under the throttle too: a slow device needs more grace.
+            grace = GRACE_S / min(1.0, cell.clock.cpu_quota_cores) if cell.clock.kind == "device-throttled" else GRACE_S
+            timed_out = self._wait(container, t0 + self.timeout_s + grace)
             wall = time.perf_counter() - t0
             reader.join(timeout=10)
             container.reload()
