@@ -77,6 +77,22 @@ def test_terms_follow_the_design_formulas():
     assert parts.total == sum(getattr(parts, k) for k in parts.__dataclass_fields__)
 
 
+def test_mezo_counts_its_noise_table_or_buffers_and_adamw_state_follows_the_dtype():
+    from workloads.params import ZO_CHUNK, ZO_MAX_WORKERS, ZO_TABLE
+
+    def parts(**fields):
+        return predict_breakdown(WorkloadParams(**{"model": "opt-125m", "method": "mezo", **fields}))
+
+    assert parts().zo_buffer == parts(zo_noise="table").zo_buffer == 4 * ZO_TABLE  # 16 MiB, no chunk buffer
+    assert parts(zo_noise="normal").zo_buffer == 4 * ZO_MAX_WORKERS * ZO_CHUNK
+    assert parts(zo_variant="sign").zo_buffer == 4 * (ZO_TABLE + ZO_MAX_WORKERS * ZO_CHUNK)
+    assert parts(tuning="head", task="rotten_tomatoes").zo_buffer < 2**20  # a small table for a small head
+    table, inference = parts(batch=2, seq_len=48), parts(method="inference", batch=2, seq_len=48)
+    assert table.total <= 1.03 * inference.total
+    bf16 = predict_breakdown(WorkloadParams(model="opt-125m", method="bp", dtype="bf16", optimizer="adamw"))
+    assert bf16.optimizer == 2 * 2 * model_shape("opt-125m").params  # exp_avg, exp_avg_sq in bf16
+
+
 def test_largest_fitting_model_grows_with_the_cap_and_mezo_fits_more():
     params = WorkloadParams(model="opt-8m", method="bp-checkpointed", batch=1, seq_len=32)
     ladder = ladder_names("opt")

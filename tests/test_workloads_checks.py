@@ -70,6 +70,13 @@ def test_missing_dataset_file_and_unknown_hub_dataset(tmp_path, monkeypatch):
     assert "not in the datasets cache" in _problem(model="opt-1m", task="glue/sst2")
 
 
+@pytest.mark.parametrize("method", ["mezo", "bp", "bp-checkpointed"])
+def test_bf16_training_is_refused_and_bf16_inference_passes(method):
+    message = _problem(model="opt-1m", method=method, dtype="bf16")
+    assert message.startswith("dtype bf16 is for inference only") and "use dtype: fp32" in message
+    check_params(WorkloadParams(model="opt-1m", method="inference", dtype="bf16"))
+
+
 def test_sequence_longer_than_the_model():
     assert "use seq_len <= 512" in _problem(model="opt-1m", seq_len=4096)
 
@@ -81,6 +88,7 @@ def test_sequence_longer_than_the_model():
         ("{model: opt-1m, task: DATA, label_column: stars}", "no column 'stars'"),
         ("{model: opt-1m, batch: 0}", "batch"),
         ("{model: opt-1m, method: mezo, lr: -0.1}", "lr"),
+        ("{model: opt-1m, method: mezo, dtype: bf16}", "dtype bf16 is for inference only"),
     ],
 )
 def test_cli_refuses_with_one_line_and_writes_nothing(tmp_path, matrix, expected):

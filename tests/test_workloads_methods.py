@@ -25,6 +25,9 @@ def test_head_only_mezo_reuses_features_and_makes_the_generic_step():
             method.step(batch, step=3)
         else:
             method.optimizer.step(lambda m=model: forward_loss(m, batch), 3)
+        assert method.optimizer.pending == (4, 0)  # fused: step 4's perturbation is already applied
+        method.ready_for_eval()
+        assert method.optimizer.pending is None
         heads.append(model.head.weight.detach().clone())
     torch.testing.assert_close(heads[0], heads[1], rtol=1e-5, atol=1e-6)
     torch.manual_seed(0)

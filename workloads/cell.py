@@ -1,4 +1,4 @@
-"""One cell: build the model and task, train under the step / wall-clock budget, measure, and report."""
+"""One cell: build the model and task, train under the step / time budget (in the cell's clock), measure, report."""
 
 from __future__ import annotations
 
@@ -107,6 +107,7 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
     def evaluate(step: int) -> None:
         if task.has_accuracy:
             t0 = now()
+            method.ready_for_eval()
             point = {
                 "seconds": round(trace.train_seconds, 3),
                 "step": step,

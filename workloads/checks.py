@@ -21,6 +21,7 @@ _FALSE = ("0", "false", "no", "off")
 
 def check_params(params: WorkloadParams) -> None:
     """Raise ValueError with one line naming the problem and the fix."""
+    check_dtype(params)
     check_model(params.model)
     check_task(params)
     shape = model_shape(params.model)
@@ -28,6 +29,16 @@ def check_params(params: WorkloadParams) -> None:
         raise ValueError(
             f"seq_len {params.seq_len} is longer than model {params.model}'s {shape.max_positions} positions; "
             f"use seq_len <= {shape.max_positions}"
+        )
+
+
+def check_dtype(params: WorkloadParams) -> None:
+    """bf16 training does not learn: an update below half an ulp of its weight rounds away (MeZO's lr * g * z,
+    backprop's small steps), while MeZO's +/-eps round trips move weights by about an ulp a step."""
+    if params.dtype == "bf16" and params.method != "inference":
+        raise ValueError(
+            f"dtype bf16 is for inference only (method {params.method}): in-place bf16 updates below half an ulp "
+            "round to nothing; use dtype: fp32"
         )
 
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 from workloads.baseline import runtime_baseline_bytes
 from workloads.ladder import ModelShape, ladder_names, model_shape
-from workloads.params import ZO_CHUNK, ZO_MAX_WORKERS, WorkloadParams
+from workloads.params import ZO_CHUNK, ZO_MAX_WORKERS, WorkloadParams, noise_table_size
 from workloads.sources import SYNTHETIC
 
 BYTES = {"fp32": 4, "bf16": 2}
-OPTIMIZER_STATE = {"sgd": 0, "sgd-momentum": 1, "adamw": 2}  # fp32-sized states per trainable weight
+OPTIMIZER_STATE = {"sgd": 0, "sgd-momentum": 1, "adamw": 2}  # states per trainable weight, in its dtype
 LORA_RANK = 8
 #: Measured here (docs/workloads.md): the LM head's matmul holds a packed copy of most of the tied embedding
 #: matrix during a forward, and backprop holds about 2.5 largest-tensor-sized temporaries.
@@ -80,6 +80,14 @@ def layer_saved_for_backward(shape: ModelShape, b: int, s: int, w: int) -> int:
     return w * per_layer
 
 
+def zo_bytes(params: WorkloadParams, shape: ModelShape, trainable: int, w: int) -> int:
+    """MeZO's own memory (workloads.mezo): the noise table (`table`) or one z buffer per worker (`normal`), plus
+    one estimate buffer per worker for ZO-SignSGD."""
+    buffers = (params.zo_noise == "normal") + (params.zo_variant == "sign")
+    table = noise_table_size(trainable) if params.zo_noise == "table" else 0
+    return w * (table + ZO_MAX_WORKERS * buffers * min(ZO_CHUNK, shape.largest_tensor))
+
+
 def breakdown(params: WorkloadParams, shape: ModelShape, runtime: int, num_labels: int = 2) -> Breakdown:
     w = BYTES[params.dtype]
     b, s = params.batch, min(params.seq_len, shape.max_positions)
@@ -90,15 +98,13 @@ def breakdown(params: WorkloadParams, shape: ModelShape, runtime: int, num_label
     logits = 4 * b * s * shape.vocab if lm else 0  # fp32 logits of an LM head
     weights = total_params * w
     if params.method in ("inference", "mezo"):
-        zo = 0
-        if params.method == "mezo":
-            buffers = 2 if params.n_queries > 1 or params.zo_variant == "sign" else 1
-            zo = ZO_MAX_WORKERS * buffers * w * min(ZO_CHUNK, shape.largest_tensor)
+        zo = zo_bytes(params, shape, trainable, w) if params.method == "mezo" else 0
         # An LM keeps its logits and their log-softmax; its head's matmul packs the (tied) embedding matrix.
         head = int(LM_HEAD_PACKING * largest) if lm else 0
         return Breakdown(runtime, weights, 0, 0, layer_working_set(shape, b, s, w), 2 * logits + head, zo)
     grads = trainable * w
-    optimizer = OPTIMIZER_STATE[params.optimizer] * 4 * trainable
+    # torch keeps optimizer states in the parameter's dtype (exp_avg, exp_avg_sq of a bf16 weight are bf16)
+    optimizer = OPTIMIZER_STATE[params.optimizer] * w * trainable
     if params.method == "bp":
         acts = shape.layers * layer_saved_for_backward(shape, b, s, w)
     else:  # checkpointed: every layer's input, plus one layer recomputed with its saved tensors

@@ -19,6 +19,9 @@ from workloads.params import WorkloadParams
 class Method(Protocol):
     def step(self, batch: dict[str, torch.Tensor], step: int) -> float: ...
 
+    def ready_for_eval(self) -> None:
+        """Leave the model's weights as trained (MeZO's fused steps keep a perturbation pending between steps)."""
+
 
 def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> float:
     """One forward in eval mode under inference_mode: what inference and MeZO both pay per pass."""
@@ -32,6 +35,9 @@ class Inference:
 
     def step(self, batch: dict[str, torch.Tensor], step: int) -> float:
         return forward_loss(self.model, batch)
+
+    def ready_for_eval(self) -> None:
+        pass
 
 
 class ZerothOrder:
@@ -47,6 +53,7 @@ class ZerothOrder:
             n_queries=params.n_queries,
             variant=params.zo_variant,
             seed=params.seed,
+            noise=params.zo_noise,
         )
 
         self.head_only = isinstance(model, SequenceClassifier) and {id(p) for _, p in named} <= {
@@ -67,6 +74,9 @@ class ZerothOrder:
                 return float(nn.functional.cross_entropy(logits.float(), batch["labels"]))
 
         return self.optimizer.step(head_loss, step)
+
+    def ready_for_eval(self) -> None:
+        self.optimizer.restore()
 
 
 def make_optimizer(named: list[tuple[str, nn.Parameter]], params: WorkloadParams) -> torch.optim.Optimizer:
@@ -102,6 +112,9 @@ class Backprop:
         loss.backward()
         self.optimizer.step()
         return float(loss.detach())
+
+    def ready_for_eval(self) -> None:
+        pass
 
 
 def make_method(params: WorkloadParams, model: nn.Module, named: list[tuple[str, nn.Parameter]]) -> Method:

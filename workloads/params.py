@@ -14,10 +14,21 @@ Optimizer = Literal["sgd", "sgd-momentum", "adamw"]
 
 #: Learning rates used when the spec gives none: MeZO needs far smaller steps than AdamW.
 DEFAULT_LR = {"mezo": 1e-6, "bp-checkpointed": 1e-4, "bp": 1e-4, "inference": 0.0}
-#: MeZO draws z this many elements at a time (4 MiB in fp32), on at most ZO_MAX_WORKERS threads, each with
-#: its own buffer; shared by workloads.mezo and the memory model.
+#: MeZO works on z this many elements at a time (4 MiB in fp32), on at most ZO_MAX_WORKERS threads (with
+#: `zo_noise: normal`, each thread draws z into its own chunk buffer); shared by workloads.mezo and the memory model.
 ZO_CHUNK = 1 << 20
 ZO_MAX_WORKERS = 4
+#: `zo_noise: table`: the shared noise table holds at most ZO_TABLE normals (16 MiB in fp32; MeZO's peak must stay
+#: within 3% of inference's, about 1.3 GB on opt-125m) and at least ZO_TABLE_MIN, so that even a tiny model has
+#: many distinct slices to draw z from.
+ZO_TABLE = 1 << 22
+ZO_TABLE_MIN = 1 << 16
+
+
+def noise_table_size(trainable: int) -> int:
+    """Elements of MeZO's noise table for `trainable` trained elements: the next power of two, clamped to
+    [ZO_TABLE_MIN, ZO_TABLE] (no need for more normals than a step perturbs)."""
+    return min(ZO_TABLE, max(ZO_TABLE_MIN, 1 << max(trainable - 1, 0).bit_length()))
 
 
 class WorkloadParams(BaseModel):
@@ -36,12 +47,18 @@ class WorkloadParams(BaseModel):
     eps: float = Field(default=1e-3, gt=0, description="MeZO perturbation scale")
     n_queries: int = Field(default=1, ge=1, description="n-SPSA: estimates averaged per MeZO step")
     zo_variant: Literal["spsa", "sign"] = Field(default="spsa", description="sign: zo-sgd-sign update")
+    zo_noise: Literal["normal", "table"] = Field(
+        default="table",
+        description="MeZO's z: fresh normals per pass (normal) or signed slices of a per-cell table of normals "
+        "(table, ~10x cheaper to draw); the default is the one benchmarks/bench_workloads_memory.py shows faster "
+        "at equal accuracy",
+    )
     tuning: Literal["full", "lora", "head"] = "full"
     dtype: Literal["fp32", "bf16"] = "fp32"
     batch: int = Field(default=8, ge=1)
     seq_len: int = Field(default=64, ge=1)
     max_steps: int | None = Field(default=10, ge=1, description="step budget")
-    max_seconds: float | None = Field(default=None, gt=0, description="wall-clock budget for training")
+    max_seconds: float | None = Field(default=None, gt=0, description="training-time budget, in the cell clock's seconds")
     eval_every: int | None = Field(default=None, ge=1, description="evaluate every k steps (plus step 0 and the end)")
     eval_seconds: float | None = Field(default=None, gt=0, description="evaluate every k seconds of training time")
     eval_examples: int = Field(default=512, ge=1)
