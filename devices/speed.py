@@ -142,11 +142,25 @@ class CellClock(BaseModel):
         )
 
 
+def cell_threads(profile: DeviceProfile, host_cores: int, quota: float | None = None) -> int:
+    """torch's threads in a cell: the device's cores on this host's, and no more than a quota can keep busy."""
+    wanted = min(profile.threads, host_cores) if quota is None else min(math.ceil(quota), profile.threads, host_cores)
+    return max(1, wanted)
+
+
 def host_clock(profile: DeviceProfile, host_cores: int, requested: Clock, source: str) -> CellClock:
-    threads = max(1, min(profile.threads, host_cores))
     return CellClock(
-        kind="host", requested=requested, cpu_quota_cores=profile.cpus, threads=threads, source=source
+        kind="host",
+        requested=requested,
+        cpu_quota_cores=profile.cpus,
+        threads=cell_threads(profile, host_cores),
+        source=source,
     )
+
+
+def unplanned_clock(profile: DeviceProfile) -> CellClock:
+    """Host speed on this machine, for a cell or a cap built without a planned clock (tests, tools)."""
+    return host_clock(profile, os.cpu_count() or 1, "host", "no clock was planned for this cell")
 
 
 def plan_clock(
@@ -178,7 +192,6 @@ def plan_clock(
             f"can hold on this host ({host.gflops_per_core * CFS_MIN_QUOTA_US / CFS_LONG_PERIOD_US:.2f} GFLOPS); "
             "use clock: device-scaled"
         )
-    threads = max(1, min(math.ceil(quota), profile.threads, host_cores))
     return CellClock(
         kind=requested,
         requested=requested,
@@ -186,7 +199,7 @@ def plan_clock(
         device_gflops=profile.gflops,
         host_gflops_per_core=host.gflops_per_core,
         cpu_quota_cores=quota if requested == "device-throttled" else profile.cpus,
-        threads=threads,
+        threads=cell_threads(profile, host_cores, quota),
         source=profile.gflops_source or "the device profile",
     )
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 
 from devices.profile import DeviceProfile
-from devices.speed import CellClock, host_clock
+from devices.speed import CellClock, unplanned_clock
 from workloads.params import WorkloadParams
 
 
@@ -25,8 +24,7 @@ class Cell:
 
     def __post_init__(self) -> None:
         if self.clock is None:
-            clock = host_clock(self.device, os.cpu_count() or 1, "host", "no clock was planned for this cell")
-            object.__setattr__(self, "clock", clock)
+            object.__setattr__(self, "clock", unplanned_clock(self.device))
 
     @property
     def id(self) -> str:

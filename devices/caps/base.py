@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from devices.speed import CellClock, host_clock
+from devices.speed import CellClock, unplanned_clock
 
 if TYPE_CHECKING:
     from devices.profile import DeviceProfile
@@ -53,9 +53,7 @@ class CapBackend(ABC):
         self.profile = profile
         self.label = re.sub(r"[^A-Za-z0-9_.-]", "_", label)
         #: The CPU share and threads come from the cell's clock (a throttle for device-throttled cells).
-        self.clock = clock or host_clock(
-            profile, os.cpu_count() or 1, "host", "no clock was planned for this cap"
-        )
+        self.clock = clock or unplanned_clock(profile)
 
     @classmethod
     @abstractmethod
