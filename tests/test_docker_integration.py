@@ -70,6 +70,19 @@ def test_docker_executor_over_cap_is_oom_and_under_cap_is_ok(engine, tmp_path):
     assert not engine.client().containers.list(all=True, filters={"label": LABEL})
 
 
+def test_docker_executor_throttles_a_cell_to_its_device_speed(engine, tmp_path):
+    device = "[{name: fast-board, memory: 1GiB, cpus: 4, gflops: 90, gflops_source: test}]"
+    spec = opt_1m_spec("throttled", device, "[mezo]").replace("timeout_s: 300", "timeout_s: 900\nclock: device-throttled")
+    out = tmp_path / "run"
+    proc = edgebench("run", str(write_spec(tmp_path, spec)), "--executor", "docker", "--out", str(out), "--no-report")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (record,) = load_records(out)
+    assert record.status == "ok" and record.clock.kind == "device-throttled", record.error
+    # The engine's cpu_quota came from the clock (the container refuses any other) and held the cell to it.
+    assert record.device_seconds == record.host_seconds
+    assert record.host_seconds * record.clock.cpu_quota_cores == pytest.approx(record.cpu_seconds, rel=0.25)
+
+
 def test_ctrl_c_removes_the_running_cells_container(engine, tmp_path):
     spec = OOM_AND_OK.replace("devices: [rpi-zero-2w, rpi-4-2gb]", "devices: [rpi-4-2gb]")
     spec = spec.replace("opt-125m", "opt-1m").replace("max_steps: 1", "max_steps: null\n  max_seconds: 600")
