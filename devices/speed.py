@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from devices.profile import DeviceProfile
 
 Clock = Literal["device-scaled", "device-throttled", "host"]
-CLOCKS: tuple[Clock, ...] = ("device-scaled", "device-throttled", "host")
 DEFAULT_CLOCK: Clock = "device-scaled"
 
 #: Environment variable that hands a cell its clock (JSON of CellClock), set by the cap backends.
@@ -94,6 +93,10 @@ class CellClock(BaseModel):
     @property
     def scaled(self) -> bool:
         return self.kind == "device-scaled"
+
+    @property
+    def throttled(self) -> bool:
+        return self.kind == "device-throttled"
 
     @property
     def axis_label(self) -> str:
@@ -255,12 +258,12 @@ def calibrate() -> HostSpeed:
     )
 
 
-def _is_host_speed(figure: object) -> bool:
+def _host_speed_or_none(figure: object) -> HostSpeed | None:
+    """A HostSpeed from a cached, measured or handed-down figure; None for one that is not (e.g. hand-edited)."""
     try:
-        HostSpeed.model_validate(figure)
+        return HostSpeed.model_validate(figure)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def host_speed() -> HostSpeed | None:
@@ -269,9 +272,14 @@ def host_speed() -> HostSpeed | None:
     A harness that planned a throttled container hands its calibration down in EDGEBENCH_HOST_SPEED, so the
     container records the clock its quota was computed from (and does not re-measure under the throttle)."""
     handed = os.environ.get(ENV_HOST_SPEED)
-    if handed and _is_host_speed(json.loads(handed)):
-        return HostSpeed.model_validate_json(handed)
-    figure = measured_once("host-speed", ["devices.speed", "--calibrate"], packages=("torch",), valid=_is_host_speed)
+    if handed and (speed := _host_speed_or_none(json.loads(handed))):
+        return speed
+    figure = measured_once(
+        "host-speed",
+        ["devices.speed", "--calibrate"],
+        packages=("torch",),
+        valid=lambda value: _host_speed_or_none(value) is not None,
+    )
     return None if figure is None else HostSpeed.model_validate(figure)
 
 

@@ -28,8 +28,8 @@ class Cell:
 
     @property
     def id(self) -> str:
-        """The clock's kind changes every time figure; the host's calibration (which varies a little
-        between runs) does not enter, so a resume on the same host finds its cells."""
+        """The clock's kind changes what every time figure means, so it enters the id; the host's calibration
+        (which varies a little between runs) does not, so a resume on the same host finds its cells."""
         content = {"device": self.device.model_dump(), "params": self.params.model_dump(), "clock": self.clock.kind}
         return hashlib.sha256(canonical_json(content).encode()).hexdigest()[:12]
 

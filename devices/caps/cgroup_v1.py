@@ -84,7 +84,7 @@ class CgroupV1(CapBackend):
         else:
             (self.memory_dir / "memory.swappiness").write_text("0")
         cpu_base = controller_dir("cpu", self.mount, self.proc_cgroup)
-        if cpu_base is None and self.clock.kind == "device-throttled":
+        if cpu_base is None and self.clock.throttled:
             raise CapUnavailable("the device-throttled clock needs the cgroup v1 cpu controller, which is not mounted")
         if cpu_base is not None:
             sweep_stale(cpu_base)

@@ -102,7 +102,7 @@ class CgroupV2(CapBackend):
         if (self.directory / "cpu.max").exists():
             period, quota = cfs_quota(self.clock.cpu_quota_cores)
             (self.directory / "cpu.max").write_text(f"{quota} {period}")
-        elif self.clock.kind == "device-throttled":
+        elif self.clock.throttled:
             raise CapUnavailable("the device-throttled clock needs the cpu controller, which is not delegated here")
 
     def child_env(self) -> dict[str, str]:

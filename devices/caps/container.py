@@ -101,7 +101,7 @@ class ContainerLimit(CapBackend):
                 f"({self.profile.memory_bytes} bytes); run one device per container with mem_limit set to "
                 "its memory, as `edgebench compose` does"
             )
-        if self.clock.kind == "device-throttled":
+        if self.clock.throttled:
             self._check_throttle(container_cpu_share(self.mount))
         self.kills_before = self.cgroup.oom_kills()
         self.peak_before = self.cgroup.peak_bytes()

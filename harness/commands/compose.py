@@ -102,7 +102,7 @@ def _planned_speed(loaded: LoadedSpec, device: str) -> dict[str, Any]:
     """A throttled container's quota comes from this host's calibration: hand it in, so that the harness
     inside plans the same clock (a scaled container measures its own, unthrottled)."""
     clock = loaded.clocks.get(device)
-    if clock is None or clock.kind != "device-throttled" or loaded.host is None:
+    if clock is None or not clock.throttled or loaded.host is None:
         return {}
     return {"environment": {ENV_HOST_SPEED: loaded.host.model_dump_json()}}
 

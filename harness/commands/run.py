@@ -45,7 +45,7 @@ def handle(args: argparse.Namespace) -> int:
     cells = loaded.cells_for(args.device)
     check_writable(args.out)
     executor = executor_class(args.executor)(args.out, loaded.spec.timeout_s, args.enforcement)
-    if not executor.throttles and any(c.clock.kind == "device-throttled" for c in cells):
+    if not executor.throttles and any(c.clock.throttled for c in cells):
         executor.close()
         raise UserError(
             f"{loaded.path}: clock: device-throttled needs a CPU quota, which the {executor.enforcement} backend "

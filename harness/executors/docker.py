@@ -113,7 +113,7 @@ class DockerExecutor(Executor):
             )
             reader.start()
             # The supervisor's own start and report run under the throttle too: a slow device needs more grace.
-            grace = GRACE_S / min(1.0, cell.clock.cpu_quota_cores) if cell.clock.kind == "device-throttled" else GRACE_S
+            grace = GRACE_S / min(1.0, cell.clock.cpu_quota_cores) if cell.clock.throttled else GRACE_S
             timed_out = self._wait(container, t0 + self.timeout_s + grace)
             wall = time.perf_counter() - t0
             reader.join(timeout=10)
