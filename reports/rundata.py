@@ -14,7 +14,15 @@ from harness.cells import Cell
 from harness.errors import UserError
 from harness.records import CellRecord
 from harness.store import RUN_INFO, load_records, read_run_info
-from workloads.ladder import model_shape
+from workloads.registry import model_shape
+
+
+def metric_number(metrics: dict, name: str) -> float | None:
+    """A workload metric when it is a real number; workloads may omit or null any of them."""
+    value = metrics.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
 
 
 def cell_label(record: CellRecord) -> str:

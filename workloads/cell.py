@@ -25,7 +25,7 @@ from workloads.models import (
 from workloads.params import WorkloadParams
 from workloads.runner import Reporter
 from workloads.sources import LABEL_WORDS, SYNTHETIC
-from workloads.tasks import Task, real_task, synthetic_task
+from workloads.tasks import EVAL_SPLITS, Task, real_task, synthetic_task
 from workloads.versions import library_versions
 
 #: Losses kept in the record: every step up to this many, then evenly thinned.
@@ -39,11 +39,12 @@ class CellOutcome:
 
 
 @torch.inference_mode()
-def accuracy(model: torch.nn.Module, task: Task, device: torch.device) -> float:
+def accuracy(model: torch.nn.Module, task: Task, split: str, device: torch.device) -> float:
+    """Percent of `split`'s evaluated examples the model classifies right."""
     was_training = model.training
     model.eval()
     correct = total = 0
-    for batch in task.held_out_batches():
+    for batch in task.held_out_batches(split):
         batch = {k: v.to(device) for k, v in batch.items()}
         predicted = model(**batch).logits.argmax(-1)
         correct += int((predicted == batch["labels"]).sum())
@@ -65,7 +66,7 @@ def setup(params: WorkloadParams):
 def prepare(params: WorkloadParams, device: torch.device):
     """Task and model, with the trainable parameters selected. Real tasks start from a zero-shot head."""
     if params.task == SYNTHETIC:
-        from workloads.ladder import model_shape
+        from workloads.registry import model_shape
 
         shape = model_shape(params.model)
         decoder = shape.is_decoder if shape else True
@@ -84,8 +85,9 @@ def prepare(params: WorkloadParams, device: torch.device):
 
 @dataclass
 class Trace:
-    """What the loop observed: per-step losses and times, the accuracy curve. Times are in the cell's clock
-    (device seconds unless the clock is host), and training time also in host seconds."""
+    """What the loop observed: per-step losses and times, the accuracy curve (test accuracy as `accuracy`, the
+    validation split's as `val_accuracy`). Times are in the cell's clock (device seconds unless the clock is
+    host), and training time also in host seconds."""
 
     losses: list[float] = field(default_factory=list)
     step_times: list[float] = field(default_factory=list)
@@ -108,14 +110,16 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
         if task.has_accuracy:
             t0 = now()
             method.ready_for_eval()
+            scores = {split: accuracy(model, task, split, device) for split in EVAL_SPLITS}
             point = {
                 "seconds": round(trace.train_seconds, 3),
                 "step": step,
-                "accuracy": accuracy(model, task, device),
+                "accuracy": scores["test"],
+                "val_accuracy": scores["validation"],
             }
             trace.curve.append(point)
             trace.eval_seconds += now() - t0
-            reporter.progress(step, force=True, accuracy=point["accuracy"])
+            reporter.progress(step, force=True, accuracy=point["accuracy"], val_accuracy=point["val_accuracy"])
 
     evaluate(0)
     next_eval_s = params.eval_seconds
@@ -123,7 +127,7 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
     while _within_budget(params, step, trace.train_seconds):
         batch = {k: v.to(device) for k, v in task.batch(step).items()}
         t0, host0 = now(), time.perf_counter()
-        loss = method.step(batch, step)
+        loss = method.step(batch, step, trace.train_seconds)
         trace.step_times.append(now() - t0)
         trace.host_train_seconds += time.perf_counter() - host0
         trace.train_seconds += trace.step_times[-1]
@@ -184,5 +188,8 @@ def _metrics(params, model, named, task: Task, built, threads: int, trace: Trace
             "accuracy_curve": curve,
             "initial_accuracy": curve[0]["accuracy"],
             "final_accuracy": curve[-1]["accuracy"],
+            "initial_val_accuracy": curve[0]["val_accuracy"],
+            "final_val_accuracy": curve[-1]["val_accuracy"],
+            "majority_accuracy": task.majority_accuracy(),
         }
     return metrics

