@@ -3,20 +3,34 @@
 Memory and time regressions are relative (0.05 = 5 %); the accuracy drop is in percentage points.
 A cell that finished in the baseline but not now (ok -> oom, timeout, error, or no record) is a
 regression whatever the thresholds.
+
+Seeds are noise, not regressions: when both runs finished at least MIN_SEEDS seeds of a cell (cells that
+differ only in their seed), its memory, time and accuracy are judged over the seeds. A figure regresses only
+when its mean moved past the threshold *and* a one-sided Mann-Whitney U test finds the shift significant
+(p <= ALPHA; with 3 seeds against 3 the smallest p is 0.05). Fewer seeds fall back to the per-cell thresholds.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
+from scipy.stats import mannwhitneyu
 
 from harness.errors import UserError
 from harness.records import CellRecord
 from harness.spec import Thresholds
-from reports.rundata import RunData, cell_label, load_run
-from reports.table import metric_number
+from reports.rundata import RunData, cell_label, load_run, metric_number
+from reports.selection import describe, seedless_key, varying_axes
+from reports.spread import Spread, spread
+from reports.style import MIB
+
+MIN_SEEDS = 3
+ALPHA = 0.05
+LABEL_AXES = ("model", "method", "tuning", "batch", "seed")  # what a cell label already says
 
 
 def parse_fraction(text: str | float, option: str) -> float:
@@ -112,10 +126,19 @@ class Comparison:
     only_in_baseline: list[str]  # labels of baseline cells the current run does not include at all
     only_in_current: list[str]
     context: list[str] = field(default_factory=list)  # how the two runs' setups differ (versions, backend)
+    groups: list[GroupChange] = field(default_factory=list)  # cells with enough seeds, judged over them
 
     @property
     def regressions(self) -> list[CellChange]:
         return [c for c in self.changes if c.regressions]
+
+    @property
+    def group_regressions(self) -> list[GroupChange]:
+        return [g for g in self.groups if g.regressions]
+
+    @property
+    def regression_count(self) -> int:
+        return len(self.regressions) + len(self.group_regressions)
 
     def as_dict(self) -> dict:
         """JSON-ready, with the relative changes spelled out for scripts."""
@@ -123,7 +146,10 @@ class Comparison:
             "baseline": str(self.baseline),
             "current": str(self.current),
             "thresholds": self.thresholds.model_dump(),
-            "regressed": [c.cell_id for c in self.regressions],
+            "regressed": sorted(
+                {c.cell_id for c in self.regressions}
+                | {i for g in self.group_regressions for i in g.cell_ids}
+            ),
             "changes": [
                 asdict(c)
                 | {
@@ -133,6 +159,7 @@ class Comparison:
                 }
                 for c in self.changes
             ],
+            "groups": [asdict(g) | {"regressions": g.regressions} for g in self.groups],
             "only_in_baseline": self.only_in_baseline,
             "only_in_current": self.only_in_current,
             "context": self.context,
@@ -156,7 +183,10 @@ def _accuracy(record: CellRecord | None) -> float | None:
     return metric_number(record.metrics, "final_accuracy") if record else None
 
 
-def compare_cell(base: CellRecord, cur: CellRecord | None, limits: Thresholds) -> CellChange:
+def compare_cell(
+    base: CellRecord, cur: CellRecord | None, limits: Thresholds, over_seeds: bool = False
+) -> CellChange:
+    """`over_seeds`: its group's seeds judge memory, time and accuracy, so a crossing here is only a note."""
     both_ok = cur is not None and base.status == "ok" and cur.status == "ok"
     metric, t_before, t_after = _time(base, cur)
     change = CellChange(
@@ -178,18 +208,157 @@ def compare_cell(base: CellRecord, cur: CellRecord | None, limits: Thresholds) -
         change.notes.append(f"status {base.status} -> ok")
     if not both_ok:
         return change
+    crossed = []
     if base.peak_memory_source != cur.peak_memory_source:
         change.notes.append(
             f"memory source {base.peak_memory_source} -> {cur.peak_memory_source}: not compared"
         )
     elif (rel := change.memory.relative) is not None and rel > limits.max_memory_regression:
-        change.regressions.append(f"peak memory {rel:+.1%} (limit {limits.max_memory_regression:.1%})")
+        crossed.append(f"peak memory {rel:+.1%} (limit {limits.max_memory_regression:.1%})")
     if (rel := change.time.relative) is not None and rel > limits.max_time_regression:
-        change.regressions.append(f"{metric} {rel:+.1%} (limit {limits.max_time_regression:.1%})")
+        crossed.append(f"{metric} {rel:+.1%} (limit {limits.max_time_regression:.1%})")
     drop = change.accuracy_drop_points
     if drop is not None and drop > limits.max_accuracy_drop:
-        change.regressions.append(f"final accuracy -{drop:.2f} points (limit {limits.max_accuracy_drop:g})")
+        crossed.append(f"final accuracy -{drop:.2f} points (limit {limits.max_accuracy_drop:g})")
+    if over_seeds:
+        change.notes += [f"{text} in this seed; judged over the seeds" for text in crossed]
+    else:
+        change.regressions += crossed
     return change
+
+
+@dataclass(frozen=True)
+class SeedTest:
+    """One figure of one group of seeds, baseline against current."""
+
+    metric: str
+    before: Spread
+    after: Spread
+    change: float  # relative growth for memory and time, the drop in points for accuracy
+    limit: float
+    p_value: float
+    regressed: bool
+    verdict: str
+
+
+@dataclass
+class GroupChange:
+    """Cells that differ only in their seed, judged together."""
+
+    label: str  # the cells' label with its seed replaced by the seeds
+    cell_ids: list[str]
+    tests: list[SeedTest]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def regressions(self) -> list[str]:
+        return [t.verdict for t in self.tests if t.regressed]
+
+    def near_limit(self, share: float = 0.5) -> bool:
+        """Worth a line in CI logs: a figure's mean moved past `share` of its limit, either way."""
+        return bool(self.notes) or any(abs(t.change) > share * t.limit for t in self.tests)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A compared figure: how to read it, its limit, and whether it regresses by growing (relative) or by
+    dropping (in points)."""
+
+    metric: str
+    read: Callable[[CellRecord], float | None]
+    limit: float
+    grows: bool
+
+
+def describe_figure(metric: str, value: Spread) -> str:
+    """A group's figure as mean ± std (n): memory in MiB, accuracy to 0.1 point, times to 3 decimals."""
+    if metric == "peak memory":
+        return value.scaled(MIB).describe(unit=" MiB")
+    return value.describe(digits=1 if metric == "final accuracy" else 3)
+
+
+def seed_test(figure: Figure, before: list[float], after: list[float]) -> SeedTest:
+    """Past the limit on the means and significant by a one-sided Mann-Whitney U test: both, or no regression."""
+    b, a = spread(before), spread(after)
+    if figure.grows:
+        change = a.mean / b.mean - 1 if b.mean else 0.0
+        text = f"{figure.metric} {change:+.1%} (limit {figure.limit:.1%})"
+    else:
+        change = b.mean - a.mean
+        text = f"{figure.metric} {0.0 - change:+.2f} points (limit {figure.limit:g})"  # no "-0.00"
+    p_value = float(mannwhitneyu(before, after, alternative="less" if figure.grows else "greater").pvalue)
+    regressed = change > figure.limit and p_value <= ALPHA
+    judged = "significant" if p_value <= ALPHA else "not significant"
+    verdict = f"{text} on the means of {b.n} vs {a.n} seeds, Mann-Whitney p={p_value:.3f} ({judged})"
+    return SeedTest(figure.metric, b, a, change, figure.limit, p_value, regressed, verdict)
+
+
+def _figures(
+    base: list[CellRecord], cur: list[CellRecord], limits: Thresholds
+) -> tuple[list[Figure], list[str]]:
+    """What a group compares: memory when every seed read it from one source, time in the figure every seed
+    has (step time, else device seconds, else host seconds), the final test accuracy."""
+    records = base + cur
+    figures, notes = [], []
+    if len({r.peak_memory_source for r in records}) == 1:
+        figures.append(
+            Figure("peak memory", lambda r: r.peak_memory_bytes, limits.max_memory_regression, True)
+        )
+    else:
+        notes.append("memory sources differ between seeds or runs: not compared")
+    if all(metric_number(r.metrics, "step_time_s") is not None for r in records):
+        figures.append(
+            Figure(
+                "step_time_s",
+                lambda r: metric_number(r.metrics, "step_time_s"),
+                limits.max_time_regression,
+                True,
+            )
+        )
+    elif all(r.device_seconds is not None for r in records):
+        figures.append(Figure("device_seconds", lambda r: r.device_seconds, limits.max_time_regression, True))
+    else:
+        figures.append(Figure("host_seconds", lambda r: r.host_seconds, limits.max_time_regression, True))
+    figures.append(Figure("final accuracy", _accuracy, limits.max_accuracy_drop, False))
+    return figures, notes
+
+
+def _values(records: list[CellRecord], read: Callable[[CellRecord], float | None]) -> list[float]:
+    return [v for r in records if (v := read(r)) is not None]
+
+
+def compare_group(
+    base: list[CellRecord], cur: list[CellRecord], limits: Thresholds, detail: str = ""
+) -> GroupChange:
+    """`base` and `cur` are the finished seeds (at least MIN_SEEDS each) of one cell in the two runs; `detail`
+    names what tells it from cells of the same label (e.g. `lr 1e-3`)."""
+    figures, notes = _figures(base, cur, limits)
+    tests = []
+    for figure in figures:
+        before, after = _values(base, figure.read), _values(cur, figure.read)
+        if min(len(before), len(after)) >= MIN_SEEDS:
+            tests.append(seed_test(figure, before, after))
+        elif before or after:
+            notes.append(f"{figure.metric}: fewer than {MIN_SEEDS} seeds recorded it: not compared")
+    seeds = ",".join(str(s) for s in sorted({r.params.seed for r in base + cur}))
+    label = f"{cell_label(base[0]).rpartition('/s')[0]}/s{{{seeds}}}" + (f" ({detail})" if detail else "")
+    return GroupChange(label, sorted({r.cell_id for r in base + cur}), tests, notes)
+
+
+def _details(groups: dict[str, list[CellRecord]]) -> dict[str, str]:
+    """Per group, the axes the cell label leaves out (lr, schedule, ...) whose values differ between groups."""
+    params = {key: records[0].params.model_dump(exclude=set(LABEL_AXES)) for key, records in groups.items()}
+    axes = varying_axes(params.values())
+    return {key: describe(p, axes) for key, p in params.items()}
+
+
+def _seed_groups(records: list[CellRecord]) -> dict[str, list[CellRecord]]:
+    """Finished records by the cell they repeat (everything but the seed)."""
+    groups: dict[str, list[CellRecord]] = defaultdict(list)
+    for record in records:
+        if record.status == "ok":
+            groups[seedless_key(record)].append(record)
+    return groups
 
 
 def setup_differences(base: RunData, cur: RunData) -> list[str]:
@@ -235,7 +404,17 @@ def compare_runs(
             f"{baseline} and {current} share no cell (different specs or devices); "
             "compare two runs of the same spec"
         )
-    changes = [compare_cell(r, current_records.get(r.cell_id), limits) for r in shared]
+    base_groups, cur_groups = _seed_groups(shared), _seed_groups(list(current_records.values()))
+    judged = {
+        key
+        for key, records in base_groups.items()
+        if min(len(records), len(cur_groups.get(key, []))) >= MIN_SEEDS
+    }
+    changes = [
+        compare_cell(r, current_records.get(r.cell_id), limits, seedless_key(r) in judged) for r in shared
+    ]
+    details = _details({key: base_groups[key] for key in judged})
+    groups = [compare_group(base_groups[key], cur_groups[key], limits, details[key]) for key in judged]
     base_ids = {r.cell_id for r in base_run.records}
     return Comparison(
         baseline=Path(baseline),
@@ -245,4 +424,5 @@ def compare_runs(
         only_in_baseline=[cell_label(r) for r in base_run.records if r.cell_id not in in_current_run],
         only_in_current=[cell_label(r) for r in cur_run.records if r.cell_id not in base_ids],
         context=setup_differences(base_run, cur_run),
+        groups=sorted(groups, key=lambda g: g.label),
     )

@@ -99,7 +99,8 @@ def method_legend(fig: Figure, methods: Iterable[str], extra: list | None = None
         for m in methods
     ]
     handles += extra or []
-    per_row = max(2, int(fig.get_figwidth() / 1.7))
+    widest = max((len(h.get_label()) for h in handles), default=0)
+    per_row = max(2, int(fig.get_figwidth() / (0.5 + 0.085 * widest)))  # long labels take fewer columns
     fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), per_row), frameon=False)
 
 

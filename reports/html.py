@@ -17,11 +17,13 @@ from markupsafe import Markup
 from devices.profile import format_bytes
 from harness.records import now_iso
 from harness.store import check_writable, write_atomic
+from reports.accuracy import AccuracyRow, accuracy_rows
 from reports.clocks import clock_summary
-from reports.compare import Comparison, compare_runs
+from reports.compare import ALPHA, MIN_SEEDS, Comparison, compare_runs, describe_figure
 from reports.figures import Plot
 from reports.plots import PLOT_NAMES, render_plots
 from reports.rundata import RunData, load_run
+from reports.selection import format_value
 from reports.style import METHOD_COLOURS, MIB, format_params, method_label
 from reports.summary import DeviceHeadline, device_headlines
 from reports.table import CellRow, cell_rows, rows_csv
@@ -50,6 +52,10 @@ def _environment() -> Environment:
         ratio=lambda v: "" if v is None else f"{v:.2f}",
         method=method_label,
         sortkey=lambda v: "" if v is None else v,
+        spread=lambda v: "-" if v is None else v.describe(),
+        spread_mib=lambda v: "-" if v is None else v.scaled(MIB).describe(unit=" MiB"),
+        seed_figure=lambda v, metric: describe_figure(metric, v),
+        recipe_value=format_value,
     )
     env.filters["apply"] = lambda value, name: "-" if value is None else env.filters[name](value)
     return env
@@ -72,6 +78,7 @@ def _style() -> str:
 def render_html(
     run: RunData,
     headlines: list[DeviceHeadline],
+    accuracy: list[AccuracyRow],
     rows: list[CellRow],
     plots: list[Plot],
     skipped: list[str],
@@ -92,6 +99,7 @@ def render_html(
         "expected": len(set(run.expected) | {r.cell_id for r in run.records}),
         "missing": run.missing_labels(),
         "headlines": headlines,
+        "accuracy": accuracy,
         "clock": clock_summary(run),
         "plots": [(p, "data:image/png;base64," + base64.b64encode(p.png).decode()) for p in plots],
         "plot_prefix": PLOT_PREFIX,
@@ -99,6 +107,8 @@ def render_html(
         "rows": rows,
         "csv_name": CSV_NAME,
         "comparison": comparison,
+        "alpha": ALPHA,
+        "min_seeds": MIN_SEEDS,
         "generated_at": now_iso(),
         "csp": csp,
         "style": Markup(style),
@@ -115,9 +125,11 @@ def write_report(run_dir: Path, out: Path | None = None, baseline: Path | None =
     run = load_run(run_dir)
     out = Path(out) if out is not None else Path(run_dir) / "report.html"
     comparison = compare_runs(baseline, run_dir) if baseline is not None else None
-    headlines, rows = device_headlines(run), cell_rows(run)
-    plots, skipped = render_plots(run, headlines)
-    html = render_html(run, headlines, rows, plots, skipped, comparison)
+    headlines, accuracy = device_headlines(run), accuracy_rows(run)
+    choices = [a.choice for a in accuracy]
+    rows = cell_rows(run, choices)
+    plots, skipped = render_plots(run, headlines, choices)
+    html = render_html(run, headlines, accuracy, rows, plots, skipped, comparison)
     check_writable(out.parent)
     out.parent.mkdir(parents=True, exist_ok=True)
     for name in PLOT_NAMES:  # a plot this run has no data for must not show a previous render

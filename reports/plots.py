@@ -12,6 +12,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from devices.profile import format_bytes
 from harness.records import CellRecord
+from reports.accuracy import majority_test_accuracy
 from reports.clocks import MIXED, time_label
 from reports.figures import (
     Plot,
@@ -24,7 +25,9 @@ from reports.figures import (
     single,
     to_png,
 )
-from reports.rundata import RunData
+from reports.rundata import RunData, metric_number
+from reports.selection import GroupChoice
+from reports.spread import Band, mean_band
 from reports.style import (
     METHODS,
     STATUS_MARKERS,
@@ -34,9 +37,9 @@ from reports.style import (
     spans_decades,
 )
 from reports.summary import DeviceHeadline
-from reports.table import metric_number
 
 LINESTYLES = ("-", "--", ":", "-.")
+MAJORITY_COLOUR = "#555555"
 OOM_DODGE = 1.12  # OOM markers of different methods share the cap line: shift each method a little
 PLOT_NAMES = (
     "peak-memory",
@@ -218,6 +221,7 @@ def largest_model_plot(headlines: list[DeviceHeadline]) -> Plot | None:
 
 
 def _curve(record: CellRecord, x_key: str) -> list[tuple[float, float]]:
+    """The record's test accuracy (percent, as workloads report it) against `x_key`, sorted."""
     raw = record.metrics.get("accuracy_curve")
     points = []
     for point in raw if isinstance(raw, list) else []:
@@ -225,48 +229,84 @@ def _curve(record: CellRecord, x_key: str) -> list[tuple[float, float]]:
             continue
         x, y = metric_number(point, x_key), metric_number(point, "accuracy")
         if x is not None and y is not None:
-            points.append((x, y))  # workloads report accuracy in percent
+            points.append((x, y))
     return sorted(points)
 
 
 def curve_variant(record: CellRecord) -> str:
-    """The line style's key: the model, and what of it is tuned when that is not all of it (MeZO on the
-    head and full-parameter MeZO of one model are different curves)."""
+    """The line style's key: the model, and what of it is tuned when that is not all of it (the head and the
+    whole of one model are different curves, whichever method tunes them)."""
     tuning = record.params.tuning
     return record.params.model if tuning == "full" else f"{record.params.model} ({tuning})"
 
 
-def accuracy_plot(run: RunData, x_key: str) -> Plot | None:
-    """Accuracy over training time in the records' clock (the paper's trade-off) or over steps, one panel per
-    device; each time axis names its device's clock."""
-    curves = {r.cell_id: c for r in run.records if len(c := _curve(r, x_key)) >= 1}
-    devices = [d for d in run.devices if any(r.cell_id in curves for r in run.by_device(d.name))]
+def _draw_band(ax: Axes, band: Band, colour: str, linestyle: str) -> None:
+    """The seeds' mean as a line, mean ± std shaded around it, and n at its end."""
+    ax.plot(
+        band.x,
+        band.mean,
+        color=colour,
+        linestyle=linestyle,
+        marker="." if len(band.x) < 30 else None,
+        linewidth=1.6,
+    )
+    if band.std is not None:
+        low = [m - s for m, s in zip(band.mean, band.std, strict=True)]
+        high = [m + s for m, s in zip(band.mean, band.std, strict=True)]
+        ax.fill_between(band.x, low, high, color=colour, alpha=0.18, linewidth=0)
+    ax.annotate(
+        f"n={band.n}",
+        (band.x[-1], band.mean[-1]),
+        xytext=(3, 0),
+        textcoords="offset points",
+        fontsize=7,
+        color=colour,
+        va="center",
+    )
+
+
+def _draw_majority(ax: Axes, records: list[CellRecord]) -> bool:
+    """A dashed line per task at the majority-class accuracy of its test split; False when none is recorded."""
+    levels = {r.params.task: m for r in records if (m := majority_test_accuracy(r)) is not None}
+    for task, level in sorted(levels.items()):
+        ax.axhline(level, color=MAJORITY_COLOUR, linestyle="--", linewidth=1.1, zorder=1)
+        ax.annotate(
+            f"majority class{f' ({task})' if len(levels) > 1 else ''} {level:.1f}%",
+            (0.99, level),
+            xycoords=("axes fraction", "data"),
+            xytext=(-2, 3),
+            textcoords="offset points",
+            ha="right",
+            fontsize=7,
+            color=MAJORITY_COLOUR,
+        )
+    return bool(levels)
+
+
+def accuracy_plot(run: RunData, choices: list[GroupChoice], x_key: str) -> Plot | None:
+    """Test accuracy over training time in the records' clock (the paper's trade-off) or over steps, one panel
+    per device: per setting, its chosen recipe's seeds as a mean line with a ± std band."""
+    bands = [(c, b) for c in choices if (b := mean_band([_curve(r, x_key) for r in c.shown]))]
+    devices = [d for d in run.devices if any(c.sample.device.name == d.name for c, _ in bands)]
     if not devices:
         return None
     fig, axes = panels(len(devices))
-    plotted = [r for r in run.records if r.cell_id in curves]
+    plotted = [r for c, _ in bands for r in c.shown]
     sizes = {curve_variant(r): run.param_count(r) or 0 for r in plotted}
     models = sorted(sizes, key=lambda m: (sizes[m], m))
     style = {m: LINESTYLES[i % len(LINESTYLES)] for i, m in enumerate(models)}
-    methods, xs = set(), []
+    methods, xs, majority = set(), [], False
     for ax, device in zip(axes, devices, strict=True):
-        drawn = [r for r in run.by_device(device.name) if curves.get(r.cell_id)]
-        for record in drawn:
-            points = curves[record.cell_id]
-            ax.plot(
-                [x for x, _ in points],
-                [y for _, y in points],
-                color=method_colour(record.params.method),
-                linestyle=style[curve_variant(record)],
-                marker="." if len(points) < 30 else None,
-                linewidth=1.6,
-            )
-            if record.status != "ok":
-                _scatter_status(ax, *points[-1], record)
+        own = [(c, b) for c, b in bands if c.sample.device.name == device.name]
+        for choice, band in own:
+            record = choice.sample
+            _draw_band(ax, band, method_colour(record.params.method), style[curve_variant(record)])
             methods.add(record.params.method)
-            xs += [x for x, _ in points]
+            xs += band.x
+        drawn = [r for c, _ in own for r in c.shown]
+        majority = _draw_majority(ax, drawn) or majority
         ax.set_title(device.name, fontsize=11)
-        ax.set_ylabel("accuracy (%)")
+        ax.set_ylabel("test accuracy (%)")
         ax.set_xlabel(f"training time, {time_label(drawn)}" if x_key == "seconds" else "step")
     if x_key == "step" and spans_decades(xs, factor=100):
         for ax in axes:
@@ -276,19 +316,29 @@ def accuracy_plot(run: RunData, x_key: str) -> Plot | None:
         if len(models) > 1
         else []
     )
-    method_legend(fig, method_order(methods), model_handles)
+    banded = any(b.std is not None for _, b in bands)
+    band_handle = Patch(facecolor="#444444", alpha=0.25, label="mean ± std over n seeds")
+    majority_handle = Line2D([], [], color=MAJORITY_COLOUR, linestyle="--", label="majority class (test)")
+    extra = model_handles + ([band_handle] if banded else []) + ([majority_handle] if majority else [])
+    method_legend(fig, method_order(methods), extra)
+    how = (
+        "Each line is one setting's recipe chosen on validation accuracy (see the accuracy table): the mean "
+        "test accuracy over its finished seeds, with a shaded mean ± std band (sample std, none for a single "
+        "seed; seeds interpolated on a common grid) and n, the number of seeds, at its end."
+        + (" The dashed grey line is the majority-class accuracy of the test split." if majority else "")
+    )
     if x_key == "seconds":
         return Plot(
             "accuracy-time",
-            "Accuracy vs training time",
-            f"Evaluation accuracy against training time in {_clock_phrase(plotted)}: MeZO's cheap steps "
-            "against backprop's informative ones.",
+            "Test accuracy vs training time",
+            f"Test accuracy against training time in {_clock_phrase(plotted)}: MeZO's cheap steps against "
+            f"backprop's informative ones. {how}",
             to_png(fig),
         )
     return Plot(
         "accuracy-step",
-        "Accuracy vs step",
-        "Evaluation accuracy against optimisation steps; MeZO usually needs many more steps than backprop.",
+        "Test accuracy vs step",
+        f"Test accuracy against optimisation steps; MeZO usually needs many more steps than backprop. {how}",
         to_png(fig),
     )
 
@@ -369,7 +419,9 @@ def predicted_vs_measured_plot(run: RunData) -> Plot | None:
 PlotBuilder = Callable[[], Plot | None]
 
 
-def render_plots(run: RunData, headlines: list[DeviceHeadline]) -> tuple[list[Plot], list[str]]:
+def render_plots(
+    run: RunData, headlines: list[DeviceHeadline], choices: list[GroupChoice]
+) -> tuple[list[Plot], list[str]]:
     """Every plot the run has data for, and a line for each one it has not."""
     builders: list[tuple[str, PlotBuilder]] = [
         ("peak memory vs model size (no cell has a parameter count)", lambda: peak_memory_plot(run)),
@@ -377,8 +429,14 @@ def render_plots(run: RunData, headlines: list[DeviceHeadline]) -> tuple[list[Pl
             "largest trainable model (no training cell has a parameter count)",
             lambda: largest_model_plot(headlines),
         ),
-        ("accuracy vs time (no cell recorded an accuracy curve)", lambda: accuracy_plot(run, "seconds")),
-        ("accuracy vs step (no cell recorded an accuracy curve)", lambda: accuracy_plot(run, "step")),
+        (
+            "accuracy vs time (no finished cell of a chosen recipe recorded an accuracy curve)",
+            lambda: accuracy_plot(run, choices, "seconds"),
+        ),
+        (
+            "accuracy vs step (no finished cell of a chosen recipe recorded an accuracy curve)",
+            lambda: accuracy_plot(run, choices, "step"),
+        ),
         ("step time (no finished cell recorded step_time_s)", lambda: step_time_plot(run)),
         ("predicted vs measured memory (no cell has both figures)", lambda: predicted_vs_measured_plot(run)),
     ]

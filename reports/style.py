@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import get_args
 
-from workloads.params import Method
+from workloads.params import Method, WorkloadParams
 
 METHODS: tuple[str, ...] = get_args(Method)
+TUNINGS: tuple[str, ...] = get_args(WorkloadParams.model_fields["tuning"].annotation)  # full first
 
 # Okabe-Ito colours (colour-blind safe); a method keeps its colour in every plot.
 METHOD_COLOURS = {"mezo": "#D55E00", "bp-checkpointed": "#0072B2", "bp": "#CC79A7", "inference": "#7A7A7A"}
@@ -26,6 +27,11 @@ def method_colour(method: str) -> str:
 
 def method_label(method: str) -> str:
     return METHOD_LABELS.get(method, method)
+
+
+def arm_label(method: str, tuning: str) -> str:
+    """A method with what it tunes when that is not the whole model: BP on the head is not MeZO on the head."""
+    return method_label(method) if tuning == "full" else f"{method_label(method)} + {tuning}"
 
 
 def method_order(methods: Iterable[str]) -> list[str]:

@@ -2,36 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from devices.profile import DeviceProfile
 from harness.records import CellRecord
 from reports.rundata import RunData
-from reports.style import TRAINING_METHODS, method_label, method_order
+from reports.selection import seedless_key
+from reports.spread import Spread, spread
+from reports.style import TRAINING_METHODS, TUNINGS, arm_label, method_order
 
-#: The paper's comparison: how much larger a model MeZO fits than checkpointed backprop.
-RATIO_PAIR = ("mezo", "bp-checkpointed")
+#: The paper's comparison: how much larger a model MeZO fits than checkpointed backprop, both tuning it all.
+RATIO_PAIR = (("mezo", "full"), ("bp-checkpointed", "full"))
 
 
 @dataclass(frozen=True)
 class Fit:
-    """The largest tested model that fits; `at_least` when even the largest size tried fits."""
+    """The largest tested model that fits; `at_least` when even the largest size tried fits. `peak` is the
+    memory figure behind it over the seeds of that cell (bytes)."""
 
     model: str
     params: int
     at_least: bool
+    peak: Spread | None
 
 
 @dataclass(frozen=True)
 class MethodFit:
     method: str
+    tuning: str
     measured: Fit | None
     predicted: Fit | None
-    tested: int  # cells of this method on this device with a known model size
+    tested: int  # cells of this arm on this device with a known model size
 
     @property
     def label(self) -> str:
-        return method_label(self.method)
+        return arm_label(self.method, self.tuning)
 
     @property
     def measured_over_predicted(self) -> float | None:
@@ -58,25 +64,41 @@ class DeviceHeadline:
     sentence: str
 
 
-def _largest(sized: list[tuple[int, CellRecord]], fits) -> Fit | None:
+def _largest(
+    sized: list[tuple[int, CellRecord]],
+    fits: Callable[[CellRecord], bool],
+    figure: Callable[[CellRecord], int | None],
+) -> Fit | None:
+    """The largest model with a cell that `fits`, and its memory `figure` over that cell's seeds that fit."""
     fitting = [(n, r) for n, r in sized if fits(r)]
     if not fitting:
         return None
     params, record = max(fitting, key=lambda pair: pair[0])
-    return Fit(record.params.model, params, at_least=params >= max(n for n, _ in sized))
+    seeds = [r for _, r in fitting if seedless_key(r) == seedless_key(record)]
+    peak = spread(f for r in seeds if (f := figure(r)) is not None)
+    return Fit(record.params.model, params, at_least=params >= max(n for n, _ in sized), peak=peak)
 
 
-def method_fit(run: RunData, device: DeviceProfile, method: str) -> MethodFit:
+def method_fit(run: RunData, device: DeviceProfile, method: str, tuning: str = "full") -> MethodFit:
     sized = [
         (n, r)
         for r in run.by_device(device.name)
-        if r.params.method == method and (n := run.param_count(r)) is not None
+        if (r.params.method, r.params.tuning) == (method, tuning) and (n := run.param_count(r)) is not None
     ]
-    measured = _largest(sized, lambda r: r.status == "ok")
+    cap = device.memory_bytes
+    measured = _largest(sized, lambda r: r.status == "ok", lambda r: r.peak_memory_bytes)
     predicted = _largest(
-        sized, lambda r: r.predicted_peak_bytes is not None and r.predicted_peak_bytes <= device.memory_bytes
+        sized,
+        lambda r: r.predicted_peak_bytes is not None and r.predicted_peak_bytes <= cap,
+        lambda r: r.predicted_peak_bytes,
     )
-    return MethodFit(method, measured, predicted, len(sized))
+    return MethodFit(method, tuning, measured, predicted, len(sized))
+
+
+def arms(records: list[CellRecord]) -> list[tuple[str, str]]:
+    """The (method, tuning) pairs of training cells: methods in canonical order, full tuning first."""
+    present = {(r.params.method, r.params.tuning) for r in records if r.params.method in TRAINING_METHODS}
+    return [(m, t) for m in method_order(m for m, _ in present) for t in TUNINGS if (m, t) in present]
 
 
 def _ratio(top: Fit | None, bottom: Fit | None) -> Ratio | None:
@@ -86,10 +108,13 @@ def _ratio(top: Fit | None, bottom: Fit | None) -> Ratio | None:
     return Ratio(top.params / bottom.params, at_least=top.at_least)
 
 
-def _sentence(fits: dict[str, MethodFit], measured: Ratio | None, predicted: Ratio | None) -> str:
+def _sentence(fits: dict[tuple[str, str], MethodFit], measured: Ratio | None, predicted: Ratio | None) -> str:
     top, bottom = (fits.get(m) for m in RATIO_PAIR)
     if top is None or bottom is None:
-        return "Run both MeZO and checkpointed BP on this device to compare the largest model each fits."
+        return (
+            "Run both MeZO and checkpointed BP on the whole model on this device to compare the largest model "
+            "each fits."
+        )
     if measured is not None:
         text = (
             f"MeZO fine-tunes a {measured.describe()} larger model than checkpointed BP "
@@ -107,9 +132,8 @@ def _sentence(fits: dict[str, MethodFit], measured: Ratio | None, predicted: Rat
 def device_headlines(run: RunData) -> list[DeviceHeadline]:
     headlines = []
     for device in run.devices:
-        methods = method_order(r.params.method for r in run.by_device(device.name))
-        fits = {m: method_fit(run, device, m) for m in methods if m in TRAINING_METHODS}
-        fits = {m: f for m, f in fits.items() if f.tested}
+        fits = {arm: method_fit(run, device, *arm) for arm in arms(run.by_device(device.name))}
+        fits = {arm: f for arm, f in fits.items() if f.tested}
         if not fits:
             continue
         top, bottom = (fits.get(m) for m in RATIO_PAIR)

@@ -1,4 +1,5 @@
-"""The cells table: one row per recorded cell, raw values for CSV, formatted by the template for HTML."""
+"""The cells table: one row per recorded cell (each seed its own row), raw values for CSV, formatted by the
+template for HTML."""
 
 from __future__ import annotations
 
@@ -6,15 +7,9 @@ import csv
 import io
 from dataclasses import asdict, dataclass, fields
 
-from reports.rundata import RunData, cell_label
-
-
-def metric_number(metrics: dict, name: str) -> float | None:
-    """A workload metric when it is a real number; workloads may omit or null any of them."""
-    value = metrics.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
+from harness.records import CellRecord
+from reports.rundata import RunData, cell_label, metric_number
+from reports.selection import GroupChoice, is_accuracy_record
 
 
 @dataclass(frozen=True)
@@ -26,7 +21,9 @@ class CellRow:
     model: str
     param_count: int | None
     method: str
+    tuning: str
     optimizer: str
+    lr: float
     task: str
     batch: int
     seq_len: int
@@ -44,7 +41,9 @@ class CellRow:
     steps: int
     step_time_s: float | None
     initial_accuracy: float | None
-    final_accuracy: float | None
+    final_accuracy: float | None  # on the test split
+    final_val_accuracy: float | None
+    recipe: str  # "chosen" when its recipe is the one the summary shows, "not chosen", "" for no accuracy
     valid: bool
     failed_checks: str
 
@@ -55,7 +54,15 @@ class CellRow:
         return None
 
 
-def cell_rows(run: RunData) -> list[CellRow]:
+def _recipe_verdict(record: CellRecord, shown: set[str]) -> str:
+    if record.status != "ok" or not is_accuracy_record(record):
+        return ""
+    return "chosen" if record.cell_id in shown else "not chosen"
+
+
+def cell_rows(run: RunData, choices: list[GroupChoice]) -> list[CellRow]:
+    """Every record, one per seed; `choices` mark the cells whose recipe the accuracy summary shows."""
+    shown = {r.cell_id for c in choices for r in c.shown}
     rows = []
     for r in run.records:
         rows.append(
@@ -67,7 +74,9 @@ def cell_rows(run: RunData) -> list[CellRow]:
                 model=r.params.model,
                 param_count=run.param_count(r),
                 method=r.params.method,
+                tuning=r.params.tuning,
                 optimizer=r.params.optimizer,
+                lr=r.params.learning_rate,
                 task=r.params.task,
                 batch=r.params.batch,
                 seq_len=r.params.seq_len,
@@ -86,6 +95,8 @@ def cell_rows(run: RunData) -> list[CellRow]:
                 step_time_s=metric_number(r.metrics, "step_time_s"),
                 initial_accuracy=metric_number(r.metrics, "initial_accuracy"),
                 final_accuracy=metric_number(r.metrics, "final_accuracy"),
+                final_val_accuracy=metric_number(r.metrics, "final_val_accuracy"),
+                recipe=_recipe_verdict(r, shown),
                 valid=r.validity.valid,
                 failed_checks=" ".join(sorted(k for k, ok in r.validity.checks.items() if not ok)),
             )

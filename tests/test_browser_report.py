@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_reports_fixtures import sweep, sweep_record, write_run
+from tests.test_reports_fixtures import accuracy_run, sweep, sweep_record, write_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -159,3 +159,60 @@ def test_cells_table_sorts_and_filters(browser, report):
     assert visible and set(visible) == {"oom"}
     assert browser.find_element(By.ID, "cells-shown").text == str(len(visible))
     assert len(visible) < cells
+
+
+@pytest.fixture(scope="module")
+def accuracy_report(tmp_path_factory) -> Path:
+    """The accuracy experiment (4 arms x recipes x 3 seeds) compared with an identical baseline."""
+    from reports.html import write_report
+
+    baseline = write_run(tmp_path_factory.mktemp("accuracy-baseline"), accuracy_run())
+    return write_report(write_run(tmp_path_factory.mktemp("accuracy"), accuracy_run()), baseline=baseline)
+
+
+def _visible_text(browser, selector: str) -> str:
+    return browser.execute_script(f"return document.querySelector({selector!r}).innerText")
+
+
+def test_accuracy_summary_reads_as_seeds_with_spread_chosen_on_validation(browser, accuracy_report):
+    from selenium.webdriver.common.by import By
+
+    log = _open(browser, accuracy_report)
+    assert [entry for entry in log if entry["level"] == "SEVERE"] == []
+    table = browser.find_element(By.ID, "accuracy-table")
+    assert table.is_displayed()
+    rows = [
+        [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+        for row in table.find_elements(By.CSS_SELECTOR, "tbody tr")
+    ]
+    assert len(rows) == 4
+    arms = {row[2]: row for row in rows}
+    assert set(arms) == {"MeZO", "MeZO + head", "BP (checkpointed)", "BP (checkpointed) + head"}
+    mezo = arms["MeZO"]
+    assert " ± " in mezo[7] and mezo[7].endswith("(n=3)")  # final test accuracy: mean ± std (n)
+    assert mezo[8] == "50.0"  # the majority class beside it
+    assert (
+        mezo[-1] == "recipe chosen on validation accuracy: lr 2e-5 (mean val 76.0 over 3 seeds); test shown"
+    )
+    assert "runner-up" in _visible_text(browser, "#recipes-table")
+
+
+def test_accuracy_plots_show_the_band_and_the_majority_line(browser, accuracy_report):
+    _open(browser, accuracy_report)
+    for name in ("accuracy-time", "accuracy-step"):
+        figure = f"#plot-{name}"
+        loaded = browser.execute_script(
+            f"const i = document.querySelector('{figure} img'); return i.complete && i.naturalWidth > 0"
+        )
+        assert loaded, name
+        caption = _visible_text(browser, f"{figure} figcaption")
+        assert "shaded mean ± std band" in caption and "n, the number of seeds" in caption
+        assert "The dashed grey line is the majority-class accuracy of the test split." in caption
+        assert "recipe chosen on validation accuracy" in caption
+
+
+def test_baseline_section_judges_seeds_together(browser, accuracy_report):
+    _open(browser, accuracy_report)
+    groups = _visible_text(browser, "#baseline-groups")
+    assert "s{0,1,2}" in groups and "(n=3)" in groups and "Mann-Whitney" in groups
+    assert "0 regressions" in _visible_text(browser, "#baseline + .notice")

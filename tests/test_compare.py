@@ -1,4 +1,5 @@
-"""`edgebench compare` through the real CLI: exit 1 naming regressed cells, 0 when none, 2 on bad input."""
+"""`edgebench compare` through the real CLI: exit 1 naming regressed cells, 0 when none, 2 on bad input;
+cells with 3 seeds in both runs are judged over their seeds (threshold on the means and Mann-Whitney U)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 
 from harness.cli import main
 from harness.errors import UserError
-from reports.compare import parse_fraction
-from tests.test_reports_fixtures import sweep, write_run
+from harness.spec import Thresholds
+from reports.compare import compare_cell, compare_runs, parse_fraction
+from tests.test_reports_fixtures import accuracy_record, accuracy_run, sweep, write_run
 
 DEVICES = ("rpi-zero-2w", "rpi-4-2gb")
 
@@ -237,3 +239,94 @@ def test_parse_fraction(text, value):
 def test_parse_fraction_rejects(text):
     with pytest.raises(UserError):
         parse_fraction(text, "--x")
+
+
+NOISY_BEFORE, NOISY_AFTER = (70.1, 71.5, 69.4), (71.0, 69.8, 70.3)
+
+
+def _seed_runs(tmp_path: Path, before, after, **update) -> tuple[Path, Path, list, list]:
+    """A baseline and a current run of one accuracy cell, one seed per final test accuracy given."""
+    base = [accuracy_record("mezo", 2e-5, seed, 76.0, acc) for seed, acc in enumerate(before)]
+    cur = [
+        accuracy_record("mezo", 2e-5, seed, 76.0, acc).model_copy(update=update)
+        for seed, acc in enumerate(after)
+    ]
+    return write_run(tmp_path / "base", base), write_run(tmp_path / "cur", cur), base, cur
+
+
+def test_seed_noise_is_not_a_regression_when_three_seeds_are_judged_together(tmp_path, capsys):
+    base_dir, cur_dir, base, cur = _seed_runs(tmp_path, NOISY_BEFORE, NOISY_AFTER)
+    # Seed by seed, seed 1 lost 1.7 points: past the 1-point limit.
+    assert compare_cell(base[1], cur[1], Thresholds()).regressions == [
+        "final accuracy -1.70 points (limit 1)"
+    ]
+    assert main(["compare", str(base_dir), str(cur_dir), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["regressed"] == []
+    (group,) = data["groups"]
+    assert group["label"] == "rpi-4-2gb/minilm-l6/mezo/b16/s{0,1,2}" and group["regressions"] == []
+    accuracy = next(t for t in group["tests"] if t["metric"] == "final accuracy")
+    assert accuracy["p_value"] > 0.05 and not accuracy["regressed"]
+    noted = next(c for c in data["changes"] if c["cell_id"] == base[1].cell_id)
+    assert noted["regressions"] == []
+    assert noted["notes"] == ["final accuracy -1.70 points (limit 1) in this seed; judged over the seeds"]
+    assert main(["compare", str(base_dir), str(cur_dir)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "1 cells with 3+ seeds in both runs judged over them: 0 regressed, 0 listed" in out
+    assert main(["compare", str(base_dir), str(cur_dir), "--all"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "70.3 ± 1.1 (n=3) -> 70.4 ± 0.6 (n=3)" in out and "final accuracy +0.03 points (limit 1)" in out
+
+
+def test_with_fewer_than_three_seeds_each_cell_meets_its_threshold(tmp_path, capsys):
+    base_dir, cur_dir, base, _ = _seed_runs(tmp_path, NOISY_BEFORE[:2], NOISY_AFTER[:2])
+    assert main(["compare", str(base_dir), str(cur_dir)]) == 1
+    err = capsys.readouterr().err
+    assert f"{base[1].cell_id}): final accuracy -1.70 points (limit 1)" in err and "Mann-Whitney" not in err
+
+
+def test_a_real_drop_across_all_seeds_is_a_regression(tmp_path, capsys):
+    base_dir, cur_dir, base, _ = _seed_runs(tmp_path, NOISY_BEFORE, [a - 10 for a in NOISY_BEFORE])
+    assert main(["compare", str(base_dir), str(cur_dir)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "edgebench compare: REGRESSION rpi-4-2gb/minilm-l6/mezo/b16/s{0,1,2}: final accuracy -10.00 points "
+        "(limit 1) on the means of 3 vs 3 seeds, Mann-Whitney p=0.050 (significant)"
+    ]
+
+
+def test_a_significant_shift_within_the_threshold_is_not_a_regression(tmp_path):
+    base_dir, cur_dir, _, _ = _seed_runs(
+        tmp_path, (70.1, 70.3, 70.2), (69.5, 69.6, 69.4)
+    )  # -0.7 in every seed
+    comparison = compare_runs(base_dir, cur_dir)
+    (test,) = [t for t in comparison.groups[0].tests if t.metric == "final accuracy"]
+    assert test.p_value <= 0.05 and not test.regressed and comparison.regression_count == 0
+
+
+def test_memory_growth_in_every_seed_is_judged_over_the_seeds(tmp_path, capsys):
+    peak = accuracy_record("mezo", 2e-5, 0, 76.0, 70.0).peak_memory_bytes
+    base_dir, cur_dir, _, _ = _seed_runs(
+        tmp_path, NOISY_BEFORE, NOISY_BEFORE, peak_memory_bytes=int(peak * 1.1)
+    )
+    assert main(["compare", str(base_dir), str(cur_dir)]) == 1
+    assert "s{0,1,2}: peak memory +10.0% (limit 5.0%) on the means of 3 vs 3 seeds" in capsys.readouterr().err
+
+
+def test_the_report_shows_the_seed_groups_of_a_comparison(tmp_path):
+    from reports.html import write_report
+
+    base_dir, cur_dir, _, _ = _seed_runs(tmp_path, NOISY_BEFORE, NOISY_AFTER)
+    html = " ".join(write_report(cur_dir, baseline=base_dir).read_text().split())
+    assert "0 regressions" in html and "one-sided Mann-Whitney U test with p ≤ 0.05" in html
+    assert 'id="baseline-groups"' in html and "70.3 ± 1.1 (n=3)" in html
+
+
+def test_groups_of_one_label_are_told_apart_by_their_recipe(tmp_path):
+    records = accuracy_run(arms={("mezo", "full"): {2e-5: (76.0, 75.2), 1e-5: (74.0, 76.5)}})
+    base, cur, _ = _runs(tmp_path, baseline_records=records)
+    labels = [g.label for g in compare_runs(base, cur).groups]
+    assert labels == [
+        "rpi-4-2gb/minilm-l6/mezo/b16/s{0,1,2} (lr 1e-5)",
+        "rpi-4-2gb/minilm-l6/mezo/b16/s{0,1,2} (lr 2e-5)",
+    ]

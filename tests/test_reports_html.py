@@ -16,10 +16,12 @@ from harness.errors import UserError
 from reports.html import write_report
 from reports.plots import PLOT_NAMES, curve_variant
 from reports.rundata import load_run
+from reports.selection import choose_recipes
+from reports.spread import spread
 from reports.summary import device_headlines
 from tests.records_factory import make_record
-from tests.test_reports_fixtures import on_clock, scaled_clock, sweep, sweep_record, write_run
-from workloads.ladder import model_shape
+from tests.test_reports_fixtures import accuracy_run, on_clock, scaled_clock, sweep, sweep_record, write_run
+from workloads.registry import model_shape
 
 
 class Resources(HTMLParser):
@@ -119,7 +121,10 @@ def test_records_without_metrics_still_render(tmp_path):
     ]
     run_dir = write_run(tmp_path, records)
     html = write_report(run_dir).read_text()
-    assert "Not drawn, for lack of data" in html and "no cell recorded an accuracy curve" in html
+    assert (
+        "Not drawn, for lack of data" in html
+        and "no finished cell of a chosen recipe recorded an accuracy curve" in html
+    )
     for status in ("ok", "oom", "timeout", "error"):
         assert f'<tr class="r-{status}"' in html
     assert "RuntimeError: boom" in html
@@ -256,7 +261,7 @@ def test_time_axes_and_captions_name_the_clock(tmp_path, monkeypatch):
     figures = []
     monkeypatch.setattr(reports.plots, "to_png", lambda fig: figures.append(fig) or b"")
     run = load_run(_clocked_run(tmp_path))
-    accuracy = reports.plots.accuracy_plot(run, "seconds")
+    accuracy = reports.plots.accuracy_plot(run, choose_recipes(run.records), "seconds")
     axes = {ax.get_title(): ax for ax in figures[-1].axes if ax.get_visible()}
     assert axes["rpi-4-2gb"].get_xlabel() == "training time, device seconds (scaled)"
     assert axes["rpi-zero-2w"].get_xlabel() == "training time, host seconds"
@@ -269,3 +274,96 @@ def test_time_axes_and_captions_name_the_clock(tmp_path, monkeypatch):
     scaled_only = load_run(write_run(tmp_path / "scaled", [on_clock(r, scaled_clock()) for r in sweep()]))
     assert "in device seconds (scaled)" in reports.plots.step_time_plot(scaled_only).caption
     assert "wall-clock" not in step.caption
+
+
+@pytest.fixture(scope="module")
+def accuracy_report(tmp_path_factory) -> Path:
+    """The paper's accuracy experiment: four arms (MeZO and checkpointed BP, full and head), 3 seeds each."""
+    return write_report(write_run(tmp_path_factory.mktemp("accuracy"), accuracy_run()))
+
+
+def _text(path: Path) -> str:
+    return " ".join(path.read_text().split())
+
+
+def test_accuracy_summary_shows_the_recipe_chosen_on_validation_with_its_test_spread(accuracy_report):
+    html = _text(accuracy_report)
+    assert "recipe chosen on validation accuracy: lr 2e-5 (mean val 76.0 over 3 seeds); test shown" in html
+    mezo = [
+        r for r in accuracy_run() if (r.params.method, r.params.tuning, r.params.lr) == ("mezo", "full", 2e-5)
+    ]
+    test = spread(r.metrics["final_accuracy"] for r in mezo)
+    assert f'<td class="num spread">{test.describe()}</td>' in html and "(n=3)" in html and " ± " in html
+    assert html.count('<td class="num majority">50.0</td>') == 4  # every setting beside the majority class
+    for arm in ("MeZO", "MeZO + head", "BP (checkpointed)", "BP (checkpointed) + head"):
+        assert f'">{arm}</span></td>' in html
+    # The runner-up is listed with its validation figure, never shown as the result.
+    assert "runner-up" in html and "lr 1e-5" in html and html.count("<strong>chosen</strong>") == 2
+
+
+def test_cells_table_keeps_one_row_per_seed_and_marks_the_chosen_recipe(accuracy_report):
+    rows = list(csv.DictReader(io.StringIO((accuracy_report.parent / "cells.csv").read_text())))
+    assert len(rows) == 18 and {r["seed"] for r in rows} == {"0", "1", "2"}
+    assert (
+        sum(r["recipe"] == "chosen" for r in rows) == 12
+        and sum(r["recipe"] == "not chosen" for r in rows) == 6
+    )
+    assert {r["tuning"] for r in rows} == {"full", "head"}
+    assert all(float(r["final_val_accuracy"]) > 50 for r in rows)
+
+
+def test_accuracy_plots_draw_the_mean_with_a_band_n_and_the_majority_line(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(reports.plots, "to_png", lambda fig: figures.append(fig) or b"")
+    run = load_run(write_run(tmp_path, accuracy_run()))
+    for x_key in ("seconds", "step"):
+        plot = reports.plots.accuracy_plot(run, choose_recipes(run.records), x_key)
+        assert "mean ± std" in plot.caption and "majority-class accuracy of the test split" in plot.caption
+        assert "chosen on validation accuracy" in plot.caption
+        (ax,) = [ax for ax in figures[-1].axes if ax.get_visible()]
+        assert len(ax.collections) == 4  # one band per setting: 4 arms, the chosen recipe each
+        assert [t.get_text() for t in ax.texts].count("n=3") == 4
+        majority = [line for line in ax.lines if list(line.get_ydata()) == [50.0, 50.0]]
+        assert len(majority) == 1 and majority[0].get_linestyle() == "--"
+        legend = [t.get_text() for t in figures[-1].legends[0].get_texts()]
+        assert "mean ± std over n seeds" in legend and "majority class (test)" in legend
+
+
+def test_records_without_validation_say_so_and_are_not_chosen_on_test(tmp_path):
+    one_recipe = accuracy_run(arms={("mezo", "full"): {2e-5: (76.0, 75.2)}}, legacy=True)
+    html = _text(write_report(write_run(tmp_path / "one", one_recipe)))
+    assert "one recipe tried (lr 2e-5), validation not recorded; test shown" in html
+    assert '<td class="num majority">-</td>' in html
+    two = accuracy_run(arms={("mezo", "full"): {2e-5: (76.0, 75.2), 1e-5: (74.0, 76.5)}}, legacy=True)
+    run_dir = write_run(tmp_path / "two", two)
+    html = _text(write_report(run_dir))
+    assert "no recipe chosen: validation not recorded for its 2 recipes" in html
+    assert not (run_dir / "plot-accuracy-time.png").exists()  # nothing to show that test did not pick
+
+
+def test_headline_counts_seeds_and_tells_head_arms_apart(tmp_path):
+    run = load_run(write_run(tmp_path, sweep(devices=("rpi-4-2gb",), seeds=(0, 1, 2)) + accuracy_run()))
+    (headline,) = device_headlines(run)
+    labels = [f.label for f in headline.fits]
+    assert labels == ["MeZO", "MeZO + head", "BP (checkpointed)", "BP (checkpointed) + head", "BP"]
+    mezo = headline.fits[0].measured
+    assert mezo.model == "opt-125m" and mezo.peak.n == 3 and mezo.peak.std > 0  # the fixture's seeds differ
+    assert "checkpointed BP" in headline.sentence  # the ratio compares the full arms, not the head ones
+    html = _text(write_report(run.run_dir))
+    assert f"peak {mezo.peak.scaled(1024**2).describe(unit=' MiB')}" in html
+
+
+def test_cli_report_prints_each_settings_test_accuracy_and_how_its_recipe_was_chosen(tmp_path, capsys):
+    run_dir = write_run(tmp_path, accuracy_run())
+    assert main(["report", str(run_dir)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(run_dir / "report.html")
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 4
+    assert any(
+        line.startswith(
+            "edgebench report: rpi-4-2gb minilm-l6 MeZO rotten_tomatoes b16 900 s: final test accuracy "
+        )
+        and "(n=3), majority class 50.0; recipe chosen on validation accuracy: lr 2e-5" in line
+        for line in lines
+    )

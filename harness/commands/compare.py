@@ -2,7 +2,9 @@
 
 Prints a table of changes (peak memory, step time, final accuracy, status) and exits 1 when a
 cell crossed a threshold (naming it), 0 when none did, 2 on bad input. Thresholds default to the
-current run's spec (`thresholds:`); the options override them.
+current run's spec (`thresholds:`); the options override them. Cells with at least 3 finished seeds
+in both runs are judged over their seeds (threshold on the means and a Mann-Whitney U test), so seed
+noise alone is not a regression.
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ from rich.console import Console
 from rich.table import Table
 
 from devices.profile import format_bytes
-from reports.compare import CellChange, Comparison, compare_runs
+from reports.compare import (
+    ALPHA,
+    MIN_SEEDS,
+    CellChange,
+    Comparison,
+    GroupChange,
+    compare_runs,
+    describe_figure,
+)
 
 HELP = "compare a run with a baseline run; exit 1 on regression"
 
@@ -66,9 +76,39 @@ def _row(change: CellChange) -> list[str]:
     ]
 
 
+def _group_rows(group: GroupChange) -> list[list[str]]:
+    rows = [
+        [
+            group.label,
+            test.metric,
+            f"{describe_figure(test.metric, test.before)} -> {describe_figure(test.metric, test.after)}",
+            f"{test.p_value:.3f}",
+            f"[red]{test.verdict}[/]" if test.regressed else "ok: " + test.verdict,
+        ]
+        for test in group.tests
+    ]
+    return rows + [[group.label, "", "", "", note] for note in group.notes]
+
+
+def _print_groups(console: Console, groups: list[GroupChange]) -> None:
+    table = Table(
+        title=f"cells with seeds, judged over them (mean past the limit and Mann-Whitney p <= {ALPHA:g})",
+        title_justify="left",
+    )
+    for column in ("cell (seeds)", "figure", "baseline -> current", "p", "verdict"):
+        table.add_column(column, overflow="fold")
+    for group in sorted(groups, key=lambda g: (not g.regressions, g.label)):
+        for row in _group_rows(group):
+            table.add_row(*row)
+    console.print(table)
+
+
 def _print_table(comparison: Comparison, show_all: bool) -> None:
     console = Console(width=None if sys.stdout.isatty() else 200)
     limits = comparison.thresholds
+    groups = [g for g in comparison.groups if show_all or g.regressions or g.near_limit()]
+    if groups:
+        _print_groups(console, groups)
     shown = [c for c in comparison.changes if show_all or c.near_limit(limits)]
     table = Table(
         title=f"edgebench compare: {comparison.current} vs baseline {comparison.baseline}",
@@ -85,6 +125,12 @@ def _print_table(comparison: Comparison, show_all: bool) -> None:
         f"final accuracy -{limits.max_accuracy_drop:g} points. {len(comparison.changes)} shared cells: "
         f"{len(comparison.regressions)} regressed, {len(shown)} listed"
         + ("" if show_all else " (changed by more than half a limit)")
+        + (
+            f"; {len(comparison.groups)} cells with {MIN_SEEDS}+ seeds in both runs judged over them: "
+            f"{len(comparison.group_regressions)} regressed, {len(groups)} listed"
+            if comparison.groups
+            else ""
+        )
         + (
             f"; {len(comparison.only_in_baseline)} only in the baseline"
             if comparison.only_in_baseline
@@ -108,10 +154,11 @@ def handle(args: argparse.Namespace) -> int:
         print(json.dumps(comparison.as_dict(), indent=2))
     else:
         _print_table(comparison, args.all)
-    regressions = comparison.regressions
-    for change in regressions:
+    for change in comparison.regressions:
         print(
             f"edgebench compare: REGRESSION {change.label} ({change.cell_id}): {'; '.join(change.regressions)}",
             file=sys.stderr,
         )
-    return 1 if regressions else 0
+    for group in comparison.group_regressions:
+        print(f"edgebench compare: REGRESSION {group.label}: {'; '.join(group.regressions)}", file=sys.stderr)
+    return 1 if comparison.regression_count else 0

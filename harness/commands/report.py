@@ -1,12 +1,15 @@
 """Render a run directory's self-contained HTML report (plots also as PNG, the cells table as CSV).
 
 `edgebench run` writes it at the end of every run; use this to re-render, to write it elsewhere,
-or to add a "vs baseline" section comparing with an earlier run of the same spec.
+or to add a "vs baseline" section comparing with an earlier run of the same spec. Prints the report's
+path on stdout (for scripts) and, on stderr, one line per setting: the final test accuracy of the recipe
+chosen on validation, as mean ± std over its seeds, and how that recipe was chosen.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 HELP = "render a run's HTML report"
@@ -23,7 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from reports.html import write_report  # matplotlib is imported only when a report is made
+    from reports.accuracy import accuracy_rows  # matplotlib is imported only when a report is made
+    from reports.html import write_report
+    from reports.rundata import load_run
 
-    print(write_report(args.run_dir, args.out, args.baseline))
+    out = write_report(args.run_dir, args.out, args.baseline)
+    for row in accuracy_rows(load_run(args.run_dir)):
+        print(f"edgebench report: {row.line()}", file=sys.stderr)
+    print(out)
     return 0
