@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -110,3 +111,26 @@ def write_spec(directory: Path, text: str) -> Path:
     path = directory / "spec.yaml"
     path.write_text(text)
     return path
+
+
+def write_rows(path: Path, rows: list[dict], blank_line: bool = False) -> str:
+    """A local dataset file of `rows` in the format its suffix names (csv, jsonl, json or parquet); `blank_line`
+    puts an empty line after a csv's header (readers must skip it)."""
+    fmt = path.suffix.lstrip(".")
+    if fmt == "csv":
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            if blank_line:
+                handle.write("\n")
+            writer.writerows(rows)
+    elif fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif fmt == "json":
+        path.write_text(json.dumps(rows))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    return str(path)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers import write_spec
+from tests.helpers import write_rows, write_spec
 from workloads.checks import check_params, file_summary
 from workloads.params import WorkloadParams
 from workloads.sources import file_builder
@@ -71,16 +68,7 @@ def test_dataset_file_without_the_named_columns(tmp_path):
 
 def _rows(tmp_path, fmt: str, count: int) -> str:
     rows = [{"text": f"review {i}", "label": i % 2} for i in range(count)]
-    path = tmp_path / f"d.{fmt}"
-    if fmt == "csv":
-        path.write_text("text,label\n\n" + "".join(f"{r['text']},{r['label']}\n" for r in rows))  # a blank line
-    elif fmt == "jsonl":
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    elif fmt == "json":
-        path.write_text(json.dumps(rows))
-    else:
-        pq.write_table(pa.Table.from_pylist(rows), path)
-    return str(path)
+    return write_rows(tmp_path / f"d.{fmt}", rows, blank_line=True)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "json", "parquet"])

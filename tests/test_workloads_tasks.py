@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from tests.helpers import write_rows
 from workloads.models import load_tokenizer
 from workloads.params import WorkloadParams
 from workloads.sources import rotten_tomatoes_file
@@ -20,22 +21,7 @@ ROWS = [
 
 
 def write(tmp_path, fmt: str) -> str:
-    path = tmp_path / f"reviews.{fmt}"
-    if fmt == "csv":
-        with open(path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["review", "verdict"])
-            writer.writeheader()
-            writer.writerows(ROWS)
-    elif fmt == "jsonl":
-        path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    elif fmt == "json":
-        path.write_text(json.dumps(ROWS))
-    else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        pq.write_table(pa.Table.from_pylist(ROWS), path)
-    return str(path)
+    return write_rows(tmp_path / f"reviews.{fmt}", ROWS)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "json", "parquet"])
