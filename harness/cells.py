@@ -10,9 +10,23 @@ from devices.profile import DeviceProfile
 from devices.speed import CellClock, unplanned_clock
 from workloads.params import WorkloadParams
 
+#: The device fields that change a measurement: its name (a report's row; two named devices are two cells),
+#: the caps the kernel imposes (memory, cores, GPU share; swap is always off) and the throughput the clock
+#: converts time with. Descriptions, sources and the memory bandwidth (no clock uses it) only describe.
+DEVICE_IDENTITY = ("name", "memory_bytes", "cpus", "gpu_memory_fraction", "gflops")
+
 
 def canonical_json(data: object) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def device_identity(device: DeviceProfile) -> dict[str, object]:
+    """What of a device enters cell ids and the spec's hash: editing a description orphans no run or baseline."""
+    return {field: getattr(device, field) for field in DEVICE_IDENTITY}
+
+
+def content_hash(data: object, length: int) -> str:
+    return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:length]
 
 
 @dataclass(frozen=True)
@@ -28,10 +42,16 @@ class Cell:
 
     @property
     def id(self) -> str:
-        """The clock's kind changes what every time figure means, so it enters the id; the host's calibration
-        (which varies a little between runs) does not, so a resume on the same host finds its cells."""
-        content = {"device": self.device.model_dump(), "params": self.params.model_dump(), "clock": self.clock.kind}
-        return hashlib.sha256(canonical_json(content).encode()).hexdigest()[:12]
+        """The single source of cell identity (resume, baselines, logs, cgroups): the device's measured fields,
+        the workload's fields that differ from their defaults (a new field with a default keeps every id) and
+        the clock's kind, which changes what every time figure means; the host's calibration (which varies a
+        little between runs) does not enter, so a resume on the same host finds its cells."""
+        content = {
+            "device": device_identity(self.device),
+            "params": self.params.model_dump(exclude_defaults=True),
+            "clock": self.clock.kind,
+        }
+        return content_hash(content, 12)
 
     @property
     def label(self) -> str:

@@ -66,6 +66,9 @@ class CellRecord(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict, description="the workload's own figures")
     enforcement: str
     executor: str
+    overlapped: bool | None = Field(
+        None, description="whether another cell of this `edgebench run` ran during this one; None if not known"
+    )
     validity: Validity
     started_at: str
     finished_at: str

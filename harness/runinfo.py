@@ -1,4 +1,5 @@
-"""run.json: what a run was, on what, with which versions; written once at the start of a run."""
+"""run.json: what a run was, on what, with which versions; written by each writer (a `--device` slice writes
+its own run.DEVICE.json, see harness.store) at its start."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def host_facts() -> dict[str, Any]:
     }
 
 
-def describe_run(loaded: LoadedSpec, executor: Executor) -> dict[str, Any]:
+def describe_run(loaded: LoadedSpec, executor: Executor, jobs: int, devices: list[str] | None) -> dict[str, Any]:
+    """`jobs` and the slice's `devices` say how the cells shared the host (see `overlapped` in each record)."""
     return {
         "schema_version": SCHEMA_VERSION,
         "started_at": now_iso(),
@@ -54,6 +56,8 @@ def describe_run(loaded: LoadedSpec, executor: Executor) -> dict[str, Any]:
         "clocks": {name: clock.model_dump() for name, clock in loaded.clocks.items()},
         "executor": executor.name,
         "enforcement": executor.enforcement,
+        "jobs": jobs,
+        "slice": sorted(devices) if devices else None,
         "host": host_facts(),
         "versions": library_versions(),
     }

@@ -1,7 +1,8 @@
-"""Runs the pending cells of a matrix, up to N at once while their memory caps fit in the host."""
+"""Runs the pending cells of a matrix, up to N at once while their memory caps and CPU needs fit in the host."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections import deque
@@ -24,6 +25,16 @@ STATUS_STYLE = {"ok": "green", "oom": "magenta", "timeout": "yellow", "error": "
 def host_budget_bytes() -> int:
     """What parallel cells may claim together: the host's available memory, less a margin for the harness."""
     return int(psutil.virtual_memory().available * 0.9)
+
+
+def host_cores() -> int:
+    """The cores parallel cells may share: those this process may run on (a container's cpuset, taskset)."""
+    return len(os.sched_getaffinity(0))
+
+
+def cpu_need(cell: Cell) -> float:
+    """The cores a cell keeps busy: its device's cores, or on a throttled clock its CFS quota."""
+    return cell.clock.cpu_quota_cores
 
 
 def describe(record: CellRecord) -> str:
@@ -75,7 +86,8 @@ class Scheduler:
         records: list[CellRecord] = []
         pending = deque(cells)
         running: dict[Future, Cell] = {}
-        budget = host_budget_bytes()
+        overlapped: set[Future] = set()  # cells that ran beside another; final once a cell finishes
+        budget, cores = host_budget_bytes(), host_cores()
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=self.console, transient=False) as progress, ThreadPoolExecutor(
             self.jobs
@@ -92,15 +104,19 @@ class Scheduler:
                 while pending or running:
                     if self.executor.stop.is_set():
                         raise KeyboardInterrupt
-                    while pending and len(running) < self.jobs and _fits(pending[0], running.values(), budget):
+                    while pending and len(running) < self.jobs and _fits(pending[0], [*running.values()], budget, cores):
                         cell = pending.popleft()
                         lines[cell.id] = progress.add_task(_live_line(cell, {}), total=None)
-                        running[pool.submit(self.executor.run, cell, on_progress)] = cell
+                        future = pool.submit(self.executor.run, cell, on_progress)
+                        if running:
+                            overlapped.update(running, [future])
+                        running[future] = cell
                     finished, _ = wait(running, timeout=POLL_S, return_when=FIRST_COMPLETED)
                     for future in finished:
                         cell = running.pop(future)
                         progress.remove_task(lines.pop(cell.id))
-                        record = future.result()
+                        record = future.result().model_copy(update={"overlapped": future in overlapped})
+                        overlapped.discard(future)
                         self.store.append(record)
                         records.append(record)
                         progress.console.print(describe(record))
@@ -112,9 +128,14 @@ class Scheduler:
         return records
 
 
-def _fits(cell: Cell, running, budget: int) -> bool:
-    claimed = sum(c.device.memory_bytes for c in running)
-    return not claimed or claimed + cell.device.memory_bytes <= budget
+def _fits(cell: Cell, running: list[Cell], budget: int, cores: int) -> bool:
+    """Beside running cells, a cell starts only while memory caps and CPU needs both fit; alone it always
+    starts (a cell bigger than the host still runs, by itself)."""
+    if not running:
+        return True
+    memory = sum(c.device.memory_bytes for c in running) + cell.device.memory_bytes
+    cpus = sum(cpu_need(c) for c in running) + cpu_need(cell)
+    return memory <= budget and cpus <= cores
 
 
 def _live_line(cell: Cell, event: dict) -> str:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
+from collections import Counter
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -15,12 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from devices.catalogue import USER_FILE, CatalogueError, load_catalogue, parse_profile, resolve_device
 from devices.profile import DeviceProfile
 from devices.speed import DEFAULT_CLOCK, CellClock, Clock, ClockError, HostSpeed, host_speed, plan_clock
-from harness.cells import Cell, canonical_json
+from harness.cells import Cell, content_hash, device_identity
 from harness.errors import UserError
 from workloads.checks import check_params
 from workloads.params import AXES, WorkloadParams
 
 DEFAULT_SPEC = "default.yaml"
+#: Twin cells a run's note names before it says how many more there are.
+NOTE_NAMES = 3
 
 
 class Thresholds(BaseModel):
@@ -80,6 +82,7 @@ class LoadedSpec:
         hash: str,
         host: HostSpeed | None = None,
         clocks: dict[str, CellClock] | None = None,
+        duplicates: dict[str, int] | None = None,
     ) -> None:
         self.spec = spec
         self.path = path
@@ -88,6 +91,15 @@ class LoadedSpec:
         self.hash = hash  # of the whole spec: device slices (--device) of one spec share a run directory
         self.host = host  # the calibration the device clocks were planned with, if any
         self.clocks = clocks or {}  # device name -> the clock of its cells
+        self.duplicates = duplicates or {}  # cell id -> times listed, for cells the matrix lists more than once
+
+    def duplicate_note(self) -> str | None:
+        """One line for the user when matrix blocks overlap: their cells are merged, not run twice."""
+        if not self.duplicates:
+            return None
+        labels = {c.id: c.label for c in self.cells}
+        listed = some_of([f"{labels[cell_id]} (x{count})" for cell_id, count in self.duplicates.items()])
+        return f"the matrix lists a cell more than once; each runs once: {listed}"
 
     def cells_for(self, device_names: list[str] | None) -> list[Cell]:
         """The cells of some devices only (a compose service's slice); all cells when none are named."""
@@ -97,6 +109,12 @@ class LoadedSpec:
         if unknown:
             raise UserError(f"--device {sorted(unknown)[0]!r} is not in {self.path}'s devices")
         return [c for c in self.cells if c.device.name in device_names]
+
+
+def some_of(labels: list[str]) -> str:
+    """The first few labels and how many more, so that a note about cells stays one line."""
+    more = len(labels) - NOTE_NAMES
+    return ", ".join(labels[:NOTE_NAMES]) + (f" and {more} more" if more > 0 else "")
 
 
 def default_spec_path() -> Path:
@@ -132,8 +150,6 @@ def load_spec(path: str | Path | None) -> LoadedSpec:
     except ValidationError as exc:
         raise _field_error(exc, str(spec_path)) from None
     devices = _resolve_devices(spec, spec_path)
-    content = {"spec": spec.model_dump(), "devices": [d.model_dump() for d in devices]}
-    spec_hash = hashlib.sha256(canonical_json(content).encode()).hexdigest()[:16]
     host, clocks = plan_clocks(spec.clock, devices, spec_path)
     cells = []
     for block in spec.matrix:
@@ -145,7 +161,22 @@ def load_spec(path: str | Path | None) -> LoadedSpec:
         axes = {k: v for k, v in block.items() if k != "devices"}
         block_cells = expand_matrix(axes, spec_path)
         cells += [Cell(d, p, clocks[d.name]) for d in devices if d.name in names for p in block_cells]
-    return LoadedSpec(spec, str(spec_path), devices, cells, spec_hash, host, clocks)
+    unique, duplicates = merge_duplicates(cells)
+    return LoadedSpec(spec, str(spec_path), devices, unique, spec_hash(spec, devices), host, clocks, duplicates)
+
+
+def spec_hash(spec: Spec, devices: list[DeviceProfile]) -> str:
+    """What a run directory holds: the matrix and run settings over the devices' measured fields, so a better
+    description (of the spec or a device) does not turn a resume into "a different spec"."""
+    settings = spec.model_dump(exclude={"description", "devices", "device_files"})
+    return content_hash({"spec": settings, "devices": [device_identity(d) for d in devices]}, 16)
+
+
+def merge_duplicates(cells: list[Cell]) -> tuple[list[Cell], dict[str, int]]:
+    """Each cell once, where it first appears, and how often each repeated one was listed: overlapping blocks
+    are easy to write, and twins run at once would measure each other and share one cgroup."""
+    counts = Counter(c.id for c in cells)
+    return list({c.id: c for c in cells}.values()), {cell_id: n for cell_id, n in counts.items() if n > 1}
 
 
 def plan_clocks(

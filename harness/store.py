@@ -1,15 +1,22 @@
-"""The durable results store of one run directory.
+"""The durable results store of one run directory, shared by every writer of the run (compose runs one
+`edgebench run --device` per container into it, at once, each possibly with the same pid).
 
-results.jsonl gets one line per finished cell, written with a single O_APPEND write and fsync,
-so a SIGKILL can at worst leave one partial last line, which the next open cuts away.
-run.json (written atomically) describes the host, versions, enforcement and the spec.
+results.jsonl gets one line per finished cell, written with a single O_APPEND write and fsync under an
+exclusive flock of the file. A writer SIGKILLed mid-write can leave a partial last line; the next writer
+cuts it (under the lock, so it is never another writer's line in flight) before its own append, so a
+partial line is never glued to a complete one, and readers ignore a partial last line.
+run.json (run.DEVICE.json for a `--device` slice; each written atomically through a uniquely named temp
+file) describes the host, versions, enforcement and the spec; read_run_info merges them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +28,20 @@ from harness.records import CellRecord
 
 RESULTS = "results.jsonl"
 RUN_INFO = "run.json"
+#: Statuses that are no measurement (an oom is one): `--retry-errors` redoes them, `edgebench run` exits 3.
+UNMEASURED = ("error", "timeout")
+
+
+def run_info_name(devices: list[str] | None) -> str:
+    """run.json for a whole run, run.DEVICE[+DEVICE].json for a slice: concurrent slices never overwrite
+    each other's description (device names are safe file names)."""
+    return f"run.{'+'.join(sorted(set(devices)))}.json" if devices else RUN_INFO
+
+
+def run_info_paths(run_dir: Path) -> list[Path]:
+    """Every writer's run info in a run directory (temp files are hidden, backups end in .bak)."""
+    run_dir = Path(run_dir)
+    return sorted(p for p in [run_dir / RUN_INFO, *run_dir.glob("run.*.json")] if p.is_file())
 
 
 def check_writable(run_dir: Path) -> None:
@@ -35,7 +56,8 @@ def check_writable(run_dir: Path) -> None:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    """Write through a temp file named by a uuid: containers under `init: true` share one pid."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     with open(tmp, "w") as handle:
         handle.write(text)
         handle.flush()
@@ -43,14 +65,36 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def read_run_info(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / RUN_INFO
+def read_info_file(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        info = json.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{path} not found; pass a run directory written by `edgebench run`") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(f"{path} is corrupted (not JSON); re-run `edgebench run` into a new --out") from None
+    if not isinstance(info, dict):
+        raise UserError(f"{path} is not a JSON object; re-run `edgebench run` into a new --out")
+    return info
+
+
+def read_run_info(run_dir: Path) -> dict[str, Any]:
+    """The run's description over all its writers (see merge_run_info); every reader of run info uses this."""
+    paths = run_info_paths(run_dir)
+    if not paths:
+        raise UserError(
+            f"{Path(run_dir) / RUN_INFO} not found; pass a run directory written by `edgebench run`"
+        )
+    return merge_run_info({p.name: read_info_file(p) for p in paths})
+
+
+def merge_run_info(infos: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The earliest-started writer's description, listing the cells of every writer, with each writer's own
+    (its host facts, versions, enforcement, jobs, start) under `slices`, keyed by file name."""
+    ordered = dict(sorted(infos.items(), key=lambda item: (str(item[1].get("started_at", "")), item[0])))
+    merged = dict(next(iter(ordered.values())))
+    cells = [cell for info in ordered.values() for cell in info.get("cells") or []]
+    labels = {k: v for info in ordered.values() for k, v in (info.get("cell_labels") or {}).items()}
+    return merged | {"cells": list(dict.fromkeys(cells)), "cell_labels": labels, "slices": ordered}
 
 
 def iter_records(run_dir: Path) -> Iterator[CellRecord]:
@@ -82,49 +126,78 @@ def load_records(run_dir: Path) -> list[CellRecord]:
     return list(latest.values())
 
 
-class RunStore:
-    """Appends records durably and knows which cells are already finished."""
+def done_cells(run_dir: Path, retry_errors: bool = False) -> set[str]:
+    """Ids of the cells a resume skips: every recorded one, or with retry_errors those whose latest record
+    is a measurement."""
+    return {r.cell_id for r in load_records(run_dir) if not (retry_errors and r.status in UNMEASURED)}
 
-    def __init__(self, run_dir: Path) -> None:
+
+class RunStore:
+    """Appends records durably and knows which cells are already finished; `devices` names a writer's slice."""
+
+    def __init__(self, run_dir: Path, devices: list[str] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.results = self.run_dir / RESULTS
+        self.info_path = self.run_dir / run_info_name(devices)
 
-    def prepare(self, run_info: dict[str, Any], fresh: bool) -> set[str]:
-        """Create the directory, set results aside when fresh, and return finished cell ids."""
+    def prepare(self, run_info: dict[str, Any], fresh: bool, retry_errors: bool = False) -> set[str]:
+        """Create the directory, set a previous run aside when fresh, write this writer's run info, and return
+        the ids of the cells already done (see done_cells)."""
         check_writable(self.run_dir)
-        info_path = self.run_dir / RUN_INFO
-        if info_path.exists() and not fresh:
-            previous = read_run_info(self.run_dir)
-            if previous.get("spec_hash") != run_info.get("spec_hash"):
-                raise UserError(
-                    f"{self.run_dir} holds a run of a different spec; pass --fresh to redo it "
-                    "(old results are kept as a .bak file) or choose another --out"
-                )
-        done = set() if fresh else {r.cell_id for r in iter_records(self.run_dir)}
+        if not fresh:
+            self._refuse_other_spec(run_info)
+        done = set() if fresh else done_cells(self.run_dir, retry_errors)  # a corrupted file stops us here
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if fresh and self.results.exists():
-            self.results.rename(self.results.with_name(f"{RESULTS}.{time.strftime('%Y%m%d-%H%M%S')}.bak"))
-        self._cut_partial_tail()
-        write_atomic(info_path, json.dumps(run_info, indent=2, default=str) + "\n")
+        if fresh:
+            self._set_aside()
+        if self.results.exists():
+            with self._locked() as fd:
+                _cut_partial_tail(fd)
+        write_atomic(self.info_path, json.dumps(run_info, indent=2, default=str) + "\n")
         return done
 
-    def _cut_partial_tail(self) -> None:
-        if not self.results.exists():
-            return
-        data = self.results.read_bytes()
-        if data and not data.endswith(b"\n"):
-            with open(self.results, "r+b") as handle:
-                handle.truncate(data.rfind(b"\n") + 1)
-                handle.flush()
-                os.fsync(handle.fileno())
+    def _refuse_other_spec(self, run_info: dict[str, Any]) -> None:
+        if any(
+            read_info_file(p).get("spec_hash") != run_info.get("spec_hash")
+            for p in run_info_paths(self.run_dir)
+        ):
+            raise UserError(
+                f"{self.run_dir} holds a run of a different spec; pass --fresh to redo it "
+                "(old results are kept as a .bak file) or choose another --out"
+            )
+
+    def _set_aside(self) -> None:
+        """--fresh (one writer only): the results and every writer's run info become .bak files."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for path in [self.results, *run_info_paths(self.run_dir)]:
+            if path.exists():
+                path.rename(path.with_name(f"{path.name}.{stamp}.bak"))
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[int]:
+        """results.jsonl opened for appending under an exclusive flock, which the kernel drops if we die."""
+        fd = os.open(self.results, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield fd
+        finally:
+            os.close(fd)
 
     def append(self, record: CellRecord) -> None:
+        """One write() of one whole line, after cutting what a writer killed mid-line left."""
         line = (record.model_dump_json() + "\n").encode()
-        fd = os.open(self.results, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
+        with self._locked() as fd:
+            _cut_partial_tail(fd)
             written = os.write(fd, line)
             if written != len(line):
                 raise OSError(f"short write to {self.results} ({written} of {len(line)} bytes)")
             os.fsync(fd)
-        finally:
-            os.close(fd)
+
+
+def _cut_partial_tail(fd: int) -> None:
+    """Under the lock, a last line without its newline is a dead writer's: cut it."""
+    size = os.fstat(fd).st_size
+    if not size or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    os.ftruncate(fd, os.pread(fd, size, 0).rfind(b"\n") + 1)
+    os.fsync(fd)

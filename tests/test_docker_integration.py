@@ -6,7 +6,6 @@ The last test stops the engine and checks that nothing is left behind.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.executors.docker import LABEL
-from harness.store import load_records
+from harness.store import load_records, read_run_info
 from tests import docker_engine
 from tests.helpers import OOM_AND_OK, opt_1m_spec, write_spec
 
@@ -163,7 +162,7 @@ def test_compose_runs_each_device_in_its_own_capped_container_then_the_report(en
     for record in records:  # each device container ran its cells on its own scaled clock
         assert record.clock.kind == "device-scaled" and record.clock.device_gflops == record.device.gflops
         assert record.device_seconds == pytest.approx(record.cpu_seconds * record.clock.ratio, rel=1e-3)
-    assert json.loads((run_dir / "run.json").read_text())["spec"]["name"] == "two-by-two"
+    assert read_run_info(run_dir)["spec"]["name"] == "two-by-two"  # merged from the device slices' run info
     assert "<html" in (run_dir / "report.html").read_text()[:2000].lower()
     assert not client.containers.list(all=True)
     assert {n.name for n in client.networks.list()} <= {"none", "host"}

@@ -46,11 +46,28 @@ class SleepyExecutor(Executor):
         return ChildOutcome(now_iso(), 0.3, 0, False, False, result)
 
 
-def cells(caps_mib: list[int]) -> list[Cell]:
-    return [
-        Cell(DeviceProfile(name=f"d{i}", memory=f"{mib}MiB"), WorkloadParams(model="opt-1m", max_steps=1))
-        for i, mib in enumerate(caps_mib)
-    ]
+def cells(caps_mib: list[int], cpus: float = 1.0, quota: float | None = None) -> list[Cell]:
+    """One cell per cap; `quota` puts each on a device-throttled clock with that CFS quota in cores."""
+    made = []
+    for i, mib in enumerate(caps_mib):
+        cell = Cell(
+            DeviceProfile(name=f"d{i}", memory=f"{mib}MiB", cpus=cpus),
+            WorkloadParams(model="opt-1m", max_steps=1),
+        )
+        if quota is not None:
+            clock = cell.clock.model_copy(
+                update={"kind": "device-throttled", "cpu_quota_cores": quota, "threads": 1}
+            )
+            cell = Cell(cell.device, cell.params, clock)
+        made.append(cell)
+    return made
+
+
+@pytest.fixture
+def roomy_host(monkeypatch):
+    """Memory and cores for any number of cells, unless a test narrows one of them."""
+    monkeypatch.setattr(scheduler, "host_budget_bytes", lambda: 1 << 40)
+    monkeypatch.setattr(scheduler, "host_cores", lambda: 64)
 
 
 def run(tmp_path, executor, matrix, jobs):
@@ -59,7 +76,7 @@ def run(tmp_path, executor, matrix, jobs):
     return scheduler.Scheduler(executor, store, jobs).run(matrix)
 
 
-def test_parallel_cells_run_while_their_caps_fit(tmp_path, monkeypatch):
+def test_parallel_cells_run_while_their_caps_fit(tmp_path, monkeypatch, roomy_host):
     monkeypatch.setattr(scheduler, "host_budget_bytes", lambda: 1000 << 20)
     executor = SleepyExecutor(tmp_path)
     records = run(tmp_path, executor, cells([400, 400, 400, 400]), jobs=4)
@@ -67,22 +84,20 @@ def test_parallel_cells_run_while_their_caps_fit(tmp_path, monkeypatch):
     assert len(records) == 4 and len(load_records(tmp_path)) == 4
 
 
-def test_a_cell_larger_than_the_budget_still_runs_alone(tmp_path, monkeypatch):
+def test_a_cell_larger_than_the_budget_still_runs_alone(tmp_path, monkeypatch, roomy_host):
     monkeypatch.setattr(scheduler, "host_budget_bytes", lambda: 100 << 20)
     executor = SleepyExecutor(tmp_path)
     run(tmp_path, executor, cells([400, 400]), jobs=2)
     assert executor.most == 1 and executor.started == 2
 
 
-def test_jobs_bounds_parallelism(tmp_path, monkeypatch):
-    monkeypatch.setattr(scheduler, "host_budget_bytes", lambda: 1 << 40)
+def test_jobs_bounds_parallelism(tmp_path, roomy_host):
     executor = SleepyExecutor(tmp_path)
     run(tmp_path, executor, cells([100] * 6), jobs=3)
     assert executor.most == 3
 
 
-def test_interrupt_stops_running_cells_and_records_only_finished_ones(tmp_path, monkeypatch):
-    monkeypatch.setattr(scheduler, "host_budget_bytes", lambda: 1 << 40)
+def test_interrupt_stops_running_cells_and_records_only_finished_ones(tmp_path, monkeypatch, roomy_host):
     executor = SleepyExecutor(tmp_path)
     original = RunStore.append
 
@@ -95,3 +110,30 @@ def test_interrupt_stops_running_cells_and_records_only_finished_ones(tmp_path, 
         run(tmp_path, executor, cells([100] * 4), jobs=2)
     assert executor.stop.is_set() and executor.active == 0
     assert len(load_records(tmp_path)) == 1
+
+
+def test_cells_run_together_only_while_their_cores_fit_the_host(tmp_path, monkeypatch, roomy_host):
+    monkeypatch.setattr(scheduler, "host_cores", lambda: 2)
+    executor = SleepyExecutor(tmp_path)
+    run(tmp_path, executor, cells([100] * 4), jobs=4)
+    assert executor.most == 2
+
+
+def test_a_cell_wanting_more_cores_than_the_host_runs_alone(tmp_path, monkeypatch, roomy_host):
+    monkeypatch.setattr(scheduler, "host_cores", lambda: 2)
+    executor = SleepyExecutor(tmp_path)
+    run(tmp_path, executor, cells([100] * 3, cpus=4), jobs=2)
+    assert executor.most == 1 and executor.started == 3
+
+
+def test_throttled_cells_need_only_their_quota(tmp_path, monkeypatch, roomy_host):
+    monkeypatch.setattr(scheduler, "host_cores", lambda: 2)
+    executor = SleepyExecutor(tmp_path)
+    run(tmp_path, executor, cells([100] * 4, cpus=4, quota=0.5), jobs=4)
+    assert executor.most == 4
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_each_record_says_whether_its_cell_overlapped_others(tmp_path, roomy_host, jobs):
+    run(tmp_path, SleepyExecutor(tmp_path), cells([100] * 2), jobs=jobs)
+    assert [r.overlapped for r in load_records(tmp_path)] == [jobs > 1] * 2

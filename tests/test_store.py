@@ -42,7 +42,9 @@ def test_partial_last_line_is_cut_on_prepare(tmp_path):
 def test_corrupted_line_names_the_line_and_the_fix(tmp_path):
     RunStore(tmp_path).prepare(INFO, fresh=False)
     (tmp_path / RESULTS).write_text(make_record().model_dump_json() + "\n{not json}\n")
-    with pytest.raises(UserError, match=r"results\.jsonl line 2 is not a valid result record; delete that line"):
+    with pytest.raises(
+        UserError, match=r"results\.jsonl line 2 is not a valid result record; delete that line"
+    ):
         load_records(tmp_path)
 
 
@@ -87,7 +89,9 @@ def test_run_info_errors(tmp_path):
 
 def test_records_match_the_committed_json_schema(tmp_path):
     committed = json.loads((Path(__file__).parents[1] / "harness/schemas/result.schema.json").read_text())
-    assert committed == record_json_schema(), "regenerate: python -m harness.records > harness/schemas/result.schema.json"
+    assert committed == record_json_schema(), (
+        "regenerate: python -m harness.records > harness/schemas/result.schema.json"
+    )
     for status in ("ok", "oom"):
         jsonschema.validate(json.loads(make_record(status).model_dump_json()), committed)
 
@@ -101,3 +105,72 @@ def test_a_record_from_before_device_clocks_reads_as_host_seconds(tmp_path):
     (record,) = load_records(tmp_path)
     assert record.clock.kind == "host" and "schema 1" in record.clock.source
     assert record.host_seconds == record.device_seconds == 1.5
+
+
+def test_an_append_after_a_writer_killed_mid_line_cuts_its_fragment_first(tmp_path):
+    store = RunStore(tmp_path)
+    store.prepare(INFO, fresh=False)
+    first, second = make_record(seed=1), make_record(seed=2)
+    store.append(first)
+    with open(tmp_path / RESULTS, "ab") as handle:  # another writer, SIGKILLed halfway through its line
+        handle.write(make_record(seed=3).model_dump_json().encode()[:100])
+    store.append(second)
+    assert [r.cell_id for r in iter_records(tmp_path)] == [first.cell_id, second.cell_id]
+
+
+def test_slices_keep_their_own_run_info_and_readers_merge_them(tmp_path):
+    for device, started in (("pi", "2026-01-02"), ("jetson", "2026-01-01")):
+        info = {
+            "spec_hash": "abc",
+            "started_at": started,
+            "cells": [f"{device}-cell", "shared"],
+            "host": device,
+        }
+        RunStore(tmp_path, [device]).prepare(info, fresh=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.jetson.json", "run.pi.json"]
+    merged = read_run_info(tmp_path)
+    assert merged["host"] == "jetson"  # the earliest writer's, with every writer's own under `slices`
+    assert {name: info["host"] for name, info in merged["slices"].items()} == {
+        "run.jetson.json": "jetson",
+        "run.pi.json": "pi",
+    }
+    assert merged["cells"] == ["jetson-cell", "shared", "pi-cell"]
+
+
+def test_a_slice_of_another_spec_is_refused(tmp_path):
+    RunStore(tmp_path, ["pi"]).prepare(INFO, fresh=False)
+    with pytest.raises(UserError, match="different spec; pass --fresh"):
+        RunStore(tmp_path, ["jetson"]).prepare({"spec_hash": "other"}, fresh=False)
+    assert not (tmp_path / "run.jetson.json").exists()
+
+
+def test_fresh_sets_every_writers_run_info_aside(tmp_path):
+    RunStore(tmp_path, ["pi"]).prepare(INFO, fresh=False)
+    RunStore(tmp_path).prepare({"spec_hash": "new"}, fresh=True)
+    assert read_run_info(tmp_path)["slices"].keys() == {RUN_INFO}
+    assert len(list(tmp_path.glob("run.pi.json.*.bak"))) == 1
+
+
+def test_run_info_temp_files_are_unique_even_with_one_pid(tmp_path, monkeypatch):
+    """Containers under `init: true` all give the harness the same pid."""
+    monkeypatch.setattr(os, "getpid", lambda: 1)
+    names = []
+    real_replace = os.replace
+    monkeypatch.setattr(
+        os, "replace", lambda src, dst: names.append(Path(src).name) or real_replace(src, dst)
+    )
+    RunStore(tmp_path, ["pi"]).prepare(INFO, fresh=False)
+    RunStore(tmp_path, ["pi"]).prepare(INFO, fresh=False)
+    assert len(set(names)) == 2
+
+
+def test_retry_errors_leaves_failed_cells_out_of_the_done_ones(tmp_path):
+    store = RunStore(tmp_path)
+    store.prepare(INFO, fresh=False)
+    records = [make_record(status, seed=i) for i, status in enumerate(("ok", "oom", "error", "timeout"))]
+    for record in records:
+        store.append(record)
+    assert store.prepare(INFO, fresh=False) == {r.cell_id for r in records}
+    assert store.prepare(INFO, fresh=False, retry_errors=True) == {records[0].cell_id, records[1].cell_id}
+    store.append(make_record("ok", seed=2))  # a retried cell that now succeeded is done
+    assert records[2].cell_id in store.prepare(INFO, fresh=False, retry_errors=True)

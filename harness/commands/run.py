@@ -1,6 +1,8 @@
 """Run a spec's matrix: every cell in isolation under its device's caps, results to RUN_DIR/results.jsonl.
 
-Re-running into the same directory resumes: finished cells are skipped.
+Re-running into the same directory resumes: finished cells are skipped (with --retry-errors, cells that
+ended error or timeout are redone). Exit codes: 0 every cell gave a measurement (ok or oom), 2 bad input,
+3 some cell ended error or timeout (it is named), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -11,14 +13,18 @@ from pathlib import Path
 
 from rich.console import Console
 
+from harness.cells import Cell
 from harness.errors import UserError
 from harness.executors import EXECUTORS, executor_class
+from harness.records import CellRecord
 from harness.runinfo import describe_run
 from harness.scheduler import Scheduler
-from harness.spec import load_spec
-from harness.store import RunStore, check_writable
+from harness.spec import load_spec, some_of
+from harness.store import UNMEASURED, RunStore, check_writable, load_records
 
 HELP = "run a spec's matrix of cells"
+#: Some cell gave no measurement (error or timeout); 1 is Python's own failure, 2 is bad input.
+EXIT_CELLS_FAILED = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("results/default"), help="run directory")
     parser.add_argument("--executor", choices=list(EXECUTORS), default="local")
     parser.add_argument(
-        "--jobs", type=int, default=1, help="cells at once, while their caps fit in free memory"
+        "--jobs", type=int, default=1, help="cells at once, while their caps fit in free memory and their cores"
     )
     parser.add_argument("--enforcement", default="auto", help="auto, cgroup-v2, cgroup-v1 or rlimit")
     parser.add_argument("--device", action="append", help="run only this device of the spec (repeatable)")
@@ -34,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     resume.add_argument("--resume", dest="fresh", action="store_false", help="skip finished cells (default)")
     resume.add_argument("--fresh", dest="fresh", action="store_true", help="redo every cell")
     parser.set_defaults(fresh=False)
+    parser.add_argument(
+        "--retry-errors", action="store_true", help="on resume, also redo cells that ended error or timeout"
+    )
     parser.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
 
@@ -53,9 +62,13 @@ def handle(args: argparse.Namespace) -> int:
         )
     console = Console(stderr=True, soft_wrap=True)
     try:
-        store = RunStore(args.out)
-        done = store.prepare(describe_run(loaded, executor), fresh=args.fresh)
+        store = RunStore(args.out, args.device)
+        run_info = describe_run(loaded, executor, args.jobs, args.device)
+        done = store.prepare(run_info, fresh=args.fresh, retry_errors=args.retry_errors)
         pending = [c for c in cells if c.id not in done]
+        note = loaded.duplicate_note()
+        if note:
+            console.print(f"edgebench: note: {note}", markup=False, highlight=False)
         console.print(
             f"edgebench: {len(cells)} cells ({len(cells) - len(pending)} already done), "
             f"enforcement {executor.enforcement}, executor {executor.name}, out {args.out}"
@@ -76,4 +89,21 @@ def handle(args: argparse.Namespace) -> int:
         print(
             json.dumps({"run_dir": str(args.out), "report": str(report) if report else None, "ran": counts})
         )
+    failed = unmeasured(cells, load_records(args.out))
+    if failed:
+        console.print(f"edgebench: {failure_line(failed, len(cells))}", markup=False, highlight=False)
+        return EXIT_CELLS_FAILED
     return 0
+
+
+def unmeasured(cells: list[Cell], records: list[CellRecord]) -> list[tuple[Cell, str]]:
+    """This run's cells whose latest record is no measurement, resumed ones included: a resume that skips a
+    failed cell must not pass CI as if it had been measured."""
+    latest = {r.cell_id: r.status for r in records}
+    return [(c, latest[c.id]) for c in cells if latest.get(c.id) in UNMEASURED]
+
+
+def failure_line(failed: list[tuple[Cell, str]], total: int) -> str:
+    by_status = {s: [c.label for c, status in failed if status == s] for s in UNMEASURED}
+    named = "; ".join(f"{s}: {some_of(labels)}" for s, labels in by_status.items() if labels)
+    return f"{len(failed)} of {total} cells gave no measurement ({named}); re-run with --retry-errors to redo them"

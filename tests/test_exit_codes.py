@@ -1,0 +1,101 @@
+"""`edgebench run`'s exit code says whether every cell gave a measurement, and --retry-errors redoes the ones
+that did not. A scripted executor stands in for real cells: these tests are about the command, not workloads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness import cli
+from harness.commands import run as run_command
+from harness.executors.base import ChildOutcome, Executor
+from harness.records import now_iso
+from harness.store import load_records
+from tests.helpers import write_spec
+
+SPEC = """
+name: exits
+clock: host
+devices: [rpi-4-2gb]
+matrix:
+  model: opt-1m
+  method: [mezo, bp-checkpointed, inference]
+  max_steps: 1
+"""
+
+
+class Scripted(Executor):
+    """Each cell ends as OUTCOMES says for its method (ok by default); every run is logged in RAN."""
+
+    name = "local"
+    enforcement = "cgroup-v1"
+    throttles = True
+    OUTCOMES: dict[str, str] = {}
+    RAN: list[str] = []
+
+    def execute(self, cell, progress):
+        Scripted.RAN.append(cell.params.method)
+        outcome = Scripted.OUTCOMES.get(cell.params.method, "ok")
+        result = {"status": "ok", "steps": 1, "metrics": {"versions": {"torch": "x"}}}
+        if outcome == "error":
+            return ChildOutcome(now_iso(), 0.1, 1, False, False, None, stderr_tail="boom")
+        if outcome == "timeout":
+            return ChildOutcome(now_iso(), 0.1, -9, True, False, None)
+        if outcome == "oom":
+            return ChildOutcome(now_iso(), 0.1, -9, False, True, None)
+        return ChildOutcome(now_iso(), 0.1, 0, False, False, result)
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    monkeypatch.setattr(run_command, "executor_class", lambda name: Scripted)
+    monkeypatch.setattr(Scripted, "OUTCOMES", {})
+    monkeypatch.setattr(Scripted, "RAN", [])
+    return Scripted
+
+
+def edgebench_run(tmp_path, *extra):
+    out = tmp_path / "run"
+    return cli.main(["run", str(write_spec(tmp_path, SPEC)), "--out", str(out), "--no-report", *extra])
+
+
+def test_all_measured_exits_0_and_oom_is_a_measurement(tmp_path, scripted):
+    scripted.OUTCOMES = {"bp-checkpointed": "oom"}
+    assert edgebench_run(tmp_path) == 0
+
+
+@pytest.mark.parametrize("failure", ["error", "timeout"])
+def test_an_error_or_timeout_cell_exits_3_with_one_line_naming_it(tmp_path, scripted, capsys, failure):
+    scripted.OUTCOMES = {"inference": failure}
+    assert edgebench_run(tmp_path) == run_command.EXIT_CELLS_FAILED == 3
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "--retry-errors" in ln]
+    assert lines == [
+        f"edgebench: 1 of 3 cells gave no measurement ({failure}: rpi-4-2gb/opt-1m/inference/b8/s0); "
+        "re-run with --retry-errors to redo them"
+    ]
+
+
+def test_a_resume_still_exits_3_while_a_failed_cell_is_not_redone(tmp_path, scripted):
+    scripted.OUTCOMES = {"inference": "error"}
+    assert edgebench_run(tmp_path) == 3
+    scripted.RAN.clear()
+    scripted.OUTCOMES = {}
+    assert edgebench_run(tmp_path) == 3  # plain resume: every recorded cell is skipped, the error stands
+    assert scripted.RAN == []
+
+
+def test_retry_errors_redoes_only_error_and_timeout_cells(tmp_path, scripted):
+    scripted.OUTCOMES = {"inference": "error", "bp-checkpointed": "timeout", "mezo": "oom"}
+    assert edgebench_run(tmp_path) == 3
+    scripted.RAN.clear()
+    scripted.OUTCOMES = {}
+    assert edgebench_run(tmp_path, "--retry-errors") == 0
+    assert sorted(scripted.RAN) == ["bp-checkpointed", "inference"]
+    latest = {r.params.method: r.status for r in load_records(tmp_path / "run")}
+    assert latest == {"mezo": "oom", "bp-checkpointed": "ok", "inference": "ok"}
+
+
+def test_run_json_records_jobs(tmp_path, scripted):
+    assert edgebench_run(tmp_path, "--jobs", "2") == 0
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["jobs"] == 2
