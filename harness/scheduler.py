@@ -33,8 +33,9 @@ def host_cores() -> int:
 
 
 def cpu_need(cell: Cell) -> float:
-    """The cores a cell keeps busy: its device's cores, or on a throttled clock its CFS quota."""
-    return cell.clock.cpu_quota_cores
+    """The cores a cell keeps busy: on a throttled clock its CFS quota, otherwise its torch threads (the device's
+    cores on this host's, or fewer on a scaled clock: devices.speed.cell_threads)."""
+    return cell.clock.cpu_quota_cores if cell.clock.throttled else cell.clock.threads
 
 
 def describe(record: CellRecord) -> str:

@@ -137,3 +137,12 @@ def test_throttled_cells_need_only_their_quota(tmp_path, monkeypatch, roomy_host
 def test_each_record_says_whether_its_cell_overlapped_others(tmp_path, roomy_host, jobs):
     run(tmp_path, SleepyExecutor(tmp_path), cells([100] * 2), jobs=jobs)
     assert [r.overlapped for r in load_records(tmp_path)] == [jobs > 1] * 2
+
+
+def test_a_scaled_cell_needs_the_cores_its_threads_use_not_its_devices():
+    """A 4-core device on a scaled clock runs torch on ceil(quota) threads: one here, so two fit a 2-core host."""
+    (cell,) = cells([100], cpus=4.0)
+    scaled = cell.clock.model_copy(update={"kind": "device-scaled", "cpu_quota_cores": 4.0, "threads": 1})
+    assert scheduler.cpu_need(Cell(cell.device, cell.params, scaled)) == 1
+    throttled = scaled.model_copy(update={"kind": "device-throttled", "cpu_quota_cores": 0.17})
+    assert scheduler.cpu_need(Cell(cell.device, cell.params, throttled)) == 0.17
