@@ -8,7 +8,7 @@ SPEC    ?=
 # The CPU build of torch, pinned: an unpinned torch would pull a multi-GB CUDA build.
 TORCH   := torch==2.13.0
 
-.PHONY: install run test lint bench bench-compare clean
+.PHONY: install run recipes test lint bench bench-compare clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml Makefile
 
 run: install
 	$(VENV)/bin/edgebench run $(SPEC) --out $(OUT)
+
+# The learning-rate sweep the default matrix's recipes were chosen from (about an hour here; docs/workloads.md).
+recipes: install
+	$(VENV)/bin/edgebench run harness/specs/recipes.yaml --out results/recipes --jobs 2
 
 test: install
 	$(VENV)/bin/ruff check .
