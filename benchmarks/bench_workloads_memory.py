@@ -7,7 +7,8 @@ with `edgebench run`, so every figure comes from production records (process pea
 - both of those MeZO ratios on opt-125m for `zo_noise: table` (the default) beside `zo_noise: normal`, at every
   reference shape (issue 12: step ratio <= 1.10 at 16 x 64 and 16 x 48, <= 1.35 at 2 x 48; peak ratio <= 1.03);
 - the worst predicted / measured peak over every ok cell (acceptance: within 15%).
-The batch sizes and sequence length differ from those the memory model was calibrated on (1 and 8 x 64).
+The memory model's calibration includes opt-125m inference at these shapes; its off-calibration check is
+benchmarks/bench_memory_model.py.
 
 MeZO's overhead over two forwards is its passes over the weights (and, with `zo_noise: normal`, drawing z
 three times per step), which cost the same at any batch, while a forward grows with batch x sequence. So the

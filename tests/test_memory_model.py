@@ -9,10 +9,37 @@ import sys
 import pytest
 
 from workloads import baseline
-from workloads.memory_model import fit_ratio, largest_fitting, predict_breakdown, predict_peak_bytes
+from workloads.memory_model import (
+    SAVED_PER_TOKEN,
+    TEXT_BYTES_PER_EXAMPLE,
+    data_bytes,
+    fit_ratio,
+    largest_fitting,
+    per_token_elements,
+    position_bias,
+    predict_breakdown,
+    predict_peak_bytes,
+    working_set,
+)
 from workloads.params import WorkloadParams
-from workloads.registry import LADDER, ladder_names, model_shape, resolve
+from workloads.registry import LADDER, ladder_names, model_shape, resolve, shape_from_config
 from workloads.weights import minilm_dir
+
+#: Small configs of the three families, shaped so that H, A*S and F differ at the counting shape (B, S).
+FAMILY_CONFIGS = {
+    "bert": LADDER["bert-4m"],
+    "opt": LADDER["opt-1m"],
+    "mpnet": {
+        "model_type": "mpnet",
+        "vocab_size": 200,
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 256,
+        "max_position_embeddings": 64,
+    },
+}
+B, S = 2, 24
 
 
 def test_memory_model_checks_and_estimate_do_not_import_torch():
@@ -134,3 +161,138 @@ def test_estimate_cli_prints_prediction_cap_fit_and_largest_model():
         "estimate", "--device", "rpi-zero-2w", "--model", "opt-1m", "--method", "mezo", check=True
     )
     assert "predicted peak" in text.stdout and "largest ladder model" in text.stdout
+
+
+def _backbone(family: str):
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    torch.manual_seed(0)
+    config = FAMILY_CONFIGS[family]
+    return AutoModel.from_config(AutoConfig.for_model(**config)), shape_from_config(config)
+
+
+def _inputs(vocab: int, padded: bool):
+    """Token ids and mask: padded as a real task's encoder batch is, or all ones as the synthetic LM task's."""
+    import torch
+
+    ids = torch.randint(3, vocab, (B, S), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    if padded:
+        mask[1, S // 2 :] = 0
+    return ids, mask
+
+
+def _layer_saved_elements(model) -> int:
+    """Elements the second layer's forward saves for backward: unique storages, weights excluded (what
+    docs/workloads.md counts; its LayerNorm statistics and SDPA's logsumexp are the small remainder)."""
+    import torch
+    from torch.autograd.graph import saved_tensors_hooks
+
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+    inside = [False]
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if inside[0] and storage.data_ptr() not in weights:
+            seen[storage.data_ptr()] = storage.nbytes() // tensor.element_size()
+        return tensor
+
+    layer = max((m for m in model.modules() if isinstance(m, torch.nn.ModuleList)), key=len)[1]
+    layer.register_forward_pre_hook(lambda *_: inside.__setitem__(0, True))
+    layer.register_forward_hook(lambda *_: inside.__setitem__(0, False))
+    ids, mask = _inputs(model.config.vocab_size, padded=model.config.model_type != "opt")
+    model.train()
+    with saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(input_ids=ids, attention_mask=mask)
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("family", ["bert", "mpnet", "opt"])
+def test_saved_per_layer_is_what_autograd_keeps(family):
+    model, shape = _backbone(family)
+    kind = "decoder" if shape.is_decoder else "encoder"
+    predicted = B * S * per_token_elements(shape, S, SAVED_PER_TOKEN[(kind, "full")])
+    assert _layer_saved_elements(model) == pytest.approx(predicted, rel=0.02)
+
+
+def test_lora_layer_keeps_only_the_adapters_input_gradient_path():
+    from peft import LoraConfig, get_peft_model
+
+    model, shape = _backbone("bert")
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"]))
+    predicted = B * S * per_token_elements(shape, S, SAVED_PER_TOKEN[("encoder", "lora")])
+    assert _layer_saved_elements(model) == pytest.approx(predicted, rel=0.05)  # plus the rank-8 intermediates
+
+
+@pytest.mark.parametrize("family", ["bert", "mpnet"])
+def test_no_grad_working_set_is_the_forward_live_peak(family):
+    """The peak of live tensor bytes (the profiler's allocation events) during an eval-mode forward, after the inputs
+    exist, against the counted working set (BERT's SDPA runs its flash kernel; MPNet's eager attention keeps
+    scores, probabilities and its position bias)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    model, shape = _backbone(family)
+    ids, mask = _inputs(model.config.vocab_size, padded=True)
+    model.eval()
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        model(input_ids=ids, attention_mask=mask)
+    events = sorted(
+        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+        key=lambda e: e.start_ns(),
+    )
+    live = peak = 0
+    for event in events:
+        live += event.nbytes()
+        peak = max(peak, live)
+    predicted = 4 * (working_set(shape, B, S, dropout=False) + position_bias(shape, B, S))
+    assert peak == pytest.approx(predicted, rel=0.05)
+
+
+@pytest.mark.slow
+def test_data_term_is_the_tokenised_task_in_memory():
+    from workloads.models import load_tokenizer
+    from workloads.tasks import real_task
+
+    params = WorkloadParams(model="minilm-l1", task="rotten_tomatoes", batch=4, seq_len=24, eval_examples=32)
+    task = real_task(params, load_tokenizer(params.model))
+    splits = [task.train, *task.evaluated.values()]
+    tensors = sum(
+        t.numel() * t.element_size() for s in splits for t in (s.input_ids, s.attention_mask, s.labels)
+    )
+    assert data_bytes(params) == tensors + task.info["examples"] * TEXT_BYTES_PER_EXAMPLE
+    assert data_bytes(params.model_copy(update={"task": "synthetic"})) == 0
+
+
+def test_frozen_pretrained_embedding_counts_only_where_read():
+    def weights(**fields) -> int:
+        base = {"model": "mpnet-l2", "task": "rotten_tomatoes", "batch": 4, "seq_len": 32, "max_steps": 3}
+        return predict_breakdown(WorkloadParams(**{**base, **fields})).weights
+
+    shape = model_shape("mpnet-l2")
+    everything = 4 * (shape.params + 2 * shape.hidden + 2)
+    assert weights(method="mezo") == weights(method="bp") == everything  # written: every page copied
+    assert (
+        weights(method="inference", eval_examples=16)
+        < weights(method="inference", eval_examples=512)
+        < everything
+    )
+    assert (
+        weights(method="inference", max_steps=None, max_seconds=60) == everything
+    )  # steps unknown: all of it
+    assert weights(method="inference", model="bert-29m") == 4 * (model_shape("bert-29m").params + 2 * 512 + 2)
+
+
+def test_checkpointing_never_predicts_more_than_plain_backprop_and_frozen_weights_retain_more():
+    def acts(**fields) -> int:
+        base = {"model": "minilm-l6", "task": "rotten_tomatoes", "batch": 16, "seq_len": 128}
+        return predict_breakdown(WorkloadParams(**{**base, **fields})).activations
+
+    for tuning in ("full", "lora"):
+        assert acts(method="bp-checkpointed", tuning=tuning) <= acts(method="bp", tuning=tuning)
+    assert acts(method="bp-checkpointed", model="minilm-l1") == acts(
+        method="bp", model="minilm-l1"
+    )  # one layer
+    assert acts(method="bp", tuning="head") < acts(method="bp", tuning="lora")  # nothing kept in the backbone

@@ -1,27 +1,97 @@
 """Analytic peak-memory model (DESIGN.md), torch-free: the harness parent and `edgebench estimate` use it.
 
-peak = R + weights + method terms, with R (interpreter + torch + allocator) measured once per
-environment (workloads.baseline). The activation coefficients are the per-layer working sets of
-transformers' OPT / BERT / MPNet layers in fp32 on CPU, counted from the tensors each layer keeps
-(see docs/workloads.md for the derivation and the measured validation).
+peak RSS = R + data + resident weights + method terms, with R (interpreter + torch + allocator) measured once per
+environment (workloads.baseline). The activation terms are counts of the tensors transformers' OPT / BERT / MPNet
+layers keep in fp32 on CPU (saved for backward, or live at a no-grad forward's peak), taken with
+`torch.autograd.graph.saved_tensors_hooks` and the profiler's allocation events; the few constants that are not
+counts were fitted on a calibration sweep and are validated on a disjoint one (docs/workloads.md, "Analytic memory
+model"; benchmarks/bench_memory_model.py).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from workloads.baseline import runtime_baseline_bytes
 from workloads.params import ZO_CHUNK, ZO_MAX_WORKERS, WorkloadParams, noise_table_size
 from workloads.registry import ModelShape, ladder_names, ladder_of, model_shape, resolve
-from workloads.sources import SYNTHETIC
+from workloads.sources import ROTTEN_TOMATOES, SYNTHETIC, split_sizes
 
 BYTES = {"fp32": 4, "bf16": 2}
 OPTIMIZER_STATE = {"sgd": 0, "sgd-momentum": 1, "adamw": 2}  # states per trainable weight, in its dtype
 LORA_RANK = 8
-#: Measured here (docs/workloads.md): the LM head's matmul holds a packed copy of most of the tied embedding
-#: matrix during a forward, and backprop holds about 2.5 largest-tensor-sized temporaries.
+INDEX_BYTES = 8  # token ids, attention masks and labels are int64
+
+#: What one layer keeps for backward, in elements per token as multiples of (H, A*S, F), counted with
+#: saved_tensors_hooks (unique storages, weights excluded). An encoder layer trains with dropout, so BERT's SDPA
+#: takes its math path: linear inputs (Q/K/V share one, the attention output's, the MLP's two: H, H, F), Q and K
+#: and V for the two matmuls (3 H), the softmax output, its dropout mask and the dropped probabilities (3 A*S), two
+#: hidden dropout masks and two LayerNorm inputs (4 H) and GELU's input (F). OPT's attention has no dropout, so
+#: SDPA's flash kernel keeps Q, K, V and its output (4 H) and no A*S term; ReLU's output doubles as fc2's input.
+#: LoRA freezes the base linears, whose inputs are then not kept (the adapters reuse Q/V's input); "frozen" layers
+#: (a tied LM head, or a checkpointed classifier head, see `saved_counts`) keep only their input-gradient path.
+SAVED_PER_TOKEN = {
+    ("encoder", "full"): (10, 3, 2),
+    ("encoder", "lora"): (8, 3, 1),
+    ("encoder", "frozen"): (7, 3, 1),
+    ("decoder", "full"): (10, 0, 1),
+    ("decoder", "lora"): (9, 0, 1),
+    ("decoder", "frozen"): (8, 0, 1),
+}
+#: Kept before the first layer by a fully trained encoder: the embeddings' LayerNorm input and dropout mask (H each).
+ENCODER_EMBEDDING_SAVED = 2
+#: Families whose attention runs through SDPA's flash kernel when no dropout is active (no B*A*S*S scores).
+FLASH_ATTENTION = {"bert", "opt"}
+#: Families checkpointed by transformers, which also makes the embeddings' output require grad (for any model
+#: taking input_ids), so even a head-only cell backpropagates through every layer; MPNet's blocks are wrapped in
+#: torch.utils.checkpoint by workloads.models instead, which does not.
+TRANSFORMERS_CHECKPOINTING = {"bert", "opt"}
+#: Live at a no-grad forward's peak, per token (counted with the profiler's allocation events): in the MLP, the
+#: embedding output, the layer input and the attention output (3 H) beside the intermediate and its activation
+#: (2 F); in attention, those plus Q, K, V, the context and its reshaped copy (7 H), plus the B*A*S*S scores and
+#: probabilities (and with dropout, the dropped probabilities) where SDPA's flash kernel does not run.
+MLP_PHASE_HIDDEN, MLP_PHASE_FFN = 3, 2
+ATTENTION_PHASE_HIDDEN = 7
+ATTENTION_SCORES = {False: 2, True: 3}  # B*A*S*S tensors live at once, without / with attention dropout
+#: OPT's forward fills a key/value cache (2 H per layer and token; `use_cache` is on) that lives until it returns.
+KV_CACHE_PER_LAYER = 2
+#: Measured on the cells (opt-30m, opt-125m): an LM forward's peak holds about this share of the tied embedding matrix
+#: beyond its logits (the first large matmul's retained buffers: a warm LM head's matmul alone holds only its logits).
 LM_HEAD_PACKING = 0.8
-BP_LARGEST_TEMPORARIES = 2.5
+#: AdamW (foreach=False) builds its denominator for one tensor at a time (sqrt, then the division): two temporaries
+#: as large as the largest trained tensor; SGD updates in place. A tied LM head / embedding sums two gradients.
+OPTIMIZER_TEMPORARIES = {"sgd": 0, "sgd-momentum": 0, "adamw": 2}
+TIED_GRADIENT_TEMPORARIES = 1
+#: An LM's backward starts with its log-softmax kept for backward and two B*S*V gradients (of the log-softmax and of
+#: the logits): the logits phase; the optimizer's temporaries come later, after those are freed.
+LM_BACKWARD_LOGITS = 3
+#: glibc's largest dynamic mmap threshold (64-bit): a larger tensor is always mapped on its own and returned when
+#: freed; a smaller one may come from the heap, whose freed memory stays resident.
+MMAP_CEILING = 32 << 20
+# The allocator (glibc malloc) does not return every freed tensor: tensors up to its mmap threshold (which rises to
+# the largest freed one, up to 32 MiB) come from the heap, whose holes later tensors reuse only in part. Fitted on
+# the calibration sweep (3 steps; docs/workloads.md), in units of the counted live peak they retain:
+#: a no-grad forward's high-water mark, in working sets;
+NO_GRAD_RETENTION = 1.5
+#: plain backprop: besides what is kept, the forward's freed temporaries and the backward's gradients, in one
+#: layer's saved sets: HEAP_WORKING_LAYERS * L / (L + 1), growing with depth (0.5-0.9 measured at one layer, 1.3-1.4
+#: at three to six);
+HEAP_WORKING_LAYERS = 1.6
+#: checkpointed backprop: each recomputed layer's saved set lands partly in new memory, so the heap holds about this
+#: many of them (never more than plain backprop would);
+RECOMPUTED_LAYERS_RETAINED = 3.7
+#: plain backprop with frozen weights (LoRA, a tied LM head): no large gradients or optimizer states refill the first
+#: step's freed activations, so the next step's land in new memory: the heap holds two steps' kept tensors.
+FROZEN_STEPS_RETAINED = 2
+#: A real task's examples as Python strings and the datasets library's table, per example (fitted).
+TEXT_BYTES_PER_EXAMPLE = 675
+#: A frozen embedding of a memory-mapped checkpoint becomes resident where read: each example read maps about this
+#: much of it (its new tokens' rows with the kernel's 64 KiB fault-around window; fitted: mpnet-l1 mapped 34 of its
+#: 89 MiB after 44 reviews, MiniLM-L6 all of it after 1,030).
+MAPPED_BYTES_PER_EXAMPLE = 1 << 20
+#: Deduplicated examples of the tasks whose size is known without loading them (docs/workloads.md, Tasks).
+KNOWN_TASK_EXAMPLES = {ROTTEN_TOMATOES: 12_752}
 
 
 @dataclass(frozen=True)
@@ -29,6 +99,7 @@ class Breakdown:
     """The terms of one prediction, in bytes (what `edgebench estimate --json` prints)."""
 
     runtime: int
+    data: int
     weights: int
     gradients: int
     optimizer: int
@@ -40,6 +111,7 @@ class Breakdown:
     def total(self) -> int:
         return (
             self.runtime
+            + self.data
             + self.weights
             + self.gradients
             + self.optimizer
@@ -49,41 +121,130 @@ class Breakdown:
         )
 
 
+def is_lm(shape: ModelShape, params: WorkloadParams) -> bool:
+    return shape.is_decoder and params.task == SYNTHETIC
+
+
+def head_size(shape: ModelShape, num_labels: int) -> int:
+    return shape.hidden * num_labels + num_labels
+
+
 def trainable_count(shape: ModelShape, params: WorkloadParams, num_labels: int) -> int:
-    head = shape.hidden * num_labels + num_labels if not is_lm(shape, params) else shape.largest_tensor
+    lm = is_lm(shape, params)
+    head = shape.largest_tensor if lm else head_size(shape, num_labels)
     if params.tuning == "head":
         return head
     if params.tuning == "lora":  # two rank-r adapters on the query and value projections of every layer
-        return shape.layers * 2 * 2 * LORA_RANK * shape.hidden + (0 if is_lm(shape, params) else head)
-    return shape.params + (0 if is_lm(shape, params) else head)
+        return shape.layers * 2 * 2 * LORA_RANK * shape.hidden + (0 if lm else head)
+    return shape.params + (0 if lm else head)
 
 
-def is_lm(shape: ModelShape, params: WorkloadParams) -> bool:
-    return shape.is_decoder and params.task == "synthetic"
+def resident_weights(shape: ModelShape, params: WorkloadParams, pretrained: bool, num_labels: int) -> int:
+    """Weight bytes that are really resident. A pretrained fp32 checkpoint's tensors are views of its memory-mapped
+    safetensors file, so a page counts once it is read or written: every layer's weights are read by each forward,
+    but a frozen word embedding only around the rows of the tokens read (`mapped_embedding`)."""
+    w = BYTES[params.dtype]
+    total = w * (shape.params + (0 if is_lm(shape, params) else head_size(shape, num_labels)))
+    written = params.method in ("mezo", "bp", "bp-checkpointed") and params.tuning == "full"
+    if not pretrained or params.dtype != "fp32" or written:
+        return total
+    embedding = w * shape.vocab * shape.hidden
+    return total - embedding + mapped_embedding(params, embedding)
 
 
-def layer_working_set(shape: ModelShape, b: int, s: int, w: int) -> int:
-    """One layer's live tensors during a no-grad forward: attention scores and probabilities (B*A*S*S each),
-    the MLP's intermediate (B*S*F, twice around the activation) and a few hidden-sized tensors."""
-    return w * (2 * b * shape.heads * s * s + 2 * b * s * shape.ffn + 6 * b * s * shape.hidden)
+def mapped_embedding(params: WorkloadParams, embedding: int) -> int:
+    """Bytes of a frozen memory-mapped embedding read by a cell: MAPPED_BYTES_PER_EXAMPLE per distinct example (the
+    evaluated ones, then every training batch), saturating as the mapped windows overlap. Random tokens spread over
+    the whole vocabulary, and a time budget runs an unknown number of steps: those count it all."""
+    if params.task == SYNTHETIC or params.max_steps is None:
+        return embedding
+    examples = 2 * params.eval_examples + params.max_steps * params.batch
+    return int(embedding * -math.expm1(-examples * MAPPED_BYTES_PER_EXAMPLE / embedding))
 
 
-def layer_saved_for_backward(shape: ModelShape, b: int, s: int, w: int) -> int:
-    """What one layer keeps for backward: Korthikanti et al.'s B*S*H*(34 + 5*A*S/H) bytes counts 16-bit GPU
-    tensors; on CPU in fp32 transformers' OPT layers keep about 5 hidden-sized tensors, the attention
-    probabilities and the MLP intermediate (calibrated on this machine; docs/workloads.md). BERT layers keep
-    two more: GELU needs its input besides the output the next matmul keeps (ReLU needs only the output), and
-    attention-probability dropout keeps its output besides its input."""
-    per_layer = 5 * b * s * shape.hidden + b * shape.heads * s * s + b * s * shape.ffn
-    if not shape.is_decoder:
-        per_layer += b * s * shape.ffn + b * shape.heads * s * s
-    return w * per_layer
+def data_bytes(params: WorkloadParams) -> int:
+    """A real task in memory: its examples' texts, and the tokenised splits (int64 token ids and attention masks of
+    the train split and of the evaluated examples of validation and test, and the labels). Zero for the synthetic
+    task and for tasks whose size is unknown before loading them."""
+    examples = KNOWN_TASK_EXAMPLES.get(params.task)
+    if examples is None:
+        return 0
+    sizes = split_sizes(examples)
+    rows = (
+        sizes["train"]
+        + min(params.eval_examples, sizes["validation"])
+        + min(params.eval_examples, sizes["test"])
+    )
+    return examples * TEXT_BYTES_PER_EXAMPLE + rows * INDEX_BYTES * (2 * params.seq_len + 1)
 
 
-def position_bias(shape: ModelShape, b: int, s: int, w: int) -> int:
-    """MPNet's relative-position bias (B*A*S*S), computed once per forward and added to every layer's attention
-    scores, so it lives for the whole forward and is kept once for backward (BERT-like otherwise)."""
-    return w * b * shape.heads * s * s if shape.family == "mpnet" else 0
+def per_token_elements(shape: ModelShape, s: int, counts: tuple[int, int, int]) -> int:
+    hidden, scores, ffn = counts
+    return hidden * shape.hidden + scores * shape.heads * s + ffn * shape.ffn
+
+
+def saved_counts(shape: ModelShape, params: WorkloadParams) -> tuple[int, int, int] | None:
+    """SAVED_PER_TOKEN of the cell's layers; None when nothing in the backbone needs a gradient (a classifier's
+    head alone, unless transformers' checkpointing made the embeddings' output require grad)."""
+    kind = "decoder" if shape.is_decoder else "encoder"
+    tuning = params.tuning
+    if tuning == "head":
+        checkpointed = params.method == "bp-checkpointed" and shape.family in TRANSFORMERS_CHECKPOINTING
+        if not (is_lm(shape, params) or checkpointed):
+            return None
+        tuning = "frozen"
+    return SAVED_PER_TOKEN[(kind, tuning)]
+
+
+def layer_saved(shape: ModelShape, params: WorkloadParams, b: int, s: int) -> int:
+    """Elements one layer keeps for backward."""
+    counts = saved_counts(shape, params)
+    return b * s * per_token_elements(shape, s, counts) if counts else 0
+
+
+def position_bias(shape: ModelShape, b: int, s: int) -> int:
+    """MPNet's relative-position bias (B*A*S*S elements), computed once per forward and added to every layer's
+    scores: live through the whole forward, and a checkpoint input of every layer."""
+    return b * shape.heads * s * s if shape.family == "mpnet" else 0
+
+
+def working_set(shape: ModelShape, b: int, s: int, dropout: bool) -> int:
+    """Elements live at the peak of one layer's forward that keeps nothing for backward: the larger of the MLP's and
+    the attention's working sets."""
+    mlp = MLP_PHASE_HIDDEN * shape.hidden + MLP_PHASE_FFN * shape.ffn
+    flash = shape.family in FLASH_ATTENTION and not (dropout and not shape.is_decoder)
+    scores = 0 if flash else ATTENTION_SCORES[dropout] * shape.heads * s
+    return b * s * max(mlp, ATTENTION_PHASE_HIDDEN * shape.hidden + scores)
+
+
+def no_grad_activations(shape: ModelShape, b: int, s: int, dropout: bool) -> float:
+    """Elements of a no-grad forward's high-water mark: one layer's working set with what the allocator retains of
+    it, and the tensors that live through the whole forward, allocated once (OPT's key/value cache, MPNet's position
+    bias)."""
+    cache = KV_CACHE_PER_LAYER * shape.layers * b * s * shape.hidden if shape.is_decoder else 0
+    return NO_GRAD_RETENTION * working_set(shape, b, s, dropout) + cache + position_bias(shape, b, s)
+
+
+def backprop_activations(shape: ModelShape, params: WorkloadParams, b: int, s: int) -> float:
+    """Elements of activation memory at backprop's peak: what is kept for backward (every layer's saved set, or, when
+    checkpointed, every layer's input and the recomputed layers' sets the heap retains) and the backward's working
+    set; a classifier whose head alone trains keeps nothing and peaks in its training-mode forward instead."""
+    layer = layer_saved(shape, params, b, s)
+    if layer == 0:
+        return no_grad_activations(shape, b, s, dropout=True)
+    full = params.tuning == "full"
+    embedding = ENCODER_EMBEDDING_SAVED * b * s * shape.hidden if not shape.is_decoder and full else 0
+    # MPNet's position bias is a checkpoint input of every layer, and without checkpointing its gradient sums over
+    # every layer's backward: one B*A*S*S tensor either way.
+    kept = embedding + position_bias(shape, b, s)
+    if full:
+        acts = kept + (shape.layers + HEAP_WORKING_LAYERS * shape.layers / (shape.layers + 1)) * layer
+    else:
+        acts = FROZEN_STEPS_RETAINED * (kept + shape.layers * layer)
+    if params.method == "bp-checkpointed":
+        inputs = kept + shape.layers * b * s * shape.hidden
+        acts = min(acts, inputs + RECOMPUTED_LAYERS_RETAINED * layer)
+    return acts
 
 
 def zo_bytes(params: WorkloadParams, shape: ModelShape, trainable: int, w: int) -> int:
@@ -94,42 +255,46 @@ def zo_bytes(params: WorkloadParams, shape: ModelShape, trainable: int, w: int) 
     return w * (table + ZO_MAX_WORKERS * buffers * min(ZO_CHUNK, shape.largest_tensor))
 
 
-def breakdown(params: WorkloadParams, shape: ModelShape, runtime: int, num_labels: int = 2) -> Breakdown:
+def breakdown(
+    params: WorkloadParams, shape: ModelShape, runtime: int, num_labels: int = 2, pretrained: bool = False
+) -> Breakdown:
     w = BYTES[params.dtype]
     b, s = params.batch, min(params.seq_len, shape.max_positions)
     lm = is_lm(shape, params)
-    total_params = shape.params + (0 if lm else shape.hidden * num_labels + num_labels)
     trainable = trainable_count(shape, params, num_labels)
     largest = w * shape.largest_tensor
     logits = 4 * b * s * shape.vocab if lm else 0  # fp32 logits of an LM head
-    weights = total_params * w
-    bias = position_bias(shape, b, s, w)
+    weights = resident_weights(shape, params, pretrained, num_labels)
+    data = data_bytes(params)
     if params.method in ("inference", "mezo"):
         zo = zo_bytes(params, shape, trainable, w) if params.method == "mezo" else 0
-        # An LM keeps its logits and their log-softmax; its head's matmul packs the (tied) embedding matrix.
+        # An LM keeps its logits and their log-softmax, and holds LM_HEAD_PACKING of its tied embedding matrix.
         head = int(LM_HEAD_PACKING * largest) if lm else 0
-        acts = layer_working_set(shape, b, s, w) + bias
-        return Breakdown(runtime, weights, 0, 0, acts, 2 * logits + head, zo)
+        acts = int(w * no_grad_activations(shape, b, s, dropout=False))
+        return Breakdown(runtime, data, weights, 0, 0, acts, 2 * logits + head, zo)
     grads = trainable * w
     # torch keeps optimizer states in the parameter's dtype (exp_avg, exp_avg_sq of a bf16 weight are bf16)
     optimizer = OPTIMIZER_STATE[params.optimizer] * w * trainable
-    if params.method == "bp":
-        acts = shape.layers * layer_saved_for_backward(shape, b, s, w) + bias
-    else:  # checkpointed: every layer's input, plus one layer recomputed with its saved tensors
-        acts = shape.layers * b * s * shape.hidden * w + layer_saved_for_backward(shape, b, s, w) + bias
-    # Temporaries as large as the largest tensor: its gradient's second contribution (tied LM head / embedding
-    # backward) and the optimizer's per-tensor denominators; only for fully trained models.
-    temporaries = int(BP_LARGEST_TEMPORARIES * largest) if params.tuning == "full" else 0
-    return Breakdown(runtime, weights, grads, optimizer, acts + temporaries, 3 * logits, 0)
+    acts = int(w * backprop_activations(shape, params, b, s))
+    temporaries = 0
+    if params.tuning == "full" or (params.tuning == "head" and lm):  # the largest tensor trains
+        temporaries = OPTIMIZER_TEMPORARIES[params.optimizer] + (TIED_GRADIENT_TEMPORARIES if lm else 0)
+    logits_phase = LM_BACKWARD_LOGITS * logits
+    # The optimizer's temporaries come after the LM's logits phase is freed: mapped on their own, they reuse its
+    # memory and the peak holds the larger of the two; from the heap, they stay beside it.
+    mapped = largest > MMAP_CEILING
+    extra = max(0, temporaries * largest - logits_phase) if mapped else temporaries * largest
+    return Breakdown(runtime, data, weights, grads, optimizer, acts + extra, logits_phase, 0)
 
 
 def predict_breakdown(params: WorkloadParams) -> Breakdown | None:
     """None when the model's shape is unknown or the runtime baseline cannot be measured here."""
-    shape = model_shape(params.model)
+    entry = resolve(params.model)
+    shape = entry.shape
     runtime = runtime_baseline_bytes(params.task != SYNTHETIC) if shape is not None else None
     if shape is None or runtime is None:
         return None
-    return breakdown(params, shape, runtime)
+    return breakdown(params, shape, runtime, pretrained=entry.pretrained)
 
 
 def predict_peak_bytes(params: WorkloadParams) -> int | None:
@@ -148,9 +313,9 @@ def largest_fitting(params: WorkloadParams, cap_bytes: int, ladder: str | None =
     best = None
     for name in ladder_names(ladder):
         candidate = params.model_copy(update={"model": name})
-        rung = model_shape(name)
-        assert rung is not None
-        if breakdown(candidate, rung, runtime).total <= cap_bytes:
+        rung = resolve(name)
+        assert rung.shape is not None
+        if breakdown(candidate, rung.shape, runtime, pretrained=rung.pretrained).total <= cap_bytes:
             best = name
     return best
 
