@@ -135,7 +135,10 @@ def no_decay(name: str, tensor: torch.Tensor) -> bool:
 
 
 def zo_workers() -> int:
-    """Threads that apply z: the cell's torch thread count (the device's cores), at most ZO_MAX_WORKERS."""
+    """Threads that draw z (`normal`): the cell's torch thread count (the device's cores), at most ZO_MAX_WORKERS.
+    The table needs none: its passes are in-place adds that torch already spreads over its own threads, and a
+    pool of Python threads on top oversubscribes them (measured on opt-125m's weights, 2 cores: 0.28 s a
+    passes-only step with a 2-thread pool, 0.17 s inline; `normal`: 0.85 s with the pool, 1.42 s inline)."""
     return max(1, min(torch.get_num_threads(), ZO_MAX_WORKERS))
 
 
@@ -168,10 +171,10 @@ class MeZO:
         kinds = {(t.dtype, t.device) for t in self.tensors} if table else set()
         self.tables = {kind: draw_table(table, seed, *kind) for kind in kinds}
         workers = workers or zo_workers()
-        threaded = workers > 1 and sum(sizes) > chunk
+        threaded = noise == "normal" and workers > 1 and sum(sizes) > chunk
         self._pool = (
             ThreadPoolExecutor(workers, thread_name_prefix="mezo") if threaded else None
-        )  # small: inline
+        )  # the table or a small model: inline, on torch's threads
         self._local = threading.local()
         self._plan = functools.lru_cache(maxsize=2 * n_queries + 2)(self._compute_plan)
         self.pending: Key | None = None  # the (step, query) whose +eps*z the weights currently carry
