@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.integration]
 # Two devices x two methods, a tiny model: enough to show slices, caps and the report.
 TWO_BY_TWO = opt_1m_spec(
     "two-by-two",
-    "[{name: small-384mib, memory: 384MiB, cpus: 1, gflops: 20}, {name: large-1gib, memory: 1GiB, cpus: 2, gflops: 60}]",
+    "[{name: small-512mib, memory: 512MiB, cpus: 1, gflops: 20}, {name: large-1gib, memory: 1GiB, cpus: 2, gflops: 60}]",
 )
 
 
@@ -139,7 +139,7 @@ def test_compose_runs_each_device_in_its_own_capped_container_then_the_report(en
                 all=True, filters={"label": "com.docker.compose.project=edgebench-test"}
             )
         }
-        for name, memory in (("small-384mib", 384 << 20), ("large-1gib", 1 << 30)):
+        for name, memory in (("small-512mib", 512 << 20), ("large-1gib", 1 << 30)):
             host = containers[name].attrs["HostConfig"]
             assert (host["Memory"], host["MemorySwap"]) == (memory, memory)
             assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"]
@@ -155,8 +155,8 @@ def test_compose_runs_each_device_in_its_own_capped_container_then_the_report(en
     assert sorted((r.device.name, r.params.method, r.status) for r in records) == [
         ("large-1gib", "bp-checkpointed", "ok"),
         ("large-1gib", "mezo", "ok"),
-        ("small-384mib", "bp-checkpointed", "ok"),
-        ("small-384mib", "mezo", "ok"),
+        ("small-512mib", "bp-checkpointed", "ok"),
+        ("small-512mib", "mezo", "ok"),
     ]
     assert {r.enforcement for r in records} == {"container"}
     for record in records:  # each device container ran its cells on its own scaled clock
