@@ -63,7 +63,7 @@ COMPOSE  = $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 .PHONY: docker-image docker-up
 
 docker-image:
-	docker build -t $(IMAGE) .
+	docker build --force-rm -t $(IMAGE) .
 
 docker-up: docker-image
 	EDGEBENCH_IMAGE=$(IMAGE) $(COMPOSE) up

@@ -242,7 +242,7 @@ def project_image(engine: Engine, base: str, tag: str = "edgebench-test:latest")
         sources = f"--no-index --find-links {url}"
         _run(
             [
-                "docker", "build", "--quiet", "--network", "host", "--tag", tag,
+                "docker", "build", "--quiet", "--force-rm", "--network", "host", "--tag", tag,
                 "--build-arg", f"BASE_IMAGE={base}",
                 "--build-arg", f"TORCH_SOURCES={sources}",
                 "--build-arg", f"PIP_SOURCES={sources}",

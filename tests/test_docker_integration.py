@@ -121,6 +121,8 @@ def test_compose_runs_each_device_in_its_own_capped_container_then_the_report(en
     (tmp_path / "docker-compose.yml").write_text(generated.stdout)
     compose = ["docker-compose", "--project-name", "edgebench-test", "--project-directory", str(tmp_path)]
     env = engine.env  # the services run as the image's user (1000): `prepare` hands it the results folder
+    client = engine.client()
+    before = {c.id for c in client.containers.list(all=True)}  # a cached data root may hold others' leftovers
     try:
         up = subprocess.run(
             [*compose, "up", "--no-color"], cwd=tmp_path, env=env, capture_output=True, text=True
@@ -132,7 +134,6 @@ def test_compose_runs_each_device_in_its_own_capped_container_then_the_report(en
             pytest.fail(
                 f"docker-compose up exited {up.returncode}:\n{up.stderr[-2000:]}\n{logs.stdout[-4000:]}"
             )
-        client = engine.client()
         containers = {
             c.labels["com.docker.compose.service"]: c
             for c in client.containers.list(
@@ -164,7 +165,8 @@ def test_compose_runs_each_device_in_its_own_capped_container_then_the_report(en
         assert record.device_seconds == pytest.approx(record.cpu_seconds * record.clock.ratio, rel=1e-3)
     assert read_run_info(run_dir)["spec"]["name"] == "two-by-two"  # merged from the device slices' run info
     assert "<html" in (run_dir / "report.html").read_text()[:2000].lower()
-    assert not client.containers.list(all=True)
+    left = [(c.name, c.image.tags, c.labels) for c in client.containers.list(all=True) if c.id not in before]
+    assert not left, f"containers left behind: {left}"
     assert {n.name for n in client.networks.list()} <= {"none", "host"}
 
 
