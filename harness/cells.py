@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from devices.profile import DeviceProfile
 from devices.speed import CellClock, unplanned_clock
+from harness.records import ModelResolution, Role
+from workloads.memory_model import predict_peak_bytes
 from workloads.params import WorkloadParams
 
 #: The device fields that change a measurement: its name (a report's row; two named devices are two cells),
@@ -35,6 +37,10 @@ class Cell:
     params: WorkloadParams
     #: Planned with the spec (harness.spec); a cell made without one runs at host speed.
     clock: CellClock = None  # type: ignore[assignment]
+    role: Role = "cell"
+    resolution: ModelResolution | None = None
+    #: The memory model's figure, made when the cell is planned (`planned_cell`), never in an executor.
+    predicted_peak_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.clock is None:
@@ -51,6 +57,8 @@ class Cell:
             "params": self.params.model_dump(exclude_defaults=True),
             "clock": self.clock.kind,
         }
+        if self.role != "cell":  # a probe is its own measurement, never the cell of the same params
+            content["role"] = self.role
         return content_hash(content, 12)
 
     @property
@@ -59,4 +67,10 @@ class Cell:
         head and full MeZO of one model are different experiments). The id tells every cell apart."""
         p = self.params
         method = p.method if p.tuning == "full" else f"{p.method}+{p.tuning}"
-        return f"{self.device.name}/{p.model}/{method}/b{p.batch}/s{p.seed}"
+        probe = " (probe)" if self.role == "probe" else ""
+        return f"{self.device.name}/{p.model}/{method}/b{p.batch}/s{p.seed}{probe}"
+
+
+def planned_cell(device: DeviceProfile, params: WorkloadParams, clock: CellClock, **extra: object) -> Cell:
+    """A cell as the planner makes it: with its clock and its predicted peak, decided once, here."""
+    return Cell(device, params, clock, predicted_peak_bytes=predict_peak_bytes(params), **extra)  # type: ignore[arg-type]

@@ -36,6 +36,35 @@ class Validity(BaseModel):
     checks: dict[str, bool]
 
 
+Role = Literal["cell", "probe"]
+
+
+class ProbeOutcome(BaseModel):
+    """One probe of a largest-fitting resolution: a few steps of a candidate model under the device's cap."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    cell_id: str
+    status: Status
+    peak_memory_bytes: int | None = None
+    cgroup_peak_bytes: int | None = Field(None, description="what the cap binds: the cgroup's peak, page cache included")
+    predicted_peak_bytes: int | None = None
+
+
+class ModelResolution(BaseModel):
+    """Why a cell trains the model it does: the largest candidate whose probe trained under the cap."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    candidates: list[str] = Field(description="the spec's list, smallest first")
+    model: str = Field(description="the model the cell trains")
+    trained: bool = Field(True, description="false when no candidate trained and `model` is the smallest")
+    predicted: str | None = Field(None, description="the largest candidate the memory model puts under the cap")
+    probes: list[ProbeOutcome] = Field(default_factory=list, description="in the order they ran")
+    reason: str
+
+
 class CellRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -66,6 +95,8 @@ class CellRecord(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict, description="the workload's own figures")
     enforcement: str
     executor: str
+    role: Role = Field("cell", description="probe: a few steps that find the largest fitting model, not a result")
+    resolution: ModelResolution | None = Field(None, description="how a largest-fitting cell's model was chosen")
     overlapped: bool | None = Field(
         None, description="whether another cell of this `edgebench run` ran during this one; None if not known"
     )

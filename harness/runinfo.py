@@ -11,6 +11,7 @@ from typing import Any
 
 import psutil
 
+from harness.cells import Cell
 from harness.executors.base import Executor
 from harness.records import SCHEMA_VERSION, now_iso
 from harness.spec import LoadedSpec
@@ -40,8 +41,11 @@ def host_facts() -> dict[str, Any]:
     }
 
 
-def describe_run(loaded: LoadedSpec, executor: Executor, jobs: int, devices: list[str] | None) -> dict[str, Any]:
-    """`jobs` and the slice's `devices` say how the cells shared the host (see `overlapped` in each record)."""
+def describe_run(
+    loaded: LoadedSpec, executor: Executor, jobs: int, devices: list[str] | None, cells: list[Cell]
+) -> dict[str, Any]:
+    """`jobs` and the slice's `devices` say how the cells shared the host (see `overlapped` in each record);
+    `cells` are those the run expects (the spec's, and once probing is done, its largest-fitting ones)."""
     return {
         "schema_version": SCHEMA_VERSION,
         "started_at": now_iso(),
@@ -49,8 +53,9 @@ def describe_run(loaded: LoadedSpec, executor: Executor, jobs: int, devices: lis
         "spec_hash": loaded.hash,
         "spec": loaded.spec.model_dump(),
         "devices": [d.model_dump() for d in loaded.devices],
-        "cells": [c.id for c in loaded.cells],
-        "cell_labels": {c.id: c.label for c in loaded.cells},  # lets a report name the cells still missing
+        "cells": [c.id for c in cells],
+        "cell_labels": {c.id: c.label for c in cells},
+        "largest_fitting_arms": [arm.label for arm in loaded.arms],  # lets a report name the cells still missing
         "clock": loaded.spec.clock,
         "host_speed": loaded.host.model_dump() if loaded.host else None,
         "clocks": {name: clock.model_dump() for name, clock in loaded.clocks.items()},

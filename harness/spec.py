@@ -15,12 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from devices.catalogue import USER_FILE, CatalogueError, load_catalogue, parse_profile, resolve_device
 from devices.profile import DeviceProfile
 from devices.speed import DEFAULT_CLOCK, CellClock, Clock, ClockError, HostSpeed, host_speed, plan_clock
-from harness.cells import Cell, content_hash, device_identity
+from harness.cells import Cell, content_hash, device_identity, planned_cell
 from harness.errors import UserError
+from harness.resolve import Arm, LargestFitting
 from workloads.checks import check_params
 from workloads.params import AXES, WorkloadParams
 
-DEFAULT_SPEC = "default.yaml"
+DEFAULT_SPEC = "quick.yaml"
 #: Twin cells a run's note names before it says how many more there are.
 NOTE_NAMES = 3
 
@@ -38,7 +39,11 @@ class Thresholds(BaseModel):
 class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = "edgebench"
+    name: str = Field(
+        "edgebench",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+        description="letters, digits, '.', '_' and '-': it names the default run directory, results/<name>",
+    )
     description: str = ""
     devices: list[str | dict[str, Any]] = Field(min_length=1)
     device_files: list[str] = Field(default_factory=list)
@@ -83,6 +88,7 @@ class LoadedSpec:
         host: HostSpeed | None = None,
         clocks: dict[str, CellClock] | None = None,
         duplicates: dict[str, int] | None = None,
+        arms: list[Arm] | None = None,
     ) -> None:
         self.spec = spec
         self.path = path
@@ -92,6 +98,7 @@ class LoadedSpec:
         self.host = host  # the calibration the device clocks were planned with, if any
         self.clocks = clocks or {}  # device name -> the clock of its cells
         self.duplicates = duplicates or {}  # cell id -> times listed, for cells the matrix lists more than once
+        self.arms = arms or []  # workloads whose model is the largest that fits (harness.resolve), per device
 
     def duplicate_note(self) -> str | None:
         """One line for the user when matrix blocks overlap: their cells are merged, not run twice."""
@@ -109,6 +116,10 @@ class LoadedSpec:
         if unknown:
             raise UserError(f"--device {sorted(unknown)[0]!r} is not in {self.path}'s devices")
         return [c for c in self.cells if c.device.name in device_names]
+
+    def arms_for(self, device_names: list[str] | None) -> list[Arm]:
+        self.cells_for(device_names)  # the same check of the names
+        return [a for a in self.arms if not device_names or a.device.name in device_names]
 
 
 def some_of(labels: list[str]) -> str:
@@ -128,12 +139,27 @@ def _field_error(exc: ValidationError, origin: str) -> UserError:
     return UserError(f"{origin}: {field}: {message}")
 
 
+def shipped_specs() -> dict[str, Path]:
+    """The matrices edgebench ships (harness/specs), by name: `edgebench run paper-fit`."""
+    folder = Path(str(resources.files("harness").joinpath("specs")))
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def spec_location(path: str | Path | None) -> Path:
+    """A spec file, or the name of a shipped one when no such file exists; the default spec when none given."""
+    if not path:
+        return default_spec_path()
+    given = Path(path)
+    return given if given.exists() else shipped_specs().get(str(path), given)
+
+
 def load_spec(path: str | Path | None) -> LoadedSpec:
-    spec_path = Path(path) if path else default_spec_path()
+    spec_path = spec_location(path)
     try:
         text = spec_path.read_text()
     except FileNotFoundError:
-        raise UserError(f"spec file {spec_path} not found; pass the path of a YAML spec") from None
+        shipped = ", ".join(shipped_specs())
+        raise UserError(f"spec file {spec_path} not found; pass the path of a YAML spec or a shipped one ({shipped})") from None
     except OSError as exc:
         raise UserError(f"cannot read spec {spec_path} ({exc.strerror})") from None
     try:
@@ -151,18 +177,44 @@ def load_spec(path: str | Path | None) -> LoadedSpec:
         raise _field_error(exc, str(spec_path)) from None
     devices = _resolve_devices(spec, spec_path)
     host, clocks = plan_clocks(spec.clock, devices, spec_path)
-    cells = []
+    cells: list[Cell] = []
+    arms: dict[str, Arm] = {}
     for block in spec.matrix:
         names = block.get("devices")
         names = names if isinstance(names, list) else [names] if names else [d.name for d in devices]
         unknown = set(names) - {d.name for d in devices}
         if unknown:
             raise UserError(f"{spec_path}: matrix.devices: {sorted(unknown)[0]!r} is not one of the spec's devices")
+        chosen = [d for d in devices if d.name in names]
         axes = {k: v for k, v in block.items() if k != "devices"}
-        block_cells = expand_matrix(axes, spec_path)
-        cells += [Cell(d, p, clocks[d.name]) for d in devices if d.name in names for p in block_cells]
+        fitting = largest_fitting(axes["model"], spec_path)
+        if fitting is None:
+            cells += [planned_cell(d, p, clocks[d.name]) for d in chosen for p in expand_matrix(axes, spec_path)]
+            continue
+        candidates = fitting.largest_fitting
+        templates = expand_matrix({**axes, "model": candidates}, spec_path)  # every candidate checked
+        for d in chosen:
+            for p in templates:
+                if p.model == candidates[-1]:
+                    arm = Arm(d, clocks[d.name], p, tuple(candidates), fitting.probe_steps, fitting.probe_only)
+                    arms.setdefault(Cell(d, p, arm.clock).id, arm)
     unique, duplicates = merge_duplicates(cells)
-    return LoadedSpec(spec, str(spec_path), devices, unique, spec_hash(spec, devices), host, clocks, duplicates)
+    return LoadedSpec(
+        spec, str(spec_path), devices, unique, spec_hash(spec, devices), host, clocks, duplicates, list(arms.values())
+    )
+
+
+def largest_fitting(model: Any, origin: Path) -> LargestFitting | None:
+    """The block's `model: {largest_fitting: [...]}`, validated; None for a plain model axis."""
+    if not isinstance(model, dict):
+        return None
+    try:
+        fitting = LargestFitting.model_validate(model)
+    except ValidationError as exc:
+        raise _field_error(exc, f"{origin}: matrix.model") from None
+    if len(set(fitting.largest_fitting)) != len(fitting.largest_fitting):
+        raise UserError(f"{origin}: matrix.model.largest_fitting: a model is listed twice; list each once")
+    return fitting
 
 
 def spec_hash(spec: Spec, devices: list[DeviceProfile]) -> str:

@@ -94,7 +94,9 @@ def merge_run_info(infos: dict[str, dict[str, Any]]) -> dict[str, Any]:
     merged = dict(next(iter(ordered.values())))
     cells = [cell for info in ordered.values() for cell in info.get("cells") or []]
     labels = {k: v for info in ordered.values() for k, v in (info.get("cell_labels") or {}).items()}
-    return merged | {"cells": list(dict.fromkeys(cells)), "cell_labels": labels, "slices": ordered}
+    resolutions = [entry for info in ordered.values() for entry in info.get("resolutions") or []]
+    merged |= {"cells": list(dict.fromkeys(cells)), "cell_labels": labels, "slices": ordered}
+    return merged | ({"resolutions": resolutions} if resolutions else {})
 
 
 def iter_records(run_dir: Path) -> Iterator[CellRecord]:
@@ -153,8 +155,12 @@ class RunStore:
         if self.results.exists():
             with self._locked() as fd:
                 _cut_partial_tail(fd)
-        write_atomic(self.info_path, json.dumps(run_info, indent=2, default=str) + "\n")
+        self.describe(run_info)
         return done
+
+    def describe(self, run_info: dict[str, Any]) -> None:
+        """(Re)write this writer's run info, e.g. once probing has decided a largest-fitting run's cells."""
+        write_atomic(self.info_path, json.dumps(run_info, indent=2, default=str) + "\n")
 
     def _refuse_other_spec(self, run_info: dict[str, Any]) -> None:
         if any(

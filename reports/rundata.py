@@ -26,7 +26,7 @@ def metric_number(metrics: dict, name: str) -> float | None:
 
 
 def cell_label(record: CellRecord) -> str:
-    return Cell(record.device, record.params, record.clock).label
+    return Cell(record.device, record.params, record.clock, role=record.role).label
 
 
 @dataclass(frozen=True)

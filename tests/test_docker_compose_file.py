@@ -50,10 +50,10 @@ def test_one_service_per_device_with_its_caps_then_the_report():
         assert service["cpu_quota"] == int(device.cpus * service["cpu_period"])
         assert service["network_mode"] == "none" and service["read_only"] is True and service["init"] is True
         assert service["command"][:4] == ["run", "${EDGEBENCH_SPEC:-}", "--device", device.name]
-        assert "/results/${EDGEBENCH_RUN:-default}" in service["command"]
+        assert "/results/${EDGEBENCH_RUN:-quick}" in service["command"]
         assert service["depends_on"] == {"prepare": {"condition": "service_completed_successfully"}}
     report = services["report"]
-    assert report["command"] == ["report", "/results/${EDGEBENCH_RUN:-default}"]
+    assert report["command"] == ["report", "/results/${EDGEBENCH_RUN:-quick}"]
     assert set(report["depends_on"]) == {d.name for d in devices}
 
 

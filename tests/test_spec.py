@@ -58,7 +58,13 @@ def test_devices_yaml_next_to_the_spec_is_read(tmp_path):
 
 
 def test_default_spec_loads():
-    assert load_spec(default_spec_path()).cells
+    assert load_spec(default_spec_path()).spec.name == "quick"
+
+
+@pytest.mark.parametrize("name", ["quick", "paper-fit", "paper-accuracy", "recipes"])
+def test_every_shipped_spec_loads_by_name_with_work_to_do(name):
+    loaded = load_spec(name)
+    assert loaded.spec.name == name and (loaded.cells or loaded.arms)
 
 
 @pytest.mark.parametrize(

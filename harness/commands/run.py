@@ -16,7 +16,8 @@ from rich.console import Console
 from harness.cells import Cell
 from harness.errors import UserError
 from harness.executors import EXECUTORS, executor_class
-from harness.records import CellRecord
+from harness.records import CellRecord, ModelResolution
+from harness.resolve import Arm, resolve_arms
 from harness.runinfo import describe_run
 from harness.scheduler import Scheduler
 from harness.spec import load_spec, some_of
@@ -29,7 +30,7 @@ EXIT_CELLS_FAILED = 3
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", nargs="?", help="spec YAML (default: the built-in default matrix)")
-    parser.add_argument("--out", type=Path, default=Path("results/default"), help="run directory")
+    parser.add_argument("--out", type=Path, help="run directory (default: results/<the spec's name>)")
     parser.add_argument("--executor", choices=list(EXECUTORS), default="local")
     parser.add_argument(
         "--jobs", type=int, default=1, help="cells at once, while their caps fit in free memory and their cores"
@@ -51,6 +52,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise UserError(f"--jobs {args.jobs}: give at least 1")
     loaded = load_spec(args.spec)
+    args.out = args.out or Path("results") / loaded.spec.name
     cells = loaded.cells_for(args.device)
     check_writable(args.out)
     executor = executor_class(args.executor)(args.out, loaded.spec.timeout_s, args.enforcement)
@@ -61,19 +63,29 @@ def handle(args: argparse.Namespace) -> int:
             "does not set here; run as root with a cgroup cpu controller, or use clock: device-scaled"
         )
     console = Console(stderr=True, soft_wrap=True)
+    arms = loaded.arms_for(args.device)
     try:
         store = RunStore(args.out, args.device)
-        run_info = describe_run(loaded, executor, args.jobs, args.device)
+        run_info = describe_run(loaded, executor, args.jobs, args.device, loaded.cells)
         done = store.prepare(run_info, fresh=args.fresh, retry_errors=args.retry_errors)
-        pending = [c for c in cells if c.id not in done]
         note = loaded.duplicate_note()
         if note:
             console.print(f"edgebench: note: {note}", markup=False, highlight=False)
+        scheduler = Scheduler(executor, store, args.jobs, console)
+        records: list[CellRecord] = []
+        failed_probes: list[Cell] = []
+        if arms:
+            resolutions, records, failed_probes = resolve_models(arms, done, args.out, scheduler, console)
+            resolved = [arm.cell(r) for arm, r in resolutions if not arm.probe_only]
+            cells = [*cells, *resolved]
+            info = describe_run(loaded, executor, args.jobs, args.device, [*loaded.cells, *resolved])
+            store.describe({**info, "resolutions": [resolution_entry(arm, r) for arm, r in resolutions]})
+        pending = [c for c in cells if c.id not in done]
         console.print(
             f"edgebench: {len(cells)} cells ({len(cells) - len(pending)} already done), "
             f"enforcement {executor.enforcement}, executor {executor.name}, out {args.out}"
         )
-        records = Scheduler(executor, store, args.jobs, console).run(pending)
+        records += scheduler.run(pending)
     finally:
         executor.close()
     report = None
@@ -89,11 +101,42 @@ def handle(args: argparse.Namespace) -> int:
         print(
             json.dumps({"run_dir": str(args.out), "report": str(report) if report else None, "ran": counts})
         )
-    failed = unmeasured(cells, load_records(args.out))
+    failed = unmeasured([*cells, *failed_probes], load_records(args.out))
     if failed:
         console.print(f"edgebench: {failure_line(failed, len(cells))}", markup=False, highlight=False)
         return EXIT_CELLS_FAILED
     return 0
+
+
+def resolve_models(
+    arms: list[Arm], done: set[str], out: Path, scheduler: Scheduler, console: Console
+) -> tuple[list[tuple[Arm, ModelResolution]], list[CellRecord], list[Cell]]:
+    """Probe each arm's candidates (a resume reuses finished probes): the arms' resolutions, the probes'
+    records and the probes that failed (their arms have no cell; the run exits as for any unmeasured cell)."""
+    known = {r.cell_id: r for r in load_records(out) if r.cell_id in done}
+    ran: list[CellRecord] = []
+
+    def run_probes(probes: list[Cell]) -> list[CellRecord]:
+        console.print(f"edgebench: probing {len(probes)} largest-fitting candidates: {some_of([p.label for p in probes])}")
+        new = scheduler.run(probes)
+        ran.extend(new)
+        return new
+
+    resolutions, failed = resolve_arms(arms, known, run_probes)
+    for arm, resolution in resolutions:
+        line = f"edgebench: {arm.label} -> {resolution.model}: {resolution.reason}"
+        console.print(line, markup=False, highlight=False)
+    return resolutions, ran, failed
+
+
+def resolution_entry(arm: Arm, resolution: ModelResolution) -> dict[str, object]:
+    """run.json's account of one arm: which device and workload, and which model it resolved to and why."""
+    return {
+        "arm": arm.label,
+        "device": arm.device.name,
+        "params": arm.params.model_dump(exclude={"model"}),
+        **resolution.model_dump(),
+    }
 
 
 def unmeasured(cells: list[Cell], records: list[CellRecord]) -> list[tuple[Cell, str]]:

@@ -12,7 +12,6 @@ from typing import Any, ClassVar
 
 from harness.cells import Cell
 from harness.records import CellRecord, MemoryFigures, Status, judge, now_iso
-from workloads.memory_model import predict_peak_bytes
 
 ProgressFn = Callable[[Cell, dict[str, Any]], None]
 
@@ -66,21 +65,9 @@ class Executor(ABC):
 
     def to_record(self, cell: Cell, out: ChildOutcome) -> CellRecord:
         result = out.result or {}
-        status: Status
-        error = result.get("error")
-        if out.timed_out:
-            status, error = "timeout", f"cell exceeded its {self.timeout_s:g} s timeout ({cell.clock.axis_label})"
-        elif out.oom_killed:
-            status, error = "oom", f"killed by the kernel at the {cell.device.memory_bytes} byte cap"
-        elif result.get("status") in ("ok", "oom"):
-            status = result["status"]
-        else:
-            status = "error"
-            error = error or out.stderr_tail or f"cell exited with code {out.returncode} and no result"
+        status, error = outcome_status(cell, out, self.timeout_s)
         metrics = result.get("metrics") or {}
-        memory = out.memory
-        if memory.cuda_peak_bytes is None and metrics.get("cuda_peak_bytes") is not None:
-            memory = memory.model_copy(update={"cuda_peak_bytes": metrics["cuda_peak_bytes"]})
+        memory = memory_figures(out.memory, metrics)
         peak, source = primary_peak(memory)
         steps = int(result.get("steps") or 0)
         return CellRecord(
@@ -92,7 +79,7 @@ class Executor(ABC):
             peak_memory_bytes=peak,
             peak_memory_source=source,
             memory=memory,
-            predicted_peak_bytes=predict_peak_bytes(cell.params),
+            predicted_peak_bytes=cell.predicted_peak_bytes,
             clock=cell.clock,
             host_seconds=round(out.wall_seconds, 3),
             cpu_seconds=_rounded(out.cpu_seconds),
@@ -101,10 +88,31 @@ class Executor(ABC):
             metrics=metrics,
             enforcement=self.enforcement,
             executor=self.name,
+            role=cell.role,
+            resolution=cell.resolution,
             validity=judge(cell.params, status, steps, metrics, enforced=self.enforcement != "none"),
             started_at=out.started_at,
             finished_at=now_iso(),
         )
+
+
+def outcome_status(cell: Cell, out: ChildOutcome, timeout_s: float) -> tuple[Status, str | None]:
+    """What became of the cell: the executor's observation (timeout, OOM kill) outranks the runner's word."""
+    result = out.result or {}
+    if out.timed_out:
+        return "timeout", f"cell exceeded its {timeout_s:g} s timeout ({cell.clock.axis_label})"
+    if out.oom_killed:
+        return "oom", f"killed by the kernel at the {cell.device.memory_bytes} byte cap"
+    if result.get("status") in ("ok", "oom"):
+        return result["status"], result.get("error")
+    return "error", result.get("error") or out.stderr_tail or f"cell exited with code {out.returncode} and no result"
+
+
+def memory_figures(observed: MemoryFigures, metrics: dict[str, Any]) -> MemoryFigures:
+    """The executor's figures, with the CUDA peak the workload measured when the executor could not."""
+    if observed.cuda_peak_bytes is None and metrics.get("cuda_peak_bytes") is not None:
+        return observed.model_copy(update={"cuda_peak_bytes": metrics["cuda_peak_bytes"]})
+    return observed
 
 
 def collect_events(
