@@ -27,12 +27,11 @@ from workloads.registry import PRETRAINED, ladder_names
 #: Ladders a spec may name instead of listing candidates (workloads.registry).
 LADDERS = ("opt", "bert", PRETRAINED)
 
-#: Probing starts from the largest candidate predicted within this fraction over the cap (the memory model is
-#: within 8% of measured peaks off its calibration set, benchmarks/bench_memory_model.py), so that it usually
-#: takes two probes: the one that trains and the next larger, killed at the cap.
-PROBE_MARGIN = 0.10
-#: A probe evaluates on at most this many examples per split: its accuracy is not a result, its memory is.
-PROBE_EXAMPLES = 64
+#: Probing starts from the largest candidate predicted within this fraction over the cap. The memory model
+#: predicts the process's RSS within 8% (benchmarks/bench_memory_model.py), but the cap binds the cgroup's
+#: charge, which leaves out library pages another process loaded first: 130-250 MiB less here (a probe with a
+#: 1.2 GiB RSS trained under a 954 MiB cap). Starting higher costs a quick OOM probe; starting lower, a walk up.
+PROBE_MARGIN = 0.30
 
 
 class LargestFitting(BaseModel):
@@ -68,9 +67,9 @@ class Arm:
     probe_only: bool = False
 
     def probe_params(self, model: str) -> WorkloadParams:
-        """A few steps of `model` with the arm's shape of work (method, tuning, batch, length, optimizer); what
-        does not change memory (seed, learning rate and its schedule, queries, budget) is fixed, so that arms
-        differing only there share their probes."""
+        """A few steps of `model` with the arm's shape of work (method, tuning, batch, length, optimizer, the
+        evaluation sets); what does not change memory (seed, learning rate and its schedule, queries, budget) is
+        fixed, so that arms differing only there share their probes."""
         return self.params.model_copy(
             update={
                 "model": model,
@@ -78,7 +77,6 @@ class Arm:
                 "max_seconds": None,
                 "eval_every": None,
                 "eval_seconds": None,
-                "eval_examples": min(self.params.eval_examples, PROBE_EXAMPLES),
                 "seed": 0,
                 "lr": None,
                 "lr_schedule": "constant",

@@ -60,7 +60,7 @@ def parse_points(text: str | float, option: str) -> float:
 
 
 def spec_thresholds(run: RunData) -> Thresholds:
-    """The limits the current run's spec declares (`thresholds:`), defaults when it declares none."""
+    """The limits a run's spec declares (`thresholds:`), defaults when it declares none."""
     try:
         return Thresholds.model_validate((run.info.get("spec") or {}).get("thresholds") or {})
     except ValidationError as exc:
@@ -383,9 +383,10 @@ def compare_runs(
     time: str | float | None = None,
     accuracy: str | float | None = None,
 ) -> Comparison:
-    """Thresholds given here override the current spec's; both runs must share cells (the same spec)."""
+    """Thresholds given here override the baseline spec's (never the current run's: a change must not relax its
+    own gate); both runs must share cells (the same spec)."""
     base_run, cur_run = load_run(baseline), load_run(current)
-    limits = spec_thresholds(cur_run)
+    limits = spec_thresholds(base_run)
     overrides = {
         "max_memory_regression": None
         if memory is None

@@ -21,6 +21,7 @@ from reports.accuracy import AccuracyRow, accuracy_rows
 from reports.clocks import clock_summary
 from reports.compare import ALPHA, MIN_SEEDS, Comparison, compare_runs, describe_figure
 from reports.figures import Plot
+from reports.findings import arm_fits, device_answers, params_of, size_ratios
 from reports.plots import PLOT_NAMES, render_plots
 from reports.rundata import RunData, load_run
 from reports.selection import format_value
@@ -100,6 +101,10 @@ def render_html(
         "missing": run.missing_labels(),
         "headlines": headlines,
         "accuracy": accuracy,
+        "answers": device_answers(run, accuracy),
+        "fits": (fits := arm_fits(run)),
+        "ratios": size_ratios(fits),
+        "params_of": params_of,
         "clock": clock_summary(run),
         "plots": [(p, "data:image/png;base64," + base64.b64encode(p.png).decode()) for p in plots],
         "plot_prefix": PLOT_PREFIX,

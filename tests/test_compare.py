@@ -17,10 +17,12 @@ from tests.test_reports_fixtures import accuracy_record, accuracy_run, sweep, wr
 DEVICES = ("rpi-zero-2w", "rpi-4-2gb")
 
 
-def _runs(tmp_path: Path, change=None, baseline_records=None, **info) -> tuple[Path, Path, list]:
+def _runs(
+    tmp_path: Path, change=None, baseline_records=None, baseline_info=None, **info
+) -> tuple[Path, Path, list]:
     """A baseline and a current run of the same sweep; `change(records)` edits the current one."""
     records = baseline_records or sweep(devices=DEVICES, models=("opt-1m", "opt-8m", "opt-30m"))
-    base = write_run(tmp_path / "base", records)
+    base = write_run(tmp_path / "base", records, **(baseline_info or {}))
     current = [r.model_copy(deep=True) for r in records]
     if change:
         change(current)
@@ -152,17 +154,17 @@ def test_without_step_times_the_cells_device_seconds_are_compared(
     assert f"{records[index].cell_id}): {metric} +30.0% (limit 20.0%)" in capsys.readouterr().err
 
 
-def test_thresholds_come_from_the_current_spec_unless_given(tmp_path, capsys):
+def test_thresholds_come_from_the_baseline_spec_unless_given(tmp_path, capsys):
     records = sweep(devices=DEVICES, models=("opt-1m",))
     index = _ok_index(records)
+    bump = lambda rs: _bump(rs, index, peak_memory_bytes=int(records[index].peak_memory_bytes * 1.10))  # noqa: E731
+    strict, lax = ({"name": "s", "thresholds": {"max_memory_regression": v}} for v in (0.05, 0.50))
+    base, cur, _ = _runs(tmp_path / "a", bump, records, baseline_info={"spec": strict}, spec=lax)
+    assert main(["compare", str(base), str(cur)]) == 1  # a change cannot relax its own gate
+    capsys.readouterr()
     spec = {"name": "s", "thresholds": {"max_memory_regression": 0.15}}
-    base, cur, _ = _runs(
-        tmp_path,
-        lambda rs: _bump(rs, index, peak_memory_bytes=int(records[index].peak_memory_bytes * 1.10)),
-        baseline_records=records,
-        spec=spec,
-    )
-    assert main(["compare", str(base), str(cur)]) == 0  # the spec allows 15 %
+    base, cur, _ = _runs(tmp_path, bump, records, baseline_info={"spec": spec}, spec=strict)
+    assert main(["compare", str(base), str(cur)]) == 0  # the baseline's spec allows 15 %
     out = capsys.readouterr().out
     assert (
         "limits: peak memory +15.0%" in out and _label(records[index]) in out

@@ -359,7 +359,8 @@ def test_cli_report_prints_each_settings_test_accuracy_and_how_its_recipe_was_ch
     captured = capsys.readouterr()
     assert captured.out.strip() == str(run_dir / "report.html")
     lines = captured.err.strip().splitlines()
-    assert len(lines) == 4
+    assert len(lines) == 5  # four settings, then the device's answer
+    assert lines[-1].startswith("edgebench report: answer: rpi-4-2gb: BP (checkpointed) on minilm-l6")
     assert any(
         line.startswith(
             "edgebench report: rpi-4-2gb minilm-l6 MeZO rotten_tomatoes b16 900 s: final test accuracy "

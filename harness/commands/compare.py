@@ -2,7 +2,7 @@
 
 Prints a table of changes (peak memory, step time, final accuracy, status) and exits 1 when a
 cell crossed a threshold (naming it), 0 when none did, 2 on bad input. Thresholds default to the
-current run's spec (`thresholds:`); the options override them. Cells with at least 3 finished seeds
+baseline run's spec (`thresholds:`), so that a change cannot relax its own gate; the options override them. Cells with at least 3 finished seeds
 in both runs are judged over their seeds (threshold on the means and a Mann-Whitney U test), so seed
 noise alone is not a regression.
 """

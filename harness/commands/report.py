@@ -27,11 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     from reports.accuracy import accuracy_rows  # matplotlib is imported only when a report is made
+    from reports.findings import device_answers
     from reports.html import write_report
     from reports.rundata import load_run
 
     out = write_report(args.run_dir, args.out, args.baseline)
-    for row in accuracy_rows(load_run(args.run_dir)):
+    run = load_run(args.run_dir)
+    rows = accuracy_rows(run)
+    for row in rows:
         print(f"edgebench report: {row.line()}", file=sys.stderr)
+    for answer in device_answers(run, rows):
+        print(f"edgebench report: answer: {answer.device}: {answer.sentence()}", file=sys.stderr)
     print(out)
     return 0
