@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.records import CellRecord
-from reports.rundata import RunData, metric_number
+from reports.rundata import RunData, accuracy_curve, metric_number
 from reports.selection import RECIPE_AXES, SEED_AXIS, GroupChoice, choose_recipes, describe, varying_axes
 from reports.spread import Spread, spread
 from reports.style import METHODS, arm_label
@@ -46,6 +46,7 @@ class AccuracyRow:
     budget: str
     setting: str  # what else tells this row from the others, e.g. "seq len 128"
     test: Spread | None  # final test accuracy of the chosen recipe's seeds
+    start: Spread | None  # their test accuracy at step 0, before any training (a pretrained head's own)
     val: Spread | None
     majority: float | None
 
@@ -84,6 +85,7 @@ def _row(choice: GroupChoice, others: list[str]) -> AccuracyRow:
         budget=budget(record),
         setting=describe(p.model_dump(), others),
         test=spread(v for r in choice.shown if (v := metric_number(r.metrics, "final_accuracy")) is not None),
+        start=spread(curve[0][1] for r in choice.shown if (curve := accuracy_curve(r, "step")) and curve[0][0] == 0),
         val=choice.chosen.val if choice.chosen else None,
         majority=next(
             (m for s in choice.ranked for r in s.records if (m := majority_test_accuracy(r)) is not None),

@@ -5,13 +5,18 @@ over checkpointed backprop's."""
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from devices.profile import format_bytes
+from harness.records import CellRecord
 from reports.accuracy import AccuracyRow
-from reports.rundata import RunData
+from reports.rundata import RunData, accuracy_curve
 from reports.style import arm_label, format_params
 from workloads.registry import model_shape
+from workloads.sources import SYNTHETIC
 
 #: The two arms of the paper's memory claim: MeZO and checkpointed backprop with AdamW, both on every weight.
 RATIO_ARMS = (("mezo", "full", None), ("bp-checkpointed", "full", "adamw"))
@@ -21,6 +26,7 @@ RATIO_ARMS = (("mezo", "full", None), ("bp-checkpointed", "full", "adamw"))
 class DeviceAnswer:
     device: str
     ranked: list[AccuracyRow]  # best mean final test accuracy first
+    unmeasured: list[CellRecord]  # accuracy cells that ended without a measurement (e.g. killed at the cap)
 
     @property
     def best(self) -> AccuracyRow:
@@ -31,16 +37,24 @@ class DeviceAnswer:
         assert best.test is not None
         text = (
             f"{best.arm} on {best.model} ({params_of(best.model)}) reaches {best.test.describe(unit=' %')} test "
-            f"accuracy after {best.budget}"
+            f"accuracy after {best.budget}{_from_start(best)}"
         )
         for other in self.ranked[1:]:
             assert other.test is not None
             gap = best.test.mean - other.test.mean
             text += (
                 f"; {other.arm} on {other.model} ({params_of(other.model)}) {other.test.describe(unit=' %')}, "
-                f"{gap:.1f} points lower"
+                f"{gap:.1f} points lower{_from_start(other)}"
             )
+        for record in self.unmeasured:
+            arm = arm_label(record.params.method, record.params.tuning)
+            text += f"; {arm} on {record.params.model}: {record.status} ({record.error or 'no measurement'})"
         return text + "."
+
+
+def _from_start(row: AccuracyRow) -> str:
+    """How much of a final figure training earned: a pretrained model's head starts far above chance."""
+    return f" (from {row.start.mean:.1f} % at step 0)" if row.start else ""
 
 
 def params_of(model: str) -> str:
@@ -54,8 +68,12 @@ def device_answers(run: RunData, rows: list[AccuracyRow]) -> list[DeviceAnswer]:
     answers = []
     for device in run.devices:
         measured = [r for r in rows if r.device == device.name and r.test is not None]
+        unmeasured = [
+            r for r in run.by_device(device.name) if r.role == "cell" and r.status != "ok" and r.params.task != SYNTHETIC
+        ]
         if measured:
-            answers.append(DeviceAnswer(device.name, sorted(measured, key=lambda r: -r.test.mean)))  # type: ignore[union-attr]
+            ranked = sorted(measured, key=lambda r: -r.test.mean)  # type: ignore[union-attr]
+            answers.append(DeviceAnswer(device.name, ranked, unmeasured))
     return answers
 
 
@@ -131,3 +149,100 @@ def size_ratios(fits: list[ArmFit]) -> list[SizeRatio]:
                 SizeRatio(device, task, _ratio(mezo.measured, bp.measured), _ratio(mezo.predicted, bp.predicted))
             )
     return ratios
+
+
+def _fit_cell(fit: ArmFit | None) -> str:
+    if fit is None:
+        return "-"
+    measured = f"{fit.measured} ({params_of(fit.measured)})" if fit.measured else "none"
+    return measured if fit.predicted == fit.measured else f"{measured}; predicted {fit.predicted or 'none'}"
+
+
+def _times(value: float | None) -> str:
+    return f"{value:.2f}x" if value is not None else "-"
+
+
+def fit_table(run: RunData, task: str) -> str:
+    """Markdown: per device, the largest model each arm trains (and the prediction where it differs), with
+    MeZO's size ratio over checkpointed BP's, measured and predicted. README's table is this, re-derived by a test."""
+    fits = [f for f in arm_fits(run) if f.task == task]
+    arms = list(dict.fromkeys((f.key, f.arm) for f in fits))
+    ratios = {r.device: r for r in size_ratios(fits)}
+    caps = {d.name: d.memory_bytes for d in run.devices}
+    header = ["device (cap)", *(label for _, label in arms), "MeZO / ckpt BP measured", "predicted"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for device in dict.fromkeys(f.device for f in fits):
+        by_key = {f.key: f for f in fits if f.device == device}
+        ratio = ratios.get(device)
+        cap = format_bytes(caps[device]) if device in caps else "?"
+        row = [f"{device} ({cap})", *(_fit_cell(by_key.get(key)) for key, _ in arms)]
+        row += [_times(ratio.measured if ratio else None), _times(ratio.predicted if ratio else None)]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def mean_curve(row: AccuracyRow) -> list[tuple[float, float]]:
+    """Test accuracy against device seconds, averaged over the chosen recipe's seeds at each evaluation (the
+    seeds evaluate at the same budgeted times; a seed with fewer points shortens the curve)."""
+    curves = [c for r in row.choice.shown if (c := accuracy_curve(r, "seconds"))]
+    if not curves:
+        return []
+    return [
+        (statistics.fmean(c[i][0] for c in curves), statistics.fmean(c[i][1] for c in curves))
+        for i in range(min(map(len, curves)))
+    ]
+
+
+def time_to_reach(row: AccuracyRow, target: float) -> float | None:
+    """Device seconds until the row's mean test curve first reaches `target`; None: not within its budget."""
+    return next((seconds for seconds, accuracy in mean_curve(row) if accuracy >= target), None)
+
+
+def passing_table(answers: list[DeviceAnswer]) -> str:
+    """Markdown: per device, how long each MeZO arm's mean curve takes to reach each backprop arm's final test
+    accuracy (0 s: it starts above it, before any training)."""
+    lines = ["| device | MeZO arm (model) | reaches | after (device s) |", "|---|---|---|---|"]
+    for answer in answers:
+        for mezo in (r for r in answer.ranked if r.method == "mezo"):
+            for bp in (r for r in answer.ranked if r.method != "mezo"):
+                assert bp.test is not None
+                seconds = time_to_reach(mezo, bp.test.mean)
+                after = f"{seconds:.0f}" if seconds is not None else "not within the budget"
+                target = f"{bp.arm} on {bp.model}: {bp.test.mean:.1f} %"
+                lines.append(f"| {answer.device} | {mezo.arm} ({mezo.model}) | {target} | {after} |")
+    return "\n".join(lines)
+
+
+def answer_table(run: RunData, rows: list[AccuracyRow]) -> str:
+    """Markdown: per device, every arm's model and final test accuracy (mean +/- std, n seeds), best first."""
+    lines = [
+        "| device | arm | model (parameters) | final test accuracy, % | at step 0, % | val, % | majority class, % |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for answer in device_answers(run, rows):
+        for row in answer.ranked:
+            assert row.test is not None
+            val = f"{row.val.mean:.1f}" if row.val else "-"
+            majority = f"{row.majority:.1f}" if row.majority is not None else "-"
+            test = row.test.describe().replace("±", "+/-")
+            start = f"{row.start.mean:.1f}" if row.start else "-"
+            model = f"{row.model} ({params_of(row.model)})"
+            lines.append(f"| {answer.device} | {row.arm} | {model} | {test} | {start} | {val} | {majority} |")
+        for record in answer.unmeasured:
+            arm = arm_label(record.params.method, record.params.tuning)
+            model = record.params.model
+            lines.append(f"| {answer.device} | {arm} | {model} ({params_of(model)}) | {record.status} | - | - | - |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # print a reference run's README tables: python -m reports.findings RUN_DIR
+    import sys
+
+    from reports.accuracy import accuracy_rows
+    from reports.rundata import load_run
+
+    loaded = load_run(Path(sys.argv[1]))
+    for task in dict.fromkeys(f.task for f in arm_fits(loaded)):
+        print(f"{task}:\n{fit_table(loaded, task)}\n")
+    if accuracy := accuracy_rows(loaded):
+        print(f"{answer_table(loaded, accuracy)}\n\n{passing_table(device_answers(loaded, accuracy))}")

@@ -25,7 +25,7 @@ from reports.figures import (
     single,
     to_png,
 )
-from reports.rundata import RunData, metric_number
+from reports.rundata import RunData, accuracy_curve, metric_number
 from reports.selection import GroupChoice
 from reports.spread import Band, mean_band
 from reports.style import (
@@ -220,19 +220,6 @@ def largest_model_plot(headlines: list[DeviceHeadline]) -> Plot | None:
     )
 
 
-def _curve(record: CellRecord, x_key: str) -> list[tuple[float, float]]:
-    """The record's test accuracy (percent, as workloads report it) against `x_key`, sorted."""
-    raw = record.metrics.get("accuracy_curve")
-    points = []
-    for point in raw if isinstance(raw, list) else []:
-        if not isinstance(point, dict):
-            continue
-        x, y = metric_number(point, x_key), metric_number(point, "accuracy")
-        if x is not None and y is not None:
-            points.append((x, y))
-    return sorted(points)
-
-
 def curve_variant(record: CellRecord) -> str:
     """The line style's key: the model, and what of it is tuned when that is not all of it (the head and the
     whole of one model are different curves, whichever method tunes them)."""
@@ -286,7 +273,7 @@ def _draw_majority(ax: Axes, records: list[CellRecord]) -> bool:
 def accuracy_plot(run: RunData, choices: list[GroupChoice], x_key: str) -> Plot | None:
     """Test accuracy over training time in the records' clock (the paper's trade-off) or over steps, one panel
     per device: per setting, its chosen recipe's seeds as a mean line with a ± std band."""
-    bands = [(c, b) for c in choices if (b := mean_band([_curve(r, x_key) for r in c.shown]))]
+    bands = [(c, b) for c in choices if (b := mean_band([accuracy_curve(r, x_key) for r in c.shown]))]
     devices = [d for d in run.devices if any(c.sample.device.name == d.name for c, _ in bands)]
     if not devices:
         return None

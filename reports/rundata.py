@@ -25,6 +25,19 @@ def metric_number(metrics: dict, name: str) -> float | None:
     return float(value)
 
 
+def accuracy_curve(record: CellRecord, x_key: str) -> list[tuple[float, float]]:
+    """The record's test accuracy (percent, as workloads report it) against `x_key`, sorted."""
+    raw = record.metrics.get("accuracy_curve")
+    points = []
+    for point in raw if isinstance(raw, list) else []:
+        if not isinstance(point, dict):
+            continue
+        x, y = metric_number(point, x_key), metric_number(point, "accuracy")
+        if x is not None and y is not None:
+            points.append((x, y))
+    return sorted(points)
+
+
 def cell_label(record: CellRecord) -> str:
     return Cell(record.device, record.params, record.clock, role=record.role).label
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,10 +49,16 @@ matrix:
 SMALL = opt_1m_spec("small", "[rpi-4-2gb]", "[mezo, bp-checkpointed, bp, inference]")
 
 
-def edgebench(*args: str, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:
-    """Run the real CLI in a subprocess, as a user would."""
+def edgebench(
+    *args: str, timeout: float = 600, check: bool = False, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess, as a user would (with `env` added to this process's environment)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "harness.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"edgebench {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")

@@ -7,19 +7,21 @@ from pathlib import Path
 import pytest
 
 from reports.accuracy import accuracy_rows
-from reports.findings import arm_fits, device_answers, size_ratios
+from reports.findings import arm_fits, device_answers, mean_curve, passing_table, size_ratios, time_to_reach
 from reports.rundata import RunData
 from tests.records_factory import make_record
 from workloads.registry import model_shape
 
 
-def accuracy_record(model: str, method: str, seed: int, test: float, val: float):
+def accuracy_record(model: str, method: str, seed: int, test: float, val: float, curve=((0, 50.0),)):
     record = make_record(model=model, method=method, seed=seed, task="rotten_tomatoes", lr=1e-3)
     metrics = {
         **record.metrics,
         "final_accuracy": test,
         "final_val_accuracy": val,
-        "accuracy_curve": [{"seconds": 0, "step": 0, "accuracy": 50.0, "val_accuracy": 50.0}],
+        "accuracy_curve": [
+            {"seconds": t, "step": i, "accuracy": a, "val_accuracy": a} for i, (t, a) in enumerate(curve)
+        ],
     }
     return record.model_copy(update={"metrics": metrics})
 
@@ -34,7 +36,7 @@ def test_each_device_names_its_best_arm_with_the_spread_and_the_gap_to_the_other
     assert (answer.best.method, answer.best.model) == ("mezo", "mpnet-l12")
     sentence = answer.sentence()
     assert sentence.startswith("MeZO on mpnet-l12 (109M) reaches 84.0 ± 1.0 % (n=3) test accuracy after")
-    assert "; BP (checkpointed) on minilm-l6 (22.6M) 76.0 ± 1.0 % (n=3), 8.0 points lower." in sentence
+    assert "; BP (checkpointed) on minilm-l6 (22.6M) 76.0 ± 1.0 % (n=3), 8.0 points lower (from 50.0 % at step 0)." in sentence
 
 
 def entry(device: str, method: str, measured: str | None, predicted: str | None, **params) -> dict:
@@ -69,3 +71,18 @@ def test_probed_fits_give_mezos_size_ratio_measured_and_predicted_per_device():
     assert ratio_a.measured == pytest.approx(params["opt-350m"] / params["opt-60m"])
     assert ratio_a.predicted == pytest.approx(params["opt-350m"] / params["opt-125m"])
     assert ratio_b.measured is None and ratio_b.predicted is None  # BP trained nothing there
+
+
+def test_the_device_time_mezo_needs_to_pass_each_backprop_arm_is_read_off_its_mean_curve():
+    curves = [((0, 70.0), (300, 74.0), (600, 78.0)), ((0, 72.0), (300, 76.0), (600, 80.0))]
+    records = [accuracy_record("mpnet-l12", "mezo", s, c[-1][1], 75.0, c) for s, c in enumerate(curves)]
+    records += [accuracy_record("minilm-l6", "bp-checkpointed", s, t, 70.0) for s, t in enumerate((74.5, 75.5))]
+    records += [accuracy_record("minilm-l6", "bp", s, t, 70.0) for s, t in enumerate((90.0, 91.0))]
+    run = RunData(Path("run"), {}, records)
+    (answer,) = device_answers(run, accuracy_rows(run))
+    mezo = next(r for r in answer.ranked if r.method == "mezo")
+    assert mean_curve(mezo) == [(0, 71.0), (300, 75.0), (600, 79.0)]
+    assert time_to_reach(mezo, 75.0) == 300 and time_to_reach(mezo, 71.0) == 0
+    table = passing_table([answer])
+    assert "| BP (checkpointed) on minilm-l6: 75.0 % | 300 |" in table
+    assert "| BP on minilm-l6: 90.5 % | not within the budget |" in table
