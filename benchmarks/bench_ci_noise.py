@@ -5,7 +5,7 @@ how far each run's peak memory and step time strayed from the cells' mean over t
 spread of final test accuracy (points). A threshold must sit well above the largest of these, or CI fails on
 noise; docs/ci.md has the figures of the run behind the shipped thresholds.
 
-Run (about 3 minutes a run, alone on the machine):
+Run (about 3 minutes a run, alone on the machine; EDGEBENCH_NOISE_OUT=DIR keeps the runs in DIR/run0..):
     flock /tmp/edgebench-cpu.lock .venv/bin/python -m pytest benchmarks/bench_ci_noise.py \
         -o python_files='bench_*.py' --benchmark-only -s
 """
@@ -17,8 +17,6 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 from reports.rundata import load_run, metric_number
 
@@ -49,14 +47,15 @@ def deviations(runs: list[list], name: str, relative: bool) -> dict[str, float]:
     return out
 
 
-@pytest.mark.benchmark
-def test_ci_spec_run_to_run_noise(tmp_path: Path) -> None:
-    runs = []
-    for i in range(RUNS):
-        out = tmp_path / f"run{i}"
-        argv = [sys.executable, "-m", "harness.cli", "run", "ci", "--out", str(out), "--fresh", "--jobs", "2"]
-        subprocess.run([*argv, "--no-report"], check=True)
-        runs.append(load_run(out).records)
+def run_spec(out: Path) -> list:
+    argv = [sys.executable, "-m", "harness.cli", "run", "ci", "--out", str(out), "--fresh", "--jobs", "2"]
+    subprocess.run(argv, check=True)
+    return load_run(out).records
+
+
+def test_ci_spec_run_to_run_noise(benchmark, tmp_path: Path) -> None:
+    folder = Path(os.environ.get("EDGEBENCH_NOISE_OUT") or tmp_path)
+    runs = benchmark.pedantic(lambda: [run_spec(folder / f"run{i}") for i in range(RUNS)], rounds=1, iterations=1)
     print(f"\n`ci` spec, {RUNS} runs: largest deviation of a run from the cell's mean over the runs")
     for title, name in FIGURES.items():
         relative = name != "final_accuracy"

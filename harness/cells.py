@@ -64,9 +64,12 @@ class Cell:
     @property
     def label(self) -> str:
         """Short and human: device/model/method/batch/seed, with the tuning when it is not full (MeZO on the
-        head and full MeZO of one model are different experiments). The id tells every cell apart."""
+        head and full MeZO of one model are different experiments) and a backprop optimizer other than AdamW.
+        The id tells every cell apart."""
         p = self.params
         method = p.method if p.tuning == "full" else f"{p.method}+{p.tuning}"
+        if p.method.startswith("bp") and p.optimizer != "adamw":  # BP with SGD fits other models than with AdamW
+            method += f"+{p.optimizer}"
         probe = " (probe)" if self.role == "probe" else ""
         return f"{self.device.name}/{p.model}/{method}/b{p.batch}/s{p.seed}{probe}"
 

@@ -18,6 +18,7 @@ from reports.style import arm_label, format_params
 from workloads.registry import model_shape
 from workloads.sources import SYNTHETIC
 
+OPTIMIZER_LABELS = {"adamw": "AdamW", "sgd": "SGD", "sgd-momentum": "SGD with momentum"}
 #: The two arms of the paper's memory claim: MeZO and checkpointed backprop with AdamW, both on every weight.
 RATIO_ARMS = (("mezo", "full", None), ("bp-checkpointed", "full", "adamw"))
 
@@ -69,7 +70,9 @@ def device_answers(run: RunData, rows: list[AccuracyRow]) -> list[DeviceAnswer]:
     for device in run.devices:
         measured = [r for r in rows if r.device == device.name and r.test is not None]
         unmeasured = [
-            r for r in run.by_device(device.name) if r.role == "cell" and r.status != "ok" and r.params.task != SYNTHETIC
+            r
+            for r in run.by_device(device.name)
+            if r.role == "cell" and r.status != "ok" and r.params.task != SYNTHETIC
         ]
         if measured:
             ranked = sorted(measured, key=lambda r: -r.test.mean)  # type: ignore[union-attr]
@@ -91,7 +94,9 @@ class ArmFit:
     @property
     def arm(self) -> str:
         label = arm_label(self.method, self.tuning)
-        return f"{label} + {self.optimizer.upper() if self.optimizer == 'sgd' else 'AdamW'}" if self.optimizer else label
+        return (
+            f"{label} + {OPTIMIZER_LABELS.get(self.optimizer, self.optimizer)}" if self.optimizer else label
+        )
 
     @property
     def key(self) -> tuple[str, str, str | None]:
@@ -125,6 +130,20 @@ def arm_fits(run: RunData) -> list[ArmFit]:
     return list(fits.values())
 
 
+#: Table columns: MeZO, then checkpointed BP with AdamW, SGD and LoRA, then plain BP (the paper's order).
+ARM_ORDER = [
+    ("mezo", "full", None),
+    ("bp-checkpointed", "full", "adamw"),
+    ("bp-checkpointed", "full", "sgd"),
+    ("bp-checkpointed", "lora", "adamw"),
+    ("bp", "full", "adamw"),
+]
+
+
+def arm_rank(fit: ArmFit) -> int:
+    return ARM_ORDER.index(fit.key) if fit.key in ARM_ORDER else len(ARM_ORDER)
+
+
 @dataclass(frozen=True)
 class SizeRatio:
     device: str
@@ -146,7 +165,9 @@ def size_ratios(fits: list[ArmFit]) -> list[SizeRatio]:
         mezo, bp = (by_key.get((device, task, arm)) for arm in RATIO_ARMS)
         if mezo and bp:
             ratios.append(
-                SizeRatio(device, task, _ratio(mezo.measured, bp.measured), _ratio(mezo.predicted, bp.predicted))
+                SizeRatio(
+                    device, task, _ratio(mezo.measured, bp.measured), _ratio(mezo.predicted, bp.predicted)
+                )
             )
     return ratios
 
@@ -165,8 +186,15 @@ def _times(value: float | None) -> str:
 def fit_table(run: RunData, task: str) -> str:
     """Markdown: per device, the largest model each arm trains (and the prediction where it differs), with
     MeZO's size ratio over checkpointed BP's, measured and predicted. README's table is this, re-derived by a test."""
-    fits = [f for f in arm_fits(run) if f.task == task]
-    arms = list(dict.fromkeys((f.key, f.arm) for f in fits))
+    order = {d.name: i for i, d in enumerate(run.devices)}
+    fits = sorted(
+        (f for f in arm_fits(run) if f.task == task),
+        key=lambda f: (order.get(f.device, len(order)), arm_rank(f)),
+    )
+    arms = sorted(
+        dict.fromkeys((f.key, f.arm) for f in fits),
+        key=lambda pair: ARM_ORDER.index(pair[0]) if pair[0] in ARM_ORDER else len(ARM_ORDER),
+    )
     ratios = {r.device: r for r in size_ratios(fits)}
     caps = {d.name: d.memory_bytes for d in run.devices}
     header = ["device (cap)", *(label for _, label in arms), "MeZO / ckpt BP measured", "predicted"]
@@ -231,7 +259,9 @@ def answer_table(run: RunData, rows: list[AccuracyRow]) -> str:
         for record in answer.unmeasured:
             arm = arm_label(record.params.method, record.params.tuning)
             model = record.params.model
-            lines.append(f"| {answer.device} | {arm} | {model} ({params_of(model)}) | {record.status} | - | - | - |")
+            lines.append(
+                f"| {answer.device} | {arm} | {model} ({params_of(model)}) | {record.status} | - | - | - |"
+            )
     return "\n".join(lines)
 
 

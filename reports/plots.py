@@ -154,7 +154,7 @@ def largest_model_plot(headlines: list[DeviceHeadline]) -> Plot | None:
     width = 0.8 / (2 * len(methods))
     values = []
     for group, headline in enumerate(headlines):
-        fits = {f.method: f for f in headline.fits}
+        fits = {f.method: f for f in headline.fits if f.tuning == "full"}  # a bar per method: the whole model
         for slot, method in enumerate(methods):
             fit = fits.get(method)
             for half, (kind, figure) in enumerate(

@@ -79,11 +79,18 @@ def _largest(
     return Fit(record.params.model, params, at_least=params >= max(n for n, _ in sized), peak=peak)
 
 
+def default_optimizer(record: CellRecord) -> bool:
+    """The paper's backprop uses AdamW; other optimizers are arms of their own (reports.findings tables them)."""
+    return record.params.method == "mezo" or record.params.optimizer == "adamw"
+
+
 def method_fit(run: RunData, device: DeviceProfile, method: str, tuning: str = "full") -> MethodFit:
     sized = [
         (n, r)
         for r in run.by_device(device.name)
-        if (r.params.method, r.params.tuning) == (method, tuning) and (n := run.param_count(r)) is not None
+        if (r.params.method, r.params.tuning) == (method, tuning)
+        and default_optimizer(r)
+        and (n := run.param_count(r)) is not None
     ]
     cap = device.memory_bytes
     measured = _largest(sized, lambda r: r.status == "ok", lambda r: r.peak_memory_bytes)
