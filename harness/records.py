@@ -58,6 +58,7 @@ class ModelResolution(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     candidates: list[str] = Field(description="the spec's list, smallest first")
+    probe_steps: int = Field(2, description="training steps of each probe")
     model: str = Field(description="the model the cell trains")
     trained: bool = Field(True, description="false when no candidate trained and `model` is the smallest")
     predicted: str | None = Field(None, description="the largest candidate the memory model puts under the cap")

@@ -55,6 +55,37 @@ class LargestFitting(BaseModel):
         return ladder_names(value)
 
 
+def probe_params(params: WorkloadParams, probe_steps: int) -> WorkloadParams:
+    """A few steps of the cell's model with its shape of work (method, tuning, batch, length, optimizer, the
+    evaluation sets); what does not change memory (seed, learning rate and its schedule, queries, budget) is
+    fixed, so that arms differing only there share their probes."""
+    return params.model_copy(
+        update={
+            "max_steps": probe_steps,
+            "max_seconds": None,
+            "eval_every": None,
+            "eval_seconds": None,
+            "seed": 0,
+            "lr": None,
+            "lr_schedule": "constant",
+            "warmup_steps": 0,
+            "n_queries": 1,
+        }
+    )
+
+
+def killed_cells(records: Iterable[CellRecord]) -> dict[str, CellRecord]:
+    """Resolved cells the kernel killed at the cap, under the id of the probe that had let their model through:
+    a cell's longer run is the better evidence (page cache charged to it, allocator growth), so its model no
+    longer counts as fitting and the arm resolves again, one model down."""
+    killed = {}
+    for record in records:
+        if record.role == "cell" and record.status == "oom" and record.resolution is not None:
+            probe = probe_params(record.params, record.resolution.probe_steps)
+            killed[Cell(record.device, probe, record.clock, role="probe").id] = record
+    return killed
+
+
 @dataclass(frozen=True)
 class Arm:
     """One device and one workload whose model is to be resolved; `params.model` is the largest candidate."""
@@ -67,23 +98,7 @@ class Arm:
     probe_only: bool = False
 
     def probe_params(self, model: str) -> WorkloadParams:
-        """A few steps of `model` with the arm's shape of work (method, tuning, batch, length, optimizer, the
-        evaluation sets); what does not change memory (seed, learning rate and its schedule, queries, budget) is
-        fixed, so that arms differing only there share their probes."""
-        return self.params.model_copy(
-            update={
-                "model": model,
-                "max_steps": self.probe_steps,
-                "max_seconds": None,
-                "eval_every": None,
-                "eval_seconds": None,
-                "seed": 0,
-                "lr": None,
-                "lr_schedule": "constant",
-                "warmup_steps": 0,
-                "n_queries": 1,
-            }
-        )
+        return probe_params(self.params.model_copy(update={"model": model}), self.probe_steps)
 
     @cached_property
     def probes(self) -> dict[str, Cell]:
@@ -180,6 +195,7 @@ def _resolution(arm: Arm, found: str | None, probes: list[ProbeOutcome]) -> Mode
             reason += f"; the next larger, {arm.candidates[above]}, was killed at the cap"
     return ModelResolution(
         candidates=list(arm.candidates),
+        probe_steps=arm.probe_steps,
         model=model,
         trained=found is not None,
         predicted=arm.predicted,

@@ -47,10 +47,18 @@ class DeviceAnswer:
                 f"; {other.arm} on {other.model} ({params_of(other.model)}) {other.test.describe(unit=' %')}, "
                 f"{gap:.1f} points lower{_from_start(other)}"
             )
-        for record in self.unmeasured:
-            arm = arm_label(record.params.method, record.params.tuning)
-            text += f"; {arm} on {record.params.model}: {record.status} ({record.error or 'no measurement'})"
+        for (arm, model, status), count in unmeasured_counts(self.unmeasured).items():
+            text += f"; {arm} on {model}: {status} in {count} cell{'s' if count > 1 else ''}"
         return text + "."
+
+
+def unmeasured_counts(records: list[CellRecord]) -> dict[tuple[str, str, str], int]:
+    """(arm, model, status) -> cells: the seeds and recipes of one arm are killed together, say it once."""
+    counts: dict[tuple[str, str, str], int] = {}
+    for record in records:
+        key = (arm_label(record.params.method, record.params.tuning), record.params.model, record.status)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def _from_start(row: AccuracyRow) -> str:
@@ -256,12 +264,9 @@ def answer_table(run: RunData, rows: list[AccuracyRow]) -> str:
             start = f"{row.start.mean:.1f}" if row.start else "-"
             model = f"{row.model} ({params_of(row.model)})"
             lines.append(f"| {answer.device} | {row.arm} | {model} | {test} | {start} | {val} | {majority} |")
-        for record in answer.unmeasured:
-            arm = arm_label(record.params.method, record.params.tuning)
-            model = record.params.model
-            lines.append(
-                f"| {answer.device} | {arm} | {model} ({params_of(model)}) | {record.status} | - | - | - |"
-            )
+        for (arm, model, status), count in unmeasured_counts(answer.unmeasured).items():
+            cells = f"{status} ({count} cell{'s' if count > 1 else ''})"
+            lines.append(f"| {answer.device} | {arm} | {model} ({params_of(model)}) | {cells} | - | - | - |")
     return "\n".join(lines)
 
 

@@ -12,7 +12,7 @@ from devices.speed import unplanned_clock
 from harness.cells import Cell
 from harness.errors import UserError
 from harness.records import CellRecord, ModelResolution
-from harness.resolve import PROBE_MARGIN, Arm, advance, resolve_arms
+from harness.resolve import PROBE_MARGIN, Arm, advance, killed_cells, resolve_arms
 from harness.spec import load_spec
 from harness.store import load_records
 from tests.helpers import edgebench, write_spec
@@ -183,3 +183,22 @@ matrix:
     assert cell.cell_id in info["cells"] and info["resolutions"]
     again = edgebench("run", str(spec), "--out", str(out), "--no-report")  # a resume probes nothing again
     assert again.returncode == 0 and "probing" not in again.stderr and len(load_records(out)) == len(records)
+
+
+def test_a_resolved_cell_killed_at_the_cap_sends_its_arm_one_model_down_for_every_seed():
+    seeds = [arm(seed=s) for s in (0, 1)]
+    fits = set(CANDIDATES[:3])
+    outcomes = {}
+    for model in CANDIDATES:
+        outcomes.update([outcome(seeds[0], model, "ok" if model in fits else "oom")])
+    first = advance(seeds[0], outcomes).resolution
+    assert first.model == CANDIDATES[2]
+    cell = seeds[0].cell(first)
+    killed = make_record("oom", model=cell.params.model).model_copy(
+        update={"cell_id": cell.id, "params": cell.params, "device": cell.device, "resolution": first}
+    )
+    evidence = {**outcomes, **killed_cells([killed])}
+    for twin in seeds:  # the other seed's cell shares the probe, so the verdict
+        again = advance(twin, evidence).resolution
+        assert again.model == CANDIDATES[1]
+        assert any(p.cell_id == cell.id and p.status == "oom" for p in again.probes)

@@ -17,7 +17,7 @@ from harness.cells import Cell
 from harness.errors import UserError
 from harness.executors import EXECUTORS, executor_class
 from harness.records import CellRecord, ModelResolution
-from harness.resolve import Arm, resolve_arms
+from harness.resolve import Arm, killed_cells, resolve_arms
 from harness.runinfo import describe_run
 from harness.scheduler import Scheduler
 from harness.spec import load_spec, some_of
@@ -74,18 +74,28 @@ def handle(args: argparse.Namespace) -> int:
         scheduler = Scheduler(executor, store, args.jobs, console)
         records: list[CellRecord] = []
         failed_probes: list[Cell] = []
-        if arms:
-            resolutions, records, failed_probes = resolve_models(arms, done, args.out, scheduler, console)
-            resolved = [arm.cell(r) for arm, r in resolutions if not arm.probe_only]
-            cells = [*cells, *resolved]
-            info = describe_run(loaded, executor, args.jobs, args.device, [*loaded.cells, *resolved])
-            store.describe({**info, "resolutions": [resolution_entry(arm, r) for arm, r in resolutions]})
-        pending = [c for c in cells if c.id not in done]
-        console.print(
-            f"edgebench: {len(cells)} cells ({len(cells) - len(pending)} already done), "
-            f"enforcement {executor.enforcement}, executor {executor.name}, out {args.out}"
-        )
-        records += scheduler.run(pending)
+        resolved: list[Cell] = []
+        finished = set(done)
+        while True:  # one pass, unless resolved cells were killed at the cap: then their arms resolve again
+            if arms:
+                resolutions, probes, failed_probes = resolve_models(arms, finished, args.out, scheduler, console)
+                records += probes
+                finished |= {r.cell_id for r in probes}
+                resolved = [arm.cell(r) for arm, r in resolutions if not arm.probe_only]
+                info = describe_run(loaded, executor, args.jobs, args.device, [*loaded.cells, *resolved])
+                store.describe({**info, "resolutions": [resolution_entry(arm, r) for arm, r in resolutions]})
+            todo = [*cells, *resolved]
+            pending = [c for c in todo if c.id not in finished]
+            console.print(
+                f"edgebench: {len(todo)} cells ({len(todo) - len(pending)} already done), "
+                f"enforcement {executor.enforcement}, executor {executor.name}, out {args.out}"
+            )
+            ran = scheduler.run(pending)
+            records += ran
+            finished |= {c.id for c in pending}
+            if not any(r.status == "oom" and r.resolution is not None for r in ran):
+                break
+        cells = todo
     finally:
         executor.close()
     report = None
@@ -109,11 +119,13 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def resolve_models(
-    arms: list[Arm], done: set[str], out: Path, scheduler: Scheduler, console: Console
+    arms: list[Arm], finished: set[str], out: Path, scheduler: Scheduler, console: Console
 ) -> tuple[list[tuple[Arm, ModelResolution]], list[CellRecord], list[Cell]]:
-    """Probe each arm's candidates (a resume reuses finished probes): the arms' resolutions, the probes'
-    records and the probes that failed (their arms have no cell; the run exits as for any unmeasured cell)."""
-    known = {r.cell_id: r for r in load_records(out) if r.cell_id in done}
+    """Probe each arm's candidates, reusing the probes already recorded and counting a resolved cell the kernel
+    killed as its model's verdict (harness.resolve.killed_cells): the arms' resolutions, the records of the
+    probes run now and the probes that failed (their arms have no cell; the run exits as for any unmeasured cell)."""
+    latest = {r.cell_id: r for r in load_records(out) if r.cell_id in finished}
+    known = {**latest, **killed_cells(latest.values())}
     ran: list[CellRecord] = []
 
     def run_probes(probes: list[Cell]) -> list[CellRecord]:
