@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from reports.rundata import load_run, metric_number
 
 RUNS = int(os.environ.get("EDGEBENCH_NOISE_RUNS", "3"))
@@ -53,6 +55,7 @@ def run_spec(out: Path) -> list:
     return load_run(out).records
 
 
+@pytest.mark.timeout(0)  # several runs of minutes each: the suite's per-test limit does not apply
 def test_ci_spec_run_to_run_noise(benchmark, tmp_path: Path) -> None:
     folder = Path(os.environ.get("EDGEBENCH_NOISE_OUT") or tmp_path)
     runs = benchmark.pedantic(lambda: [run_spec(folder / f"run{i}") for i in range(RUNS)], rounds=1, iterations=1)
