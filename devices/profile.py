@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
@@ -26,6 +27,8 @@ _UNITS = {
     "ti": 1024**4,
     "tib": 1024**4,
 }
+#: The largest cap a kernel can hold (cgroup and rlimit values are signed 64-bit).
+MAX_MEMORY_BYTES = 2**63 - 1
 _SIZE = re.compile(r"^\s*(-?[0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*$")
 
 
@@ -34,7 +37,7 @@ def parse_bytes(value: int | float | str) -> int:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a size; write e.g. 512MiB or 4GB")
     if isinstance(value, (int, float)):
-        number, unit = float(value), ""
+        number, unit = value, ""
     else:
         match = _SIZE.match(str(value))
         if not match:
@@ -42,7 +45,10 @@ def parse_bytes(value: int | float | str) -> int:
         number, unit = float(match.group(1)), match.group(2).lower()
     if unit not in _UNITS:
         raise ValueError(f"unknown unit {unit!r} in {value!r}; use B, KB, MB, GB, KiB, MiB or GiB")
-    return int(number * _UNITS[unit])
+    size = number * _UNITS[unit]  # an int stays exact; a float may be (or overflow to) inf or nan
+    if isinstance(size, float) and not math.isfinite(size):
+        raise ValueError(f"{value!r} is not a finite size; write e.g. 512MiB or 4GB")
+    return int(size)
 
 
 def format_bytes(n: int | float | None) -> str:
@@ -60,11 +66,12 @@ def format_bytes(n: int | float | None) -> str:
 class DeviceProfile(BaseModel):
     """A device as the harness simulates it: a memory cap, CPU cores and their speed, an optional GPU share."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     memory_bytes: int = Field(
         gt=0,
+        le=MAX_MEMORY_BYTES,
         validation_alias=AliasChoices("memory", "memory_bytes"),
         description="memory cap for one cell, bytes; `memory: 512MiB` in YAML",
     )

@@ -8,41 +8,48 @@ import sys
 from importlib import import_module
 
 from harness.errors import UserError
+from harness.interrupts import Interrupted, exit_code
 
 COMMANDS = ("run", "doctor", "devices", "estimate", "report", "compare", "compose")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every command's parser, or only `command`'s fully (the others bare): a run then does not import what
+    other commands need (compare's scipy alone takes a second), which a resumed or restarted run pays each time."""
     parser = argparse.ArgumentParser(
         prog="edgebench",
         description="Can this device fine-tune this model, with which method, how fast and how well?",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
+        if command in COMMANDS and name != command:
+            sub.add_parser(name)
+            continue
         module = import_module(f"harness.commands.{name}")
-        command = sub.add_parser(name, help=module.HELP, description=module.__doc__)
-        module.add_arguments(command)
-        command.set_defaults(handler=module.handle)
+        parsed = sub.add_parser(name, help=module.HELP, description=module.__doc__)
+        module.add_arguments(parsed)
+        parsed.set_defaults(handler=module.handle)
     return parser
 
 
-def _terminate(signum, frame) -> None:
-    raise KeyboardInterrupt  # `docker stop` sends SIGTERM: clean up cells exactly as on Ctrl-C
+def _interrupt(signum, frame) -> None:
+    raise Interrupted(signum)  # `docker stop` sends SIGTERM: clean up cells exactly as on Ctrl-C
 
 
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, _interrupt)
     # A shell that starts us in the background hands SIGINT over ignored; Ctrl-C must still clean up.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGINT, _interrupt)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         return int(args.handler(args) or 0)
     except UserError as exc:
         print(f"edgebench: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("edgebench: interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+        return exit_code(exc)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from devices.profile import format_bytes
 from harness.cells import Cell
 from harness.executors.base import Executor
+from harness.interrupts import Interrupted
 from harness.records import CellRecord
 from harness.store import RunStore
 
@@ -67,20 +68,25 @@ class Scheduler:
         self.store = store
         self.jobs = max(1, jobs)
         self.console = console or Console(stderr=True)
+        self.stop_signal: int | None = None  # the signal that asked running cells to stop
 
     def run(self, cells: list[Cell]) -> list[CellRecord]:
         """Ctrl-C and SIGTERM only ask running cells to stop; the loop raises KeyboardInterrupt at a safe
-        point, so an interrupt never lands inside the thread pool's own locking."""
+        point, so an interrupt never lands inside the thread pool's own locking, and it leaves as Interrupted
+        naming the signal (the CLI's exit code)."""
         if threading.current_thread() is not threading.main_thread():
             return self._run(cells)
         previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             return self._run(cells)
+        except KeyboardInterrupt as exc:
+            raise Interrupted(self.stop_signal or signal.SIGINT) from exc
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
     def _request_stop(self, signum, frame) -> None:
+        self.stop_signal = signum
         self.executor.stop.set()
 
     def _run(self, cells: list[Cell]) -> list[CellRecord]:

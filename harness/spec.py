@@ -17,6 +17,7 @@ from devices.profile import DeviceProfile
 from devices.speed import DEFAULT_CLOCK, CellClock, Clock, ClockError, HostSpeed, host_speed, plan_clock
 from harness.cells import Cell, content_hash, device_identity, planned_cell
 from harness.errors import UserError
+from harness.limits import MAX_CELLS, check_document, check_matrix_size, one_line, too_deep
 from harness.resolve import Arm, LargestFitting
 from workloads.checks import check_params
 from workloads.params import AXES, WorkloadParams
@@ -29,7 +30,7 @@ NOTE_NAMES = 3
 class Thresholds(BaseModel):
     """Regression limits for `edgebench compare` (fractions; accuracy in points)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_memory_regression: float = Field(0.05, ge=0)
     max_time_regression: float = Field(0.20, ge=0)
@@ -37,7 +38,7 @@ class Thresholds(BaseModel):
 
 
 class Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(
         "edgebench",
@@ -70,9 +71,25 @@ class Spec(BaseModel):
                     raise ValueError(f"unknown axis {axis!r}; axes are: {', '.join(AXES)}")
                 if isinstance(values, list) and not values:
                     raise ValueError(f"axis {axis!r} has no values; give at least one")
+            if "devices" in block:
+                _check_device_names(block["devices"])
             if "model" not in block:
                 raise ValueError("every matrix block needs a `model` axis")
         return blocks
+
+    @field_validator("device_files")
+    @classmethod
+    def _no_nul_in_paths(cls, files: list[str]) -> list[str]:
+        if any("\x00" in f for f in files):
+            raise ValueError("a path holds a NUL character; remove it")
+        return files
+
+
+def _check_device_names(names: Any) -> None:
+    """A block's `devices` narrows it to some of the spec's devices: one name or a list of names."""
+    listed = names if isinstance(names, list) else [names]
+    if not all(isinstance(name, str) and name for name in listed):
+        raise ValueError("`devices` takes a device name or a list of names, e.g. devices: [rpi-4-2gb]")
 
 
 class LoadedSpec:
@@ -153,15 +170,26 @@ def spec_location(path: str | Path | None) -> Path:
     return given if given.exists() else shipped_specs().get(str(path), given)
 
 
-def load_spec(path: str | Path | None) -> LoadedSpec:
-    spec_path = spec_location(path)
+def load_spec(path: str | Path | None, max_cells: int = MAX_CELLS) -> LoadedSpec:
+    """The spec at `path` (a file or a shipped spec's name), validated, its devices resolved and its cells
+    expanded (at most `max_cells`). Raises UserError, as one line, for anything the user must fix."""
     try:
-        text = spec_path.read_text()
+        return _load_spec(spec_location(path), max_cells)
+    except UserError as exc:
+        raise UserError(one_line(str(exc))) from None
+
+
+def read_spec(spec_path: Path) -> Any:
+    """The parsed YAML document of a spec file, refused when it cannot be read, parsed or held."""
+    try:
+        text = spec_path.read_text(encoding="utf-8")
     except FileNotFoundError:
         shipped = ", ".join(shipped_specs())
         raise UserError(f"spec file {spec_path} not found; pass the path of a YAML spec or a shipped one ({shipped})") from None
     except OSError as exc:
         raise UserError(f"cannot read spec {spec_path} ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{spec_path}: byte {exc.start} is not UTF-8 text; save the spec as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -169,6 +197,14 @@ def load_spec(path: str | Path | None) -> LoadedSpec:
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "syntax error"
         raise UserError(f"{spec_path}{where}: invalid YAML ({problem}); fix the syntax there") from None
+    except RecursionError:
+        raise too_deep(spec_path) from None
+    check_document(data, spec_path)
+    return data
+
+
+def _load_spec(spec_path: Path, max_cells: int) -> LoadedSpec:
+    data = read_spec(spec_path)
     if not isinstance(data, dict):
         raise UserError(f"{spec_path}: expected a mapping with `devices:` and `matrix:`")
     try:
@@ -176,6 +212,7 @@ def load_spec(path: str | Path | None) -> LoadedSpec:
     except ValidationError as exc:
         raise _field_error(exc, str(spec_path)) from None
     devices = _resolve_devices(spec, spec_path)
+    check_matrix_size(spec.matrix, len(devices), spec_path, max_cells)
     host, clocks = plan_clocks(spec.clock, devices, spec_path)
     cells: list[Cell] = []
     arms: dict[str, Arm] = {}

@@ -19,9 +19,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from harness.errors import UserError
 from harness.records import CellRecord
@@ -30,6 +30,27 @@ RESULTS = "results.jsonl"
 RUN_INFO = "run.json"
 #: Statuses that are no measurement (an oom is one): `--retry-errors` redoes them, `edgebench run` exits 3.
 UNMEASURED = ("error", "timeout")
+Shape = TypeVar("Shape", bound=BaseModel)
+
+
+class RunInfoShape(BaseModel):
+    """The types of the run.json fields the store merges (see merge_run_info): checked when a file is read, so a
+    corrupted or hand-edited one is refused in one line. Readers check what they use (reports.rundata)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    cells: list[str] = []
+    cell_labels: dict[str, str] = {}
+    resolutions: list[Any] = []
+
+
+def check_info_shape(shape: type[Shape], info: dict[str, Any], path: Path) -> Shape:
+    """`info` validated as `shape`, or one line naming the field that is not as `edgebench run` writes it."""
+    try:
+        return shape.model_validate(info)
+    except ValidationError as exc:
+        field = exc.errors()[0]["loc"][0]  # one of the shape's names, never the file's own text
+        raise UserError(f"{path}: {field} is not as `edgebench run` writes it; re-run `edgebench run` into a new --out") from None
 
 
 def run_info_name(devices: list[str] | None) -> str:
@@ -70,10 +91,11 @@ def read_info_file(path: Path) -> dict[str, Any]:
         info = json.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{path} not found; pass a run directory written by `edgebench run`") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise UserError(f"{path} is corrupted (not JSON); re-run `edgebench run` into a new --out") from None
     if not isinstance(info, dict):
         raise UserError(f"{path} is not a JSON object; re-run `edgebench run` into a new --out")
+    check_info_shape(RunInfoShape, info, path)
     return info
 
 

@@ -2,27 +2,77 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from devices.profile import DeviceProfile
 from harness.cells import Cell
 from harness.errors import UserError
 from harness.records import CellRecord
-from harness.store import RUN_INFO, load_records, read_run_info
+from harness.store import RUN_INFO, check_info_shape, load_records, read_run_info
 from workloads.registry import model_shape
 
 
+class ArmParams(BaseModel):
+    """What reports take from a resolution's workload (reports.findings); run.json keeps the rest as written."""
+
+    model_config = ConfigDict(extra="allow")
+
+    method: str = ""
+    task: str = ""
+    tuning: str = "full"
+    optimizer: str | None = None
+
+
+class ArmResolution(BaseModel):
+    """One entry of run.json's `resolutions` (harness.commands.run.resolution_entry), as reports use it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    device: str = ""
+    params: ArmParams = ArmParams()
+    model: str | None = None
+    trained: bool = True
+    predicted: str | None = None
+    reason: str = ""
+
+
+class SpecInfo(BaseModel):
+    """run.json's copy of the spec, as reports use it: the report prints its description (empty if none)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    description: str = ""
+
+
+class ReportedInfo(BaseModel):
+    """The types of the run.json fields that reports index or iterate, checked once on loading a run."""
+
+    model_config = ConfigDict(extra="allow")
+
+    spec: SpecInfo = SpecInfo()
+    devices: list[Any] = []
+    resolutions: list[ArmResolution] = []
+    host: dict[str, Any] = {}
+    versions: dict[str, Any] = {}
+
+
 def metric_number(metrics: dict, name: str) -> float | None:
-    """A workload metric when it is a real number; workloads may omit or null any of them."""
+    """A workload metric when it is a finite number; workloads may omit or null any of them, and a corrupted
+    file may hold NaN, infinity or an integer too large for a float."""
     value = metrics.get(name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def accuracy_curve(record: CellRecord, x_key: str) -> list[tuple[float, float]]:
@@ -80,15 +130,15 @@ class RunData:
         """Parameter count per model name, from whichever cell of that model measured it."""
         counts: dict[str, int] = {}
         for record in self.records:
-            count = record.metrics.get("param_count")
-            if isinstance(count, (int, float)) and count > 0:
+            count = metric_number(record.metrics, "param_count")
+            if count and count > 0:
                 counts.setdefault(record.params.model, int(count))
         return counts
 
     def param_count(self, record: CellRecord) -> int | None:
         """A failed cell (an OOM kill leaves no metrics) borrows the count from its model's other cells."""
-        own = record.metrics.get("param_count")
-        if isinstance(own, (int, float)) and own > 0:
+        own = metric_number(record.metrics, "param_count")
+        if own and own > 0:
             return int(own)
         if record.params.model in self._param_counts:
             return self._param_counts[record.params.model]
@@ -115,7 +165,7 @@ def load_run(run_dir: Path) -> RunData:
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} not found; pass a directory written by `edgebench run`")
     info = read_run_info(run_dir)
-    if not isinstance(info, dict):
-        raise UserError(f"{run_dir / RUN_INFO} is not a JSON object; re-run `edgebench run` into a new --out")
+    shape = check_info_shape(ReportedInfo, info, run_dir / RUN_INFO)
+    info |= {"spec": shape.spec.model_dump()}  # with the fields reports print, empty where the file has none
     expected = info.get("cells") or []
     return RunData(run_dir, info, load_records(run_dir), [str(c) for c in expected])

@@ -81,6 +81,10 @@ def test_every_shipped_spec_loads_by_name_with_work_to_do(name):
         ("devices: []\nmatrix: {model: [opt-1m]}\n", r"devices: List should have at least 1 item"),
         ("- just\n- a list\n", r"expected a mapping"),
         (GOOD + "colour: blue\n", r"colour: Extra inputs are not permitted"),
+        (GOOD + "  devices: [[rpi-zero-2w]]\n", r"matrix: `devices` takes a device name or a list of names"),
+        (GOOD + "timeout_s: .inf\n", r"timeout_s: Input should be a finite number"),
+        (GOOD.replace("batch: 4", "max_seconds: .inf"), r"matrix\.max_seconds \(value inf\): Input should be a finite"),
+        (GOOD.replace("cpus: 2", "cpus: .nan"), r"devices\[1\]\.cpus: Input should be a finite number"),
     ],
 )
 def test_bad_specs_give_one_line_naming_the_field(tmp_path, text, message):

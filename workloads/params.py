@@ -34,7 +34,7 @@ def noise_table_size(trainable: int) -> int:
 class WorkloadParams(BaseModel):
     """One cell's workload. Every field may be a matrix axis in a spec."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     model: str = Field(min_length=1, description="ladder name (e.g. opt-8m), hub id, or local directory")
     task: str = Field(default="synthetic", min_length=1, description="synthetic, rotten_tomatoes, glue/sst2, or a file")

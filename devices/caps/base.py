@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -64,6 +65,12 @@ class CapBackend(ABC):
     def can_throttle(cls) -> bool:
         """Whether this backend imposes a CPU quota (needed by the device-throttled clock)."""
         return False
+
+    @classmethod
+    def prepare_host(cls) -> Callable[[], None]:
+        """Ready the host for a run's cells, before the first (probing never changes the host; a run may), and
+        return what puts it back at the run's end. Nothing to do by default."""
+        return lambda: None
 
     @classmethod
     def probe_cap(cls, default: int) -> int:

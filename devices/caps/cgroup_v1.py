@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from devices.caps.base import (
@@ -67,6 +68,16 @@ class CgroupV1(CapBackend):
     @classmethod
     def can_throttle(cls) -> bool:
         return controller_dir("cpu") is not None
+
+    @classmethod
+    def prepare_host(cls) -> Callable[[], None]:
+        """A run first removes the cell cgroups (and processes) of harnesses that died, SIGKILLed say, even when
+        it has no cell left to run; each cell's create() sweeps again for harnesses dying meanwhile."""
+        for controller in ("memory", "cpu"):
+            base = controller_dir(controller)
+            if base is not None:
+                sweep_stale(base)
+        return super().prepare_host()
 
     def create(self) -> None:
         base = controller_dir("memory", self.mount, self.proc_cgroup)

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from devices.caps.base import (
+    CGROUP_PREFIX,
     ENV_JOIN,
     CapBackend,
     CapReading,
@@ -48,18 +53,61 @@ def find_base(mounts: tuple[Path, ...] = MOUNTS, proc_cgroup: str | None = None)
     return None
 
 
-def delegate(base: Path) -> None:
+@dataclass(frozen=True)
+class Delegation:
+    """What delegate() changed under `base`, for undelegate() to put back."""
+
+    base: Path
+    enabled: frozenset[str]  # the controllers it enabled for base's children
+    made_leaf: bool
+
+
+def _words(path: Path) -> set[str]:
+    return set(path.read_text().split())
+
+
+def _wanted(base: Path) -> set[str]:
+    return {"memory"} | ({"cpu"} & _words(base / "cgroup.controllers"))
+
+
+def delegation_problem(base: Path) -> str | None:
+    """Why delegate(base) could not work, found by reading only: probing must leave the host as it was."""
+    if _wanted(base) <= _words(base / "cgroup.subtree_control"):
+        return None
+    if not (os.access(base / "cgroup.subtree_control", os.W_OK) and os.access(base, os.W_OK)):
+        return f"cannot delegate the memory controller under {base} (not writable); run as root"
+    return None
+
+
+def delegate(base: Path) -> Delegation:
     """Enable memory (and cpu when offered) for children of `base`, moving its processes into a leaf."""
-    wanted = {"memory"} | ({"cpu"} & set((base / "cgroup.controllers").read_text().split()))
-    enabled = set((base / "cgroup.subtree_control").read_text().split())
-    if wanted <= enabled:
-        return
+    wanted, enabled = _wanted(base), _words(base / "cgroup.subtree_control")
     leaf = base / HARNESS_LEAF
+    if wanted <= enabled:
+        return Delegation(base, frozenset(), made_leaf=False)
+    made_leaf = not leaf.exists()
     leaf.mkdir(exist_ok=True)
-    for pid in (base / "cgroup.procs").read_text().split():
-        with contextlib.suppress(OSError):  # the process exited meanwhile, or is a kernel thread
-            (leaf / "cgroup.procs").write_text(pid)
+    _move_processes(base, leaf)
     (base / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in sorted(wanted - enabled)))
+    return Delegation(base, frozenset(wanted - enabled), made_leaf)
+
+
+def undelegate(delegation: Delegation) -> None:
+    """Put back what delegate() changed, unless cells of another run are still below (they need it)."""
+    base, leaf = delegation.base, delegation.base / HARNESS_LEAF
+    others = [p for p in base.iterdir() if p.name.startswith(CGROUP_PREFIX) and p != leaf and p.is_dir()]
+    if not delegation.enabled or others:
+        return
+    (base / "cgroup.subtree_control").write_text(" ".join(f"-{c}" for c in sorted(delegation.enabled)))
+    _move_processes(leaf, base)
+    if delegation.made_leaf:
+        leaf.rmdir()
+
+
+def _move_processes(source: Path, target: Path) -> None:
+    for pid in (source / "cgroup.procs").read_text().split():
+        with contextlib.suppress(OSError):  # the process exited meanwhile, or is a kernel thread
+            (target / "cgroup.procs").write_text(pid)
 
 
 class CgroupV2(CapBackend):
@@ -78,22 +126,32 @@ class CgroupV2(CapBackend):
         base = find_base()
         if base is None:
             return "no cgroup v2 hierarchy with a memory controller holds this process"
-        try:
-            delegate(base)
-        except OSError as exc:
-            return f"cannot delegate the memory controller under {base} ({exc.strerror}); run as root"
-        return None
+        return delegation_problem(base)
 
     @classmethod
     def can_throttle(cls) -> bool:
         base = find_base()
         return base is not None and "cpu" in (base / "cgroup.controllers").read_text().split()
 
+    @classmethod
+    def prepare_host(cls) -> Callable[[], None]:
+        """Delegate the controllers for the run's cells and sweep dead harnesses' cells; undone at the run's end."""
+        base = find_base()
+        if base is None:
+            raise CapUnavailable("cgroup v2 memory controller not found")
+        try:
+            delegation = delegate(base)
+        except OSError as exc:
+            reason = f"cannot delegate the memory controller under {base} ({exc.strerror}); run as root"
+            raise CapUnavailable(reason) from None
+        sweep_stale(base)
+        return functools.partial(undelegate, delegation)
+
     def create(self) -> None:
         base = find_base(self.mounts, self.proc_cgroup)
         if base is None:
             raise CapUnavailable("cgroup v2 memory controller not found")
-        delegate(base)
+        delegate(base)  # only reads once the run's prepare_host has delegated
         sweep_stale(base)
         self.directory = base / cell_cgroup_name(self.label)
         self.directory.mkdir()

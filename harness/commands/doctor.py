@@ -44,8 +44,15 @@ def handle(args: argparse.Namespace) -> int:
     except CapUnavailable as exc:
         raise UserError(str(exc)) from None
     devices = throttle_devices(args.device)
-    proof = prove(chosen)
-    throttle = prove_throttles(chosen, devices)
+    try:
+        restore_host = chosen.prepare_host()
+    except CapUnavailable as exc:
+        raise UserError(str(exc)) from None
+    try:
+        proof = prove(chosen)
+        throttle = prove_throttles(chosen, devices)
+    finally:
+        restore_host()
     report = {
         "enforcement": chosen.name,
         "verified": proof.verified and all(t["verified"] for t in throttle["proofs"]),

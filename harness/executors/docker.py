@@ -5,12 +5,15 @@ read-only root. Inside it, `harness.executors.in_container` runs the cell as a c
 and reads the container cgroup's peak before the container ends (the cgroup is removed at
 exit). An OOM is seen three ways, any of which counts: the container cgroup's oom_kill counter
 (inside), State.OOMKilled, or exit 137 of the container itself. Containers are always removed,
-also on Ctrl-C. The image is EDGEBENCH_IMAGE (default `edgebench`, built from the Dockerfile).
+also on Ctrl-C; those of a harness that died (SIGKILL) are removed by the next run, which finds
+them by their owner label. The image is EDGEBENCH_IMAGE (default `edgebench`, built from the Dockerfile).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import psutil
 
 from devices.caps.container import engine_limits
 from harness.cells import Cell
@@ -30,6 +34,7 @@ from harness.records import now_iso
 IMAGE_ENV = "EDGEBENCH_IMAGE"
 DEFAULT_IMAGE = "edgebench"
 LABEL = "edgebench.cell"  # on every cell container, so that leftovers can be found
+OWNER_LABEL = "edgebench.harness"  # the harness that started it (see harness_owner)
 POLL_S = 0.2
 # The cell's own timeout is enforced inside the container; the engine gets this much longer.
 GRACE_S = 30.0
@@ -51,6 +56,37 @@ def connect():
     return client
 
 
+def harness_owner(pid: int | None = None) -> str:
+    """A harness process as a label: host, pid and the pid's start time (a later process may reuse the pid)."""
+    pid = pid or os.getpid()
+    return f"{socket.gethostname()}:{pid}:{psutil.Process(pid).create_time():.2f}"
+
+
+def owner_alive(owner: str) -> bool:
+    """Whether the harness a label names still runs; one of another host (a shared engine) is taken as alive."""
+    host, _, rest = owner.partition(":")
+    pid, _, started = rest.partition(":")
+    if host != socket.gethostname():
+        return True
+    try:
+        return harness_owner(int(pid)) == owner
+    except (psutil.NoSuchProcess, ValueError):
+        return False
+
+
+def sweep_stale_containers(client) -> list[str]:
+    """Remove the cell containers of harnesses that died (a SIGKILL skips their cleanup); returns their names."""
+    stale = [
+        c
+        for c in client.containers.list(all=True, filters={"label": OWNER_LABEL})
+        if not owner_alive(c.labels[OWNER_LABEL])
+    ]
+    for container in stale:
+        with contextlib.suppress(docker.errors.NotFound):  # another run swept it first
+            container.remove(force=True)
+    return [c.name for c in stale]
+
+
 class DockerExecutor(Executor):
     name = "docker"
 
@@ -70,6 +106,8 @@ class DockerExecutor(Executor):
                 f"Docker image {self.image!r} not found; build it in the edgebench checkout with "
                 f"`docker build -t {self.image} .` (or set {IMAGE_ENV} to an edgebench image)"
             ) from None
+        self.owner = harness_owner()
+        sweep_stale_containers(self.client)
 
     @property
     def enforcement(self) -> str:
@@ -90,7 +128,7 @@ class DockerExecutor(Executor):
             entrypoint=["python", "-m", "harness.executors.in_container"],
             command=[job_json(cell, self.timeout_s)],
             environment=OFFLINE_ENV,
-            labels={LABEL: cell.id},
+            labels={LABEL: cell.id, OWNER_LABEL: self.owner},
             init=True,  # the harness must not be PID 1: the cell's launcher takes a parent of 1 for a dead harness
             network_disabled=True,
             read_only=True,

@@ -35,6 +35,7 @@ class LocalExecutor(Executor):
         super().__init__(run_dir, timeout_s, enforcement)
         try:
             self.backend = choose_backend(enforcement)
+            self._restore_host = self.backend.prepare_host()
         except CapUnavailable as exc:
             raise UserError(str(exc)) from None
 
@@ -45,6 +46,9 @@ class LocalExecutor(Executor):
     @property
     def throttles(self) -> bool:
         return self.backend.can_throttle()
+
+    def close(self) -> None:
+        self._restore_host()
 
     def execute(self, cell: Cell, progress: ProgressFn) -> ChildOutcome:
         logs = self.run_dir / "logs"
@@ -92,7 +96,7 @@ class LocalExecutor(Executor):
                 cgroup_peak_bytes=reading.peak_bytes,
             ),
             cpu_seconds=rusage.ru_utime + rusage.ru_stime if rusage else None,
-            stderr_tail=tail,
+            stderr_tail=death_note(returncode, tail),
         )
 
     def _past_timeout(self, cell: Cell) -> Callable[[int, float], bool]:
@@ -132,6 +136,19 @@ def _kill(pid: int):
     except ChildProcessError:
         return -9, None
     return os.waitstatus_to_exitcode(status), rusage
+
+
+def death_note(returncode: int | None, stderr_tail: str) -> str:
+    """What a cell without a result left to say: one killed by a signal is named by it first (a crash in native
+    code, SIGSEGV, often leaves no stderr, or a library's unrelated warning as its last line)."""
+    if returncode is None or returncode >= 0:
+        return stderr_tail
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    note = f"killed by {name} ({signal.strsignal(-returncode)})"
+    return f"{note}; last stderr line: {stderr_tail}" if stderr_tail else note
 
 
 def _last_line(data: bytes) -> str:
