@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from rich.console import Console
@@ -16,6 +17,7 @@ from rich.console import Console
 from harness.cells import Cell
 from harness.errors import UserError
 from harness.executors import EXECUTORS, executor_class
+from harness.limits import MAX_CELLS
 from harness.records import CellRecord, ModelResolution
 from harness.resolve import Arm, killed_cells, resolve_arms
 from harness.runinfo import describe_run
@@ -36,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--jobs", type=int, default=1, help="cells at once, while their caps fit in free memory and their cores"
     )
     parser.add_argument("--enforcement", default="auto", help="auto, cgroup-v2, cgroup-v1 or rlimit")
+    parser.add_argument(
+        "--address", metavar="HOST:PORT", help="the Ray cluster for --executor ray (default: $RAY_ADDRESS, else a local one)"
+    )
     parser.add_argument("--device", action="append", help="run only this device of the spec (repeatable)")
     resume = parser.add_mutually_exclusive_group()
     resume.add_argument("--resume", dest="fresh", action="store_false", help="skip finished cells (default)")
@@ -44,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--retry-errors", action="store_true", help="on resume, also redo cells that ended error or timeout"
     )
+    parser.add_argument(
+        "--max-cells", type=int, default=MAX_CELLS, metavar="N", help=f"refuse a spec of over N cells (default {MAX_CELLS:,})"
+    )
     parser.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
 
@@ -51,11 +59,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def handle(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise UserError(f"--jobs {args.jobs}: give at least 1")
-    loaded = load_spec(args.spec)
+    loaded = load_spec(args.spec, args.max_cells)
     args.out = args.out or Path("results") / loaded.spec.name
     cells = loaded.cells_for(args.device)
     check_writable(args.out)
+    if args.address:
+        os.environ["RAY_ADDRESS"] = args.address  # read by the Ray executor, as Ray's own tools read it
     executor = executor_class(args.executor)(args.out, loaded.spec.timeout_s, args.enforcement)
+    try:
+        executor.admit([*cells, *(probe for arm in loaded.arms_for(args.device) for probe in arm.probes.values())])
+    except UserError:
+        executor.close()
+        raise
     if not executor.throttles and any(c.clock.throttled for c in cells):
         executor.close()
         raise UserError(

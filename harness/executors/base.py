@@ -57,6 +57,9 @@ class Executor(ABC):
     def execute(self, cell: Cell, progress: ProgressFn) -> ChildOutcome:
         """Run the cell's child under its caps and report what happened."""
 
+    def admit(self, cells: list[Cell]) -> None:  # noqa: B027 - optional hook, a local host runs any cell
+        """Refuse up front, as a UserError, cells this executor could never run (before any cell runs)."""
+
     def run(self, cell: Cell, progress: ProgressFn) -> CellRecord:
         return self.to_record(cell, self.execute(cell, progress))
 

@@ -1,34 +1,187 @@
-"""Cells as Ray tasks: scale-out beyond one machine.
+"""Cells as Ray tasks, on a cluster of machines that share no filesystem (`edgebench run --executor ray`).
 
-Ray's `memory` resource is logical (admission control only), so each task still runs its cell
-through the local executor on whichever node it lands: the node's cgroups enforce the cap.
-Connects to RAY_ADDRESS when set (an existing cluster, which must share the run directory),
-else starts a local cluster. Live per-step progress is not forwarded from remote nodes.
+A cell is one task that asks for its device's CPUs, memory (and GPU share): Ray places it on a node with
+room, where the local executor runs it under that node's cgroups (Ray's `memory` resource is logical,
+admission only) in a scratch directory of the node's own. The task streams the runner's progress back
+and ends with what it observed and the cell's log, so only the driver writes the run directory. A task
+whose worker or node dies is submitted once more, then recorded `error`; an OOM kill inside the cell is
+a result. Ctrl-C cancels the tasks (each kills its cell and removes its cgroups) and then sweeps every
+node for cgroups of workers that died. Connects to RAY_ADDRESS when set, else starts a local cluster
+and stops it at the end. See docs/ray.md.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import queue
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from devices.profile import format_bytes
 from harness.cells import Cell
 from harness.errors import UserError
 from harness.executors.base import ChildOutcome, Executor, ProgressFn
 from harness.executors.local import LocalExecutor
+from harness.records import now_iso
+from harness.scheduler import cpu_need
 
 POLL_S = 0.2
+#: How long a cancelled task may take to kill its cell and remove the cgroups before Ray kills its worker.
+CANCEL_GRACE_S = 10.0
+#: A cell whose worker or node dies is tried once more; a second death is its result (`error`).
+ATTEMPTS = 2
+#: Ray counts resources in steps of 1/10000.
+RESOURCE_STEP = 10_000
 
 
-def _remote_backend(enforcement: str) -> tuple[str, bool]:
-    from devices.caps.select import choose_backend
+@dataclass(frozen=True)
+class Finished:
+    """A task's last item: what the node's local executor observed, the cell's log and where it ran."""
 
-    backend = choose_backend(enforcement)
-    return backend.name, backend.can_throttle()
+    outcome: ChildOutcome
+    log: str
+    where: str
 
 
-def _remote_execute(run_dir: str, timeout_s: float, enforcement: str, cell: Cell) -> ChildOutcome:
-    executor = LocalExecutor(Path(run_dir), timeout_s, enforcement)
-    return executor.execute(cell, lambda *_: None)
+def placement(cell: Cell) -> dict[str, float]:
+    """The Ray resources a cell needs: the cores it keeps busy under its clock, its memory cap, its GPU share."""
+    request = {
+        "CPU": math.ceil(cpu_need(cell) * RESOURCE_STEP) / RESOURCE_STEP,
+        "memory": cell.device.memory_bytes,
+    }
+    if cell.device.gpu_memory_fraction is not None:
+        request["GPU"] = cell.device.gpu_memory_fraction
+    return request
+
+
+def task_options(request: dict[str, float]) -> dict[str, Any]:
+    """Ray's spelling of a placement; retries are the driver's, so that it can count and report them."""
+    options: dict[str, Any] = {"num_cpus": request["CPU"], "memory": request["memory"], "max_retries": 0}
+    if "GPU" in request:
+        options["num_gpus"] = request["GPU"]
+    return options
+
+
+def fits(request: dict[str, float], node: dict[str, float]) -> bool:
+    return all(node.get(name, 0) >= amount for name, amount in request.items())
+
+
+def placement_problem(cell: Cell, nodes: list[dict[str, float]]) -> str | None:
+    """Why no node of the cluster can ever run the cell (one line), or None when one can."""
+    request = placement(cell)
+    if any(fits(request, node) for node in nodes):
+        return None
+    largest = {name: max((node.get(name, 0) for node in nodes), default=0) for name in request}
+    return (
+        f"device {cell.device.name} needs {_amounts(request)} on one Ray node, but the cluster's largest offer "
+        f"{_amounts(largest)}; add a larger node, or lower the device's memory or cpus"
+    )
+
+
+def _amounts(resources: dict[str, float]) -> str:
+    return ", ".join(
+        f"{format_bytes(amount)} memory" if name == "memory" else f"{amount:g} {name}"
+        for name, amount in resources.items()
+    )
+
+
+def lost_outcome(started_at: str, wall_seconds: float, losses: list[str]) -> ChildOutcome:
+    """A cell whose task was lost on every attempt (its worker or node died): no measurement, and why."""
+    reason = f"its Ray task was lost on all {len(losses)} attempts (worker or node died); last: {losses[-1]}"
+    return ChildOutcome(
+        started_at=started_at,
+        wall_seconds=wall_seconds,
+        returncode=None,
+        timed_out=False,
+        oom_killed=False,
+        result=None,
+        stderr_tail=reason,
+    )
+
+
+def log_header(losses: list[str], where: str | None) -> str:
+    """Lines before the cell's own log: each lost attempt, then where the finishing attempt ran."""
+    lines = [f"edgebench: attempt {n} lost: {reason}" for n, reason in enumerate(losses, 1)]
+    if where is not None:
+        lines.append(f"edgebench: attempt {len(losses) + 1} ran on {where}")
+    return "".join(line + "\n" for line in lines)
+
+
+def first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+# --- what runs on the nodes -------------------------------------------------------------------------------
+
+
+def run_cell(cell: Cell, timeout_s: float, enforcement: str) -> Iterator[dict[str, Any] | Finished]:
+    """The task: the local executor in a node-local scratch directory, its progress streamed as it comes.
+    The cell runs in a thread so that this generator can yield; on Ray's cancel (KeyboardInterrupt here)
+    or any exit, the thread is told to stop, which kills the cell and removes its cgroups."""
+    with tempfile.TemporaryDirectory(prefix="edgebench-ray-", ignore_cleanup_errors=True) as name:
+        scratch = Path(name)
+        executor = LocalExecutor(scratch, timeout_s, enforcement)
+        items: queue.Queue = queue.Queue()
+        thread = threading.Thread(target=_execute_into, args=(executor, cell, items), daemon=True)
+        thread.start()
+        try:
+            while True:
+                try:
+                    item = items.get(timeout=POLL_S)  # a timeout, so that Ray's cancel can interrupt the wait
+                except queue.Empty:
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, ChildOutcome):
+                    log = (scratch / "logs" / f"{cell.id}.log").read_text(errors="replace")
+                    yield Finished(item, log, _where(scratch))
+                    return
+                yield item
+        finally:
+            executor.stop.set()
+            thread.join()
+
+
+def _where(scratch: Path) -> str:
+    import ray
+
+    return (
+        f"Ray node {ray.get_runtime_context().get_node_id()[:12]} ({socket.gethostname()}), scratch {scratch}"
+    )
+
+
+def _execute_into(executor: LocalExecutor, cell: Cell, items: queue.Queue) -> None:
+    try:
+        items.put(executor.execute(cell, lambda _cell, event: items.put(event)))
+    except BaseException as exc:  # raised again in the task's own thread
+        items.put(exc)
+
+
+def node_backend(enforcement: str) -> tuple[str, bool]:
+    """The cap backend this node would use, and whether it can throttle."""
+    executor = LocalExecutor(Path(tempfile.gettempdir()), 0, enforcement)  # chooses only; writes nothing
+    return executor.enforcement, executor.throttles
+
+
+def sweep_node() -> list[str]:
+    """Remove the cgroups of cells whose Ray worker died: a killed worker never ran its cap's cleanup."""
+    from devices.caps.base import sweep_stale
+    from devices.caps.cgroup_v1 import controller_dir
+    from devices.caps.cgroup_v2 import find_base
+
+    parents = (controller_dir("memory"), controller_dir("cpu"), find_base())
+    return [name for parent in parents if parent is not None for name in sweep_stale(parent)]
+
+
+# --- the driver ---------------------------------------------------------------------------------------------
 
 
 class RayExecutor(Executor):
@@ -39,24 +192,16 @@ class RayExecutor(Executor):
         try:
             import ray
         except ImportError:
-            raise UserError("the ray executor needs Ray; install it with `pip install 'edgebench[ray]'`") from None
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            raise UserError(
+                "the ray executor needs Ray; install it with `pip install 'edgebench[ray]'`"
+            ) from None
         self.ray = ray
-        self.started_cluster = not ray.is_initialized()
-        if self.started_cluster:
-            address = os.environ.get("RAY_ADDRESS")
-            try:
-                ray.init(
-                    address=address,
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    configure_logging=False,
-                    **({} if address else {"num_cpus": os.cpu_count()}),
-                )
-            except ConnectionError as exc:
-                raise UserError(f"cannot reach the Ray cluster at {address} ({exc}); start it or unset RAY_ADDRESS") from None
-        self._execute = ray.remote(num_cpus=1)(_remote_execute)
-        self._enforcement, self._throttles = ray.get(ray.remote(num_cpus=0)(_remote_backend).remote(enforcement))
+        self.connected_here = not ray.is_initialized()
+        if self.connected_here:
+            connect(ray)
+        self.needs_sweep = False  # set once a worker died or a task was cancelled
+        self._task = ray.remote(num_returns="streaming")(run_cell)
+        self._enforcement, self._throttles = self._agreed_backend(enforcement)
 
     @property
     def enforcement(self) -> str:
@@ -66,22 +211,123 @@ class RayExecutor(Executor):
     def throttles(self) -> bool:
         return self._throttles
 
+    def admit(self, cells: list[Cell]) -> None:
+        """Refuse, in one line, a cell that no node of the cluster could ever run (it would wait forever)."""
+        nodes = [node["Resources"] for node in self.ray.nodes() if node["Alive"]]
+        for cell in cells:
+            problem = placement_problem(cell, nodes)
+            if problem:
+                raise UserError(problem)
+
     def execute(self, cell: Cell, progress: ProgressFn) -> ChildOutcome:
-        capacity = self.ray.cluster_resources().get("memory", 0)
-        if cell.device.memory_bytes > capacity:
-            raise UserError(
-                f"device {cell.device.name}'s cap ({cell.device.memory_bytes} bytes) exceeds the Ray cluster's "
-                f"memory resource ({int(capacity)} bytes); add a larger node or lower the cap"
-            )
-        ref = self._execute.options(memory=cell.device.memory_bytes).remote(
-            str(self.run_dir.resolve()), self.timeout_s, self.enforcement_requested, cell
+        self.admit([cell])
+        started_at, t0 = now_iso(), time.perf_counter()
+        losses: list[str] = []
+        while len(losses) < ATTEMPTS:
+            try:
+                finished = self._attempt(cell, progress)
+            except self.ray.exceptions.RayTaskError as exc:  # the task itself failed: it would fail again
+                raise _user_error(exc) from None
+            except self.ray.exceptions.RayError as exc:  # Ray lost its worker or node: a retry can finish it
+                self.needs_sweep = True
+                losses.append(first_line(exc))
+                continue
+            self._write_log(cell, log_header(losses, finished.where) + finished.log)
+            return finished.outcome
+        self._write_log(cell, log_header(losses, None))
+        return lost_outcome(started_at, time.perf_counter() - t0, losses)
+
+    def _attempt(self, cell: Cell, progress: ProgressFn) -> Finished:
+        """One task: pass its progress on until its last item; on Ctrl-C cancel it and raise KeyboardInterrupt."""
+        stream = self._task.options(**task_options(placement(cell))).remote(
+            cell, self.timeout_s, self.enforcement_requested
         )
-        while not self.ray.wait([ref], timeout=POLL_S)[0]:
+        while True:
             if self.stop.is_set():
-                self.ray.cancel(ref, force=True)
-                raise KeyboardInterrupt
-        return self.ray.get(ref)
+                self._cancel(stream)
+                raise KeyboardInterrupt  # an interrupted cell is not a result; resume redoes it
+            if not self.ray.wait([stream], timeout=POLL_S)[0]:
+                continue
+            item = self.ray.get(next(stream))
+            if isinstance(item, Finished):
+                return item
+            progress(cell, item)
+
+    def _cancel(self, stream) -> None:
+        """Ask the task to stop (its cell is killed and its cgroups removed); force it if it does not end."""
+        self.needs_sweep = True
+        done = stream.completed()
+        for force in (False, True):
+            self.ray.cancel(stream, force=force)
+            if self.ray.wait([done], timeout=CANCEL_GRACE_S)[0]:
+                return
+
+    def _write_log(self, cell: Cell, text: str) -> None:
+        logs = self.run_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        (logs / f"{cell.id}.log").write_text(text)
+
+    def _agreed_backend(self, enforcement: str) -> tuple[str, bool]:
+        """Every node must cap cells the same way, or records from different nodes would not compare."""
+        backends = self._on_every_node(node_backend, enforcement)
+        if len(set(backends.values())) > 1:
+            named = ", ".join(f"{node}: {name}" for node, (name, _) in sorted(backends.items()))
+            raise UserError(
+                f"the Ray nodes cap cells differently ({named}); give every node the same cgroup setup "
+                "or pass --enforcement with a backend all of them have"
+            )
+        return next(iter(backends.values()))
+
+    def _on_every_node(self, function: Callable[..., Any], *args: Any) -> dict[str, Any]:
+        """Run a zero-CPU task pinned to each live node (it runs even beside busy cells): node id -> result."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        ids = [node["NodeID"] for node in self.ray.nodes() if node["Alive"]]
+        remote = self.ray.remote(function)
+        refs = [
+            remote.options(
+                num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)
+            ).remote(*args)
+            for node in ids
+        ]
+        try:
+            return dict(zip(ids, self.ray.get(refs), strict=True))
+        except self.ray.exceptions.RayTaskError as exc:
+            raise _user_error(exc) from None
 
     def close(self) -> None:
-        if self.started_cluster and self.ray.is_initialized():
-            self.ray.shutdown()
+        if not self.ray.is_initialized():
+            return
+        try:
+            if self.needs_sweep:
+                self._on_every_node(sweep_node)
+        finally:
+            if self.connected_here:
+                self.ray.shutdown()
+
+
+def connect(ray) -> None:
+    """The cluster in RAY_ADDRESS, else a new local one (never whichever cluster ran last on this machine)."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = os.environ.get("RAY_ADDRESS")
+    local = {} if address else {"num_cpus": len(os.sched_getaffinity(0))}
+    try:
+        ray.init(
+            address=address or "local",
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            **local,
+        )
+    except ConnectionError as exc:
+        raise UserError(
+            f"cannot reach the Ray cluster at {address} ({first_line(exc)}); start it or unset RAY_ADDRESS"
+        ) from None
+
+
+def _user_error(exc: Exception) -> Exception:
+    """A node's own refusal (no such cap backend there) as the one line a user sees; anything else as it is."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, UserError):
+        return UserError(f"on a Ray node: {cause}")
+    return exc

@@ -1,0 +1,104 @@
+"""What the Ray executor decides without a cluster: each cell's resources, refusals, retries' bookkeeping."""
+
+from __future__ import annotations
+
+import pytest
+
+from devices.profile import DeviceProfile
+from devices.speed import CellClock, host_clock
+from harness.cells import Cell
+from harness.executors.base import outcome_status
+from harness.executors.ray import (
+    ATTEMPTS,
+    log_header,
+    lost_outcome,
+    placement,
+    placement_problem,
+    task_options,
+)
+from workloads.params import WorkloadParams
+
+GIB = 1 << 30
+PARAMS = WorkloadParams(model="opt-1m", method="mezo", task="synthetic")
+
+
+def cell(
+    memory: str = "1GiB", cpus: float = 1, gpu: float | None = None, clock: CellClock | None = None
+) -> Cell:
+    device = DeviceProfile(name="dev", memory=memory, cpus=cpus, gpu_memory_fraction=gpu)
+    return Cell(device, PARAMS, clock or host_clock(device, 2, "host", "test"))
+
+
+def throttled(quota: float) -> CellClock:
+    return CellClock(
+        kind="device-throttled", requested="device-throttled", cpu_quota_cores=quota, threads=1, source="test"
+    )
+
+
+def test_a_cell_asks_for_its_threads_and_its_memory_cap():
+    # A host clock's threads: the device's cores, at most the host's 2.
+    assert placement(cell(cpus=4)) == {"CPU": 2, "memory": GIB}
+    assert placement(cell(cpus=1)) == {"CPU": 1, "memory": GIB}
+
+
+def test_a_throttled_cell_asks_for_its_quota_rounded_up_to_rays_step():
+    assert placement(cell(clock=throttled(0.123456)))["CPU"] == 0.1235
+    assert placement(cell(clock=throttled(0.1234)))["CPU"] == 0.1234
+
+
+def test_a_gpu_share_is_a_fraction_of_a_gpu_and_no_share_asks_for_none():
+    assert placement(cell(gpu=0.25))["GPU"] == 0.25
+    assert "GPU" not in placement(cell())
+
+
+def test_task_options_use_rays_names_and_leave_retries_to_the_driver():
+    assert task_options({"CPU": 0.5, "memory": GIB, "GPU": 0.25}) == {
+        "num_cpus": 0.5,
+        "memory": GIB,
+        "num_gpus": 0.25,
+        "max_retries": 0,
+    }
+    assert "num_gpus" not in task_options({"CPU": 1, "memory": GIB})
+
+
+def test_a_cell_that_fits_one_node_is_admitted():
+    nodes = [{"CPU": 1, "memory": 0.5 * GIB}, {"CPU": 2, "memory": 3 * GIB}]
+    assert placement_problem(cell(), nodes) is None
+
+
+@pytest.mark.parametrize(
+    "nodes",
+    [
+        [{"CPU": 2, "memory": 0.5 * GIB}],
+        [{"CPU": 2, "memory": 0.5 * GIB}, {"CPU": 0.5, "memory": 3 * GIB}],
+        [],
+    ],
+    ids=["too-little-memory-everywhere", "enough-of-each-never-on-one-node", "no-live-node"],
+)
+def test_a_cell_no_node_can_hold_is_refused_with_what_the_cluster_offers(nodes):
+    problem = placement_problem(cell(), nodes)
+    assert problem is not None and "\n" not in problem
+    assert problem.startswith("device dev needs 1 CPU, 1.0 GiB memory on one Ray node")
+
+
+def test_a_gpu_cell_is_refused_by_a_cluster_without_gpus():
+    problem = placement_problem(cell(gpu=0.5), [{"CPU": 2, "memory": 3 * GIB}])
+    assert problem is not None and "largest offer 2 CPU, 3.0 GiB memory, 0 GPU" in problem
+
+
+def test_the_log_names_each_lost_attempt_and_where_the_last_one_ran():
+    assert log_header([], "node A") == "edgebench: attempt 1 ran on node A\n"
+    assert log_header(["WorkerCrashedError: died"], "node B") == (
+        "edgebench: attempt 1 lost: WorkerCrashedError: died\nedgebench: attempt 2 ran on node B\n"
+    )
+    assert log_header(["a", "b"], None) == "edgebench: attempt 1 lost: a\nedgebench: attempt 2 lost: b\n"
+
+
+def test_a_cell_lost_on_every_attempt_is_an_error_that_says_why():
+    losses = ["WorkerCrashedError: first", "NodeDiedError: second"]
+    assert len(losses) == ATTEMPTS
+    status, error = outcome_status(cell(), lost_outcome("now", 1.0, losses), timeout_s=60)
+    assert status == "error"
+    assert error == (
+        "its Ray task was lost on all 2 attempts (worker or node died); last: NodeDiedError: second"
+    )
