@@ -90,6 +90,10 @@ class DeviceProfile(BaseModel):
         default=None, gt=0, allow_inf_nan=False, description="memory bandwidth, GB/s"
     )
     bandwidth_source: str = ""
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Ray custom resources a cell of this device asks for, e.g. {arm64: 1} to pin it to such nodes",
+    )
     description: str = ""
     source: str = ""
 

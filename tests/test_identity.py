@@ -9,7 +9,8 @@ from harness.spec import load_spec
 from workloads.params import WorkloadParams
 
 #: The profile fields that only describe a device; every other field must be in DEVICE_IDENTITY.
-DESCRIPTIVE = {"gflops_source", "bandwidth_gbs", "bandwidth_source", "description", "source"}
+# Fields that only describe or place a device (Ray custom resources pick a node, they do not change the cell).
+DESCRIPTIVE = {"gflops_source", "bandwidth_gbs", "bandwidth_source", "description", "source", "resources"}
 
 CATALOGUE = """
 devices:

@@ -61,6 +61,16 @@ def test_task_options_use_rays_names_and_leave_retries_to_the_driver():
     assert "num_gpus" not in task_options({"CPU": 1, "memory": GIB})
 
 
+def test_a_devices_custom_resources_pin_its_cells_to_the_nodes_that_offer_them():
+    device = DeviceProfile(name="arm-board", memory="1GiB", cpus=1, resources={"arm64": 1})
+    request = placement(Cell(device, PARAMS, host_clock(device, 2, "host", "test")))
+    assert request["arm64"] == 1 and task_options(request)["resources"] == {"arm64": 1}
+    x86 = {"CPU": 8, "memory": 16 * GIB}
+    assert placement_problem(Cell(device, PARAMS, host_clock(device, 2, "host", "test")), [x86]) is not None
+    assert placement_problem(Cell(device, PARAMS, host_clock(device, 2, "host", "test")), [{**x86, "arm64": 2}]) is None
+    assert Cell(device, PARAMS).id == Cell(device.model_copy(update={"resources": {}}), PARAMS).id  # placement only
+
+
 def test_a_cell_that_fits_one_node_is_admitted():
     nodes = [{"CPU": 1, "memory": 0.5 * GIB}, {"CPU": 2, "memory": 3 * GIB}]
     assert placement_problem(cell(), nodes) is None

@@ -51,10 +51,12 @@ class Finished:
 
 
 def placement(cell: Cell) -> dict[str, float]:
-    """The Ray resources a cell needs: the cores it keeps busy under its clock, its memory cap, its GPU share."""
+    """The Ray resources a cell needs: the cores it keeps busy under its clock, its memory cap, its GPU share and
+    the custom resources its device profile names (which pin it to the nodes that offer them)."""
     request = {
         "CPU": math.ceil(cpu_need(cell) * RESOURCE_STEP) / RESOURCE_STEP,
         "memory": cell.device.memory_bytes,
+        **cell.device.resources,
     }
     if cell.device.gpu_memory_fraction is not None:
         request["GPU"] = cell.device.gpu_memory_fraction
@@ -66,6 +68,9 @@ def task_options(request: dict[str, float]) -> dict[str, Any]:
     options: dict[str, Any] = {"num_cpus": request["CPU"], "memory": request["memory"], "max_retries": 0}
     if "GPU" in request:
         options["num_gpus"] = request["GPU"]
+    custom = {name: amount for name, amount in request.items() if name not in ("CPU", "memory", "GPU")}
+    if custom:
+        options["resources"] = custom
     return options
 
 
