@@ -66,8 +66,9 @@ def handle(args: argparse.Namespace) -> int:
     if args.address:
         os.environ["RAY_ADDRESS"] = args.address  # read by the Ray executor, as Ray's own tools read it
     executor = executor_class(args.executor)(args.out, loaded.spec.timeout_s, args.enforcement)
+    arms = loaded.arms_for(args.device)
     try:
-        executor.admit([*cells, *(probe for arm in loaded.arms_for(args.device) for probe in arm.probes.values())])
+        executor.admit([*cells, *(probe for arm in arms for probe in arm.probes.values())])
     except UserError:
         executor.close()
         raise
@@ -78,7 +79,6 @@ def handle(args: argparse.Namespace) -> int:
             "does not set here; run as root with a cgroup cpu controller, or use clock: device-scaled"
         )
     console = Console(stderr=True, soft_wrap=True)
-    arms = loaded.arms_for(args.device)
     try:
         store = RunStore(args.out, args.device)
         run_info = describe_run(loaded, executor, args.jobs, args.device, loaded.cells)
