@@ -30,8 +30,8 @@ def test_the_fit_tables_are_the_paper_fit_reference(readme, task):
 def test_the_accuracy_tables_are_the_paper_accuracy_reference(readme):
     run = load_run(REFERENCE / "paper-accuracy")
     rows = accuracy_rows(run)
-    arms = {(r.device, r.method, r.tuning) for r in rows if r.test is not None}
-    for device in ("rpi-3b-plus", "rpi-4-2gb"):  # all four arms measured on both boards
+    arms = {(r.device, r.method, r.tuning) for r in rows if r.test is not None and r.test.n >= 3}
+    for device in ("rpi-3b-plus", "rpi-4-2gb"):  # all four arms measured on both boards, with 3 seeds or more
         assert {(m, t) for d, m, t in arms if d == device} == {
             ("mezo", "full"), ("mezo", "head"), ("bp-checkpointed", "full"), ("bp-checkpointed", "lora")
         }
