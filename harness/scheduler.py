@@ -16,7 +16,7 @@ from devices.profile import format_bytes
 from harness.cells import Cell
 from harness.executors.base import Executor
 from harness.interrupts import Interrupted
-from harness.records import CellRecord
+from harness.records import CellRecord, CpuSharing, judged
 from harness.store import RunStore
 
 POLL_S = 0.2
@@ -94,6 +94,7 @@ class Scheduler:
         pending = deque(cells)
         running: dict[Future, Cell] = {}
         overlapped: set[Future] = set()  # cells that ran beside another; final once a cell finishes
+        demand: dict[Future, float] = {}  # the most cores the cells running beside each needed, its own included
         budget, cores = host_budget_bytes(), host_cores()
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=self.console, transient=False) as progress, ThreadPoolExecutor(
@@ -118,11 +119,14 @@ class Scheduler:
                         if running:
                             overlapped.update(running, [future])
                         running[future] = cell
+                        total = sum(cpu_need(c) for c in running.values())
+                        demand.update({f: max(demand.get(f, 0.0), total) for f in running})
                     finished, _ = wait(running, timeout=POLL_S, return_when=FIRST_COMPLETED)
                     for future in finished:
                         cell = running.pop(future)
                         progress.remove_task(lines.pop(cell.id))
-                        record = future.result().model_copy(update={"overlapped": future in overlapped})
+                        sharing = CpuSharing(demand_cores=demand.pop(future), host_cores=cores)
+                        record = judged(future.result(), overlapped=future in overlapped, cpu_sharing=sharing)
                         overlapped.discard(future)
                         self.store.append(record)
                         records.append(record)

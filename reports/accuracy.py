@@ -95,8 +95,9 @@ def _row(choice: GroupChoice, others: list[str]) -> AccuracyRow:
 
 
 def accuracy_rows(run: RunData) -> list[AccuracyRow]:
-    """One row per setting, by device (run order), then task, method (MeZO first), tuning and model."""
-    choices = choose_recipes(run.records)
+    """One row per setting of valid cells, by device (run order), then task, method (MeZO first), tuning and
+    model."""
+    choices = choose_recipes(run.valid_records)
     others = _others(choices)
     devices = [d.name for d in run.devices]
     rows = [_row(c, others) for c in choices]

@@ -6,6 +6,7 @@ over checkpointed backprop's."""
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from devices.profile import format_bytes
 from harness.records import CellRecord
 from reports.accuracy import AccuracyRow
 from reports.rundata import RunData, accuracy_curve
-from reports.style import arm_label, format_params
+from reports.style import arm_label, count_of, format_params
+from reports.validity import failed_checks
 from workloads.registry import model_shape
 from workloads.sources import SYNTHETIC
 
@@ -27,13 +29,22 @@ RATIO_ARMS = (("mezo", "full", None), ("bp-checkpointed", "full", "adamw"))
 class DeviceAnswer:
     device: str
     ranked: list[AccuracyRow]  # best mean final test accuracy first
-    unmeasured: list[CellRecord]  # accuracy cells that ended without a measurement (e.g. killed at the cap)
+    unmeasured: list[CellRecord]  # valid accuracy cells that ended unmeasured (e.g. killed at the cap)
+    invalid: list[CellRecord]  # accuracy cells left out: some validity check failed
 
     @property
     def best(self) -> AccuracyRow:
         return self.ranked[0]
 
     def sentence(self) -> str:
+        text = self._ranking() if self.ranked else "no valid accuracy measurement"
+        for (arm, model, status), count in arm_counts(self.unmeasured, _status).items():
+            text += f"; {arm} on {model}: {status} in {count_of(count, 'cell')}"
+        for (arm, model, checks), count in arm_counts(self.invalid, _failed).items():
+            text += f"; left out, invalid ({checks}): {arm} on {model} in {count_of(count, 'cell')}"
+        return text + "."
+
+    def _ranking(self) -> str:
         best = self.best
         assert best.test is not None
         text = (
@@ -47,16 +58,25 @@ class DeviceAnswer:
                 f"; {other.arm} on {other.model} ({params_of(other.model)}) {other.test.describe(unit=' %')}, "
                 f"{gap:.1f} points lower{_from_start(other)}"
             )
-        for (arm, model, status), count in unmeasured_counts(self.unmeasured).items():
-            text += f"; {arm} on {model}: {status} in {count} cell{'s' if count > 1 else ''}"
-        return text + "."
+        return text
 
 
-def unmeasured_counts(records: list[CellRecord]) -> dict[tuple[str, str, str], int]:
-    """(arm, model, status) -> cells: the seeds and recipes of one arm are killed together, say it once."""
+def _status(record: CellRecord) -> str:
+    return record.status
+
+
+def _failed(record: CellRecord) -> str:
+    return ", ".join(failed_checks(record))
+
+
+def arm_counts(
+    records: list[CellRecord], why: Callable[[CellRecord], str]
+) -> dict[tuple[str, str, str], int]:
+    """(arm, model, why) -> cells: the seeds and recipes of one arm fail together (killed at the cap, or one check
+    failed for all), say it once."""
     counts: dict[tuple[str, str, str], int] = {}
     for record in records:
-        key = (arm_label(record.params.method, record.params.tuning), record.params.model, record.status)
+        key = (arm_label(record.params.method, record.params.tuning), record.params.model, why(record))
         counts[key] = counts.get(key, 0) + 1
     return counts
 
@@ -72,19 +92,18 @@ def params_of(model: str) -> str:
 
 
 def device_answers(run: RunData, rows: list[AccuracyRow]) -> list[DeviceAnswer]:
-    """Per device, its accuracy rows with a test figure, best first. Test accuracy ranks arms here because this
-    is the claim; every row's recipe was already chosen on validation."""
+    """Per device, its accuracy rows with a test figure, best first, and the accuracy cells left out as invalid
+    (`rows` are of valid cells: reports.accuracy). Test accuracy ranks arms here because this is the claim; every
+    row's recipe was already chosen on validation."""
     answers = []
     for device in run.devices:
         measured = [r for r in rows if r.device == device.name and r.test is not None]
-        unmeasured = [
-            r
-            for r in run.by_device(device.name)
-            if r.role == "cell" and r.status != "ok" and r.params.task != SYNTHETIC
-        ]
-        if measured:
+        cells = [r for r in run.by_device(device.name) if r.role == "cell" and r.params.task != SYNTHETIC]
+        unmeasured = [r for r in cells if r.validity.valid and r.status != "ok"]
+        invalid = [r for r in cells if not r.validity.valid]
+        if measured or invalid:
             ranked = sorted(measured, key=lambda r: -r.test.mean)  # type: ignore[union-attr]
-            answers.append(DeviceAnswer(device.name, ranked, unmeasured))
+            answers.append(DeviceAnswer(device.name, ranked, unmeasured, invalid))
     return answers
 
 
@@ -98,6 +117,7 @@ class ArmFit:
     measured: str | None  # None: not even the smallest candidate trained
     predicted: str | None
     reason: str
+    probes: tuple[str, ...] = ()  # the cell ids of the probes that decided it
 
     @property
     def arm(self) -> str:
@@ -123,18 +143,22 @@ def _arm_fit(entry: dict[str, Any]) -> ArmFit:
         measured=entry.get("model") if entry.get("trained", True) else None,
         predicted=entry.get("predicted"),
         reason=entry.get("reason", ""),
+        probes=tuple(probe.get("cell_id", "") for probe in entry.get("probes") or []),
     )
 
 
 def arm_fits(run: RunData) -> list[ArmFit]:
-    """The probed arms of run.json, once each (arms differing only in seed or recipe share their probes)."""
+    """The probed arms of run.json, once each (arms differing only in seed or recipe share their probes), but
+    those decided by an invalid probe (reports.validity names its cell and the checks it failed)."""
     entries = run.info.get("resolutions")
+    invalid = {r.cell_id for r in run.records if not r.validity.valid}
     fits = {}
     for entry in entries if isinstance(entries, list) else []:
         if not isinstance(entry, dict):
             continue  # a hand-edited or foreign run.json: report what is readable
         fit = _arm_fit(entry)
-        fits.setdefault((fit.device, fit.task, fit.key), fit)
+        if not invalid.intersection(fit.probes):
+            fits.setdefault((fit.device, fit.task, fit.key), fit)
     return list(fits.values())
 
 
@@ -264,8 +288,8 @@ def answer_table(run: RunData, rows: list[AccuracyRow]) -> str:
             start = f"{row.start.mean:.1f}" if row.start else "-"
             model = f"{row.model} ({params_of(row.model)})"
             lines.append(f"| {answer.device} | {row.arm} | {model} | {test} | {start} | {val} | {majority} |")
-        for (arm, model, status), count in unmeasured_counts(answer.unmeasured).items():
-            cells = f"{status} ({count} cell{'s' if count > 1 else ''})"
+        for (arm, model, status), count in arm_counts(answer.unmeasured, _status).items():
+            cells = f"{status} ({count_of(count, 'cell')})"
             lines.append(f"| {answer.device} | {arm} | {model} ({params_of(model)}) | {cells} | - | - | - |")
     return "\n".join(lines)
 

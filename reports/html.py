@@ -25,9 +25,10 @@ from reports.findings import arm_fits, device_answers, params_of, size_ratios
 from reports.plots import PLOT_NAMES, render_plots
 from reports.rundata import RunData, load_run
 from reports.selection import format_value
-from reports.style import METHOD_COLOURS, MIB, format_params, method_label
+from reports.style import METHOD_COLOURS, MIB, count_of, format_params, method_label
 from reports.summary import DeviceHeadline, device_headlines
 from reports.table import CellRow, cell_rows, rows_csv
+from reports.validity import invalid_cells, remote_code_cells, unchecked_cells
 
 TEMPLATES = Path(__file__).parent / "templates"
 TEMPLATE = "report.html.j2"
@@ -57,6 +58,7 @@ def _environment() -> Environment:
         spread_mib=lambda v: "-" if v is None else v.scaled(MIB).describe(unit=" MiB"),
         seed_figure=lambda v, metric: describe_figure(metric, v),
         recipe_value=format_value,
+        cells=lambda n: count_of(n, "cell"),
     )
     env.filters["apply"] = lambda value, name: "-" if value is None else env.filters[name](value)
     return env
@@ -99,6 +101,9 @@ def render_html(
         "counts": run.status_counts(),
         "expected": len(set(run.expected) | {r.cell_id for r in run.records}),
         "missing": run.missing_labels(),
+        "invalid": invalid_cells(run),
+        "unchecked": unchecked_cells(run),
+        "remote_code": remote_code_cells(run),
         "headlines": headlines,
         "accuracy": accuracy,
         "answers": device_answers(run, accuracy),

@@ -29,6 +29,14 @@ class ArmParams(BaseModel):
     optimizer: str | None = None
 
 
+class ProbeEntry(BaseModel):
+    """One probe of a resolution, as reports use it: the cell whose record says whether it was valid."""
+
+    model_config = ConfigDict(extra="allow")
+
+    cell_id: str = ""
+
+
 class ArmResolution(BaseModel):
     """One entry of run.json's `resolutions` (harness.commands.run.resolution_entry), as reports use it."""
 
@@ -40,6 +48,7 @@ class ArmResolution(BaseModel):
     trained: bool = True
     predicted: str | None = None
     reason: str = ""
+    probes: list[ProbeEntry] = []
 
 
 class SpecInfo(BaseModel):
@@ -147,6 +156,15 @@ class RunData:
 
     def by_device(self, device: str) -> list[CellRecord]:
         return [r for r in self.records if r.device.name == device]
+
+    @cached_property
+    def valid_records(self) -> list[CellRecord]:
+        """The records a headline may use: an invalid one's figures do not mean what they say (reports.validity
+        names them instead)."""
+        return [r for r in self.records if r.validity.valid]
+
+    def valid_by_device(self, device: str) -> list[CellRecord]:
+        return [r for r in self.valid_records if r.device.name == device]
 
     @property
     def name(self) -> str:

@@ -54,3 +54,8 @@ def format_params(count: int | float | None) -> str:
         if count >= size:
             return f"{count / size:.3g}{unit}"
     return f"{count:.0f}"
+
+
+def count_of(count: int, noun: str) -> str:
+    """`1 cell`, `3 cells`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -87,7 +87,7 @@ def default_optimizer(record: CellRecord) -> bool:
 def method_fit(run: RunData, device: DeviceProfile, method: str, tuning: str = "full") -> MethodFit:
     sized = [
         (n, r)
-        for r in run.by_device(device.name)
+        for r in run.valid_by_device(device.name)
         if (r.params.method, r.params.tuning) == (method, tuning)
         and default_optimizer(r)
         and (n := run.param_count(r)) is not None
@@ -137,9 +137,10 @@ def _sentence(fits: dict[tuple[str, str], MethodFit], measured: Ratio | None, pr
 
 
 def device_headlines(run: RunData) -> list[DeviceHeadline]:
+    """Per device, from its valid cells only (the report lists the invalid ones with the checks they failed)."""
     headlines = []
     for device in run.devices:
-        fits = {arm: method_fit(run, device, *arm) for arm in arms(run.by_device(device.name))}
+        fits = {arm: method_fit(run, device, *arm) for arm in arms(run.valid_by_device(device.name))}
         fits = {arm: f for arm, f in fits.items() if f.tested}
         if not fits:
             continue

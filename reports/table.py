@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields
 from harness.records import CellRecord
 from reports.rundata import RunData, cell_label, metric_number
 from reports.selection import GroupChoice, is_accuracy_record
+from reports.validity import failed_checks
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class CellRow:
     recipe: str  # "chosen" when its recipe is the one the summary shows, "not chosen", "" for no accuracy
     valid: bool
     failed_checks: str
+    unchecked_checks: str  # checks the record is too old for: whether they held is not known
 
     @property
     def predicted_over_measured(self) -> float | None:
@@ -98,7 +100,8 @@ def cell_rows(run: RunData, choices: list[GroupChoice]) -> list[CellRow]:
                 final_val_accuracy=metric_number(r.metrics, "final_val_accuracy"),
                 recipe=_recipe_verdict(r, shown),
                 valid=r.validity.valid,
-                failed_checks=" ".join(sorted(k for k, ok in r.validity.checks.items() if not ok)),
+                failed_checks="" if r.validity.valid else " ".join(failed_checks(r)),
+                unchecked_checks=" ".join(r.validity.unchecked),
             )
         )
     return rows

@@ -6,17 +6,19 @@ from typing import Any
 
 from devices.profile import DeviceProfile
 from harness.cells import Cell
-from harness.records import CellRecord, MemoryFigures, judge, now_iso
+from harness.records import CellRecord, MemoryFigures, judged, now_iso
 from workloads.params import WorkloadParams
 
 
 def make_record(status: str = "ok", peak: int | None = 300 << 20, **params: Any) -> CellRecord:
+    """A record every validity check passes (on a status that measured something), judged by harness.records."""
     device = DeviceProfile(name=params.pop("device", "rpi-4-2gb"), memory=params.pop("memory", "2GB"), cpus=4)
     workload = WorkloadParams(**{"model": "opt-8m", "max_steps": 3, **params})
     cell = Cell(device, workload)
     steps = 3 if status == "ok" else 0
-    metrics = {"versions": {"torch": "2.13.0"}} if status == "ok" else {}
-    return CellRecord(
+    dataset = {"name": workload.task, "content_sha256": "0123456789abcdef"}
+    metrics = {"versions": {"torch": "2.13.0"}, "dataset": dataset} if status == "ok" else {}
+    record = CellRecord(
         cell_id=cell.id,
         device=device,
         params=workload,
@@ -30,8 +32,10 @@ def make_record(status: str = "ok", peak: int | None = 300 << 20, **params: Any)
         steps=steps,
         metrics=metrics,
         enforcement="cgroup-v1",
+        swap_excluded=True,
         executor="local",
-        validity=judge(workload, status, steps, metrics, enforced=True),
+        overlapped=False,
         started_at=now_iso(),
         finished_at=now_iso(),
     )
+    return judged(record)

@@ -136,3 +136,19 @@ def test_largest_fitting_walks_the_pretrained_ladder():
     small, large = largest_fitting(params, 0.8e9), largest_fitting(params, 4e9)
     ladder = pretrained_ladder()
     assert small in ladder and large == "mpnet-l12" and ladder.index(small) < ladder.index(large)
+
+
+def test_a_local_checkpoint_is_known_by_the_sha256_of_its_weight_files(tmp_path):
+    """A record of a local directory or hub id names its weights by hash (the validity check model_pinned)."""
+    (tmp_path / "config.json").write_text("{}")
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"weights one")
+    local = Location("local", str(tmp_path))
+    first = local.weights_sha256()
+    assert first and len(first) == 64 and first == local.weights_sha256()
+    (tmp_path / "config.json").write_text('{"edited": true}')  # not a weight file: same weights
+    assert local.weights_sha256() == first
+    weights.write_bytes(b"weights two")
+    assert local.weights_sha256() not in (None, first)
+    assert Location("local", str(tmp_path / "empty")).weights_sha256() is None
+    assert Location("hub", "no-such-org/no-such-model").weights_sha256() is None  # offline, not cached

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 from devices.speed import CellClock
-from harness.records import CellRecord, judge
+from harness.records import CellRecord, judged
 from harness.store import RunStore
 from tests.records_factory import make_record
 
@@ -132,15 +132,7 @@ def accuracy_record(
             "final_val_accuracy": curve[-1]["val_accuracy"],
             "majority_accuracy": MAJORITY,
         }
-    return record.model_copy(
-        update={
-            "metrics": metrics,
-            "steps": curve[-1]["step"],
-            "host_seconds": end,
-            "device_seconds": end,
-            "validity": judge(record.params, "ok", curve[-1]["step"], metrics, enforced=True),
-        }
-    )
+    return judged(record, metrics=metrics, steps=curve[-1]["step"], host_seconds=end, device_seconds=end)
 
 
 def accuracy_run(seeds=(0, 1, 2), arms=ACCURACY_ARMS, legacy: bool = False) -> list[CellRecord]:

@@ -23,6 +23,7 @@ from workloads.models import (
     trainable_parameters,
 )
 from workloads.params import WorkloadParams
+from workloads.registry import resolve
 from workloads.runner import Reporter
 from workloads.sources import LABEL_WORDS, SYNTHETIC
 from workloads.tasks import EVAL_SPLITS, Task, real_task, synthetic_task
@@ -73,7 +74,7 @@ def prepare(params: WorkloadParams, device: torch.device):
         built = build_model(params, "lm" if decoder else "classification", num_labels=2)
         task = synthetic_task(params, built.vocab, decoder)
     else:
-        tokenizer = load_tokenizer(params.model)
+        tokenizer = load_tokenizer(params.model, params.trust_remote_code)
         task = real_task(params, tokenizer)
         built = build_model(params, "classification", task.num_labels)
         built.model.to(device)
@@ -181,6 +182,7 @@ def _metrics(params, model, named, task: Task, built, threads: int, trace: Trace
         "threads": threads,
         "task_kind": task.kind,
         "dataset": task.info or {"name": task.name, "seed": params.seed, "synthetic": True},
+        "model_sha256": model_sha256(params.model),
         "cuda_peak_bytes": cuda_peak_bytes(torch),
     }
     if task.has_accuracy:
@@ -193,3 +195,9 @@ def _metrics(params, model, named, task: Task, built, threads: int, trace: Trace
             "majority_accuracy": task.majority_accuracy(),
         }
     return metrics
+
+
+def model_sha256(model: str) -> str | None:
+    """The weights a local directory or hub id named in this run; None for registry names, pinned already."""
+    weights = resolve(model).weights
+    return weights.weights_sha256() if weights else None

@@ -10,6 +10,7 @@ the real transformers models.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from workloads.weights import BUNDLES
 #: The tokenizer every config-built model shares on real tasks (the bundled MiniLM's WordPiece, 30,522 ids),
 #: so ladder vocabularies are at least this large.
 LADDER_VOCAB = 30522
+#: The files of a checkpoint that hold its weights (safetensors, or PyTorch's pickles), hashed into a record.
+WEIGHT_FILES = ("*.safetensors", "*.bin")
 #: Families whose shape (and exact parameter count) is computed from a config; anything else is "other".
 FAMILIES = ("opt", "bert", "mpnet")
 PRETRAINED = "pretrained"  # the ladder of the truncated pretrained encoders
@@ -59,6 +62,31 @@ class Location:
     def path(self) -> str:
         """What `from_pretrained` takes; a bundle is located (and assembled, the first time) now."""
         return str(BUNDLES[self.where].directory()) if self.kind == "bundle" else self.where
+
+    def weights_sha256(self) -> str | None:
+        """One sha256 over the checkpoint's weight files (names and contents, in name order), so that a record
+        of a local directory or a hub id says which weights trained; None for a bundle, whose files are pinned
+        already, or when no weight file is found (the hub snapshot is looked up offline)."""
+        if self.kind == "bundle":
+            return None
+        folder = Path(self.where)
+        if self.kind == "hub":
+            from huggingface_hub import snapshot_download
+
+            try:
+                folder = Path(snapshot_download(self.where, local_files_only=True))
+            except Exception:  # noqa: BLE001 - not in the cache: nothing to hash, the check says so
+                return None
+        files = sorted(p for pattern in WEIGHT_FILES for p in folder.glob(pattern))
+        if not files:
+            return None
+        digest = hashlib.sha256()
+        for file in files:
+            digest.update(file.name.encode() + b"\0")
+            with file.open("rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+        return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from devices.caps.cuda import gpu_env
 from devices.speed import CellClock, unplanned_clock
 
 if TYPE_CHECKING:
@@ -27,7 +28,6 @@ _STALE = re.compile(rf"^{CGROUP_PREFIX}(\d+)-")
 ENV_JOIN = "EDGEBENCH_CGROUP_PROCS"
 ENV_RLIMIT_AS = "EDGEBENCH_RLIMIT_AS"
 ENV_THREADS = "EDGEBENCH_THREADS"
-ENV_GPU_FRACTION = "EDGEBENCH_GPU_FRACTION"
 
 
 class CapUnavailable(RuntimeError):
@@ -36,11 +36,24 @@ class CapUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class CapReading:
-    """What the backend saw of a finished cell: its peak and whether the kernel killed it for memory."""
+    """What the backend saw of a finished cell: its peak, whether the kernel killed it for memory, and whether
+    swap could hold none of its memory (else an overrun may page out instead of dying at the cap)."""
 
     peak_bytes: int | None
     oom_killed: bool
     source: str
+    swap_excluded: bool
+
+
+def excludes_swap(cap_limits_swap: bool, swaps: Path = Path("/proc/swaps")) -> bool:
+    """Whether swap can hold none of a cell's memory: its cap limits swap too, or the host has no swap device
+    (/proc/swaps: a header line, then one line each; unreadable counts as swap)."""
+    if cap_limits_swap:
+        return True
+    try:
+        return len(swaps.read_text().splitlines()) <= 1
+    except OSError:
+        return False
 
 
 class CapBackend(ABC):
@@ -94,10 +107,7 @@ class CapBackend(ABC):
         """Remove whatever create() made, killing leftover processes first. Idempotent."""
 
     def common_env(self) -> dict[str, str]:
-        env = {ENV_THREADS: str(self.clock.threads), **self.clock.to_env()}
-        if self.profile.gpu_memory_fraction is not None:
-            env[ENV_GPU_FRACTION] = str(self.profile.gpu_memory_fraction)
-        return env
+        return {ENV_THREADS: str(self.clock.threads), **self.clock.to_env(), **gpu_env(self.profile)}
 
     def command(self, argv: list[str]) -> list[str]:
         """Wrap a command so that it starts inside this cap."""

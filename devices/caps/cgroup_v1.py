@@ -11,6 +11,7 @@ from devices.caps.base import (
     CapReading,
     CapUnavailable,
     cell_cgroup_name,
+    excludes_swap,
     kill_and_remove,
     sweep_stale,
 )
@@ -89,7 +90,7 @@ class CgroupV1(CapBackend):
         self.memory_dir.mkdir()
         (self.memory_dir / "memory.limit_in_bytes").write_text(cap)
         memsw = self.memory_dir / "memory.memsw.limit_in_bytes"
-        if memsw.exists():
+        if memsw.exists():  # absent when the kernel does not account swap (no swapaccount=1)
             memsw.write_text(cap)
             self.swap_guarded = True
         else:
@@ -112,7 +113,8 @@ class CgroupV1(CapBackend):
     def reading(self) -> CapReading:
         assert self.memory_dir is not None
         peak = int((self.memory_dir / "memory.max_usage_in_bytes").read_text())
-        return CapReading(peak, _oom_kills_v1(self.memory_dir) > 0, self.name)
+        swap_excluded = excludes_swap(self.swap_guarded)  # swappiness 0 only discourages swapping
+        return CapReading(peak, _oom_kills_v1(self.memory_dir) > 0, self.name, swap_excluded)
 
     def destroy(self) -> None:
         for directory in (self.memory_dir, self.cpu_dir):

@@ -16,6 +16,7 @@ from devices.caps.base import (
     CapReading,
     CapUnavailable,
     cell_cgroup_name,
+    excludes_swap,
     kill_and_remove,
     sweep_stale,
 )
@@ -120,6 +121,7 @@ class CgroupV2(CapBackend):
         self.mounts = mounts
         self.proc_cgroup = proc_cgroup
         self.directory: Path | None = None
+        self.swap_guarded = False
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -156,7 +158,10 @@ class CgroupV2(CapBackend):
         self.directory = base / cell_cgroup_name(self.label)
         self.directory.mkdir()
         (self.directory / "memory.max").write_text(str(self.profile.memory_bytes))
-        (self.directory / "memory.swap.max").write_text("0")
+        swap_max = self.directory / "memory.swap.max"
+        if swap_max.exists():  # absent when the kernel does not account swap (swapaccount=0)
+            swap_max.write_text("0")
+            self.swap_guarded = True
         if (self.directory / "cpu.max").exists():
             period, quota = cfs_quota(self.clock.cpu_quota_cores)
             (self.directory / "cpu.max").write_text(f"{quota} {period}")
@@ -172,7 +177,8 @@ class CgroupV2(CapBackend):
         peak_file = self.directory / "memory.peak"
         peak = int(peak_file.read_text()) if peak_file.exists() else None
         events = dict(line.split() for line in (self.directory / "memory.events").read_text().splitlines())
-        return CapReading(peak, int(events.get("oom_kill", 0)) > 0, self.name)
+        killed = int(events.get("oom_kill", 0)) > 0
+        return CapReading(peak, killed, self.name, excludes_swap(self.swap_guarded))
 
     def destroy(self) -> None:
         if self.directory is not None:

@@ -29,8 +29,9 @@ class RlimitAS(CapBackend):
         return {**self.common_env(), ENV_RLIMIT_AS: str(self.profile.memory_bytes)}
 
     def reading(self) -> CapReading:
-        # The peak comes from the child's rusage; the OOM verdict from the workload's MemoryError.
-        return CapReading(None, False, self.name)
+        # The peak comes from the child's rusage; the OOM verdict from the workload's MemoryError. The address
+        # space counts swapped-out pages too, so swap cannot carry the cell past this cap.
+        return CapReading(None, False, self.name, swap_excluded=True)
 
     def destroy(self) -> None:
         pass
