@@ -35,13 +35,14 @@ def _load_file(text: str, origin: str) -> dict[str, DeviceProfile]:
 
 
 def parse_profile(entry: object, where: str) -> DeviceProfile:
-    """Validate one profile mapping, turning pydantic's report into one line that names the field."""
+    """Validate one profile mapping, turning pydantic's report into one line that names the field (a rule across
+    fields names the profile)."""
     try:
         return DeviceProfile.model_validate(entry)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "profile"
-        raise CatalogueError(f"{where}.{field}: {err['msg']}") from None
+        field = "".join(f".{p}" for p in err["loc"])
+        raise CatalogueError(f"{where}{field}: {err['msg'].removeprefix('Value error, ')}") from None
 
 
 def load_catalogue(extra_files: list[Path] | None = None) -> dict[str, DeviceProfile]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _UNITS = {
     "": 1,
@@ -64,7 +64,7 @@ def format_bytes(n: int | float | None) -> str:
 
 
 class DeviceProfile(BaseModel):
-    """A device as the harness simulates it: a memory cap, CPU cores and their speed, an optional GPU share."""
+    """A device as the harness simulates it: a memory cap, CPU cores and their speed, optional GPU memory."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -76,7 +76,17 @@ class DeviceProfile(BaseModel):
         description="memory cap for one cell, bytes; `memory: 512MiB` in YAML",
     )
     cpus: float = Field(default=1.0, gt=0, description="CPU cores (fractional allowed)")
-    gpu_memory_fraction: float | None = Field(default=None, gt=0, le=1)
+    gpu_memory_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_MEMORY_BYTES,
+        validation_alias=AliasChoices("gpu_memory", "gpu_memory_bytes"),
+        description="the GPU's own memory, bytes (`gpu_memory: 4GB`); a cell gets that much of the card it runs on",
+    )
+    unified_memory: bool = Field(
+        default=False,
+        description="CPU and GPU share `memory`, as on a Jetson: one cap across host and GPU memory",
+    )
     gflops: float | None = Field(
         default=None,
         gt=0,
@@ -104,6 +114,38 @@ class DeviceProfile(BaseModel):
         if size <= 0:
             raise ValueError(f"memory must be positive, got {value!r}; write e.g. 512MiB")
         return size
+
+    @field_validator("gpu_memory_bytes", mode="before")
+    @classmethod
+    def _parse_gpu_memory(cls, value: object) -> int | None:
+        return None if value is None else parse_bytes(value)  # type: ignore[arg-type]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_gpu_fraction(cls, data: object) -> object:
+        """A share of the host's card is no device (half of an 80 GB card is not a 4 GB board), so the old field is
+        refused with its replacement; an empty one, as stored runs and records hold, is dropped."""
+        if not isinstance(data, dict) or "gpu_memory_fraction" not in data:
+            return data
+        if data["gpu_memory_fraction"] is not None:
+            raise ValueError(
+                "gpu_memory_fraction is no longer read: replace it with the device's GPU memory in bytes, "
+                "e.g. gpu_memory: 4GB (or unified_memory: true where CPU and GPU share `memory`)"
+            )
+        return {key: value for key, value in data.items() if key != "gpu_memory_fraction"}
+
+    @model_validator(mode="after")
+    def _one_gpu_memory(self) -> DeviceProfile:
+        """A unified-memory board's GPU draws on `memory`: a second figure would be a second cap."""
+        if self.unified_memory and self.gpu_memory_bytes is not None:
+            raise ValueError("a unified_memory device's GPU shares its `memory`; remove gpu_memory")
+        return self
+
+    @property
+    def gpu_cap_bytes(self) -> int | None:
+        """The GPU memory a cell may use: the whole `memory` on a unified-memory board (the host's share comes out
+        of it when the cell sets its cap), else `gpu_memory`; None for a device without a GPU."""
+        return self.memory_bytes if self.unified_memory else self.gpu_memory_bytes
 
     @property
     def threads(self) -> int:

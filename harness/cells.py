@@ -13,9 +13,13 @@ from workloads.memory_model import predict_peak_bytes
 from workloads.params import WorkloadParams
 
 #: The device fields that change a measurement: its name (a report's row; two named devices are two cells),
-#: the caps the kernel imposes (memory, cores, GPU share; swap is always off) and the throughput the clock
-#: converts time with. Descriptions, sources and the memory bandwidth (no clock uses it) only describe.
-DEVICE_IDENTITY = ("name", "memory_bytes", "cpus", "gpu_memory_fraction", "gflops")
+#: the caps imposed (memory, cores, GPU memory and whether it is unified; swap is always off) and the throughput
+#: the clock converts time with. Descriptions, sources and the memory bandwidth (no clock uses it) only describe.
+DEVICE_IDENTITY = ("name", "memory_bytes", "cpus", "gpu_memory_bytes", "unified_memory", "gflops")
+#: Fields added after ids were first hashed, with their defaults: at its default a field stays out of the id.
+LATER_DEVICE_FIELDS = {"gpu_memory_bytes": None, "unified_memory": False}
+#: The GPU share ids were first hashed with, always empty since: it stays in every id so that no id changes.
+RETIRED_DEVICE_FIELDS = {"gpu_memory_fraction": None}
 
 
 def canonical_json(data: object) -> str:
@@ -23,8 +27,11 @@ def canonical_json(data: object) -> str:
 
 
 def device_identity(device: DeviceProfile) -> dict[str, object]:
-    """What of a device enters cell ids and the spec's hash: editing a description orphans no run or baseline."""
-    return {field: getattr(device, field) for field in DEVICE_IDENTITY}
+    """What of a device enters cell ids and the spec's hash: editing a description orphans no run or baseline, and a
+    field added later keeps every id of the devices that leave it at its default."""
+    fields = {field: getattr(device, field) for field in DEVICE_IDENTITY}
+    changed = {k: v for k, v in fields.items() if k not in LATER_DEVICE_FIELDS or v != LATER_DEVICE_FIELDS[k]}
+    return {**RETIRED_DEVICE_FIELDS, **changed}
 
 
 def content_hash(data: object, length: int) -> str:

@@ -9,11 +9,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from devices.catalogue import USER_FILE, CatalogueError, load_catalogue, parse_profile, resolve_device
-from devices.profile import DeviceProfile
+from devices.profile import DeviceProfile, format_bytes
 from devices.speed import DEFAULT_CLOCK, CellClock, Clock, ClockError, HostSpeed, host_speed, plan_clock
 from harness.cells import Cell, content_hash, device_identity, planned_cell
 from harness.errors import UserError
@@ -137,6 +138,38 @@ class LoadedSpec:
     def arms_for(self, device_names: list[str] | None) -> list[Arm]:
         self.cells_for(device_names)  # the same check of the names
         return [a for a in self.arms if not device_names or a.device.name in device_names]
+
+    def devices_for(self, device_names: list[str] | None) -> list[DeviceProfile]:
+        """The devices a run (or a slice) runs cells or probes of: a device no block uses runs nothing."""
+        used = {c.device.name for c in self.cells_for(device_names)}
+        used |= {a.device.name for a in self.arms_for(device_names)}
+        return [d for d in self.devices if d.name in used]
+
+
+def host_capacity_problem(device: DeviceProfile, host_bytes: int) -> str | None:
+    """Why a host with `host_bytes` of memory cannot simulate the device (one line), or None when it can: a cap
+    above the host's memory never binds, so its cells would measure the host, not the device."""
+    if device.memory_bytes <= host_bytes:
+        return None
+    return (
+        f"device {device.name} caps memory at {format_bytes(device.memory_bytes)} but this host has "
+        f"{format_bytes(host_bytes)}, so the cap could never bind; pick a smaller device or run on a host "
+        "with more memory"
+    )
+
+
+def host_memory_bytes() -> int:
+    """The memory of the machine a local or Docker cell runs on (a Ray cell's node is the executor's to check)."""
+    return psutil.virtual_memory().total
+
+
+def check_host_capacity(devices: list[DeviceProfile], host_bytes: int | None = None) -> None:
+    """Refuse, before any cell runs, a device this host cannot simulate (UserError: one line, exit 2)."""
+    total = host_bytes or host_memory_bytes()
+    for device in devices:
+        problem = host_capacity_problem(device, total)
+        if problem:
+            raise UserError(problem)
 
 
 def some_of(labels: list[str]) -> str:

@@ -50,7 +50,7 @@ def test_catalogue_has_real_devices_with_sources():
     catalogue = load_catalogue()
     assert len(catalogue) >= 8
     assert catalogue["rpi-zero-2w"].memory_bytes == 512 * 1000**2
-    assert catalogue["jetson-nano"].gpu_memory_fraction is not None
+    assert catalogue["jetson-nano"].unified_memory and catalogue["jetson-nano"].gpu_cap_bytes == 4 * 1000**3
     assert all(p.source.startswith("https://") for p in catalogue.values())
 
 
@@ -72,3 +72,42 @@ def test_bad_user_file_names_the_field(tmp_path):
     user.write_text("devices:\n  - {name: x, memory: -1GB}\n")
     with pytest.raises(CatalogueError, match=r"devices\.yaml: devices\[0\]\.memory"):
         load_catalogue([user])
+
+
+def test_gpu_memory_is_given_in_bytes_with_units():
+    device = DeviceProfile(name="card", memory="8GB", gpu_memory="4GiB")
+    assert device.gpu_memory_bytes == device.gpu_cap_bytes == 4 * 1024**3
+    assert not device.unified_memory
+    assert DeviceProfile(name="cpu", memory="1GB").gpu_cap_bytes is None
+
+
+def test_a_unified_memory_device_caps_its_gpu_at_its_one_memory():
+    jetson = DeviceProfile(name="jetson", memory="4GB", unified_memory=True)
+    assert jetson.gpu_cap_bytes == jetson.memory_bytes == 4 * 1000**3
+
+
+def test_a_unified_memory_device_refuses_a_second_gpu_figure():
+    with pytest.raises(ValidationError, match="shares its `memory`; remove gpu_memory"):
+        DeviceProfile(name="jetson", memory="4GB", unified_memory=True, gpu_memory="2GB")
+
+
+@pytest.mark.parametrize("size", ["0GB", "-1GB", "lots"])
+def test_gpu_memory_rejects_nonsense(size):
+    with pytest.raises(ValidationError, match="gpu_memory"):
+        DeviceProfile(name="card", memory="1GB", gpu_memory=size)
+
+
+def test_a_gpu_memory_fraction_is_refused_in_one_line_that_names_the_replacement(tmp_path):
+    """Half of the host's card is no device: the field that meant that is refused, never guessed into bytes."""
+    user = tmp_path / "devices.yaml"
+    user.write_text("devices:\n  - {name: old-jetson, memory: 4GB, gpu_memory_fraction: 0.5}\n")
+    with pytest.raises(CatalogueError) as caught:
+        load_catalogue([user])
+    message = str(caught.value)
+    assert message.startswith(f"{user}: devices[0]: gpu_memory_fraction is no longer read")
+    assert "gpu_memory: 4GB" in message and "\n" not in message and "Value error" not in message
+
+
+def test_an_empty_gpu_memory_fraction_in_a_stored_record_still_loads():
+    stored = {"name": "pi", "memory_bytes": 1 << 30, "cpus": 4, "gpu_memory_fraction": None}
+    assert DeviceProfile.model_validate(stored) == DeviceProfile(name="pi", memory=1 << 30, cpus=4)

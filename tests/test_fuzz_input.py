@@ -27,7 +27,7 @@ from harness.commands import run as run_command
 from harness.errors import UserError
 from harness.limits import MAX_CELLS, check_document, check_matrix_size, matrix_size, one_line
 from reports.rundata import metric_number
-from tests.test_exit_codes import Scripted
+from tests.helpers import Scripted
 from workloads.params import AXES
 
 FUZZ = settings(max_examples=250, deadline=None, database=None, suppress_health_check=list(HealthCheck))
@@ -59,7 +59,7 @@ DEVICE = {"name": "fz", "memory": "1GB", "cpus": 1}
 SPEC_PATHS = [
     *[(key,) for key in ("name", "description", "devices", "device_files", "matrix", "clock", "timeout_s", "thresholds")],
     ("devices", 0),
-    *[("devices", 0, key) for key in ("name", "memory", "cpus", "gflops", "gpu_memory_fraction")],
+    *[("devices", 0, key) for key in ("name", "memory", "cpus", "gflops", "gpu_memory", "unified_memory")],
     *[("matrix", axis) for axis in (*AXES, "devices")],
 ]
 

@@ -67,7 +67,10 @@ def test_changing_the_memory_cap_changes_ids(tmp_path):
 
 def test_each_measured_device_field_changes_the_id():
     base = pi()
-    changed = {"name": "pi2", "memory_bytes": 2 << 30, "cpus": 2.0, "gpu_memory_fraction": 0.5, "gflops": 9.0}
+    changed = {
+        "name": "pi2", "memory_bytes": 2 << 30, "cpus": 2.0, "gpu_memory_bytes": 4 << 30, "unified_memory": True,
+        "gflops": 9.0,
+    }  # fmt: skip
     assert set(changed) == set(DEVICE_IDENTITY)
     params = WorkloadParams(model="opt-1m")
     for field, value in changed.items():

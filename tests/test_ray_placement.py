@@ -23,9 +23,9 @@ PARAMS = WorkloadParams(model="opt-1m", method="mezo", task="synthetic")
 
 
 def cell(
-    memory: str = "1GiB", cpus: float = 1, gpu: float | None = None, clock: CellClock | None = None
+    memory: str = "1GiB", cpus: float = 1, gpu: str | None = None, clock: CellClock | None = None
 ) -> Cell:
-    device = DeviceProfile(name="dev", memory=memory, cpus=cpus, gpu_memory_fraction=gpu)
+    device = DeviceProfile(name="dev", memory=memory, cpus=cpus, gpu_memory=gpu)
     return Cell(device, PARAMS, clock or host_clock(device, 2, "host", "test"))
 
 
@@ -46,8 +46,10 @@ def test_a_throttled_cell_asks_for_its_quota_rounded_up_to_rays_step():
     assert placement(cell(clock=throttled(0.1234)))["CPU"] == 0.1234
 
 
-def test_a_gpu_share_is_a_fraction_of_a_gpu_and_no_share_asks_for_none():
-    assert placement(cell(gpu=0.25))["GPU"] == 0.25
+def test_gpu_memory_asks_for_a_whole_gpu_and_no_gpu_memory_for_none():
+    assert placement(cell(gpu="4GB"))["GPU"] == 1  # Ray counts GPUs, not bytes: the cell caps its share itself
+    unified = DeviceProfile(name="jetson", memory="4GB", cpus=4, unified_memory=True)
+    assert placement(Cell(unified, PARAMS, host_clock(unified, 2, "host", "test")))["GPU"] == 1
     assert "GPU" not in placement(cell())
 
 
@@ -92,7 +94,7 @@ def test_a_cell_no_node_can_hold_is_refused_with_what_the_cluster_offers(nodes):
 
 
 def test_a_gpu_cell_is_refused_by_a_cluster_without_gpus():
-    problem = placement_problem(cell(gpu=0.5), [{"CPU": 2, "memory": 3 * GIB}])
+    problem = placement_problem(cell(gpu="2GB"), [{"CPU": 2, "memory": 3 * GIB}])
     assert problem is not None and "largest offer 2 CPU, 3.0 GiB memory, 0 GPU" in problem
 
 

@@ -34,7 +34,7 @@ def handle(args: argparse.Namespace) -> int:
         print(json.dumps([p.model_dump() for p in catalogue.values()], indent=2))
         return 0
     table = Table(title="edgebench devices")
-    columns = ("name", "memory", "bytes", "cpus", "gpu frac", "GFLOPS", "GB/s", "speed source", "description")
+    columns = ("name", "memory", "bytes", "cpus", "GPU memory", "GFLOPS", "GB/s", "speed source", "description")
     for column in (*columns, "source"):
         table.add_column(column, overflow="fold")
     for p in catalogue.values():
@@ -43,7 +43,7 @@ def handle(args: argparse.Namespace) -> int:
             format_bytes(p.memory_bytes),
             str(p.memory_bytes),
             f"{p.cpus:g}",
-            _figure(p.gpu_memory_fraction),
+            f"{format_bytes(p.gpu_cap_bytes)}{' (unified)' if p.unified_memory else ''}",
             _figure(p.gflops),
             _figure(p.bandwidth_gbs),
             p.gflops_source or ("no throughput: cells run at host speed" if p.gflops is None else "-"),

@@ -17,6 +17,7 @@ from devices.profile import DeviceProfile, format_bytes
 from devices.speed import ClockError, host_speed
 from devices.verify import prove, prove_throttle
 from harness.errors import UserError
+from harness.spec import host_capacity_problem, host_memory_bytes
 
 HELP = "check and prove memory-cap and CPU-throttle enforcement on this host"
 
@@ -61,6 +62,7 @@ def handle(args: argparse.Namespace) -> int:
         "backends": {
             name: {"available": reason is None, "reason": reason} for name, reason in backends.items()
         },
+        "too_large_for_host": too_large_for_host(),
     }
     if args.gpu:
         reason = cuda_unavailable_reason()
@@ -88,14 +90,31 @@ def handle(args: argparse.Namespace) -> int:
                 f"throttle {t['device']}: {mark}, a matmul loop under its quota ran at {t['detail']}, "
                 f"{t['target_gflops']:g} GFLOPS in the catalogue (ratio {t['ratio'] or 0:.3f}, tolerance 15%)"
             )
+        for problem in report["too_large_for_host"].values():
+            console.print(f"[yellow]cannot simulate[/]: {problem}")
     return 0 if report["verified"] else 1
+
+
+def catalogue() -> dict[str, DeviceProfile]:
+    """The built-in devices and a devices.yaml in the current directory, as `run` and `estimate` read them."""
+    try:
+        return load_catalogue([Path(USER_FILE)] if Path(USER_FILE).exists() else [])
+    except CatalogueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def too_large_for_host() -> dict[str, str]:
+    """The catalogue's devices whose cap exceeds this host's memory, with why: `run` refuses them here."""
+    host = host_memory_bytes()
+    problems = {d.name: host_capacity_problem(d, host) for d in catalogue().values()}
+    return {name: problem for name, problem in problems.items() if problem}
 
 
 def throttle_devices(names: list[str]) -> list[DeviceProfile]:
     """The named devices, or the catalogue's slowest and fastest: the throttle's two extremes."""
+    devices_by_name = catalogue()
     try:
-        catalogue = load_catalogue([Path(USER_FILE)] if Path(USER_FILE).exists() else [])
-        devices = [resolve_device(name, catalogue) for name in names]
+        devices = [resolve_device(name, devices_by_name) for name in names]
     except CatalogueError as exc:
         raise UserError(str(exc)) from None
     missing = [d.name for d in devices if d.gflops is None]
@@ -105,7 +124,7 @@ def throttle_devices(names: list[str]) -> list[DeviceProfile]:
         )
     if devices:
         return devices
-    rated = sorted((d for d in catalogue.values() if d.gflops is not None), key=lambda d: d.gflops)
+    rated = sorted((d for d in devices_by_name.values() if d.gflops is not None), key=lambda d: d.gflops)
     return [rated[0], rated[-1]] if rated else []
 
 

@@ -16,6 +16,7 @@ from rich.table import Table
 from devices.catalogue import USER_FILE, CatalogueError, load_catalogue, resolve_device
 from devices.profile import format_bytes
 from harness.errors import UserError
+from harness.spec import host_capacity_problem, host_memory_bytes
 from workloads.checks import check_params
 from workloads.flops import step_flops
 from workloads.memory_model import fit_ratio, largest_fitting, predict_breakdown
@@ -87,9 +88,12 @@ def estimate(args: argparse.Namespace) -> dict:
     assert shape is not None
     largest = {m: largest_fitting(params.model_copy(update={"method": m}), cap) for m in METHODS}
     flops = step_flops(params)
+    host = host_memory_bytes()
     return {
         "device": device.name,
         "cap_bytes": cap,
+        "host_memory_bytes": host,
+        "host_problem": host_capacity_problem(device, host),
         "model": params.model,
         "param_count": shape.params,
         "method": params.method,
@@ -150,4 +154,6 @@ def handle(args: argparse.Namespace) -> int:
         else "MeZO / checkpointed BP: one of them fits no ladder model"
     )
     console.print(step_time_line(result))
+    if result["host_problem"]:
+        console.print(f"note: `edgebench run` here would refuse it: {result['host_problem']}", markup=False)
     return 0

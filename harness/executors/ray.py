@@ -1,6 +1,6 @@
 """Cells as Ray tasks, on a cluster of machines that share no filesystem (`edgebench run --executor ray`).
 
-A cell is one task that asks for its device's CPUs, memory (and GPU share): Ray places it on a node with
+A cell is one task that asks for its device's CPUs, memory (and a GPU): Ray places it on a node with
 room, where the local executor runs it under that node's cgroups (Ray's `memory` resource is logical,
 admission only) in a scratch directory of the node's own. The task streams the runner's progress back
 and ends with what it observed and the cell's log, so only the driver writes the run directory. A task
@@ -51,15 +51,16 @@ class Finished:
 
 
 def placement(cell: Cell) -> dict[str, float]:
-    """The Ray resources a cell needs: the cores it keeps busy under its clock, its memory cap, its GPU share and
-    the custom resources its device profile names (which pin it to the nodes that offer them)."""
+    """The Ray resources a cell needs: the cores it keeps busy under its clock, its memory cap, a whole GPU when it
+    has GPU memory (Ray counts GPUs, not their bytes, and the node's card is known only in the cell) and the
+    custom resources its device profile names (which pin it to the nodes that offer them)."""
     request = {
         "CPU": math.ceil(cpu_need(cell) * RESOURCE_STEP) / RESOURCE_STEP,
         "memory": cell.device.memory_bytes,
         **cell.device.resources,
     }
-    if cell.device.gpu_memory_fraction is not None:
-        request["GPU"] = cell.device.gpu_memory_fraction
+    if cell.device.gpu_cap_bytes is not None:
+        request["GPU"] = 1
     return request
 
 
