@@ -25,17 +25,21 @@ RUN touch /src/README.md \
 
 # The project itself (.dockerignore keeps the context to its packages).
 COPY . /src/
+# The user is uid:gid 1000:1000, which compose and the Docker executor name by number. /cache is theirs: the
+# containers mount a named volume there, and a new volume takes this directory's owner.
 RUN /opt/edgebench/bin/pip install ${PIP_SOURCES} --no-deps --force-reinstall /src \
- && useradd --create-home --uid 1000 --user-group edgebench
+ && useradd --create-home --uid 1000 --user-group edgebench \
+ && install -d -o edgebench -g edgebench /cache
 
-# The root filesystem is read-only under compose: every cache goes to /tmp (a tmpfs there).
+# The containers' root filesystem is read-only: every cache goes to the /cache volume (not to the /tmp
+# tmpfs, whose files would count against the device's memory cap).
 ENV PATH=/opt/edgebench/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    HF_HOME=/tmp/huggingface \
-    MPLCONFIGDIR=/tmp/matplotlib \
-    XDG_CACHE_HOME=/tmp/cache \
-    EDGEBENCH_CACHE=/tmp/edgebench
+    HF_HOME=/cache/huggingface \
+    MPLCONFIGDIR=/cache/matplotlib \
+    XDG_CACHE_HOME=/cache \
+    EDGEBENCH_CACHE=/cache/edgebench
 USER edgebench
 WORKDIR /home/edgebench
 ENTRYPOINT ["edgebench"]

@@ -51,10 +51,43 @@ def test_one_service_per_device_with_its_caps_then_the_report():
         assert service["network_mode"] == "none" and service["read_only"] is True and service["init"] is True
         assert service["command"][:4] == ["run", "${EDGEBENCH_SPEC:-}", "--device", device.name]
         assert "/results/${EDGEBENCH_RUN:-quick}" in service["command"]
-        assert service["depends_on"] == {"prepare": {"condition": "service_completed_successfully"}}
     report = services["report"]
     assert report["command"] == ["report", "/results/${EDGEBENCH_RUN:-quick}"]
     assert set(report["depends_on"]) == {d.name for d in devices}
+
+
+def test_device_containers_run_one_after_another_and_each_records_its_predecessor():
+    """Concurrent device containers would share the host's cores (4-core quotas on a 2-core host measured every
+    step time under contention): each device waits for the one before it, and tells its run info which."""
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    names = [d.name for d in load_spec(None).devices]
+    done = {"condition": "service_completed_successfully"}
+    for before, device in zip([None, *names[:-1]], names, strict=True):
+        service = services[device]
+        assert service["depends_on"] == {"prepare": done, **({before: done} if before else {})}
+        assert service["environment"]["EDGEBENCH_SLICE_AFTER"] == (before or "")
+
+
+def test_every_service_is_hardened_with_a_memory_limit_and_no_swap():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    for name, service in services.items():
+        assert service["mem_limit"] == service["memswap_limit"] > 0 and service["oom_kill_disable"] is False, name
+        assert service["network_mode"] == "none" and service["read_only"] is True, name
+        assert service["cap_drop"] == ["ALL"] and service["security_opt"] == ["no-new-privileges:true"], name
+        # Writable: /tmp (a tmpfs), the results, the cache volume; the project is read-only.
+        assert service["tmpfs"] == ["/tmp"], name
+        assert service["volumes"] == ["./results:/results", ".:/project:ro", "edgebench-cache:/cache"], name
+    assert compose["volumes"] == {"edgebench-cache": {}}
+    for name in services.keys() - {"prepare"}:
+        assert services[name]["user"] == "${EDGEBENCH_USER:-1000:1000}" and "cap_add" not in services[name], name
+    # The one exception, as small as it can be: uid 0 with the two capabilities that hand over the results.
+    prepare = services["prepare"]
+    assert (prepare["user"], prepare["cap_add"], prepare["mem_limit"]) == ("0:0", ["CHOWN", "DAC_OVERRIDE"], 32 << 20)
+    assert prepare["command"] == [
+        "mkdir -p /results/${EDGEBENCH_RUN:-quick} && chown ${EDGEBENCH_USER:-1000:1000} "
+        "/results/${EDGEBENCH_RUN:-quick} /cache"
+    ]
 
 
 def test_a_spec_gets_its_own_file_with_its_path_relative_to_the_compose_directory(tmp_path):

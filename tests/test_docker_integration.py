@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness.executors.docker import LABEL
 from harness.store import load_records, read_run_info
@@ -45,6 +46,47 @@ def edgebench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProces
     return subprocess.run(
         [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=600, cwd=cwd
     )
+
+
+def assert_hardened(container, memory: int, user: str = "1000:1000", cap_add: tuple[str, ...] = ()) -> None:
+    """What `docker inspect` must show of every edgebench container (issue 15): its memory limit and no swap,
+    no network, no capabilities (but `cap_add`), no-new-privileges, a read-only root, an unprivileged user."""
+    host, name = container.attrs["HostConfig"], container.name
+    assert (host["Memory"], host["MemorySwap"]) == (memory, memory), name
+    assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"] is True, name
+    assert host["CapDrop"] == ["ALL"] and host["SecurityOpt"] == ["no-new-privileges:true"], name
+    assert [c.removeprefix("CAP_") for c in host["CapAdd"] or ()] == list(cap_add), name  # the engine may prefix
+    assert container.attrs["Config"]["User"] == user, name
+
+
+def running_cell_container(client, timeout_s: float = 120):
+    """The first cell container the engine runs (inspected while it runs: the executor removes it after)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        running = client.containers.list(filters={"label": LABEL})
+        if running:
+            return running[0]
+        time.sleep(0.05)
+    raise AssertionError("no cell container started")
+
+
+def test_docker_executor_runs_its_cell_in_a_hardened_container_and_the_cell_completes(engine, tmp_path):
+    spec = write_spec(tmp_path, opt_1m_spec("hardened", "[rpi-4-2gb]", "[mezo]"))
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "harness.cli", "run", str(spec), "--executor", "docker", "--out", str(out)]
+    harness = subprocess.Popen([*argv, "--no-report"], stderr=subprocess.PIPE, text=True)
+    client = engine.client()
+    try:
+        container = running_cell_container(client)
+    finally:
+        _, stderr = harness.communicate(timeout=300)
+        client.close()
+    assert harness.returncode == 0, stderr[-3000:]
+    (record,) = load_records(out)
+    assert record.status == "ok" and record.executor == "docker", record.error
+    assert_hardened(container, record.device.memory_bytes)
+    period, quota = container.attrs["HostConfig"]["CpuPeriod"], container.attrs["HostConfig"]["CpuQuota"]
+    assert quota / period == record.device.cpus  # the CPU quota holds beside the hardening
 
 
 def test_docker_executor_over_cap_is_oom_and_under_cap_is_ok(engine, tmp_path):
@@ -103,22 +145,24 @@ def test_ctrl_c_removes_the_running_cells_container(engine, tmp_path):
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     client = engine.client()
-    deadline = time.monotonic() + 120
-    while not client.containers.list(filters={"label": LABEL}) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert client.containers.list(filters={"label": LABEL}), "the cell's container never started"
+    running_cell_container(client)
     harness.send_signal(signal.SIGINT)
     assert harness.wait(timeout=60) == 130, harness.stderr.read()[-2000:]
     assert not client.containers.list(all=True, filters={"label": LABEL})
     assert load_records(out) == []  # an interrupted cell is not a result
 
 
-def test_compose_runs_each_device_in_its_own_capped_container_then_the_report(engine, tmp_path):
+def test_compose_runs_each_device_in_its_own_hardened_capped_container_then_the_report(engine, tmp_path):
     tmp_path.chmod(0o755)  # as a checkout is: the services' non-root user reads the spec through /project
+    # ./results belongs to someone who is neither root nor the services' user (a checkout of another user):
+    # `prepare` needs both its capabilities to make the run's folder there and hand it over.
+    (tmp_path / "results").mkdir()
+    os.chown(tmp_path / "results", 4242, 4242)
     write_spec(tmp_path, TWO_BY_TWO)
     generated = edgebench("compose", "spec.yaml", cwd=tmp_path)
     assert generated.returncode == 0, generated.stderr
     (tmp_path / "docker-compose.yml").write_text(generated.stdout)
+    services = yaml.safe_load(generated.stdout)["services"]
     compose = ["docker-compose", "--project-name", "edgebench-test", "--project-directory", str(tmp_path)]
     env = engine.env  # the services run as the image's user (1000): `prepare` hands it the results folder
     client = engine.client()
@@ -140,12 +184,20 @@ def test_compose_runs_each_device_in_its_own_capped_container_then_the_report(en
                 all=True, filters={"label": "com.docker.compose.project=edgebench-test"}
             )
         }
-        for name, memory in (("small-512mib", 512 << 20), ("large-1gib", 1 << 30)):
-            host = containers[name].attrs["HostConfig"]
-            assert (host["Memory"], host["MemorySwap"]) == (memory, memory)
-            assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"]
-            assert containers[name].attrs["State"]["ExitCode"] == 0
-        assert containers["report"].attrs["State"]["ExitCode"] == 0
+        assert set(containers) == set(services) == {"prepare", "small-512mib", "large-1gib", "report"}
+        assert_hardened(containers["prepare"], 32 << 20, user="0:0", cap_add=("CHOWN", "DAC_OVERRIDE"))
+        for name, memory in (("small-512mib", 512 << 20), ("large-1gib", 1 << 30), ("report", 1 << 30)):
+            assert_hardened(containers[name], memory)
+        for name, container in containers.items():
+            host = container.attrs["HostConfig"]
+            assert (host["CpuPeriod"], host["CpuQuota"]) == (
+                services[name].get("cpu_period", 0),
+                services[name].get("cpu_quota", 0),
+            ), name
+            assert container.attrs["State"]["ExitCode"] == 0, name
+        # The cache volume took the image's /cache owner: the containers cached their host calibration there.
+        cache = Path(client.volumes.get("edgebench-test_edgebench-cache").attrs["Mountpoint"])
+        assert [p.stat().st_uid for p in cache.glob("edgebench/host-speed-*.json")] == [1000]
     finally:
         down = subprocess.run(
             [*compose, "down", "--volumes"], cwd=tmp_path, env=env, capture_output=True, text=True

@@ -8,15 +8,19 @@ the cell; the harness sees it from the container cgroup's `oom_kill` counter and
 
 The cgroup's peak is the container's high-water mark since it started, so a cell gets it only
 when the mark rose during that cell (then it is that cell's peak, parent included).
+
+Both also give every container the same hardening (`container_settings`): an unprivileged user, no
+capabilities, no-new-privileges, a read-only root, no network. None of it stands in the way here:
+the cgroup's files are world-readable, and reading them needs no capability.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from devices.caps.base import CapBackend, CapReading, CapUnavailable
+from devices.caps.base import CapBackend, CapReading, CapUnavailable, excludes_swap
 from devices.speed import CellClock, cfs_quota
 
 if TYPE_CHECKING:
@@ -33,6 +37,8 @@ class ContainerCgroup:
     limit: Path
     peak: Path
     events: Path  # v1 memory.oom_control / v2 memory.events, both with an `oom_kill N` line
+    swap: Path  # v1 memory.memsw.limit_in_bytes / v2 memory.swap.max
+    swap_counts_memory: bool  # v1's memsw limit is memory + swap; v2's swap.max is swap alone
 
     def limit_bytes(self) -> int | None:
         text = self.limit.read_text().strip()
@@ -46,6 +52,18 @@ class ContainerCgroup:
         except OSError:  # v2 kernels before 5.19 have no memory.peak
             return None
 
+    def limits_swap(self) -> bool:
+        """Whether the engine's limit leaves no room for swap (memswap_limit = mem_limit): v1's memsw limit is
+        the memory limit, v2's swap.max is 0. No file: the kernel does not account swap, nothing limits it."""
+        try:
+            text = self.swap.read_text().strip()
+        except OSError:
+            return False
+        if text == "max":
+            return False
+        memory = (self.limit_bytes() or 0) if self.swap_counts_memory else 0
+        return int(text) <= memory
+
     def oom_kills(self) -> int:
         for line in self.events.read_text().splitlines():
             key, _, value = line.partition(" ")
@@ -58,10 +76,20 @@ def find_container_cgroup(mount: Path = MOUNT) -> ContainerCgroup | None:
     v1, v2 = mount / "memory", mount
     if (v1 / "memory.limit_in_bytes").exists():
         return ContainerCgroup(
-            v1 / "memory.limit_in_bytes", v1 / "memory.max_usage_in_bytes", v1 / "memory.oom_control"
+            v1 / "memory.limit_in_bytes",
+            v1 / "memory.max_usage_in_bytes",
+            v1 / "memory.oom_control",
+            v1 / "memory.memsw.limit_in_bytes",
+            swap_counts_memory=True,
         )
     if (v2 / "memory.max").exists():
-        return ContainerCgroup(v2 / "memory.max", v2 / "memory.peak", v2 / "memory.events")
+        return ContainerCgroup(
+            v2 / "memory.max",
+            v2 / "memory.peak",
+            v2 / "memory.events",
+            v2 / "memory.swap.max",
+            swap_counts_memory=False,
+        )
     return None
 
 
@@ -121,7 +149,8 @@ class ContainerLimit(CapBackend):
         assert self.cgroup is not None
         peak = self.cgroup.peak_bytes()
         rose = peak is not None and (self.peak_before is None or peak > self.peak_before)
-        return CapReading(peak if rose else None, self.cgroup.oom_kills() > self.kills_before, self.name)
+        killed = self.cgroup.oom_kills() > self.kills_before
+        return CapReading(peak if rose else None, killed, self.name, excludes_swap(self.cgroup.limits_swap()))
 
     def destroy(self) -> None:
         pass
@@ -146,6 +175,12 @@ def container_cpu_share(mount: Path = MOUNT) -> float | None:
     return None if quota <= 0 else quota / period
 
 
+def memory_limits(memory_bytes: int) -> dict[str, int | bool]:
+    """A memory limit without swap (memswap_limit = mem_limit, so no swap can hide an overrun) that the
+    kernel enforces by OOM-killing; valid both as docker SDK arguments and compose keys."""
+    return {"mem_limit": memory_bytes, "memswap_limit": memory_bytes, "oom_kill_disable": False}
+
+
 def engine_limits(profile: DeviceProfile, clock: CellClock | None = None) -> dict[str, int | bool]:
     """A device's caps as container settings, valid both as docker SDK arguments and compose keys.
 
@@ -155,10 +190,36 @@ def engine_limits(profile: DeviceProfile, clock: CellClock | None = None) -> dic
     Under a device-throttled clock the quota is the device's speed.
     """
     period, quota = cfs_quota(clock.cpu_quota_cores if clock else profile.cpus)
+    return {**memory_limits(profile.memory_bytes), "cpu_period": period, "cpu_quota": quota}
+
+
+#: The image's unprivileged user (the Dockerfile's `edgebench`), as numbers: the engine needs no passwd
+#: lookup, and an image without that user still runs its processes unprivileged.
+CONTAINER_USER = "1000:1000"
+#: Caches (the host calibration, hub and matplotlib caches) are a named volume, not files under /tmp: a
+#: tmpfs is memory charged to the container's cgroup, i.e. to the device's cap, and with no swap it stays
+#: there. A new volume takes the ownership of the image's /cache (the Dockerfile gives it to CONTAINER_USER).
+CACHE_VOLUME = "edgebench-cache"
+CACHE_MOUNT = "/cache"
+
+
+def container_settings(user: str = CONTAINER_USER) -> dict[str, Any]:
+    """What every edgebench container gets besides its caps, valid both as docker SDK arguments and
+    compose keys (one definition for the Docker executor and `edgebench compose`).
+
+    The harness and its cells need no capability (they run unprivileged, never change users, and
+    PR_SET_PDEATHSIG, lowering rlimits and reading the cgroup's files need none): all are dropped, and
+    no-new-privileges keeps a setuid binary from getting any back. Only /tmp (a tmpfs) and the mounted
+    volumes are writable. No network: cells run offline. `init`: the harness must not be PID 1, since the
+    cell's launcher takes a parent of 1 for a dead harness.
+    """
     return {
-        "mem_limit": profile.memory_bytes,
-        "memswap_limit": profile.memory_bytes,
-        "cpu_period": period,
-        "cpu_quota": quota,
-        "oom_kill_disable": False,
+        "user": user,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "read_only": True,
+        "network_mode": "none",
+        "tmpfs": ["/tmp"],
+        "volumes": [f"{CACHE_VOLUME}:{CACHE_MOUNT}"],
+        "init": True,
     }

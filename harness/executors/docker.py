@@ -1,12 +1,14 @@
 """Each cell in its own container, capped by the container engine (`edgebench run --executor docker`).
 
-The container gets the device's memory limit with no swap, its CPU quota, no network and a
-read-only root. Inside it, `harness.executors.in_container` runs the cell as a child process
-and reads the container cgroup's peak before the container ends (the cgroup is removed at
-exit). An OOM is seen three ways, any of which counts: the container cgroup's oom_kill counter
-(inside), State.OOMKilled, or exit 137 of the container itself. Containers are always removed,
-also on Ctrl-C; those of a harness that died (SIGKILL) are removed by the next run, which finds
-them by their owner label. The image is EDGEBENCH_IMAGE (default `edgebench`, built from the Dockerfile).
+The container gets the device's memory limit with no swap, its CPU quota and the hardening every
+edgebench container gets (devices.caps.container.container_settings: an unprivileged user, no
+capabilities, no-new-privileges, a read-only root, no network; caches on a named volume). Inside it,
+`harness.executors.in_container` runs the cell as a child process and reads the container cgroup's
+peak before the container ends (the cgroup is removed at exit). An OOM is seen three ways, any of
+which counts: the container cgroup's oom_kill counter (inside), State.OOMKilled, or exit 137 of the
+container itself. Containers are always removed, also on Ctrl-C; those of a harness that died
+(SIGKILL) are removed by the next run, which finds them by their owner label. The image is
+EDGEBENCH_IMAGE (default `edgebench`, built from the Dockerfile).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 import docker
 import psutil
 
-from devices.caps.container import engine_limits
+from devices.caps.container import CONTAINER_USER, container_settings, engine_limits
 from harness.cells import Cell
 from harness.errors import UserError
 from harness.executors.base import OFFLINE_ENV, ChildOutcome, Executor, ProgressFn, collect_events
@@ -89,6 +91,7 @@ def sweep_stale_containers(client) -> list[str]:
 
 class DockerExecutor(Executor):
     name = "docker"
+    cells_run_as = CONTAINER_USER
 
     def __init__(self, run_dir: Path, timeout_s: float, enforcement: str = "auto") -> None:
         super().__init__(run_dir, timeout_s, enforcement)
@@ -129,10 +132,7 @@ class DockerExecutor(Executor):
             command=[job_json(cell, self.timeout_s)],
             environment=OFFLINE_ENV,
             labels={LABEL: cell.id, OWNER_LABEL: self.owner},
-            init=True,  # the harness must not be PID 1: the cell's launcher takes a parent of 1 for a dead harness
-            network_disabled=True,
-            read_only=True,
-            tmpfs={"/tmp": ""},
+            **container_settings(),
             **engine_limits(cell.device, cell.clock),
         )
         try:
