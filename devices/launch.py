@@ -15,7 +15,10 @@ import sys
 from devices.caps.base import ENV_JOIN, ENV_RLIMIT_AS, ENV_THREADS
 
 PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+#: "UID:GID" the launcher becomes once the cell is in its cgroups (set by a harness that runs as root).
+ENV_RUN_AS = "EDGEBENCH_RUN_AS"
 
 
 def join_cgroups() -> None:
@@ -25,19 +28,40 @@ def join_cgroups() -> None:
             handle.write(str(os.getpid()))
 
 
+def drop_privileges() -> None:
+    """Become the cell's unprivileged user, after joining the cgroups (which takes root) and before the workload
+    runs: the cgroup's files are root's, so the workload can neither raise its own cap nor leave its cgroup, and
+    no set-user-ID program can make it root again (no_new_privs). Groups first: only root may change them."""
+    run_as = os.environ.pop(ENV_RUN_AS, None)
+    if not run_as:
+        return
+    uid, gid = (int(part) for part in run_as.split(":"))
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def prctl(option: int, value: int) -> None:
+    if ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"prctl({option}): {os.strerror(errno)}")
+
+
 def main(argv: list[str]) -> None:
     if not argv or argv[0] != "--" or len(argv) < 2:
         sys.exit("usage: python -m devices.launch -- COMMAND [ARGS...]")
-    # Die with the harness: a SIGKILLed harness must not leave cells running.
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() == 1:
-        sys.exit("the harness exited before the cell started")
     join_cgroups()
     if limit := os.environ.get(ENV_RLIMIT_AS):
         resource.setrlimit(resource.RLIMIT_AS, (int(limit), int(limit)))
     if threads := os.environ.get(ENV_THREADS):
         for var in THREAD_VARS:
             os.environ[var] = threads
+    drop_privileges()
+    # Die with the harness: a SIGKILLed harness must not leave cells running. Set after the drop, which clears it.
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:
+        sys.exit("the harness exited before the cell started")
     os.execvp(argv[1], argv[1:])
 
 

@@ -16,6 +16,10 @@ from harness.executors.base import Executor
 from harness.records import SCHEMA_VERSION, now_iso
 from harness.spec import LoadedSpec
 
+#: Set by `edgebench compose` in each device service: the device slice that ran before this one ("" for the first).
+#: Device containers run one after another, never beside each other, so no slice's step times are measured while
+#: another device competes for the host's cores; run.DEVICE.json records the order.
+ENV_SLICE_AFTER = "EDGEBENCH_SLICE_AFTER"
 PACKAGES = ("edgebench", "torch", "transformers", "datasets", "peft", "pydantic", "docker", "ray")
 
 
@@ -61,8 +65,10 @@ def describe_run(
         "clocks": {name: clock.model_dump() for name, clock in loaded.clocks.items()},
         "executor": executor.name,
         "enforcement": executor.enforcement,
+        "cell_user": executor.cells_run_as,
         "jobs": jobs,
         "slice": sorted(devices) if devices else None,
+        "slice_after": os.environ.get(ENV_SLICE_AFTER),  # None outside compose; "" for compose's first slice
         "host": host_facts(),
         "versions": library_versions(),
     }

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.helpers import no_leftover_cgroups  # noqa: F401 - a fixture for the integration tests
+from tests.helpers import no_leftover_cgroups, scripted  # noqa: F401 - fixtures for the integration tests
 
 IN_CI = os.environ.get("CI") == "true"
 

@@ -7,6 +7,9 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,8 @@ import pytest
 from devices.caps.base import pid_alive
 from devices.caps.cgroup_v1 import controller_dir
 from devices.caps.select import probe_all
+from harness.executors.base import ChildOutcome, Executor
+from harness.records import now_iso
 
 # A 512 MB device that cannot hold opt-125m beside a 2 GB one that can.
 OOM_AND_OK = """
@@ -141,3 +146,47 @@ def write_rows(path: Path, rows: list[dict], blank_line: bool = False) -> str:
 
         pq.write_table(pa.Table.from_pylist(rows), path)
     return str(path)
+
+
+@contextmanager
+def readable_directory() -> Iterator[Path]:
+    """A temporary folder anyone may read: a root harness runs its cells as nobody, who cannot reach pytest's
+    tmp_path (under a private /tmp/pytest-of-root), so what a cell reads (a task file, code on PYTHONPATH)
+    goes here."""
+    with tempfile.TemporaryDirectory() as folder:
+        os.chmod(folder, 0o755)
+        yield Path(folder)
+
+
+class Scripted(Executor):
+    """A stand-in executor for tests of the command, not of workloads: each cell ends as OUTCOMES says for its
+    method (ok by default), at once; every run is logged in RAN."""
+
+    name = "local"
+    enforcement = "cgroup-v1"
+    throttles = True
+    OUTCOMES: dict[str, str] = {}
+    RAN: list[str] = []
+
+    def execute(self, cell, progress):
+        Scripted.RAN.append(cell.params.method)
+        outcome = Scripted.OUTCOMES.get(cell.params.method, "ok")
+        result = {"status": "ok", "steps": 1, "metrics": {"versions": {"torch": "x"}}}
+        if outcome == "error":
+            return ChildOutcome(now_iso(), 0.1, 1, False, False, None, stderr_tail="boom")
+        if outcome == "timeout":
+            return ChildOutcome(now_iso(), 0.1, -9, True, False, None)
+        if outcome == "oom":
+            return ChildOutcome(now_iso(), 0.1, -9, False, True, None)
+        return ChildOutcome(now_iso(), 0.1, 0, False, False, result)
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    """`edgebench run` in this process with the Scripted executor, its outcomes and log fresh."""
+    from harness.commands import run as run_command
+
+    monkeypatch.setattr(run_command, "executor_class", lambda name: Scripted)
+    monkeypatch.setattr(Scripted, "OUTCOMES", {})
+    monkeypatch.setattr(Scripted, "RAN", [])
+    return Scripted

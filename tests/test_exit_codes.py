@@ -9,8 +9,6 @@ import pytest
 
 from harness import cli
 from harness.commands import run as run_command
-from harness.executors.base import ChildOutcome, Executor
-from harness.records import now_iso
 from harness.store import load_records
 from tests.helpers import write_spec
 
@@ -23,36 +21,6 @@ matrix:
   method: [mezo, bp-checkpointed, inference]
   max_steps: 1
 """
-
-
-class Scripted(Executor):
-    """Each cell ends as OUTCOMES says for its method (ok by default); every run is logged in RAN."""
-
-    name = "local"
-    enforcement = "cgroup-v1"
-    throttles = True
-    OUTCOMES: dict[str, str] = {}
-    RAN: list[str] = []
-
-    def execute(self, cell, progress):
-        Scripted.RAN.append(cell.params.method)
-        outcome = Scripted.OUTCOMES.get(cell.params.method, "ok")
-        result = {"status": "ok", "steps": 1, "metrics": {"versions": {"torch": "x"}}}
-        if outcome == "error":
-            return ChildOutcome(now_iso(), 0.1, 1, False, False, None, stderr_tail="boom")
-        if outcome == "timeout":
-            return ChildOutcome(now_iso(), 0.1, -9, True, False, None)
-        if outcome == "oom":
-            return ChildOutcome(now_iso(), 0.1, -9, False, True, None)
-        return ChildOutcome(now_iso(), 0.1, 0, False, False, result)
-
-
-@pytest.fixture
-def scripted(monkeypatch):
-    monkeypatch.setattr(run_command, "executor_class", lambda name: Scripted)
-    monkeypatch.setattr(Scripted, "OUTCOMES", {})
-    monkeypatch.setattr(Scripted, "RAN", [])
-    return Scripted
 
 
 def edgebench_run(tmp_path, *extra):

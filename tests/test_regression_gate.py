@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import edgebench, write_spec
+from tests.helpers import edgebench, readable_directory, write_spec
 
 pytestmark = pytest.mark.integration
 
@@ -24,12 +24,11 @@ BALLAST = "BALLAST = bytearray(96 << 20)\nfor i in range(0, len(BALLAST), 4096):
 def test_a_memory_inflated_build_fails_the_gate_and_an_unchanged_one_passes(tmp_path, no_leftover_cgroups):
     spec = str(write_spec(tmp_path, SPEC))
     base, same, inflated = (str(tmp_path / name) for name in ("base", "same", "inflated"))
-    inject = tmp_path / "inject"
-    inject.mkdir()
-    (inject / "sitecustomize.py").write_text(BALLAST)
     edgebench("run", spec, "--out", base, "--no-report", check=True)
     edgebench("run", spec, "--out", same, "--no-report", check=True)
-    edgebench("run", spec, "--out", inflated, "--no-report", check=True, env={"PYTHONPATH": str(inject)})
+    with readable_directory() as inject:  # the cells, which may run as nobody, must import it
+        (inject / "sitecustomize.py").write_text(BALLAST)
+        edgebench("run", spec, "--out", inflated, "--no-report", check=True, env={"PYTHONPATH": str(inject)})
     # Step time is not what this test is about (a loaded CI machine may slow a 2-step cell); memory is.
     limits = ("--max-time-regression", "1000%")
     unchanged = edgebench("compare", base, same, *limits)

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from harness.store import load_records
-from tests.helpers import edgebench, write_spec
+from tests.helpers import edgebench, readable_directory, write_spec
 from workloads.cell import run_cell
 from workloads.methods import make_method
 from workloads.params import WorkloadParams
@@ -25,14 +25,16 @@ def _run(**fields):
 
 
 @pytest.fixture(scope="module")
-def reviews(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("data") / "reviews.csv"
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
-        for i in range(80):
-            writer.writerow([f"a {'wonderful, moving' if i % 2 else 'dull, tedious'} film {i}", i % 2])
-    return str(path)
+def reviews():
+    """In a folder anyone may read: a root harness runs its cells as nobody, who must be able to read the task."""
+    with readable_directory() as folder:
+        path = folder / "reviews.csv"
+        with open(path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["text", "label"])
+            for i in range(80):
+                writer.writerow([f"a {'wonderful, moving' if i % 2 else 'dull, tedious'} film {i}", i % 2])
+        yield str(path)
 
 
 @pytest.mark.parametrize("method", ["mezo", "bp-checkpointed", "bp", "inference"])

@@ -59,7 +59,7 @@ def measure_in_this_process(real_task: bool = False) -> int:
             path = Path(tmp) / "probe.csv"
             path.write_text("text,label\n" + "".join(f"probe review {i},{i % 2}\n" for i in range(64)))
             params = WorkloadParams(model="minilm-l1", task=str(path), batch=4, seq_len=16, eval_examples=8)
-            load_real_task(params, load_tokenizer(params.model))
+            load_real_task(params, load_tokenizer(params.model, params.trust_remote_code))
     return peak_rss_bytes()
 
 

@@ -49,10 +49,11 @@ class BuiltModel:
     vocab: int
 
 
-def load_tokenizer(model: str):
+def load_tokenizer(model: str, trust_remote_code: bool = False):
+    """The model's tokenizer; its repository's own Python code runs only when the spec says trust_remote_code."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve(model).tokenizer.path())
+    return AutoTokenizer.from_pretrained(resolve(model).tokenizer.path(), trust_remote_code=trust_remote_code)
 
 
 def build_model(params: WorkloadParams, kind: str, num_labels: int) -> BuiltModel:
@@ -67,7 +68,9 @@ def build_model(params: WorkloadParams, kind: str, num_labels: int) -> BuiltMode
         model = auto.from_config(AutoConfig.for_model(**entry.config), dtype=dtype)
     else:
         extra = {"num_hidden_layers": entry.keep_layers} if entry.keep_layers else {}
-        model = auto.from_pretrained(entry.weights.path(), dtype=dtype, **extra)
+        model = auto.from_pretrained(
+            entry.weights.path(), dtype=dtype, trust_remote_code=params.trust_remote_code, **extra
+        )
     config = model.config
     if getattr(model, "pooler", None) is not None:
         model.pooler = None  # mean pooling replaces the BERT / MPNet pooler; its weights would get no gradient

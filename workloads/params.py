@@ -59,6 +59,10 @@ class WorkloadParams(BaseModel):
     )
     tuning: Literal["full", "lora", "head"] = "full"
     dtype: Literal["fp32", "bf16"] = "fp32"
+    trust_remote_code: bool = Field(
+        default=False,
+        description="let a hub model run its own Python code when loaded (off unless a spec sets it; the report warns)",
+    )
     batch: int = Field(default=8, ge=1)
     seq_len: int = Field(default=64, ge=1)
     max_steps: int | None = Field(default=10, ge=1, description="step budget")

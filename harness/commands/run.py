@@ -17,12 +17,13 @@ from rich.console import Console
 from harness.cells import Cell
 from harness.errors import UserError
 from harness.executors import EXECUTORS, executor_class
+from harness.executors.local import DEFAULT_CELL_USER, ENV_CELL_USER
 from harness.limits import MAX_CELLS
 from harness.records import CellRecord, ModelResolution
 from harness.resolve import Arm, killed_cells, resolve_arms
 from harness.runinfo import describe_run
 from harness.scheduler import Scheduler
-from harness.spec import load_spec, some_of
+from harness.spec import check_host_capacity, load_spec, some_of
 from harness.store import UNMEASURED, RunStore, check_writable, load_records
 
 HELP = "run a spec's matrix of cells"
@@ -42,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--address", metavar="HOST:PORT", help="the Ray cluster for --executor ray (default: $RAY_ADDRESS, else a local one)"
     )
     parser.add_argument("--device", action="append", help="run only this device of the spec (repeatable)")
+    parser.add_argument(
+        "--cell-user",
+        metavar="NAME",
+        help=f"as root, run cells as this user, so that they cannot lift their own caps (default ${ENV_CELL_USER}, "
+        f"else {DEFAULT_CELL_USER}; root runs them as root)",
+    )
     resume = parser.add_mutually_exclusive_group()
     resume.add_argument("--resume", dest="fresh", action="store_false", help="skip finished cells (default)")
     resume.add_argument("--fresh", dest="fresh", action="store_true", help="redo every cell")
@@ -62,9 +69,13 @@ def handle(args: argparse.Namespace) -> int:
     loaded = load_spec(args.spec, args.max_cells)
     args.out = args.out or Path("results") / loaded.spec.name
     cells = loaded.cells_for(args.device)
+    if args.executor != "ray":  # a Ray cell runs on a node of the cluster: the executor's admission checks that
+        check_host_capacity(loaded.devices_for(args.device))
     check_writable(args.out)
     if args.address:
         os.environ["RAY_ADDRESS"] = args.address  # read by the Ray executor, as Ray's own tools read it
+    if args.cell_user:
+        os.environ[ENV_CELL_USER] = args.cell_user  # read by the local executor, here and inside executors that use it
     executor = executor_class(args.executor)(args.out, loaded.spec.timeout_s, args.enforcement)
     arms = loaded.arms_for(args.device)
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.cells import Cell
-from harness.records import CellRecord, MemoryFigures, Status, judge, now_iso
+from harness.records import CellRecord, MemoryFigures, Status, judged, now_iso
 
 ProgressFn = Callable[[Cell, dict[str, Any]], None]
 
@@ -31,6 +31,7 @@ class ChildOutcome:
     result: dict[str, Any] | None  # the runner's final "result" event, if it got that far
     memory: MemoryFigures = field(default_factory=MemoryFigures)
     cpu_seconds: float | None = None  # the cell process's user + system time (wait4), for the scaled clock
+    swap_excluded: bool | None = None  # the cap's word (devices.caps.base.CapReading); None: not observed
     stderr_tail: str = ""
 
 
@@ -57,6 +58,10 @@ class Executor(ABC):
     def execute(self, cell: Cell, progress: ProgressFn) -> ChildOutcome:
         """Run the cell's child under its caps and report what happened."""
 
+    #: Whom cells run as, when the executor chose (a root harness's unprivileged cell user, or "root: why not");
+    #: None: as the harness's own user.
+    cells_run_as: str | None = None
+
     def admit(self, cells: list[Cell]) -> None:  # noqa: B027 - optional hook, a local host runs any cell
         """Refuse up front, as a UserError, cells this executor could never run (before any cell runs)."""
 
@@ -67,13 +72,15 @@ class Executor(ABC):
         """Release what the executor holds (engine clients, clusters)."""
 
     def to_record(self, cell: Cell, out: ChildOutcome) -> CellRecord:
+        """The record of what the child did, judged on what is known now (the scheduler adds how the cell shared
+        the host, and judges it again)."""
         result = out.result or {}
         status, error = outcome_status(cell, out, self.timeout_s)
         metrics = result.get("metrics") or {}
         memory = memory_figures(out.memory, metrics)
         peak, source = primary_peak(memory)
         steps = int(result.get("steps") or 0)
-        return CellRecord(
+        record = CellRecord(
             cell_id=cell.id,
             device=cell.device,
             params=cell.params,
@@ -90,13 +97,14 @@ class Executor(ABC):
             steps=steps,
             metrics=metrics,
             enforcement=self.enforcement,
+            swap_excluded=out.swap_excluded,
             executor=self.name,
             role=cell.role,
             resolution=cell.resolution,
-            validity=judge(cell.params, status, steps, metrics, enforced=self.enforcement != "none"),
             started_at=out.started_at,
             finished_at=now_iso(),
         )
+        return judged(record)
 
 
 def outcome_status(cell: Cell, out: ChildOutcome, timeout_s: float) -> tuple[Status, str | None]:

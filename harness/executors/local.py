@@ -1,27 +1,57 @@
-"""Each cell in its own Python subprocess, inside a per-cell cap from devices.caps."""
+"""Each cell in its own Python subprocess, inside a per-cell cap from devices.caps.
+
+A harness that runs as root starts its cells as an unprivileged user (CellUser): the launcher joins the cell's
+cgroups as root, then becomes that user before the workload starts, so that the workload cannot write its
+cgroup's files to lift its own cap. Such a cell reads the installation, its inputs and the caches (the harness
+readies the checkpoints in the edgebench cache first) and writes only its private home and the pipe and log the
+harness opened for it: the run directory stays the harness's.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pwd
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
-from devices.caps.base import CapUnavailable
+from devices.cache import cache_dir
+from devices.caps.base import CapUnavailable, pid_alive
 from devices.caps.select import choose_backend
+from devices.launch import ENV_RUN_AS
 from harness.cells import Cell
 from harness.errors import UserError
 from harness.executors.base import OFFLINE_ENV, ChildOutcome, Executor, ProgressFn, collect_events
 from harness.records import MemoryFigures, now_iso
+from workloads.checks import hf_home
+from workloads.params import WorkloadParams
+from workloads.registry import resolve
 
 POLL_S = 0.05
+#: Whom cells run as when the harness is root (`edgebench run --cell-user` sets it); naming root keeps them root.
+ENV_CELL_USER = "EDGEBENCH_CELL_USER"
+DEFAULT_CELL_USER = "nobody"
+#: Private homes are /tmp/edgebench-home-HARNESSPID-*, so that a later run removes those of a SIGKILLed harness.
+HOME_PREFIX = "edgebench-home-"
+#: Run as the cell user before the first cell: the interpreter, the packages and the code must import, its home
+#: must be writable, and it writes out, NUL-separated, those of the paths given (what cells read) it cannot read.
+PROBE = """
+import os, sys
+import workloads.runner
+open(os.path.join(os.environ["HOME"], ".probe"), "w").close()
+sys.stdout.write("\\0".join(path for path in sys.argv[1:] if not os.access(path, os.R_OK)))
+"""
+PROBE_TIMEOUT_S = 120
 
 
 def runner_argv(cell: Cell) -> list[str]:
@@ -33,11 +63,15 @@ class LocalExecutor(Executor):
 
     def __init__(self, run_dir: Path, timeout_s: float, enforcement: str = "auto") -> None:
         super().__init__(run_dir, timeout_s, enforcement)
+        self.cell_user = cell_user()
+        self.cells_run_as = self.cell_user.name if self.cell_user else None
         try:
             self.backend = choose_backend(enforcement)
             self._restore_host = self.backend.prepare_host()
         except CapUnavailable as exc:
             raise UserError(str(exc)) from None
+        if self.cell_user is not None:
+            sweep_homes()
 
     @property
     def enforcement(self) -> str:
@@ -50,14 +84,35 @@ class LocalExecutor(Executor):
     def close(self) -> None:
         self._restore_host()
 
+    def admit(self, cells: list[Cell]) -> None:
+        """Refuse up front, before anything is written, a cell user who could not run these cells. The default
+        user is not refused but given up, loudly (the warning and run.json's `cell_user` say why): `make run` as
+        root must work on a host whose interpreter sits under a private /root, where no unprivileged user can run
+        it; a user named with --cell-user is refused."""
+        if self.cell_user is None:
+            return
+        paths = set().union(*(ready_inputs(cell.params) for cell in cells))
+        try:
+            check_cell_user(self.cell_user, sorted(paths))
+        except UserError as exc:
+            if os.environ.get(ENV_CELL_USER):
+                raise
+            self.cell_user, self.cells_run_as = None, f"root: {exc}"
+            print(f"edgebench: warning: cells will run as root, able to lift their own caps: {exc}", file=sys.stderr)
+
     def execute(self, cell: Cell, progress: ProgressFn) -> ChildOutcome:
         logs = self.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        with self.backend(cell.device, cell.id, cell.clock) as cap, open(logs / f"{cell.id}.log", "w+b") as log:
+        ready_inputs(cell.params)
+        with (
+            self._as_cell_user() as user_env,  # left last: its home is removed once the cgroup's processes are dead
+            self.backend(cell.device, cell.id, cell.clock) as cap,
+            open(logs / f"{cell.id}.log", "w+b") as log,
+        ):
             started_at, t0 = now_iso(), time.perf_counter()
             proc = subprocess.Popen(
                 cap.command(runner_argv(cell)),
-                env={**OFFLINE_ENV, **os.environ, **cap.child_env()},
+                env={**OFFLINE_ENV, **os.environ, **cap.child_env(), **user_env},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=log,
@@ -96,8 +151,18 @@ class LocalExecutor(Executor):
                 cgroup_peak_bytes=reading.peak_bytes,
             ),
             cpu_seconds=rusage.ru_utime + rusage.ru_stime if rusage else None,
+            swap_excluded=reading.swap_excluded,
             stderr_tail=death_note(returncode, tail),
         )
+
+    @contextlib.contextmanager
+    def _as_cell_user(self) -> Iterator[dict[str, str]]:
+        """What a cell's environment needs to run as the cell user (nothing without one), with its private home."""
+        if self.cell_user is None:
+            yield {}
+            return
+        with private_home(self.cell_user) as home:
+            yield self.cell_user.env(home)
 
     def _past_timeout(self, cell: Cell) -> Callable[[int, float], bool]:
         """Whether a running cell has used up its timeout, in its clock's seconds (see CellClock.elapsed)."""
@@ -107,6 +172,111 @@ class LocalExecutor(Executor):
             return cell.clock.elapsed(wall, cpu) > self.timeout_s
 
         return past
+
+
+@dataclass(frozen=True)
+class CellUser:
+    """The unprivileged account a root harness runs its cells as."""
+
+    name: str
+    uid: int
+    gid: int
+
+    def env(self, home: Path) -> dict[str, str]:
+        """Whom the launcher becomes, and a home the cell may write for its libraries' caches (datasets' Arrow
+        files, transformers' modules, torch's kernels). The caches it reads stay the harness's: the hub cache the
+        spec checks looked in, and the edgebench cache with the checkpoints the harness readied (ready_inputs)."""
+        cache = home / ".cache"
+        return {
+            ENV_RUN_AS: f"{self.uid}:{self.gid}",
+            "HOME": str(home),
+            "USER": self.name,
+            "LOGNAME": self.name,
+            "XDG_CACHE_HOME": str(cache),
+            "HF_HOME": str(cache / "huggingface"),
+            "HF_HUB_CACHE": hub_cache(),
+            "EDGEBENCH_CACHE": str(cache_dir()),
+        }
+
+
+def cell_user() -> CellUser | None:
+    """Whom cells run as: None (the harness's own user) unless the harness is root, or when root is named."""
+    if os.geteuid() != 0:
+        return None
+    name = os.environ.get(ENV_CELL_USER) or DEFAULT_CELL_USER
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise UserError(f"--cell-user {name}: no such user here; name an unprivileged user for cells") from None
+    return None if entry.pw_uid == 0 else CellUser(name, entry.pw_uid, entry.pw_gid)
+
+
+def hub_cache() -> str:
+    """The Hugging Face hub cache of the harness's environment, where the spec checks looked for hub models."""
+    return os.environ.get("HF_HUB_CACHE") or str(hf_home() / "hub")
+
+
+@contextlib.contextmanager
+def private_home(user: CellUser) -> Iterator[Path]:
+    """A fresh home that only the cell's user may write, removed with whatever the cell left in it."""
+    home = Path(tempfile.mkdtemp(prefix=f"{HOME_PREFIX}{os.getpid()}-"))
+    try:
+        os.chown(home, user.uid, user.gid)
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def sweep_homes() -> None:
+    """Remove the private homes of harnesses that died (SIGKILLed) before they could."""
+    for home in Path(tempfile.gettempdir()).glob(f"{HOME_PREFIX}*"):
+        pid = home.name.removeprefix(HOME_PREFIX).partition("-")[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def ready_inputs(params: WorkloadParams) -> set[str]:
+    """The paths a cell reads besides the installation (its task file, its model's checkpoint and tokenizer, the
+    hub cache for a hub model), readying a bundled checkpoint first: assembling it into the edgebench cache is
+    the harness's job, as a cell running as another user may read the cache but not write it. A checkpoint
+    that cannot be had is left for the cell to report, as any other failure of its workload."""
+    paths = {params.task} if Path(params.task).is_file() else set()
+    with contextlib.suppress(ValueError, OSError):
+        entry = resolve(params.model)
+        for location in filter(None, (entry.weights, entry.tokenizer)):
+            paths.add(hub_cache() if location.kind == "hub" else location.path())
+    return {path for path in paths if os.path.exists(path)}
+
+
+def check_cell_user(user: CellUser, paths: list[str]) -> None:
+    """Run PROBE as the cell user: a UserError naming what it cannot use, so that a run refuses at once rather
+    than recording every cell as an error."""
+    with private_home(user) as home:
+        try:
+            probe = subprocess.run(
+                [sys.executable, "-c", PROBE, *paths],
+                env={**OFFLINE_ENV, **os.environ, **user.env(home)},
+                user=user.uid,
+                group=user.gid,
+                extra_groups=[],
+                capture_output=True,
+                timeout=PROBE_TIMEOUT_S,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise UserError(_refusal(user, f"run {sys.executable} ({exc})")) from None
+    if probe.returncode != 0:
+        raise UserError(_refusal(user, f"run this installation ({_last_line(probe.stderr)})"))
+    unreadable = [path for path in probe.stdout.decode().split("\0") if path]
+    if unreadable:
+        raise UserError(_refusal(user, f"read {unreadable[0]}"))
+
+
+def _refusal(user: CellUser, what: str) -> str:
+    return (
+        f"cells run as {user.name} when edgebench runs as root, and {user.name} cannot {what}; make it readable "
+        f"by {user.name} (every directory above it searchable too, e.g. chmod o+x /root), or name another user "
+        "with --cell-user (root: cells run as root, able to lift their own caps)"
+    )
 
 
 def _cpu_seconds(pid: int) -> float | None:

@@ -1,0 +1,190 @@
+"""Cells cannot lift their own caps: a harness running as root starts each cell as an unprivileged user (nobody
+unless --cell-user names another) who cannot write its cgroup's files, through the real launcher, kernel caps and
+executor. A stand-in cell reports what it is and what became of its attempts to escape; a real one still runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from harness import cli
+from harness.errors import UserError
+from harness.executors import local
+from harness.store import load_records
+from tests.helpers import edgebench, require_kernel_caps, write_rows, write_spec
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_cgroups")]
+
+#: The stand-in cell: who it runs as, and its attempts to raise its own memory cap to 1 TiB (on v1 the memory+swap
+#: limit first, which the memory limit may not exceed) and to leave its cgroup.
+ESCAPE = """
+import ctypes, json, os
+cgroup = os.path.dirname(os.environ["EDGEBENCH_CGROUP_PROCS"].split(":")[0])  # v1: the memory controller's
+v2 = os.path.exists(os.path.join(cgroup, "memory.max"))
+limit = os.path.join(cgroup, "memory.max" if v2 else "memory.limit_in_bytes")
+memsw = os.path.join(cgroup, "memory.memsw.limit_in_bytes")
+
+
+def attempt(paths, text):
+    try:
+        for path in paths:
+            with open(path, "w") as handle:
+                handle.write(text)
+    except OSError as exc:
+        return type(exc).__name__
+    return "written"
+
+
+pdeathsig = ctypes.c_int()
+ctypes.CDLL(None).prctl(2, ctypes.byref(pdeathsig), 0, 0, 0)  # PR_GET_PDEATHSIG
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+metrics = {
+    "uids": os.getresuid(),
+    "gids": os.getresgid(),
+    "groups": os.getgroups(),
+    "raise_cap": attempt([p for p in (memsw, limit) if os.path.exists(p)], str(1 << 40)),
+    "leave_cgroup": attempt([os.path.join(os.path.dirname(cgroup), "cgroup.procs")], str(os.getpid())),
+    "cap_after": int(open(limit).read()),
+    "no_new_privs": int(status["NoNewPrivs"]),
+    "pdeathsig": pdeathsig.value,
+    "home": os.environ["HOME"],
+    "home_writable": os.access(os.environ["HOME"], os.W_OK),
+}
+print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": metrics}))
+"""
+ONE_CELL = """
+name: unprivileged
+devices: [{name: small, memory: 512MiB, cpus: 1}]
+timeout_s: 120
+matrix: {model: opt-1m, method: mezo, max_steps: 2, batch: 2, seq_len: 16}
+"""
+
+
+@pytest.fixture
+def as_root(monkeypatch):
+    """Root, kernel caps, and an installation the default cell user can run (in CI, where skips fail, all three
+    must hold: an interpreter under a private /root, for one, needs `chmod o+x /root`)."""
+    if os.geteuid() != 0:
+        pytest.skip("cells change user only when the harness runs as root")
+    require_kernel_caps()
+    monkeypatch.delenv(local.ENV_CELL_USER, raising=False)  # and puts back what --cell-user sets in this process
+    try:
+        local.check_cell_user(local.cell_user(), [])
+    except UserError as exc:
+        pytest.skip(str(exc))
+
+
+def run_stand_in(tmp_path: Path, monkeypatch, *options: str):
+    """`edgebench run` in this process over one cell running ESCAPE; its record."""
+    monkeypatch.setattr(local, "runner_argv", lambda cell: [sys.executable, "-c", ESCAPE])
+    out = tmp_path / "run"
+    assert cli.main(["run", str(write_spec(tmp_path, ONE_CELL)), "--out", str(out), "--no-report", *options]) == 0
+    (record,) = load_records(out)
+    assert record.status == "ok", record.error
+    return record
+
+
+def homes_of_this_harness() -> list[Path]:
+    return list(Path(tempfile.gettempdir()).glob(f"{local.HOME_PREFIX}{os.getpid()}-*"))
+
+
+def dead_pid() -> int:
+    """A pid no process has now: a reaped child's."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_cell_runs_as_nobody_and_cannot_lift_its_cap_or_leave_its_cgroup(tmp_path, monkeypatch, as_root):
+    record = run_stand_in(tmp_path, monkeypatch)
+    nobody = pwd.getpwnam("nobody")
+    m = record.metrics
+    assert m["uids"] == [nobody.pw_uid] * 3 and m["gids"] == [nobody.pw_gid] * 3 and m["groups"] == []
+    assert m["raise_cap"] == "PermissionError" and m["leave_cgroup"] == "PermissionError"
+    assert m["cap_after"] == record.device.memory_bytes == 512 * 1024**2
+    assert m["no_new_privs"] == 1, "a set-user-ID program could make the cell root again"
+    assert m["pdeathsig"] == signal.SIGKILL, "the change of user cleared the death signal: set it after"
+    assert m["home_writable"] and Path(m["home"]).name.startswith(f"{local.HOME_PREFIX}{os.getpid()}-")
+    assert homes_of_this_harness() == [], "the cell's private home outlived it"
+
+
+@pytest.mark.parametrize("user", ["daemon", "root"])
+def test_cell_user_names_the_account_and_root_keeps_cells_root(tmp_path, monkeypatch, as_root, user):
+    record = run_stand_in(tmp_path, monkeypatch, "--cell-user", user)
+    m = record.metrics
+    assert m["uids"] == [pwd.getpwnam(user).pw_uid] * 3
+    if user == "root":  # the stand-in's attempts are real escapes, which only root's cells make
+        assert (m["raise_cap"], m["leave_cgroup"], m["cap_after"]) == ("written", "written", 1 << 40)
+    else:
+        assert (m["raise_cap"], m["cap_after"]) == ("PermissionError", record.device.memory_bytes)
+
+
+def test_a_real_cell_completes_as_nobody_and_the_run_directory_stays_the_harnesss(tmp_path, as_root):
+    out = tmp_path / "run"
+    proc = edgebench("run", str(write_spec(tmp_path, ONE_CELL)), "--out", str(out), "--no-report", "--cell-user", "nobody")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (record,) = load_records(out)
+    assert record.status == "ok" and record.steps == 2, record.error
+    assert record.peak_memory_bytes and record.memory.cgroup_peak_bytes
+    assert {p.stat().st_uid for p in [out, *out.rglob("*")]} == {0}
+
+
+def test_an_unknown_cell_user_is_one_line_exit_2_and_writes_nothing(tmp_path, as_root):
+    out = tmp_path / "run"
+    spec = write_spec(tmp_path, ONE_CELL)
+    proc = edgebench("run", str(spec), "--out", str(out), "--cell-user", "no-such-user-here")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "edgebench: error: --cell-user no-such-user-here: no such user here; name an unprivileged user for cells"
+    ]
+    assert not out.exists()
+
+
+def test_an_input_the_cell_user_cannot_read_is_refused_before_anything_runs(tmp_path, as_root):
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    rows = [{"text": f"a {'fine' if i % 2 else 'dull'} film {i}", "label": i % 2} for i in range(80)]
+    task = write_rows(private / "reviews.csv", rows)
+    spec = ONE_CELL.replace("model: opt-1m,", f"model: minilm-l1, task: {task},")
+    out = tmp_path / "run"
+    proc = edgebench("run", str(write_spec(tmp_path, spec)), "--out", str(out), "--cell-user", "nobody")
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"edgebench: error: cells run as nobody when edgebench runs as root, and nobody cannot read {task};")
+    assert not out.exists()
+
+
+def test_the_default_cell_user_who_cannot_run_the_cells_gives_way_to_root_loudly(tmp_path, as_root):
+    """`make run` as root must work where nobody cannot reach the interpreter (a pyenv under a private /root):
+    the default user is given up with a warning and run.json says so; a named one is refused (above)."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    task = write_rows(private / "reviews.csv", [{"text": f"film {i}", "label": i % 2} for i in range(80)])
+    spec = ONE_CELL.replace("model: opt-1m,", f"model: minilm-l1, task: {task},")
+    out = tmp_path / "run"
+    proc = edgebench("run", str(write_spec(tmp_path, spec)), "--out", str(out), "--no-report")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "edgebench: warning: cells will run as root, able to lift their own caps: cells run as nobody" in proc.stderr
+    (info,) = [json.loads(p.read_text()) for p in out.glob("run*.json")]
+    assert info["cell_user"].startswith(f"root: cells run as nobody when edgebench runs as root, and nobody cannot read {task}")
+    (record,) = load_records(out)
+    assert record.status == "ok"
+
+
+def test_the_homes_of_dead_harnesses_are_swept_and_no_others(as_root):
+    dead = Path(tempfile.mkdtemp(prefix=f"{local.HOME_PREFIX}{dead_pid()}-"))
+    alive = Path(tempfile.mkdtemp(prefix=f"{local.HOME_PREFIX}{os.getppid()}-"))
+    (dead / "left-behind").write_text(json.dumps({"by": "a SIGKILLed harness"}))
+    try:
+        local.LocalExecutor(Path(tempfile.gettempdir()), 60).close()
+        assert not dead.exists() and alive.exists()
+    finally:
+        alive.rmdir()
