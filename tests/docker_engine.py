@@ -1,8 +1,8 @@
 """A real Docker engine and an edgebench image for the docker tests, made offline from nothing.
 
 - The engine: the one DOCKER_HOST (or /var/run/docker.sock) names when it answers; otherwise
-  Debian's dockerd, apt-installed when absent, started in the background on its own socket
-  (no bridge, no iptables rules) and stopped by its own pid at the end.
+  Debian's dockerd (from `make test-deps`; a skip naming it when absent), started in the background
+  on its own socket (no bridge, no iptables rules) and stopped by its own pid at the end.
 - The base image (Docker Hub is out of reach): Debian bookworm with Python 3.11 from
   `debootstrap`, imported with `docker import`.
 - The project image: the repository's Dockerfile on that base, pip pointed at a wheelhouse that
@@ -35,9 +35,10 @@ import docker
 import pytest
 import tomllib
 
+from tests.system_tools import missing, skip_without
+
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("EDGEBENCH_CACHE") or Path.home() / ".cache" / "edgebench")
-APT_PACKAGES = ("docker.io", "docker-compose", "debootstrap")
 TOOLS = ("dockerd", "docker", "docker-compose", "debootstrap")
 DEBOOTSTRAP = ("--variant=minbase", "--include=python3,python3-venv,python3-pip", "bookworm")
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -85,15 +86,11 @@ def _answers(host: str) -> bool:
         return False
 
 
-def install_tools() -> None:
-    """apt-get the engine, compose v1 and debootstrap when any is missing (CI machines start bare)."""
-    if all(shutil.which(tool) for tool in TOOLS):
-        return
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip(f"needs {', '.join(TOOLS)}; install {' '.join(APT_PACKAGES)} (apt-get needs root)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    _run(["apt-get", "update", "-q"], env=env)
-    _run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *APT_PACKAGES], env=env)
+def require_tools() -> None:
+    """The engine, compose v1 and debootstrap come from `make test-deps`, never from a test: skip without them."""
+    absent = missing(TOOLS)
+    if absent:
+        skip_without(absent)
 
 
 def start_engine() -> Engine:
@@ -101,7 +98,7 @@ def start_engine() -> Engine:
     for host in filter(None, (os.environ.get("DOCKER_HOST"), "unix:///var/run/docker.sock")):
         if _answers(host):
             return Engine(host)
-    install_tools()
+    require_tools()
     if os.geteuid() != 0:
         pytest.skip("starting dockerd needs root; start a Docker engine or set DOCKER_HOST")
     exec_root = Path(tempfile.mkdtemp(prefix="ebd-", dir="/tmp"))  # short: socket paths are limited

@@ -1,18 +1,17 @@
 """The report in a real headless Chromium (Debian's chromium driven by Selenium).
 
-Chromium and its driver are installed with apt-get when absent, since CI machines start bare;
-the test skips (a failure in CI) only when that is impossible.
+Chromium and its driver come from `make test-deps` (which `.ci/run` runs first); without them the test skips,
+which is a failure in CI.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.system_tools import skip_without
 from tests.test_reports_fixtures import accuracy_run, sweep, sweep_record, write_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -35,38 +34,12 @@ ALERT_TRAP = "window.__alerts = []; window.alert = (message) => window.__alerts.
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
-def _browser_binaries() -> tuple[str | None, str | None]:
-    browser = next((path for name in BROWSERS if (path := shutil.which(name))), None)
-    return browser, shutil.which("chromedriver")
-
-
-def _as_root() -> list[str] | None:
-    """How to run apt-get: directly as root, through passwordless sudo (CI runners), or not at all."""
-    if os.geteuid() == 0:
-        return []
-    if shutil.which("sudo") and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0:
-        return ["sudo", "-n", "-E"]
-    return None
-
-
 def ensure_chromium() -> tuple[str, str]:
-    """Paths of a Chromium and its chromedriver, apt-installing Debian's packages when they are missing."""
-    browser, driver = _browser_binaries()
-    if browser and driver:
-        return browser, driver
-    prefix = _as_root()
-    if prefix is None or not shutil.which("apt-get"):
-        pytest.skip(
-            "chromium/chromedriver missing and apt-get unusable here (needs root or sudo on Debian/Ubuntu)"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium", "chromium-driver"]):
-        proc = subprocess.run([*prefix, *command], capture_output=True, text=True, timeout=900, env=env)
-        if proc.returncode != 0:
-            pytest.skip(f"`{' '.join(command)}` failed: {proc.stderr.strip().splitlines()[-1:]}")
-    browser, driver = _browser_binaries()
+    """Paths of a Chromium and its chromedriver; a skip naming `make test-deps` when either is missing."""
+    browser = next((path for name in BROWSERS if (path := shutil.which(name))), None)
+    driver = shutil.which("chromedriver")
     if not (browser and driver):
-        pytest.skip("apt-get installed chromium but chromium/chromedriver are still not on PATH")
+        skip_without(([] if browser else ["chromium"]) + ([] if driver else ["chromedriver"]))
     return browser, driver
 
 
