@@ -60,10 +60,11 @@ BROWSERS     := chromium chromium-browser google-chrome google-chrome-stable
 AS_ROOT       = $(if $(filter 0,$(shell id -u)),,sudo -n)
 APT_GET       = $(AS_ROOT) env DEBIAN_FRONTEND=noninteractive apt-get
 
-# As root, cells run as `nobody` (README, "How a cell runs"), who must reach the interpreter and the caches: each
-# directory above them gets the search bit (chmod o+x: no listing, files keep their modes; chmod -c names each
-# change), e.g. a pyenv under /root.
-REACH = $$(readlink -f "$$(command -v python3)") $$HOME/.cache/edgebench
+# As root, cells run as `nobody` (README, "How a cell runs"), who must reach the interpreter (python3's, and the
+# venv's once there is one), this checkout and the edgebench cache: each directory above them gets the search
+# bit (chmod o+x: no listing, files keep their modes; chmod -c names each change), e.g. a pyenv under /root.
+REACH = $$(readlink -f "$$(command -v python3)") $$(readlink -f $(PY) 2>/dev/null) $(CURDIR)/Makefile \
+	$${EDGEBENCH_CACHE:-$$HOME/.cache/edgebench}/-
 
 test-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v chmod >/dev/null; then for path in $(REACH); do \

@@ -219,7 +219,8 @@ def clock_calibrated(record: CellRecord) -> bool:
 
 def versions_recorded(record: CellRecord) -> bool:
     """An ok cell names the libraries it ran on (torch at least): results drift between versions. A killed cell
-    reports nothing of its own; run.json holds the harness's versions."""
+    reports nothing of its own; run.json holds the harness's versions. Today's cells always report them: this
+    and the presence checks beside it catch a record that lost them (hand-edited, or from another writer)."""
     if record.status != "ok":
         return True
     versions = record.metrics.get("versions")
@@ -237,19 +238,22 @@ def data_hashed(record: CellRecord) -> bool:
     return bool(dataset.get("content_sha256")) or (dataset.get("synthetic") is True and "seed" in dataset)
 
 
-def model_pinned(record: CellRecord) -> bool:
+def model_pinned(record: CellRecord) -> bool | None:
     """The weights are known: by their name for a ladder rung (random weights from a registry config and the
     cell's seed) or a bundled checkpoint whose files are pinned; by the sha256 of its weight files, which an ok
     cell records, for a hub id or a local directory, whose name may mean other weights in another run."""
     if is_known_name(record.params.model) or record.status != "ok":
         return True
+    if "model_sha256" not in record.metrics and record.schema_version < SCHEMA_VERSION:
+        return None  # recorded before cells hashed their weights: unchecked, not failed
     return bool(record.metrics.get("model_sha256"))
 
 
 def isolated(record: CellRecord) -> bool | None:
     """A cell alone on the host shared nothing. One that overlapped others is valid only with a cgroup of its own
     (per-cell cgroups or containers; cells of one `container` backend share their container's) and while the CPU
-    needs of all the cells running together fit the host's cores."""
+    needs of all the cells running together fit the host's cores (the scheduler admits only such cells: this
+    half catches an admission that did not)."""
     if not record.overlapped:
         return None if record.overlapped is None else True
     if not (record.enforcement in CELL_CGROUPS or record.executor == "docker"):

@@ -75,7 +75,8 @@ def as_root(monkeypatch):
     if os.geteuid() != 0:
         pytest.skip("cells change user only when the harness runs as root")
     require_kernel_caps()
-    monkeypatch.delenv(local.ENV_CELL_USER, raising=False)  # and puts back what --cell-user sets in this process
+    monkeypatch.setenv(local.ENV_CELL_USER, "")  # recorded, so that teardown removes what --cell-user sets here
+    monkeypatch.delenv(local.ENV_CELL_USER)
     try:
         local.check_cell_user(local.cell_user(), [])
     except UserError as exc:
@@ -93,7 +94,7 @@ def run_stand_in(tmp_path: Path, monkeypatch, *options: str):
 
 
 def homes_of_this_harness() -> list[Path]:
-    return list(Path(tempfile.gettempdir()).glob(f"{local.HOME_PREFIX}{os.getpid()}-*"))
+    return list(local.homes_root().glob(f"{local.HOME_PREFIX}{os.getpid()}-*"))
 
 
 def dead_pid() -> int:
@@ -180,8 +181,8 @@ def test_the_default_cell_user_who_cannot_run_the_cells_gives_way_to_root_loudly
 
 
 def test_the_homes_of_dead_harnesses_are_swept_and_no_others(as_root):
-    dead = Path(tempfile.mkdtemp(prefix=f"{local.HOME_PREFIX}{dead_pid()}-"))
-    alive = Path(tempfile.mkdtemp(prefix=f"{local.HOME_PREFIX}{os.getppid()}-"))
+    dead = Path(tempfile.mkdtemp(prefix=f"{local.HOME_PREFIX}{dead_pid()}-", dir=local.homes_root()))
+    alive = Path(tempfile.mkdtemp(prefix=f"{local.HOME_PREFIX}{os.getppid()}-", dir=local.homes_root()))
     (dead / "left-behind").write_text(json.dumps({"by": "a SIGKILLed harness"}))
     try:
         local.LocalExecutor(Path(tempfile.gettempdir()), 60).close()

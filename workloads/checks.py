@@ -62,9 +62,13 @@ def hf_home() -> Path:
     return Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
 
 
+def hub_cache() -> Path:
+    """The Hugging Face hub cache of this environment: where a hub model must already be (no network)."""
+    return Path(os.environ.get("HF_HUB_CACHE") or hf_home() / "hub")
+
+
 def in_hub_cache(repo_id: str) -> bool:
-    hub = Path(os.environ.get("HF_HUB_CACHE") or hf_home() / "hub")
-    return (hub / f"models--{repo_id.replace('/', '--')}").is_dir()
+    return (hub_cache() / f"models--{repo_id.replace('/', '--')}").is_dir()
 
 
 def check_model(model: str) -> None:

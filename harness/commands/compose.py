@@ -6,7 +6,8 @@
 Each device service runs its slice of the matrix (`edgebench run SPEC --device NAME`) into
 ./results/RUN/ with the device's memory limit (no swap) and CPU quota, one device after another (each waits
 for the one before it to succeed: no device's step times are measured while another competes for the
-host's cores, and a failed device stops the run rather than leaving others unattended); the `report` service renders
+host's cores, and a failed device stops the run rather than leaving others unattended; a slice whose cell
+ended error or timeout exits 3 and so stops the devices after it too, its records kept); the `report` service renders
 report.html there once every device service has succeeded. Every service, helpers included, has a
 memory limit without swap and the hardening of every edgebench container (an unprivileged user, no
 capabilities, no-new-privileges, a read-only root, no network); `prepare` alone runs as uid 0, with

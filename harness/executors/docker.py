@@ -156,7 +156,7 @@ class DockerExecutor(Executor):
             wall = time.perf_counter() - t0
             reader.join(timeout=10)
             container.reload()
-            state = container.attrs["State"]
+            state, host = container.attrs["State"], container.attrs["HostConfig"]
             stderr = container.logs(stdout=False, stderr=True)
             (logs / f"{cell.id}.log").write_bytes(stderr)
         finally:
@@ -174,6 +174,8 @@ class DockerExecutor(Executor):
             timed_out=timed_out,
             oom_killed=not timed_out and (state["OOMKilled"] or state["ExitCode"] == OOM_EXIT),
             result=None,
+            # the engine's own settings, as its supervisor would have read them inside: memory + swap = memory
+            swap_excluded=bool(host.get("Memory")) and host.get("MemorySwap") == host.get("Memory"),
             stderr_tail=_last_line(stderr),
         )
 

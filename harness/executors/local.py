@@ -33,7 +33,7 @@ from harness.cells import Cell
 from harness.errors import UserError
 from harness.executors.base import OFFLINE_ENV, ChildOutcome, Executor, ProgressFn, collect_events
 from harness.records import MemoryFigures, now_iso
-from workloads.checks import hf_home
+from workloads.checks import hub_cache
 from workloads.params import WorkloadParams
 from workloads.registry import resolve
 
@@ -64,7 +64,7 @@ class LocalExecutor(Executor):
     def __init__(self, run_dir: Path, timeout_s: float, enforcement: str = "auto") -> None:
         super().__init__(run_dir, timeout_s, enforcement)
         self.cell_user = cell_user()
-        self.cells_run_as = self.cell_user.name if self.cell_user else None
+        self.cells_run_as = self.cell_user.name if self.cell_user else ("root" if os.geteuid() == 0 else None)
         try:
             self.backend = choose_backend(enforcement)
             self._restore_host = self.backend.prepare_host()
@@ -98,7 +98,7 @@ class LocalExecutor(Executor):
             if os.environ.get(ENV_CELL_USER):
                 raise
             self.cell_user, self.cells_run_as = None, f"root: {exc}"
-            print(f"edgebench: warning: cells will run as root, able to lift their own caps: {exc}", file=sys.stderr)
+            warn_root(str(exc))
 
     def execute(self, cell: Cell, progress: ProgressFn) -> ChildOutcome:
         logs = self.run_dir / "logs"
@@ -194,7 +194,7 @@ class CellUser:
             "LOGNAME": self.name,
             "XDG_CACHE_HOME": str(cache),
             "HF_HOME": str(cache / "huggingface"),
-            "HF_HUB_CACHE": hub_cache(),
+            "HF_HUB_CACHE": str(hub_cache()),
             "EDGEBENCH_CACHE": str(cache_dir()),
         }
 
@@ -207,19 +207,22 @@ def cell_user() -> CellUser | None:
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
-        raise UserError(f"--cell-user {name}: no such user here; name an unprivileged user for cells") from None
+        if name == os.environ.get(ENV_CELL_USER):
+            raise UserError(f"--cell-user {name}: no such user here; name an unprivileged user for cells") from None
+        warn_root(f"there is no user {name} here; name an unprivileged one with --cell-user")
+        return None
     return None if entry.pw_uid == 0 else CellUser(name, entry.pw_uid, entry.pw_gid)
 
 
-def hub_cache() -> str:
-    """The Hugging Face hub cache of the harness's environment, where the spec checks looked for hub models."""
-    return os.environ.get("HF_HUB_CACHE") or str(hf_home() / "hub")
+def warn_root(why: str) -> None:
+    """The default cell user given up: cells run as root, which a run must say rather than hide."""
+    print(f"edgebench: warning: cells will run as root, able to lift their own caps: {why}", file=sys.stderr)
 
 
 @contextlib.contextmanager
 def private_home(user: CellUser) -> Iterator[Path]:
     """A fresh home that only the cell's user may write, removed with whatever the cell left in it."""
-    home = Path(tempfile.mkdtemp(prefix=f"{HOME_PREFIX}{os.getpid()}-"))
+    home = Path(tempfile.mkdtemp(prefix=f"{HOME_PREFIX}{os.getpid()}-", dir=homes_root()))
     try:
         os.chown(home, user.uid, user.gid)
         yield home
@@ -227,9 +230,16 @@ def private_home(user: CellUser) -> Iterator[Path]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+def homes_root() -> Path:
+    """Where private homes go: the temp directory, unless others cannot pass through it (a Ray node's
+    TMPDIR is the raylet's private scratch), then /tmp."""
+    temp = Path(tempfile.gettempdir())
+    return temp if all(p.stat().st_mode & 0o001 for p in (temp, *temp.parents)) else Path("/tmp")
+
+
 def sweep_homes() -> None:
     """Remove the private homes of harnesses that died (SIGKILLed) before they could."""
-    for home in Path(tempfile.gettempdir()).glob(f"{HOME_PREFIX}*"):
+    for home in homes_root().glob(f"{HOME_PREFIX}*"):
         pid = home.name.removeprefix(HOME_PREFIX).partition("-")[0]
         if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(home, ignore_errors=True)
@@ -244,7 +254,7 @@ def ready_inputs(params: WorkloadParams) -> set[str]:
     with contextlib.suppress(ValueError, OSError):
         entry = resolve(params.model)
         for location in filter(None, (entry.weights, entry.tokenizer)):
-            paths.add(hub_cache() if location.kind == "hub" else location.path())
+            paths.add(str(hub_cache()) if location.kind == "hub" else location.path())
     return {path for path in paths if os.path.exists(path)}
 
 

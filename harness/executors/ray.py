@@ -135,6 +135,7 @@ def run_cell(cell: Cell, timeout_s: float, enforcement: str) -> Iterator[dict[st
     with tempfile.TemporaryDirectory(prefix="edgebench-ray-", ignore_cleanup_errors=True) as name:
         scratch = Path(name)
         executor = LocalExecutor(scratch, timeout_s, enforcement)
+        executor.admit([cell])  # as root: can this node's cell user run it (else root, with a warning)?
         items: queue.Queue = queue.Queue()
         thread = threading.Thread(target=_execute_into, args=(executor, cell, items), daemon=True)
         thread.start()
@@ -173,7 +174,7 @@ def _execute_into(executor: LocalExecutor, cell: Cell, items: queue.Queue) -> No
 
 def node_backend(enforcement: str) -> tuple[str, bool]:
     """The cap backend this node would use, and whether it can throttle."""
-    executor = LocalExecutor(Path(tempfile.gettempdir()), 0, enforcement)  # chooses only; writes nothing
+    executor = LocalExecutor(Path(tempfile.gettempdir()), 0, enforcement)  # chooses; writes no run directory
     return executor.enforcement, executor.throttles
 
 
