@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from devices.catalogue import USER_FILE, CatalogueError, load_catalogue
-from devices.profile import format_bytes
+from devices.profile import DeviceProfile, format_bytes
 from harness.errors import UserError
 
 HELP = "list the device catalogue"
@@ -22,14 +22,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--file", action="append", type=Path, default=[], help="extra device YAML file(s)")
 
 
-def handle(args: argparse.Namespace) -> int:
-    extra = list(args.file)
-    if Path(USER_FILE).exists():
-        extra.insert(0, Path(USER_FILE))
+def user_catalogue(files: list[Path] | None = None) -> dict[str, DeviceProfile]:
+    """The built-in devices, then a devices.yaml in the current directory, then `files`: as `run` reads them;
+    a bad device file is bad input."""
+    extra = [*([Path(USER_FILE)] if Path(USER_FILE).exists() else []), *(files or [])]
     try:
-        catalogue = load_catalogue(extra)
+        return load_catalogue(extra)
     except CatalogueError as exc:
         raise UserError(str(exc)) from None
+
+
+def handle(args: argparse.Namespace) -> int:
+    catalogue = user_catalogue(list(args.file))
     if args.json:
         print(json.dumps([p.model_dump() for p in catalogue.values()], indent=2))
         return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from rich.console import Console
 
@@ -12,10 +11,11 @@ from devices.caps.base import CapBackend, CapUnavailable
 from devices.caps.container import ContainerLimit
 from devices.caps.cuda import cuda_unavailable_reason
 from devices.caps.select import choose_backend, probe_all
-from devices.catalogue import USER_FILE, CatalogueError, load_catalogue, resolve_device
+from devices.catalogue import CatalogueError, resolve_device
 from devices.profile import DeviceProfile, format_bytes
 from devices.speed import ClockError, host_speed
 from devices.verify import prove, prove_throttle
+from harness.commands.devices import user_catalogue
 from harness.errors import UserError
 from harness.spec import host_capacity_problem, host_memory_bytes
 
@@ -95,24 +95,16 @@ def handle(args: argparse.Namespace) -> int:
     return 0 if report["verified"] else 1
 
 
-def catalogue() -> dict[str, DeviceProfile]:
-    """The built-in devices and a devices.yaml in the current directory, as `run` and `estimate` read them."""
-    try:
-        return load_catalogue([Path(USER_FILE)] if Path(USER_FILE).exists() else [])
-    except CatalogueError as exc:
-        raise UserError(str(exc)) from None
-
-
 def too_large_for_host() -> dict[str, str]:
     """The catalogue's devices whose cap exceeds this host's memory, with why: `run` refuses them here."""
     host = host_memory_bytes()
-    problems = {d.name: host_capacity_problem(d, host) for d in catalogue().values()}
+    problems = {d.name: host_capacity_problem(d, host) for d in user_catalogue().values()}
     return {name: problem for name, problem in problems.items() if problem}
 
 
 def throttle_devices(names: list[str]) -> list[DeviceProfile]:
     """The named devices, or the catalogue's slowest and fastest: the throttle's two extremes."""
-    devices_by_name = catalogue()
+    devices_by_name = user_catalogue()
     try:
         devices = [resolve_device(name, devices_by_name) for name in names]
     except CatalogueError as exc:

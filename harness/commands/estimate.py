@@ -7,14 +7,14 @@ from __future__ import annotations
 import argparse
 import json
 import typing
-from pathlib import Path
 
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from devices.catalogue import USER_FILE, CatalogueError, load_catalogue, resolve_device
+from devices.catalogue import CatalogueError, resolve_device
 from devices.profile import format_bytes
+from harness.commands.devices import user_catalogue
 from harness.errors import UserError
 from harness.spec import host_capacity_problem, host_memory_bytes
 from workloads.checks import check_params
@@ -72,9 +72,8 @@ def _params(args: argparse.Namespace) -> WorkloadParams:
 
 
 def estimate(args: argparse.Namespace) -> dict:
-    extra = [Path(USER_FILE)] if Path(USER_FILE).exists() else []
     try:
-        device = resolve_device(args.device, load_catalogue(extra))
+        device = resolve_device(args.device, user_catalogue())
     except CatalogueError as exc:
         raise UserError(str(exc)) from None
     params = _params(args)
