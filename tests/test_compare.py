@@ -315,6 +315,41 @@ def test_memory_growth_in_every_seed_is_judged_over_the_seeds(tmp_path, capsys):
     assert "s{0,1,2}: peak memory +10.0% (limit 5.0%) on the means of 3 vs 3 seeds" in capsys.readouterr().err
 
 
+def _charged(record, rss: int, cgroup: int | None):
+    """`record` with an RSS headline peak and, when given, the cgroup's peak beside it."""
+    memory = record.memory.model_copy(update={"rss_peak_bytes": rss, "cgroup_peak_bytes": cgroup})
+    return record.model_copy(update={"peak_memory_bytes": rss, "peak_memory_source": "rss", "memory": memory})
+
+
+@pytest.mark.parametrize(
+    "rss_after, cgroup_after, regressed",
+    [
+        (0.85, 1.01, False),  # an unprivileged cell's RSS fell with the page cache; its charge held
+        (1.00, 1.10, True),  # the charge grew 10 % though RSS did not
+        (1.20, None, True),  # the current run read no cgroup: RSS against RSS
+    ],
+)
+def test_memory_is_the_cgroup_peak_where_both_runs_read_it(tmp_path, rss_after, cgroup_after, regressed):
+    records = sweep(devices=DEVICES, models=("opt-1m",))
+    rss, cgroup = 400 << 20, 350 << 20
+    base_records = [_charged(r, rss, cgroup) for r in records]
+    index = _ok_index(base_records)
+    after = _charged(base_records[index], int(rss * rss_after), cgroup_after and int(cgroup * cgroup_after))
+    change = compare_cell(base_records[index], after, Thresholds())
+    assert change.memory_metric == ("cgroup peak memory" if cgroup_after else "peak memory")
+    assert bool(change.regressions) == regressed
+    base, cur, _ = _runs(tmp_path, lambda rs: rs.__setitem__(index, after), baseline_records=base_records)
+    assert main(["compare", str(base), str(cur)]) == int(regressed)
+
+
+def test_seeds_are_judged_on_the_cgroup_peak_when_every_seed_has_one(tmp_path, capsys):
+    peak = accuracy_record("mezo", 2e-5, 0, 76.0, 70.0).peak_memory_bytes
+    base = [_charged(accuracy_record("mezo", 2e-5, s, 76.0, 70.0), peak, peak) for s in range(3)]
+    cur = [_charged(r, int(peak * 0.8), int(peak * 1.1)) for r in base]
+    assert main(["compare", str(write_run(tmp_path / "b", base)), str(write_run(tmp_path / "c", cur))]) == 1
+    assert "s{0,1,2}: cgroup peak memory +10.0% (limit 5.0%) on the means" in capsys.readouterr().err
+
+
 def test_the_report_shows_the_seed_groups_of_a_comparison(tmp_path):
     from reports.html import write_report
 
