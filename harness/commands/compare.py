@@ -20,7 +20,6 @@ from rich.table import Table
 from devices.profile import format_bytes
 from reports.compare import (
     ALPHA,
-    CGROUP_PEAK,
     MIN_SEEDS,
     CellChange,
     Comparison,
@@ -70,8 +69,7 @@ def _row(change: CellChange) -> list[str]:
     return [
         change.label,
         status,
-        _change(change.memory.before, change.memory.after, change.memory.relative, format_bytes)
-        + (" (cgroup)" if change.memory_metric == CGROUP_PEAK else ""),
+        _change(change.memory.before, change.memory.after, change.memory.relative, format_bytes),
         _change(change.time.before, change.time.after, change.time.relative, lambda v: f"{v:.3g}s"),
         accuracy,
         f"[red]{verdict}[/]" if change.regressions else verdict,
