@@ -57,7 +57,8 @@ class LargestFitting(BaseModel):
 
 def probe_params(params: WorkloadParams, probe_steps: int) -> WorkloadParams:
     """A few steps of the cell's model with its shape of work (method, tuning, batch, length, optimizer, the
-    evaluation sets); what does not change memory (seed, learning rate and its schedule, queries, budget) is
+    evaluation sets held in memory, though not evaluated: a forward at the training batch, cut to the examples'
+    length, needs less than a training step); what does not change memory (seed, learning rate and its schedule, queries, budget) is
     fixed, so that arms differing only there share their probes."""
     return params.model_copy(
         update={
@@ -65,6 +66,7 @@ def probe_params(params: WorkloadParams, probe_steps: int) -> WorkloadParams:
             "max_seconds": None,
             "eval_every": None,
             "eval_seconds": None,
+            "evaluate": False,
             "seed": 0,
             "lr": None,
             "lr_schedule": "constant",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections import Counter
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from harness.errors import UserError
 from harness.limits import MAX_CELLS, check_document, check_matrix_size, one_line, too_deep
 from harness.resolve import Arm, LargestFitting
 from workloads.checks import check_params
+from workloads.flops import step_flops, step_seconds
 from workloads.params import AXES, WorkloadParams
 
 DEFAULT_SPEC = "quick.yaml"
@@ -269,9 +271,44 @@ def _load_spec(spec_path: Path, max_cells: int) -> LoadedSpec:
                     arm = Arm(d, clocks[d.name], p, tuple(candidates), fitting.probe_steps, fitting.probe_only)
                     arms.setdefault(Cell(d, p, arm.clock).id, arm)
     unique, duplicates = merge_duplicates(cells)
+    check_warmups(unique, list(arms.values()), spec_path)
     return LoadedSpec(
         spec, str(spec_path), devices, unique, spec_hash(spec, devices), host, clocks, duplicates, list(arms.values())
     )
+
+
+def warmup_problem(
+    device: DeviceProfile, clock: CellClock, params: WorkloadParams, models: Sequence[str]
+) -> str | None:
+    """Why the warm-up cannot end within `max_seconds` on the device (one line), or None when it may. A step takes
+    at least its FLOPs at the device's throughput (workloads.flops); `models` are those the cell may train (an
+    arm's candidates), so only a warm-up too long for the fastest is refused. A host clock's seconds are the
+    host's, which a spec on it never calibrates: there only `max_steps` bounds a warm-up (WorkloadParams)."""
+    gflops = clock.device_gflops  # None on a host clock
+    if params.max_seconds is None or gflops is None:
+        return None
+    bounds = [step_seconds(step_flops(params.model_copy(update={"model": m})), gflops) for m in models]
+    if None in bounds:  # a model of unknown shape may be fast enough
+        return None
+    step, fastest = min(zip(bounds, models, strict=True))
+    needed = params.warmup_steps * step
+    if needed <= params.max_seconds:
+        return None
+    return (
+        f"warm-up of {params.warmup_steps} steps needs at least {needed:.3g} device seconds on {device.name} "
+        f"(step-time lower bound {step:.3g} s for {fastest}) but max_seconds is {params.max_seconds:g}; "
+        "lower warmup_steps or raise max_seconds"
+    )
+
+
+def check_warmups(cells: list[Cell], arms: list[Arm], origin: Path) -> None:
+    """Refuse, at plan time (where each cell's device and clock are known), a warm-up its budget cannot hold."""
+    planned = [(c.device, c.clock, c.params, [c.params.model]) for c in cells]
+    planned += [(a.device, a.clock, a.params, list(a.candidates)) for a in arms]
+    for device, clock, params, models in planned:
+        problem = warmup_problem(device, clock, params, models)
+        if problem:
+            raise UserError(f"{origin}: {problem}")
 
 
 def largest_fitting(model: Any, origin: Path) -> LargestFitting | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.store import load_records
-from tests.helpers import edgebench, write_spec
+from tests.helpers import edgebench, require_kernel_caps, write_spec
 from workloads import weights
 from workloads.checks import check_params
 from workloads.params import WorkloadParams
@@ -119,8 +119,9 @@ def test_a_missing_part_is_one_line_at_plan_time(tmp_path, monkeypatch):
     check_params(WorkloadParams(model="minilm-l6", task="rotten_tomatoes"))  # other models are not affected
 
 
-def test_edgebench_run_exits_2_on_a_missing_part_and_writes_nothing(tmp_path):
-    spec = write_spec(tmp_path, "devices: [rpi-4-4gb]\nmatrix: {model: mpnet-l6, task: rotten_tomatoes}\n")
+@pytest.mark.parametrize("sweep", ["", ", lr: [1e-5, 2e-5, 5e-5], seed: [0, 1, 2]"], ids=["one-cell", "recipe-sweep"])
+def test_edgebench_run_exits_2_on_a_missing_part_and_writes_nothing(tmp_path, sweep):
+    spec = write_spec(tmp_path, f"devices: [rpi-4-4gb]\nmatrix: {{model: mpnet-l6, task: rotten_tomatoes{sweep}}}\n")
     env = {
         "PYTHONPATH": str(_hide_part(tmp_path / "shadow", 5)),
         "EDGEBENCH_CACHE": str(tmp_path / "cache"),
@@ -174,16 +175,22 @@ def test_lora_adapts_mpnet_query_and_value(assembled):
 
 
 @pytest.mark.integration
-def test_mpnet_l6_trains_as_a_capped_real_task_cell(tmp_path, assembled):
+@pytest.mark.parametrize(
+    ("model", "device", "backbone"),  # each on a device whose cap its checkpointed backprop fits (edgebench estimate)
+    [("mpnet-l6", "rpi-4-2gb", 66_368_640), ("mpnet-base", "rpi-4-4gb", 108_895_872)],
+)
+def test_mpnet_trains_as_a_kernel_capped_real_task_cell(tmp_path, assembled, model, device, backbone):
+    backend = require_kernel_caps()
     spec = write_spec(
         tmp_path,
-        "clock: host\ndevices: [rpi-4-2gb]\ntimeout_s: 600\nmatrix: {model: mpnet-l6, task: rotten_tomatoes, "
+        f"clock: host\ndevices: [{device}]\ntimeout_s: 600\nmatrix: {{model: {model}, task: rotten_tomatoes, "
         "method: bp-checkpointed, batch: 4, seq_len: 32, max_steps: 2, eval_examples: 16, lr: 1.0e-5}\n",
     )
     proc = edgebench("run", str(spec), "--out", str(tmp_path / "run"), "--no-report", timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (record,) = load_records(tmp_path / "run")
     assert record.status == "ok" and record.steps == 2, record.error
-    assert record.metrics["model_family"] == "mpnet" and record.metrics["param_count"] == 66_368_640 + 768 * 2 + 2
+    assert record.enforcement == backend and 0 < record.memory.cgroup_peak_bytes <= record.device.memory_bytes
+    assert record.metrics["model_family"] == "mpnet" and record.metrics["param_count"] == backbone + 768 * 2 + 2
     assert record.metrics["gradient_checkpointing"] is True and "final_accuracy" in record.metrics
     assert 0.5 < record.predicted_peak_bytes / record.peak_memory_bytes < 2

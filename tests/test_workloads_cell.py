@@ -8,12 +8,17 @@ import json
 
 import pytest
 
+from harness import cli
 from harness.store import load_records
 from tests.helpers import edgebench, readable_directory, write_spec
 from workloads.cell import run_cell
 from workloads.methods import make_method
 from workloads.params import WorkloadParams
+from workloads.registry import model_shape
 from workloads.runner import Reporter
+
+#: minilm-l1's parameters with a two-label head, as a cell builds it.
+MINILM_L1_CLASSIFIER = model_shape("minilm-l1").params + 384 * 2 + 2
 
 
 def _run(**fields):
@@ -39,10 +44,12 @@ def reviews():
 
 @pytest.mark.parametrize("method", ["mezo", "bp-checkpointed", "bp", "inference"])
 def test_synthetic_cell_for_every_method(method):
-    outcome, events = _run(model="opt-1m", method=method, batch=2, seq_len=8, max_steps=3)
+    outcome, (facts, *steps) = _run(model="opt-1m", method=method, batch=2, seq_len=8, max_steps=3)
     m = outcome.metrics
-    assert outcome.steps == 3 and [e["step"] for e in events] == [1, 2, 3]
-    assert all(e["loss"] > 0 for e in events)
+    assert outcome.steps == 3 and [e["step"] for e in steps] == [1, 2, 3]
+    assert all(e["loss"] > 0 for e in steps)
+    assert facts["step"] == 0 and facts["facts"] == {"param_count": m["param_count"], "dataset": m["dataset"]}
+    assert m["dataset"] == {"name": "synthetic", "seed": 0, "synthetic": True}
     assert m["param_count"] == 1018624 and m["dtype"] == "fp32" and m["threads"] >= 1
     assert m["trainable_params"] == (0 if method == "inference" else 1018624)
     assert m["gradient_checkpointing"] is (method == "bp-checkpointed")
@@ -74,12 +81,24 @@ def test_real_task_cell_records_the_accuracy_curve(reviews):
     assert [p["seconds"] for p in curve] == sorted(p["seconds"] for p in curve)
     dataset = m["dataset"]
     assert dataset["splits"] == {"train": 64, "validation": 8, "test": 8} and dataset["split_seed"] == 1234
-    assert dataset["evaluated_examples"] == {"validation": 8, "test": 8} and dataset["duplicates_removed"] == 0
+    assert (
+        dataset["evaluated_examples"] == {"validation": 8, "test": 8} and dataset["duplicates_removed"] == 0
+    )
     assert len(dataset["content_sha256"]) == 16
     assert set(m["majority_accuracy"]) == {"validation", "test"}
     assert all(0 <= v <= 100 for v in m["majority_accuracy"].values())
     assert m["gradient_checkpointing"] is True
     assert any("accuracy" in e and "val_accuracy" in e for e in events)
+    assert events[0]["facts"]["dataset"] == dataset  # reported before step 0's evaluation
+
+
+def test_a_probe_trains_its_steps_without_evaluating(reviews):
+    outcome, events = _run(
+        model="minilm-l1", task=reviews, method="mezo", batch=8, seq_len=16, max_steps=2, evaluate=False
+    )
+    m = outcome.metrics
+    assert outcome.steps == 2 and m["eval_seconds"] == 0 and "final_accuracy" not in m
+    assert not any("accuracy" in e for e in events) and m["dataset"]["evaluated_examples"]  # held, not scored
 
 
 def test_lora_and_head_tuning_train_few_parameters(reviews):
@@ -120,19 +139,51 @@ def test_each_step_is_given_the_training_seconds_before_it(monkeypatch):
     assert seconds == sorted(seconds) and seconds[-1] < outcome.metrics["train_seconds"]
 
 
-def test_capped_real_task_cell_end_to_end(tmp_path, reviews):
+def _reviews_cell(tmp_path, reviews, settings: str, budget: str):
+    """The one record of a minilm-l1 MeZO cell on `reviews`, run through the CLI, and its exit code."""
     spec = write_spec(
         tmp_path,
-        f"devices: [rpi-4-2gb]\ntimeout_s: 300\nmatrix: {{model: minilm-l1, task: {reviews}, method: mezo, "
-        "batch: 4, seq_len: 16, max_steps: 2, lr: 1.0e-5}\n",
+        f"devices: [rpi-4-2gb]\n{settings}\nmatrix: {{model: minilm-l1, task: {reviews}, method: mezo, "
+        f"batch: 4, seq_len: 16, {budget}, lr: 1.0e-5}}\n",
     )
     proc = edgebench("run", str(spec), "--out", str(tmp_path / "run"), "--no-report", timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
     (record,) = load_records(tmp_path / "run")
+    return proc.returncode, record
+
+
+def test_capped_real_task_cell_end_to_end(tmp_path, reviews):
+    returncode, record = _reviews_cell(tmp_path, reviews, "timeout_s: 300", "max_steps: 2")
+    assert returncode == 0
     assert record.status == "ok" and record.steps == 2, record.error
     assert record.predicted_peak_bytes and record.peak_memory_bytes
     assert 0.5 < record.predicted_peak_bytes / record.peak_memory_bytes < 2
     assert "final_accuracy" in record.metrics and record.validity.valid
+
+
+def test_a_killed_cell_keeps_the_facts_it_reported_before_its_first_step(tmp_path, reviews):
+    budget = "max_steps: null, max_seconds: 3000"
+    returncode, record = _reviews_cell(tmp_path, reviews, "clock: host\ntimeout_s: 30", budget)
+    assert returncode == 3 and record.status == "timeout", record.error
+    assert record.metrics["param_count"] == MINILM_L1_CLASSIFIER
+    dataset = record.metrics["dataset"]
+    assert dataset["name"] == reviews and dataset["splits"] == {"train": 64, "validation": 8, "test": 8}
+    assert dataset["split_seed"] == 1234 and len(dataset["content_sha256"]) == 16
+
+
+@pytest.mark.parametrize("status", ["oom", "timeout", "error"])
+def test_a_cell_killed_before_it_reported_counts_its_parameters_from_the_registry(tmp_path, scripted, status):
+    scripted.OUTCOMES = {"mezo": status}
+    matrix = "{model: [opt-1m, minilm-l1], task: synthetic, method: [mezo, bp], max_steps: 1}"
+    spec = write_spec(tmp_path, f"clock: host\ndevices: [rpi-4-2gb]\nmatrix: {matrix}\n")
+    cli.main(["run", str(spec), "--out", str(tmp_path / "run"), "--no-report"])
+    records = load_records(tmp_path / "run")
+    counts = {(r.params.model, r.params.method, r.status): r.metrics["param_count"] for r in records}
+    assert counts == {
+        ("opt-1m", "mezo", status): 1_018_624,  # the LM head is tied to the embeddings
+        ("opt-1m", "bp", "ok"): 1_018_624,
+        ("minilm-l1", "mezo", status): MINILM_L1_CLASSIFIER,  # an encoder classifies: two labels
+        ("minilm-l1", "bp", "ok"): MINILM_L1_CLASSIFIER,
+    }
 
 
 def test_lora_with_checkpointed_backprop_trains_the_adapters(reviews):

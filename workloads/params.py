@@ -70,6 +70,9 @@ class WorkloadParams(BaseModel):
     eval_every: int | None = Field(default=None, ge=1, description="evaluate every k steps (plus step 0 and the end)")
     eval_seconds: float | None = Field(default=None, gt=0, description="evaluate every k seconds of training time")
     eval_examples: int = Field(default=512, ge=1)
+    evaluate: bool = Field(
+        default=True, description="false for probes: they ask whether training fits under the cap, not how it learns"
+    )
     seed: int = 0
 
     @model_validator(mode="after")
@@ -80,7 +83,8 @@ class WorkloadParams(BaseModel):
 
     @model_validator(mode="after")
     def _warmup_within_budget(self) -> WorkloadParams:
-        """max_steps caps the steps whatever other budget there is, so a longer warm-up never reaches the lr."""
+        """max_steps caps the steps whatever other budget there is, so a longer warm-up never reaches the lr. A
+        max_seconds budget needs the device's speed: harness.spec.warmup_problem checks it when cells are planned."""
         if self.max_steps is not None and self.warmup_steps >= self.max_steps:
             raise ValueError(
                 f"warmup_steps {self.warmup_steps} is not below max_steps {self.max_steps}, so the warm-up never "

@@ -18,7 +18,7 @@ from harness.commands.devices import user_catalogue
 from harness.errors import UserError
 from harness.spec import host_capacity_problem, host_memory_bytes
 from workloads.checks import check_params
-from workloads.flops import step_flops
+from workloads.flops import step_flops, step_seconds
 from workloads.memory_model import fit_ratio, largest_fitting, predict_breakdown
 from workloads.params import Method, Optimizer, WorkloadParams
 from workloads.registry import model_shape
@@ -107,13 +107,8 @@ def estimate(args: argparse.Namespace) -> dict:
         "mezo_over_bp_checkpointed_params": fit_ratio(params, cap),
         "step_flops": flops,
         "device_gflops": device.gflops,
-        "predicted_step_seconds": predicted_seconds(flops, device.gflops),
+        "predicted_step_seconds": step_seconds(flops, device.gflops),
     }
-
-
-def predicted_seconds(flops: float | None, gflops: float | None) -> float | None:
-    """A step's time at the device's sgemm throughput: a lower bound (see workloads.flops)."""
-    return None if flops is None or gflops is None else flops / (gflops * 1e9)
 
 
 def step_time_line(result: dict) -> str:

@@ -12,6 +12,9 @@ from typing import Any, ClassVar
 
 from harness.cells import Cell
 from harness.records import CellRecord, MemoryFigures, Status, judged, now_iso
+from workloads.memory_model import head_size, is_lm
+from workloads.params import WorkloadParams
+from workloads.registry import model_shape
 
 ProgressFn = Callable[[Cell, dict[str, Any]], None]
 
@@ -66,17 +69,23 @@ class Executor(ABC):
         """Refuse up front, as a UserError, cells this executor could never run (before any cell runs)."""
 
     def run(self, cell: Cell, progress: ProgressFn) -> CellRecord:
-        return self.to_record(cell, self.execute(cell, progress))
+        facts: dict[str, Any] = {}
+
+        def keep_facts(running: Cell, event: dict[str, Any]) -> None:
+            facts.update(event.get("facts") or {})
+            progress(running, event)
+
+        return self.to_record(cell, self.execute(cell, keep_facts), facts)
 
     def close(self) -> None:  # noqa: B027 - optional hook, most executors hold nothing
         """Release what the executor holds (engine clients, clusters)."""
 
-    def to_record(self, cell: Cell, out: ChildOutcome) -> CellRecord:
+    def to_record(self, cell: Cell, out: ChildOutcome, facts: dict[str, Any]) -> CellRecord:
         """The record of what the child did, judged on what is known now (the scheduler adds how the cell shared
-        the host, and judges it again)."""
+        the host, and judges it again). `facts`: what the cell reported before its first step."""
         result = out.result or {}
         status, error = outcome_status(cell, out, self.timeout_s)
-        metrics = result.get("metrics") or {}
+        metrics = cell_metrics(cell.params, facts, result.get("metrics") or {})
         memory = memory_figures(out.memory, metrics)
         peak, source = primary_peak(memory)
         steps = int(result.get("steps") or 0)
@@ -117,6 +126,24 @@ def outcome_status(cell: Cell, out: ChildOutcome, timeout_s: float) -> tuple[Sta
     if result.get("status") in ("ok", "oom"):
         return result["status"], result.get("error")
     return "error", result.get("error") or out.stderr_tail or f"cell exited with code {out.returncode} and no result"
+
+
+def cell_metrics(params: WorkloadParams, facts: dict[str, Any], reported: dict[str, Any]) -> dict[str, Any]:
+    """The runner's metrics over the facts the cell reported before its first step (its dataset, its parameter
+    count), which a killed cell's record keeps; one that died before them still says its parameter count."""
+    metrics = {**facts, **reported}
+    if "param_count" not in metrics and (count := registry_param_count(params)) is not None:
+        metrics["param_count"] = count
+    return metrics
+
+
+def registry_param_count(params: WorkloadParams) -> int | None:
+    """The model's parameters from its registry shape, with the two-label head a classifier gets on the synthetic
+    task and on the shipped tasks (the head the memory model plans with); None for an unknown shape."""
+    shape = model_shape(params.model)
+    if shape is None:
+        return None
+    return shape.params + (0 if is_lm(shape, params) else head_size(shape, num_labels=2))
 
 
 def memory_figures(observed: MemoryFigures, metrics: dict[str, Any]) -> MemoryFigures:
