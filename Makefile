@@ -104,16 +104,17 @@ bench: install
 bench-compare: install
 	$(BENCH) --benchmark-compare=$(BENCH_BASELINE) --benchmark-compare-fail=$(BENCH_FAIL)
 
-# The Docker image and the matrix in containers, one per device (docs/docker.md).
+# The Docker image and the matrix in containers, one per device (docs/docker.md), from nothing but the Docker client:
+# an engine is started when none answers (and stopped after), the image is built when its sources changed (offline
+# when Docker Hub is out of reach), then compose runs the matrix and leaves no container behind.
 IMAGE   ?= edgebench
-COMPOSE  = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 .PHONY: docker-image docker-up
 
-docker-image:
-	docker build --force-rm -t $(IMAGE) .
+docker-image: install
+	$(VENV)/bin/edgebench docker-up --image $(IMAGE) --image-only
 
-docker-up: docker-image
-	EDGEBENCH_IMAGE=$(IMAGE) $(COMPOSE) up
+docker-up: install
+	$(VENV)/bin/edgebench docker-up --image $(IMAGE)
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .benchmarks

@@ -10,7 +10,7 @@ from importlib import import_module
 from harness.errors import UserError
 from harness.interrupts import Interrupted, exit_code
 
-COMMANDS = ("run", "doctor", "devices", "estimate", "report", "compare", "compose")
+COMMANDS = ("run", "doctor", "devices", "estimate", "report", "compare", "compose", "docker-up")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -25,7 +25,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         if command in COMMANDS and name != command:
             sub.add_parser(name)
             continue
-        module = import_module(f"harness.commands.{name}")
+        module = import_module(f"harness.commands.{name.replace('-', '_')}")
         parsed = sub.add_parser(name, help=module.HELP, description=module.__doc__)
         module.add_arguments(parsed)
         parsed.set_defaults(handler=module.handle)
