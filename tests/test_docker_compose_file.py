@@ -177,7 +177,7 @@ def test_container_cap_refuses_a_container_larger_than_the_device(tmp_path, limi
 
 
 def test_a_throttled_spec_gives_each_device_container_its_speed_as_cpu_quota(tmp_path):
-    spec = "name: slow\nclock: device-throttled\ndevices: [jetson-nano, rpi-5-8gb]\nmatrix: {model: opt-1m}\n"
+    spec = "name: slow\nclock: device-throttled\ndevices: [jetson-nano, rpi-4-4gb]\nmatrix: {model: opt-1m}\n"
     write_spec(tmp_path, spec)
     proc = edgebench("compose", "spec.yaml", "--no-engine-check", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

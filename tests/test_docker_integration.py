@@ -19,7 +19,7 @@ import yaml
 from harness.executors.docker import LABEL
 from harness.store import load_records, read_run_info
 from tests import docker_engine
-from tests.helpers import OOM_AND_OK, opt_1m_spec, write_spec
+from tests.helpers import OOM_AND_OK, fast_board, opt_1m_spec, write_spec
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration]
 
@@ -112,8 +112,7 @@ def test_docker_executor_over_cap_is_oom_and_under_cap_is_ok(engine, tmp_path):
 
 
 def test_docker_executor_throttles_a_cell_to_its_device_speed(engine, tmp_path):
-    device = "[{name: fast-board, memory: 1GiB, cpus: 4, gflops: 90, gflops_source: test}]"
-    spec = opt_1m_spec("throttled", device, "[mezo]").replace("timeout_s: 300", "timeout_s: 900\nclock: device-throttled")
+    spec = opt_1m_spec("throttled", fast_board("1GiB"), "[mezo]").replace("timeout_s: 300", "timeout_s: 900\nclock: device-throttled")
     out = tmp_path / "run"
     proc = edgebench("run", str(write_spec(tmp_path, spec)), "--executor", "docker", "--out", str(out), "--no-report")
     assert proc.returncode == 0, proc.stderr[-3000:]
