@@ -10,7 +10,10 @@ runs on one of three clocks (the spec's `clock:`):
 - host: raw host time, as on an unsimulated machine.
 
 The host's throughput is measured once per environment (`python -m devices.speed --calibrate`,
-cached like the memory model's runtime baseline), never assumed.
+cached like the memory model's runtime baseline), never assumed: on one thread and on all the host's
+cores, because a thread of a parallel matmul does less per CPU-second than a lone one (measured on a
+2-core EPYC VM: 67-69 GFLOPS per core alone, 50-58 per core on two threads), and a quota computed from
+the single-thread figure left a 97 GFLOPS device at 77% of its speed.
 
 Both device clocks run a cell on ceil(quota) threads (at least one, at most the device's cores and
 the host's): under a quota below one core, a second thread spends the quota waiting at the
@@ -54,9 +57,10 @@ CFS_PERIOD_US = 100_000
 CFS_LONG_PERIOD_US = 1_000_000
 CFS_MIN_QUOTA_US = 1_000
 #: The quota a period should hold at least: the kernel hands out runtime in 5 ms slices
-#: (sched_cfs_bandwidth_slice_us), and measured here a 4 ms quota in a 100 ms period gave 82-89% of
-#: its share, the same share as 21 ms in 500 ms gave 100%.
-CFS_QUOTA_FLOOR_US = 20_000
+#: (sched_cfs_bandwidth_slice_us), and each throttled period costs the cell its caches. Measured on a
+#: 2-core EPYC VM (`edgebench doctor`), jetson-nano (0.12 cores) and rpi-zero-2w (0.18 cores) reached
+#: 93% and 91% of their throughput with a 20 ms floor, 102% and 97% with 50 ms, 101% and 99% with 100 ms.
+CFS_QUOTA_FLOOR_US = 50_000
 
 
 class ClockError(ValueError):
@@ -69,9 +73,20 @@ class HostSpeed(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     gflops_per_core: float = Field(gt=0)
+    parallel_gflops_per_core: float | None = Field(
+        None, gt=0, description="per core, with one thread on each of the host's cores (None: one core)"
+    )
     cores: int = Field(ge=1)
     cpu: str
     method: str
+
+    def per_core(self, threads: int) -> float:
+        """Throughput per CPU-second of each of `threads` threads: measured at one thread and at all the
+        host's cores, interpolated between."""
+        if threads <= 1 or self.cores <= 1 or self.parallel_gflops_per_core is None:
+            return self.gflops_per_core
+        share = (min(threads, self.cores) - 1) / (self.cores - 1)
+        return self.gflops_per_core + share * (self.parallel_gflops_per_core - self.gflops_per_core)
 
 
 class CellClock(BaseModel):
@@ -85,7 +100,9 @@ class CellClock(BaseModel):
     )
     ratio: float = Field(1.0, gt=0, description="host per-core throughput / device throughput")
     device_gflops: float | None = None
-    host_gflops_per_core: float | None = None
+    host_gflops_per_core: float | None = Field(
+        None, description="the host's throughput per CPU-second at the cell's thread count"
+    )
     cpu_quota_cores: float = Field(gt=0, description="the cell's CFS quota, in cores")
     threads: int = Field(ge=1, description="torch's intra-op threads in the cell")
     source: str = Field(description="where the device figure came from, or why the cell runs at host speed")
@@ -181,13 +198,14 @@ def plan_clock(
             "cannot measure this host's matmul throughput (python -m devices.speed --calibrate failed); "
             "check torch, or use clock: host"
         )
-    quota = profile.gflops / host.gflops_per_core
+    threads, per_core = throttle_threads(profile, host, host_cores)
+    quota = profile.gflops / per_core
     usable = min(profile.cpus, host_cores)
     if requested == "device-throttled" and quota > usable:
         raise ClockError(
             f"device {profile.name} does {profile.gflops:g} GFLOPS, more than this host gives one cell "
-            f"({usable:g} cores x {host.gflops_per_core:.0f} GFLOPS): a throttle cannot speed a cell up; "
-            "use clock: host (or device-scaled)"
+            f"({usable:g} cores x {per_core:.0f} GFLOPS on {threads} threads): a throttle cannot speed a cell "
+            "up; use clock: host (or device-scaled)"
         )
     if requested == "device-throttled" and quota * CFS_LONG_PERIOD_US < CFS_MIN_QUOTA_US:
         raise ClockError(
@@ -198,13 +216,22 @@ def plan_clock(
     return CellClock(
         kind=requested,
         requested=requested,
-        ratio=host.gflops_per_core / profile.gflops,
+        ratio=per_core / profile.gflops,
         device_gflops=profile.gflops,
-        host_gflops_per_core=host.gflops_per_core,
+        host_gflops_per_core=per_core,
         cpu_quota_cores=quota if requested == "device-throttled" else profile.cpus,
-        threads=cell_threads(profile, host_cores, quota),
+        threads=threads,
         source=profile.gflops_source or "the device profile",
     )
+
+
+def throttle_threads(profile: DeviceProfile, host: HostSpeed, host_cores: int) -> tuple[int, float]:
+    """A device clock's thread count and the host's per-core throughput on that many threads: as many
+    threads as the device's quota needs, counted again at the slower per-core figure of parallel threads."""
+    assert profile.gflops is not None
+    threads = cell_threads(profile, host_cores, profile.gflops / host.gflops_per_core)
+    threads = cell_threads(profile, host_cores, profile.gflops / host.per_core(threads))
+    return threads, host.per_core(threads)
 
 
 def cfs_quota(cores: float) -> tuple[int, int]:
@@ -247,15 +274,27 @@ def matmul_throughput(
 def calibrate() -> HostSpeed:
     import torch
 
-    torch.set_num_threads(1)
-    runs = [matmul_throughput(CALIBRATION_SECONDS)["gflops_per_cpu_second"] for _ in range(CALIBRATION_RUNS)]
+    cores = os.cpu_count() or 1
+
+    def median_per_core(threads: int) -> float:
+        torch.set_num_threads(threads)
+        runs = [matmul_throughput(CALIBRATION_SECONDS)["gflops_per_cpu_second"] for _ in range(CALIBRATION_RUNS)]
+        return round(statistics.median(runs), 1)
+
     return HostSpeed(
-        gflops_per_core=round(statistics.median(runs), 1),
-        cores=os.cpu_count() or 1,
+        gflops_per_core=median_per_core(1),
+        parallel_gflops_per_core=median_per_core(cores) if cores > 1 else None,
+        cores=cores,
         cpu=cpu_model(),
-        method=f"torch.mm {MATMUL_N}x{MATMUL_N} fp32, 1 thread, median of {CALIBRATION_RUNS} x "
-        f"{CALIBRATION_SECONDS:g} s, torch {torch.__version__}",
+        method=f"torch.mm {MATMUL_N}x{MATMUL_N} fp32 per CPU-second, 1 thread and {cores} threads, median of "
+        f"{CALIBRATION_RUNS} x {CALIBRATION_SECONDS:g} s each, torch {torch.__version__}",
     )
+
+
+def _calibrated(figure: object) -> bool:
+    """A cached figure that this version would have measured: one with the parallel figure on a multi-core host."""
+    speed = _host_speed_or_none(figure)
+    return speed is not None and (speed.cores == 1 or speed.parallel_gflops_per_core is not None)
 
 
 def _host_speed_or_none(figure: object) -> HostSpeed | None:
@@ -278,7 +317,7 @@ def host_speed() -> HostSpeed | None:
         "host-speed",
         ["devices.speed", "--calibrate"],
         packages=("torch",),
-        valid=lambda value: _host_speed_or_none(value) is not None,
+        valid=_calibrated,
     )
     return None if figure is None else HostSpeed.model_validate(figure)
 

@@ -19,6 +19,7 @@ from tests.helpers import edgebench_json, require_kernel_caps
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_cgroups")]
 
 
+@pytest.mark.timing
 def test_doctor_proves_the_kernel_backend():
     expected = require_kernel_caps()
     report = edgebench_json("doctor")
@@ -26,9 +27,12 @@ def test_doctor_proves_the_kernel_backend():
     assert report["verified"] is True
     assert report["proof"]["over_cap_returncode"] == -9
     assert report["backends"]["rlimit"]["available"] is True
-    # The throttle, through the real kernel: the catalogue's slowest and fastest device, within 15%.
+    # The throttle, through the real kernel: the catalogue's slowest and fastest device, within 15%
+    # (the fastest only where this host's cores can reach it; else doctor says why not).
     proofs = {p["device"]: p for p in report["throttle"]["proofs"]}
-    assert set(proofs) == {"jetson-nano", "phone-6gb"}, report["throttle"]
+    unprovable = report["throttle"]["unprovable"]
+    assert "jetson-nano" in proofs, report["throttle"]
+    assert "phone-6gb" in proofs or "more than this host gives" in unprovable["phone-6gb"], report["throttle"]
     for proof in proofs.values():
         assert abs(proof["measured_gflops"] / proof["target_gflops"] - 1) <= 0.15, proof
 

@@ -65,6 +65,23 @@ def test_a_throttle_cannot_speed_a_cell_up():
     plan_clock(pi(gflops=399.0), "device-throttled", HOST, host_cores=2)
 
 
+def test_parallel_threads_are_planned_at_the_hosts_per_core_figure_for_that_many_threads():
+    host = HOST.model_copy(update={"cores": 4, "parallel_gflops_per_core": 140.0})
+    assert [host.per_core(t) for t in (1, 2, 3, 4, 8)] == pytest.approx([200, 180, 160, 140, 140])
+    # 300 GFLOPS: two threads at one thread's figure, but two parallel threads do 180 each, so 1.67 cores.
+    clock = plan_clock(pi(gflops=300.0), "device-throttled", host, host_cores=4)
+    assert clock.threads == 2 and clock.cpu_quota_cores == pytest.approx(300 / 180)
+    assert clock.host_gflops_per_core == pytest.approx(180) and clock.ratio == pytest.approx(180 / 300)
+    # 390 GFLOPS needs 2 threads at 200 each, and so 3 at 160 each: the second count decides.
+    clock = plan_clock(pi(gflops=390.0), "device-throttled", host, host_cores=4)
+    assert clock.threads == 3 and clock.cpu_quota_cores == pytest.approx(390 / 160)
+    # Scaled clocks convert CPU seconds by the same figure, and a single-thread cell keeps the lone one.
+    assert plan_clock(pi(gflops=300.0), "device-scaled", host, host_cores=4).ratio == pytest.approx(180 / 300)
+    assert plan_clock(pi(), "device-scaled", host, host_cores=4).ratio == pytest.approx(10.0)
+    with pytest.raises(ClockError, match="on 2 threads"):
+        plan_clock(pi(gflops=300.0, cpus=2), "device-throttled", host.model_copy(update={"cores": 2}), 2)
+
+
 def test_cfs_quota_holds_a_few_runtime_slices_within_the_kernel_limits():
     assert cfs_quota(4) == (100_000, 400_000)
     assert cfs_quota(0.5) == (100_000, 50_000)
@@ -116,6 +133,7 @@ def _spec(clock: str, devices: str, model: str = "opt-1m", steps: int = 40) -> s
     return spec.replace("timeout_s: 300", f"timeout_s: 9000\nclock: {clock}")
 
 
+@pytest.mark.timing
 @pytest.mark.integration
 @pytest.mark.usefixtures("no_leftover_cgroups")
 def test_scaled_cells_report_device_time_in_the_ratio_of_their_throughputs(tmp_path):
@@ -135,6 +153,7 @@ def test_scaled_cells_report_device_time_in_the_ratio_of_their_throughputs(tmp_p
     assert step_ratio == pytest.approx(pi4.device.gflops / zero.device.gflops, rel=0.25)
 
 
+@pytest.mark.timing
 @pytest.mark.integration
 @pytest.mark.usefixtures("no_leftover_cgroups")
 def test_throttled_cells_run_at_the_device_speed_through_the_kernel(tmp_path):
