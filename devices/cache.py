@@ -3,12 +3,15 @@
 The runtime baseline of the memory model and the host's matmul throughput are both such figures:
 `measured_once` looks one up under ~/.cache/edgebench (or $EDGEBENCH_CACHE), keyed by everything
 that changes it, else runs `python -m MODULE ARGS` (which prints the figure as its last line of JSON)
-and stores the result atomically. A read-only home only loses the cache, not the figure.
+and stores the result atomically. Concurrent harnesses (containers sharing a cache volume, test workers)
+take turns under a lock, so the first measures and the others read its figure. A read-only home only loses
+the cache, not the figure.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -16,7 +19,7 @@ import platform
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -69,10 +72,39 @@ def measured_once(
     env_facts = environment(packages)
     key = hashlib.sha256(json.dumps(env_facts, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / f"{kind}-{key}.json"
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        figure = json.loads(path.read_text())["figure"]
-        if valid(figure):
-            return figure
+    with _turn(path):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            figure = json.loads(path.read_text())["figure"]
+            if valid(figure):
+                return figure
+        figure = _measure(argv, timeout_s)
+        if figure is None or not valid(figure):
+            return None
+        with contextlib.suppress(OSError):  # a read-only home (e.g. a read-only container) only loses the cache
+            # mkstemp, not the pid: containers sharing a volume all run the harness under the same small pid.
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+            with os.fdopen(fd, "w") as handle:
+                json.dump({"figure": figure, "environment": env_facts}, handle)
+            os.replace(tmp, path)
+        return figure
+
+
+@contextlib.contextmanager
+def _turn(path: Path) -> Iterator[None]:
+    """Hold `path`'s lock while looking it up and measuring it; no lock (and no cache) where it cannot be made."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_suffix(".lock"), "a")  # noqa: SIM115 - held across the yield
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _measure(argv: list[str], timeout_s: float) -> Any:
+    """The figure `python -m argv...` prints as its last line of JSON, or None when it fails."""
     try:
         out = subprocess.run(
             [sys.executable, "-m", *argv],
@@ -82,16 +114,6 @@ def measured_once(
             env={**os.environ, **OFFLINE},
             timeout=timeout_s,
         )
-        figure = json.loads(out.stdout.strip().splitlines()[-1])
+        return json.loads(out.stdout.strip().splitlines()[-1])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None
-    if not valid(figure):
-        return None
-    with contextlib.suppress(OSError):  # a read-only home (e.g. a read-only container) only loses the cache
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # mkstemp, not the pid: containers sharing a volume all run the harness under the same small pid.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            json.dump({"figure": figure, "environment": env_facts}, handle)
-        os.replace(tmp, path)
-    return figure

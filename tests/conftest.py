@@ -6,9 +6,28 @@ import os
 
 import pytest
 
+from devices.speed import host_speed
 from tests.helpers import no_leftover_cgroups, scripted  # noqa: F401 - fixtures for the integration tests
 
 IN_CI = os.environ.get("CI") == "true"
+
+
+def pytest_configure(config):
+    """Under xdist, calibrate the host's matmul throughput once, alone, before the workers load its cores: every
+    device clock of the run is planned from that cached figure."""
+    if getattr(config.option, "numprocesses", None) and "PYTEST_XDIST_WORKER" not in os.environ:
+        host_speed()
+
+
+def pytest_collection_modifyitems(items):
+    """Keep on one xdist worker each: the docker tests, which share one engine and one image build; and the tests
+    that check no cell cgroup outlives its harness, since some of them SIGKILL a harness on purpose and its
+    cgroups wait for the next run to sweep them (a check beside it would count them as its own leak)."""
+    for item in items:
+        if item.get_closest_marker("docker"):
+            item.add_marker(pytest.mark.xdist_group("docker"))
+        elif "no_leftover_cgroups" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("cgroups"))
 
 
 @pytest.hookimpl(hookwrapper=True)

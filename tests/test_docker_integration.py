@@ -111,6 +111,7 @@ def test_docker_executor_over_cap_is_oom_and_under_cap_is_ok(engine, tmp_path):
     assert not engine.client().containers.list(all=True, filters={"label": LABEL})
 
 
+@pytest.mark.timing
 def test_docker_executor_throttles_a_cell_to_its_device_speed(engine, tmp_path):
     spec = opt_1m_spec("throttled", fast_board("1GiB"), "[mezo]").replace("timeout_s: 300", "timeout_s: 900\nclock: device-throttled")
     out = tmp_path / "run"
