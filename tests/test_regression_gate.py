@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import edgebench, readable_directory, write_spec
 
-pytestmark = [pytest.mark.integration, pytest.mark.timing]  # the gate compares step times
+pytestmark = pytest.mark.integration
 
 SPEC = """
 name: gate
