@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -92,12 +94,40 @@ def cell_cgroups() -> set[str]:
     return found
 
 
+@contextmanager
+def own_processes(interval_s: float = 0.02) -> Iterator[set[int]]:
+    """The pids of this process and of every descendant it had while the block ran (polled), so that a check can
+    tell this test's harnesses from another pytest worker's."""
+    import psutil
+
+    seen = {os.getpid()}
+    done = threading.Event()
+
+    def poll() -> None:
+        me = psutil.Process()
+        while not done.wait(interval_s):
+            with contextlib.suppress(psutil.Error):
+                seen.update(child.pid for child in me.children(recursive=True))
+
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        watcher.join()
+
+
 @pytest.fixture
 def no_leftover_cgroups():
-    """Fails the test if a per-cell cgroup outlives its harness (runs alive beside the test keep theirs)."""
+    """Fails the test if a per-cell cgroup outlives its harness (runs alive beside the test keep theirs). Under
+    pytest-xdist only this test's own harnesses count: one another worker SIGKILLed on purpose leaves its cgroups
+    for the next run to sweep. (Ray's workers are no descendants of the test, so the Ray tests run outside xdist.)"""
     before = cell_cgroups()
-    yield
-    leaked = {name for name in cell_cgroups() - before if not pid_alive(int(name.split("-")[1]))}
+    with own_processes() as harnesses:
+        yield
+    mine = (lambda pid: pid in harnesses) if "PYTEST_XDIST_WORKER" in os.environ else (lambda pid: True)
+    leaked = {name for name in cell_cgroups() - before if mine(pid := int(name.split("-")[1])) and not pid_alive(pid)}
     assert leaked == set()
 
 
