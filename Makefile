@@ -44,8 +44,8 @@ recipes: install
 # worker's load would skew. Pass PYTEST_ARGS to narrow both passes (e.g. PYTEST_ARGS=tests/test_spec.py).
 test: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -q -m "not timing and not ray" -n $(JOBS) --dist loadgroup $(PYTEST_ARGS)
-	$(VENV)/bin/pytest -q -m "timing or ray" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -m "not timing and not ray" -n $(JOBS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -m "timing or ray" --durations=5 $(PYTEST_ARGS)
 
 # CI's regression gate (docs/ci.md): the `ci` matrix, compared with its committed reference run by the limits in
 # that reference's spec; exit 1 on a regression.

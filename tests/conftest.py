@@ -20,14 +20,10 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-    """Keep on one xdist worker each: the docker tests, which share one engine and one image build; and the tests
-    that check no cell cgroup outlives its harness, since some of them SIGKILL a harness on purpose and its
-    cgroups wait for the next run to sweep them (a check beside it would count them as its own leak)."""
+    """The docker tests share one engine and one image build: keep them on one xdist worker."""
     for item in items:
         if item.get_closest_marker("docker"):
             item.add_marker(pytest.mark.xdist_group("docker"))
-        elif "no_leftover_cgroups" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("cgroups"))
 
 
 @pytest.hookimpl(hookwrapper=True)
