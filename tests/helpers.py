@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
@@ -11,7 +10,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -106,7 +105,7 @@ def own_processes(interval_s: float = 0.02) -> Iterator[set[int]]:
     def poll() -> None:
         me = psutil.Process()
         while not done.wait(interval_s):
-            with contextlib.suppress(psutil.Error):
+            with suppress(psutil.Error):
                 seen.update(child.pid for child in me.children(recursive=True))
 
     watcher = threading.Thread(target=poll, daemon=True)
@@ -124,10 +123,17 @@ def no_leftover_cgroups():
     pytest-xdist only this test's own harnesses count: one another worker SIGKILLed on purpose leaves its cgroups
     for the next run to sweep. (Ray's workers are no descendants of the test, so the Ray tests run outside xdist.)"""
     before = cell_cgroups()
-    with own_processes() as harnesses:
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        with own_processes() as harnesses:
+            yield
+    else:
+        harnesses = None
         yield
-    mine = (lambda pid: pid in harnesses) if "PYTEST_XDIST_WORKER" in os.environ else (lambda pid: True)
-    leaked = {name for name in cell_cgroups() - before if mine(pid := int(name.split("-")[1])) and not pid_alive(pid)}
+    leaked = {
+        name
+        for name in cell_cgroups() - before
+        if not pid_alive(pid := int(name.split("-")[1])) and (harnesses is None or pid in harnesses)
+    }
     assert leaked == set()
 
 
