@@ -19,11 +19,21 @@ def pytest_configure(config):
         host_speed()
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
-    """The docker tests share one engine and one image build: keep them on one xdist worker."""
+    """The docker tests share one engine and one image build: keep them on one xdist worker. First, so that the
+    group is set before xdist's worker reads it to name the test's group."""
     for item in items:
         if item.get_closest_marker("docker"):
             item.add_marker(pytest.mark.xdist_group("docker"))
+
+
+def pytest_runtest_setup(item):
+    """Under --dist loadgroup, fail a docker test whose group did not take effect (xdist suffixes a grouped test's
+    node id with "@group"; a pytest/xdist mismatch once dropped it silently, doubling the docker setup)."""
+    grouping = item.config.getoption("loadgroup", default=False)  # set on xdist workers only
+    if grouping and item.get_closest_marker("docker") and "@docker" not in item.nodeid:
+        pytest.fail("xdist_group('docker') was not applied: check the pytest and pytest-xdist pins in pyproject.toml")
 
 
 @pytest.hookimpl(hookwrapper=True)
