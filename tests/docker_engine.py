@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 
 from harness import docker_engine
 from harness.docker_engine import Engine, mounts_under
 from harness.executors.docker import LABEL
+from tests.helpers import write_spec
 from tests.system_tools import missing, skip_without
 
-__all__ = ["engine_with_image", "mounts_under", "require_tools", "skip_unless_engine", "stop_engine"]
+__all__ = ["Compose", "engine_with_image", "mounts_under", "require_tools", "skip_unless_engine", "stop_engine"]
 
 TOOLS = ("dockerd", "docker", "docker-compose", "debootstrap")
 
@@ -57,3 +63,54 @@ def engine_with_image() -> Iterator[tuple[Engine, str]]:
             yield engine, docker_engine.project_image(engine)
         finally:
             stop_engine(engine)
+
+
+class Compose:
+    """`docker-compose` (v1, as Debian ships it) on a spec's generated compose file in a checkout-like folder."""
+
+    def __init__(self, engine, folder: Path, spec: str, project: str) -> None:
+        folder.chmod(0o755)  # as a checkout is: the services' non-root user reads the spec through /project
+        write_spec(folder, spec)
+        # The services run as the image's user (1000): `prepare` hands it the results folder.
+        self.env = engine.env
+        generated = subprocess.run(
+            [sys.executable, "-m", "harness.cli", "compose", "spec.yaml"], **self._quiet(folder)
+        )
+        assert generated.returncode == 0, generated.stderr
+        (folder / "docker-compose.yml").write_text(generated.stdout)
+        self.services = yaml.safe_load(generated.stdout)["services"]
+        self.folder, self.project = folder, project
+        self.argv = ["docker-compose", "--project-name", project, "--project-directory", str(folder)]
+        self.client = engine.client()
+
+    def popen(self, *args: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [*self.argv, *args, "--no-color"],
+            cwd=self.folder,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            # As from a terminal: under a background shell SIGINT arrives ignored, and Python then keeps ignoring it.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+
+    def up(self) -> None:
+        up = self.popen("up")
+        output, _ = up.communicate(timeout=900)
+        if up.returncode != 0:
+            logs = subprocess.run([*self.argv, "logs", "--no-color"], **self._quiet(self.folder))
+            pytest.fail(f"docker-compose up exited {up.returncode}:\n{output[-2000:]}\n{logs.stdout[-4000:]}")
+
+    def containers(self, running_only: bool = False) -> dict:
+        listed = self.client.containers.list(
+            all=not running_only, filters={"label": f"com.docker.compose.project={self.project}"}
+        )
+        return {c.labels["com.docker.compose.service"]: c for c in listed}
+
+    def down(self) -> None:
+        down = subprocess.run([*self.argv, "down", "--volumes"], **self._quiet(self.folder))
+        assert down.returncode == 0, down.stderr
+
+    def _quiet(self, folder: Path) -> dict:
+        return {"cwd": folder, "env": self.env, "capture_output": True, "text": True}

@@ -7,6 +7,7 @@ The last test stops the engine and checks that nothing is left behind.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -14,11 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from harness.executors.docker import LABEL
-from harness.store import load_records, read_run_info
+from harness.store import iter_records, load_records, read_run_info
 from tests import docker_engine
+from tests.docker_engine import Compose
 from tests.helpers import OOM_AND_OK, fast_board, opt_1m_spec, write_spec
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration]
@@ -27,6 +28,14 @@ pytestmark = [pytest.mark.docker, pytest.mark.integration]
 TWO_BY_TWO = opt_1m_spec(
     "two-by-two",
     "[{name: small-512mib, memory: 512MiB, cpus: 1, gflops: 20}, {name: large-1gib, memory: 1GiB, cpus: 2, gflops: 60}]",
+)
+
+# Three devices x three methods: a run long enough (about a minute) to be interrupted at several points.
+THREE_BY_THREE = opt_1m_spec(
+    "three-by-three",
+    "[{name: dev-a, memory: 512MiB, cpus: 1, gflops: 20}, {name: dev-b, memory: 768MiB, cpus: 1, gflops: 40},"
+    " {name: dev-c, memory: 1GiB, cpus: 1, gflops: 60}]",
+    "[mezo, bp-checkpointed, bp]",
 )
 
 
@@ -153,56 +162,32 @@ def test_ctrl_c_removes_the_running_cells_container(engine, tmp_path):
 
 
 def test_compose_runs_each_device_in_its_own_hardened_capped_container_then_the_report(engine, tmp_path):
-    tmp_path.chmod(0o755)  # as a checkout is: the services' non-root user reads the spec through /project
     # ./results belongs to someone who is neither root nor the services' user (a checkout of another user):
     # `prepare` needs both its capabilities to make the run's folder there and hand it over.
     (tmp_path / "results").mkdir()
     os.chown(tmp_path / "results", 4242, 4242)
-    write_spec(tmp_path, TWO_BY_TWO)
-    generated = edgebench("compose", "spec.yaml", cwd=tmp_path)
-    assert generated.returncode == 0, generated.stderr
-    (tmp_path / "docker-compose.yml").write_text(generated.stdout)
-    services = yaml.safe_load(generated.stdout)["services"]
-    compose = ["docker-compose", "--project-name", "edgebench-test", "--project-directory", str(tmp_path)]
-    env = engine.env  # the services run as the image's user (1000): `prepare` hands it the results folder
-    client = engine.client()
+    compose = Compose(engine, tmp_path, TWO_BY_TWO, "edgebench-test")
+    client = compose.client
     before = {c.id for c in client.containers.list(all=True)}  # a cached data root may hold others' leftovers
     try:
-        up = subprocess.run(
-            [*compose, "up", "--no-color"], cwd=tmp_path, env=env, capture_output=True, text=True
-        )
-        if up.returncode != 0:
-            logs = subprocess.run(
-                [*compose, "logs", "--no-color"], cwd=tmp_path, env=env, capture_output=True, text=True
-            )
-            pytest.fail(
-                f"docker-compose up exited {up.returncode}:\n{up.stderr[-2000:]}\n{logs.stdout[-4000:]}"
-            )
-        containers = {
-            c.labels["com.docker.compose.service"]: c
-            for c in client.containers.list(
-                all=True, filters={"label": "com.docker.compose.project=edgebench-test"}
-            )
-        }
-        assert set(containers) == set(services) == {"prepare", "small-512mib", "large-1gib", "report"}
+        compose.up()
+        containers = compose.containers()
+        assert set(containers) == set(compose.services) == {"prepare", "small-512mib", "large-1gib", "report"}
         assert_hardened(containers["prepare"], 32 << 20, user="0:0", cap_add=("CHOWN", "DAC_OVERRIDE"))
         for name, memory in (("small-512mib", 512 << 20), ("large-1gib", 1 << 30), ("report", 1 << 30)):
             assert_hardened(containers[name], memory)
         for name, container in containers.items():
             host = container.attrs["HostConfig"]
             assert (host["CpuPeriod"], host["CpuQuota"]) == (
-                services[name].get("cpu_period", 0),
-                services[name].get("cpu_quota", 0),
+                compose.services[name].get("cpu_period", 0),
+                compose.services[name].get("cpu_quota", 0),
             ), name
             assert container.attrs["State"]["ExitCode"] == 0, name
         # The cache volume took the image's /cache owner: the containers cached their host calibration there.
         cache = Path(client.volumes.get("edgebench-test_edgebench-cache").attrs["Mountpoint"])
         assert [p.stat().st_uid for p in cache.glob("edgebench/host-speed-*.json")] == [1000]
     finally:
-        down = subprocess.run(
-            [*compose, "down", "--volumes"], cwd=tmp_path, env=env, capture_output=True, text=True
-        )
-        assert down.returncode == 0, down.stderr
+        compose.down()
     run_dir = tmp_path / "results" / "two-by-two"
     records = load_records(run_dir)
     assert sorted((r.device.name, r.params.method, r.status) for r in records) == [
@@ -220,6 +205,48 @@ def test_compose_runs_each_device_in_its_own_hardened_capped_container_then_the_
     left = [(c.name, c.image.tags, c.labels) for c in client.containers.list(all=True) if c.id not in before]
     assert not left, f"containers left behind: {left}"
     assert {n.name for n in client.networks.list()} <= {"none", "host"}
+
+
+def test_compose_interrupted_at_random_points_resumes_to_one_record_per_cell(engine, tmp_path):
+    """Ctrl-C on `docker-compose up` at random moments, 5 times, then `up` again each time: compose stops every
+    container (none runs on), and the last `up` ends with no failed service and exactly one record per cell."""
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    compose = Compose(engine, tmp_path, THREE_BY_THREE, "edgebench-sigint")
+    run_dir = tmp_path / "results" / "three-by-three"
+    recorded = lambda: [r.cell_id for r in iter_records(run_dir)]  # noqa: E731 - every line, repeats included
+    # Where to interrupt: once k of the 9 cells are recorded, then a random delay,
+    # so that the interrupts fall in every stage of the run, not 5 times in its first seconds.
+    points = [(k, rng.uniform(0.5, 6.0)) for k in sorted(rng.sample(range(9), 5))]
+    landed = 0
+    try:
+        for k, delay in points:
+            up = compose.popen("up")
+            deadline = time.monotonic() + 300
+            while len(recorded()) < k and up.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(delay)
+            if up.poll() is None:
+                up.send_signal(signal.SIGINT)
+                landed += 1
+            output, _ = up.communicate(timeout=120)
+            where = f"seed {seed}, interrupt after {k} cells + {delay:.1f} s"
+            running = list(compose.containers(running_only=True))
+            assert not running, f"{where}: still running {running}\n{output[-2000:]}"
+            ids = recorded()
+            assert len(ids) == len(set(ids)), f"{where}: a cell recorded twice"
+        assert landed == 5, f"seed {seed}: {5 - landed} of the interrupts came after the run had finished"
+        compose.up()
+        exits = {name: c.attrs["State"]["ExitCode"] for name, c in compose.containers().items()}
+        assert set(exits) == set(compose.services) and not any(exits.values()), f"seed {seed}: {exits}"
+    finally:
+        compose.down()
+    records = list(iter_records(run_dir))
+    cells = sorted((r.device.name, r.params.method) for r in records)
+    methods = ("bp", "bp-checkpointed", "mezo")
+    assert cells == [(d, m) for d in ("dev-a", "dev-b", "dev-c") for m in methods], f"seed {seed}"
+    assert {r.status for r in records} == {"ok"}, f"seed {seed}"
+    assert not compose.containers(), f"seed {seed}: containers left after down"
 
 
 def test_nothing_is_left_behind(engine):
