@@ -2,8 +2,8 @@
 
 A matrix block may give `model: {largest_fitting: [smallest, ..., largest]}`. Every device and every
 combination of the block's other axes is an *arm*. For each arm the harness probes candidates, each for a few
-steps under the device's caps, starting from the largest one the analytic memory model puts within PROBE_MARGIN
-of the cap, then up while probes train or down while they are killed, until a candidate that trains sits under
+steps under the device's caps, starting from the largest one the analytic memory model puts within PROBE_HEADROOM
+above the cap, then up while probes train or down while they are killed, until a candidate that trains sits under
 one that does not (or the list ends). That candidate is the arm's model: its cell runs with the arm's own budget
 and carries the resolution in its record (with `probe_only: true` the probes are the result, as in a fit
 sweep). Probes are recorded too, marked `role: probe`.
@@ -27,11 +27,13 @@ from workloads.registry import PRETRAINED, ladder_names
 #: Ladders a spec may name instead of listing candidates (workloads.registry).
 LADDERS = ("opt", "bert", PRETRAINED)
 
-#: Probing starts from the largest candidate predicted within this fraction over the cap. The memory model
+#: Probing starts from the largest candidate predicted within these bytes over the cap. The memory model
 #: predicts the process's RSS within 8% (benchmarks/bench_memory_model.py), but the cap binds the cgroup's
-#: charge, which leaves out library pages another process loaded first: 130-250 MiB less here (a probe with a
-#: 1.2 GiB RSS trained under a 954 MiB cap). Starting higher costs a quick OOM probe; starting lower, a walk up.
-PROBE_MARGIN = 0.30
+#: charge, which leaves out library pages another process loaded first: a fixed amount, not a share of the cap,
+#: 154-269 MiB below RSS in the paper-fit reference (LoRA on MPNet aside: its frozen weights stay in the mmapped
+#: checkpoint, 638 MiB). Starting higher costs an OOM probe per rung (a 30% margin started 2 GB boards' MPNet
+#: backprop three rungs above its fit); starting lower, a walk up.
+PROBE_HEADROOM = 256 << 20
 
 
 class LargestFitting(BaseModel):
@@ -108,8 +110,8 @@ class Arm:
 
     @cached_property
     def first(self) -> int:
-        """Index of the first candidate to probe: the largest predicted within the margin of the cap."""
-        limit = self.device.memory_bytes * (1 + PROBE_MARGIN)
+        """Index of the first candidate to probe: the largest predicted within the headroom over the cap."""
+        limit = self.device.memory_bytes + PROBE_HEADROOM
         within = [i for i, m in enumerate(self.candidates) if (self.probes[m].predicted_peak_bytes or 0) <= limit]
         return within[-1] if within else 0
 

@@ -12,7 +12,7 @@ from devices.speed import unplanned_clock
 from harness.cells import Cell
 from harness.errors import UserError
 from harness.records import CellRecord, ModelResolution
-from harness.resolve import PROBE_MARGIN, Arm, advance, killed_cells, resolve_arms
+from harness.resolve import PROBE_HEADROOM, Arm, advance, killed_cells, resolve_arms
 from harness.spec import load_spec
 from harness.store import load_records
 from tests.helpers import edgebench, write_spec
@@ -62,10 +62,10 @@ def test_the_walk_finds_the_largest_model_that_trains_wherever_the_prediction_st
     assert len(order) == len(set(order))
 
 
-def test_probing_starts_at_the_largest_candidate_predicted_within_the_margin_of_the_cap():
+def test_probing_starts_at_the_largest_candidate_predicted_within_the_headroom_over_the_cap():
     small, large = arm("600MB"), arm("8GB")
     assert small.first < large.first
-    cap = small.device.memory_bytes * (1 + PROBE_MARGIN)
+    cap = small.device.memory_bytes + PROBE_HEADROOM
     assert (small.probes[CANDIDATES[small.first]].predicted_peak_bytes or 0) <= cap
     assert small.probes[CANDIDATES[small.first + 1]].predicted_peak_bytes > cap
 
