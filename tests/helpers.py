@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from devices.caps.base import pid_alive
+from devices.caps.base import harness_pid, pid_alive
 from devices.caps.cgroup_v1 import controller_dir
 from devices.caps.select import probe_all
 from harness.executors.base import ChildOutcome, Executor
@@ -89,7 +89,7 @@ def cell_cgroups() -> set[str]:
     for controller in ("memory", "cpu"):
         base = controller_dir(controller)
         if base is not None:
-            found |= {p.name for p in Path(base).iterdir() if p.name.startswith("edgebench-")}
+            found |= {p.name for p in Path(base).iterdir() if harness_pid(p.name) is not None}
     return found
 
 
@@ -132,7 +132,7 @@ def no_leftover_cgroups():
     leaked = {
         name
         for name in cell_cgroups() - before
-        if not pid_alive(pid := int(name.split("-")[1])) and (harnesses is None or pid in harnesses)
+        if not pid_alive(pid := harness_pid(name)) and (harnesses is None or pid in harnesses)
     }
     assert leaked == set()
 

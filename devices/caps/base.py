@@ -163,14 +163,20 @@ def kill_and_remove(directory: Path, procs_file: str = "cgroup.procs", timeout_s
             time.sleep(0.05)
 
 
+def harness_pid(name: str) -> int | None:
+    """The pid of the harness that made a per-cell cgroup, read from its name; None for any other name."""
+    match = _STALE.match(name)
+    return int(match.group(1)) if match else None
+
+
 def sweep_stale(parent: Path) -> list[str]:
     """Remove per-cell cgroups left by a harness that died (e.g. SIGKILL); returns their names."""
     removed = []
     if not parent.is_dir():
         return removed
     for child in parent.iterdir():
-        match = _STALE.match(child.name)
-        if child.is_dir() and match and not pid_alive(int(match.group(1))):
+        pid = harness_pid(child.name)
+        if child.is_dir() and pid is not None and not pid_alive(pid):
             kill_and_remove(child)
             removed.append(child.name)
     return removed
