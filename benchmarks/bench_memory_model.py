@@ -20,7 +20,7 @@ Two sweeps, disjoint in models and in batch x sequence shapes (checked before an
 - VALIDATION (never fitted on): opt-60m synthetic (3 x 40, 10 x 112; also SGD, LoRA and the tied head at 3 x 40),
   bert-11m synthetic (6 x 72); on Rotten Tomatoes minilm-l2 (6 x 56, 28 x 88), minilm-l4 (18 x 136, also
   SGD-momentum, LoRA and head, plain and checkpointed), bert-41m (10 x 96), mpnet-l2 (5 x 72, 12 x 192, also SGD,
-  LoRA and head), mpnet-l5 (10 x 120). Every sweep runs inference, MeZO, checkpointed BP and BP (AdamW unless said).
+  LoRA and head), mpnet-l5 (10 x 120), mpnet-l9 (14 x 80), mpnet-l12 (7 x 104). Every sweep runs inference, MeZO, checkpointed BP and BP (AdamW unless said).
 
 Run (acceptance): flock /tmp/edgebench-cpu.lock .venv/bin/python -m pytest benchmarks/bench_memory_model.py \
      -o python_files='bench_*.py' --benchmark-only -s -k validation
@@ -166,6 +166,9 @@ matrix:
   - {{<<: *real, model: mpnet-l2, method: [bp, bp-checkpointed, mezo], tuning: [lora, head], batch: 5, seq_len: 72}}
   - {{<<: *real, model: mpnet-l2, method: bp, optimizer: sgd, batch: 5, seq_len: 72}}
   - {{<<: *real, model: mpnet-l5, batch: 10, seq_len: 120}}
+  # deep MPNet, where checkpointed backprop's retained recomputed layers are most: the paper's largest rungs
+  - {{<<: *real, model: mpnet-l9, batch: 14, seq_len: 80}}
+  - {{<<: *real, model: mpnet-l12, batch: 7, seq_len: 104}}
 """
 SWEEPS = {"calibration": CALIBRATION, "validation": VALIDATION}
 BOUNDS = (0.90, 1.10)
