@@ -10,8 +10,10 @@ import pytest
 
 from harness.cli import main
 from harness.errors import UserError
+from harness.records import MemoryFigures
 from harness.spec import Thresholds
 from reports.compare import compare_cell, compare_runs, parse_fraction
+from tests.records_factory import make_record
 from tests.test_reports_fixtures import accuracy_record, accuracy_run, sweep, write_run
 
 DEVICES = ("rpi-zero-2w", "rpi-4-2gb")
@@ -378,3 +380,18 @@ def test_groups_of_one_label_are_told_apart_by_their_recipe(tmp_path):
         "rpi-4-2gb/minilm-l6/mezo/b16/s{0,1,2} (lr 1e-5)",
         "rpi-4-2gb/minilm-l6/mezo/b16/s{0,1,2} (lr 2e-5)",
     ]
+
+
+def test_a_probes_accuracy_is_not_judged_but_its_memory_is():
+    """Probes evaluate only to hold their cell's memory (harness.resolve): a drop in their few-step accuracy is no
+    regression, while the same drop in a cell is, and a probe's memory growth still is."""
+    limits = Thresholds(max_memory_regression=0.05, max_time_regression=0.2, max_accuracy_drop=1.0)
+    base = make_record().model_copy(update={"metrics": {"final_accuracy": 80.0}})
+    dropped = base.model_copy(update={"metrics": {"final_accuracy": 70.0}})
+    assert compare_cell(base, dropped, limits).regressions
+    as_probe = {"role": "probe"}
+    probe, probe_dropped = base.model_copy(update=as_probe), dropped.model_copy(update=as_probe)
+    assert not compare_cell(probe, probe_dropped, limits).regressions
+    more = 400 << 20
+    grown = probe_dropped.model_copy(update={"peak_memory_bytes": more, "memory": MemoryFigures(rss_peak_bytes=more)})
+    assert compare_cell(probe, grown, limits).regressions

@@ -12,7 +12,7 @@ from devices.speed import unplanned_clock
 from harness.cells import Cell
 from harness.errors import UserError
 from harness.records import CellRecord, ModelResolution
-from harness.resolve import PROBE_HEADROOM, Arm, advance, killed_cells, resolve_arms
+from harness.resolve import PROBE_HEADROOM, Arm, advance, killed_cells, probe_params, resolve_arms
 from harness.spec import load_spec
 from harness.store import load_records
 from tests.helpers import edgebench, write_spec
@@ -202,3 +202,13 @@ def test_a_resolved_cell_killed_at_the_cap_sends_its_arm_one_model_down_for_ever
         again = advance(twin, evidence).resolution
         assert again.model == CANDIDATES[1]
         assert any(p.cell_id == cell.id and p.status == "oom" for p in again.probes)
+
+
+def test_a_probe_runs_its_cells_evaluation_before_the_first_step_but_not_during_training():
+    """The step-0 evaluation leaves the heap larger (harness.resolve.probe_params), so a probe keeps it and the
+    evaluated examples; evaluations during training and the budget are the cell's own."""
+    budget = {"max_steps": None, "max_seconds": 200, "eval_seconds": 100, "eval_examples": 64}
+    cell = WorkloadParams(model="minilm-l6", task="rotten_tomatoes", method="bp-checkpointed", **budget)
+    probe = probe_params(cell, 2)
+    assert probe.evaluate and probe.eval_examples == 64
+    assert (probe.max_steps, probe.max_seconds, probe.eval_seconds, probe.eval_every) == (2, None, None, None)
