@@ -71,7 +71,8 @@ class WorkloadParams(BaseModel):
     eval_seconds: float | None = Field(default=None, gt=0, description="evaluate every k seconds of training time")
     eval_examples: int = Field(default=512, ge=1)
     evaluate: bool = Field(
-        default=True, description="false for probes: they ask whether training fits under the cap, not how it learns"
+        default=True,
+        description="false: hold the evaluated examples but score none (a run that asks only whether training fits)",
     )
     seed: int = 0
 
