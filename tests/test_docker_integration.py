@@ -214,7 +214,11 @@ def test_compose_interrupted_at_random_points_resumes_to_one_record_per_cell(eng
     rng = random.Random(seed)
     compose = Compose(engine, tmp_path, THREE_BY_THREE, "edgebench-sigint")
     run_dir = tmp_path / "results" / "three-by-three"
-    recorded = lambda: [r.cell_id for r in iter_records(run_dir)]  # noqa: E731 - every line, repeats included
+
+    def recorded() -> list[str]:
+        """The cell id of every record line, repeats included (load_records keeps one per cell)."""
+        return [r.cell_id for r in iter_records(run_dir)]
+
     # Where to interrupt: once k of the 9 cells are recorded, then a random delay,
     # so that the interrupts fall in every stage of the run, not 5 times in its first seconds.
     points = [(k, rng.uniform(0.5, 6.0)) for k in sorted(rng.sample(range(9), 5))]
