@@ -12,6 +12,7 @@ from torch.utils.checkpoint import checkpoint
 
 from workloads.params import WorkloadParams
 from workloads.registry import family_of, resolve
+from workloads.weights import drop_cached_pages
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 #: Attention projections that LoRA adapts, per family; other architectures get every linear layer.
@@ -68,6 +69,7 @@ def build_model(params: WorkloadParams, kind: str, num_labels: int) -> BuiltMode
         model = auto.from_config(AutoConfig.for_model(**entry.config), dtype=dtype)
     else:
         extra = {"num_hidden_layers": entry.keep_layers} if entry.keep_layers else {}
+        drop_cached_pages(entry.weights.weight_files())
         model = auto.from_pretrained(
             entry.weights.path(), dtype=dtype, trust_remote_code=params.trust_remote_code, **extra
         )

@@ -63,21 +63,28 @@ class Location:
         """What `from_pretrained` takes; a bundle is located (and assembled, the first time) now."""
         return str(BUNDLES[self.where].directory()) if self.kind == "bundle" else self.where
 
+    def folder(self) -> Path | None:
+        """The local folder holding the files: a bundle's (assembled now, the first time), a local directory, or a
+        hub id's cached snapshot, looked up offline (None when it is not in the cache)."""
+        if self.kind != "hub":
+            return Path(self.path())
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(self.where, local_files_only=True))
+        except Exception:  # noqa: BLE001 - not in the cache: no files here, the caller says so
+            return None
+
+    def weight_files(self) -> list[Path]:
+        """The checkpoint's weight files, in name order."""
+        folder = self.folder()
+        return sorted(p for pattern in WEIGHT_FILES for p in folder.glob(pattern)) if folder else []
+
     def weights_sha256(self) -> str | None:
         """One sha256 over the checkpoint's weight files (names and contents, in name order), so that a record
         of a local directory or a hub id says which weights trained; None for a bundle, whose files are pinned
-        already, or when no weight file is found (the hub snapshot is looked up offline)."""
-        if self.kind == "bundle":
-            return None
-        folder = Path(self.where)
-        if self.kind == "hub":
-            from huggingface_hub import snapshot_download
-
-            try:
-                folder = Path(snapshot_download(self.where, local_files_only=True))
-            except Exception:  # noqa: BLE001 - not in the cache: nothing to hash, the check says so
-                return None
-        files = sorted(p for pattern in WEIGHT_FILES for p in folder.glob(pattern))
+        already, or when no weight file is found."""
+        files = [] if self.kind == "bundle" else self.weight_files()
         if not files:
             return None
         digest = hashlib.sha256()
