@@ -11,7 +11,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import yaml
 from harness import docker_engine
 from harness.docker_engine import Engine, mounts_under
 from harness.executors.docker import LABEL
-from tests.helpers import write_spec
+from tests.helpers import edgebench, write_spec
 from tests.system_tools import missing, skip_without
 
 __all__ = ["Compose", "engine_with_image", "mounts_under", "require_tools", "skip_unless_engine", "stop_engine"]
@@ -73,9 +72,7 @@ class Compose:
         write_spec(folder, spec)
         # The services run as the image's user (1000): `prepare` hands it the results folder.
         self.env = engine.env
-        generated = subprocess.run(
-            [sys.executable, "-m", "harness.cli", "compose", "spec.yaml"], **self._quiet(folder)
-        )
+        generated = edgebench("compose", "spec.yaml", cwd=folder, env=self.env)
         assert generated.returncode == 0, generated.stderr
         (folder / "docker-compose.yml").write_text(generated.stdout)
         self.services = yaml.safe_load(generated.stdout)["services"]

@@ -56,7 +56,11 @@ SMALL = opt_1m_spec("small", "[rpi-4-2gb]", "[mezo, bp-checkpointed, bp, inferen
 
 
 def edgebench(
-    *args: str, timeout: float = 600, check: bool = False, env: dict[str, str] | None = None
+    *args: str,
+    timeout: float = 600,
+    check: bool = False,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess, as a user would (with `env` added to this process's environment)."""
     proc = subprocess.run(
@@ -65,6 +69,7 @@ def edgebench(
         text=True,
         timeout=timeout,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"edgebench {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")

@@ -20,7 +20,7 @@ from harness.executors.docker import LABEL
 from harness.store import iter_records, load_records, read_run_info
 from tests import docker_engine
 from tests.docker_engine import Compose
-from tests.helpers import OOM_AND_OK, fast_board, opt_1m_spec, write_spec
+from tests.helpers import OOM_AND_OK, edgebench, fast_board, opt_1m_spec, write_spec
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration]
 
@@ -49,12 +49,6 @@ def engine():
         finally:
             for key, value in saved.items():
                 os.environ.pop(key) if value is None else os.environ.update({key: value})
-
-
-def edgebench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=600, cwd=cwd
-    )
 
 
 def assert_hardened(container, memory: int, user: str = "1000:1000", cap_add: tuple[str, ...] = ()) -> None:

@@ -13,6 +13,7 @@ from workloads.memory_model import (
     MAPPED_SHARE,
     SAVED_PER_TOKEN,
     TEXT_BYTES_PER_EXAMPLE,
+    TOKENIZED_RESIDENT,
     data_bytes,
     fit_ratio,
     largest_fitting,
@@ -263,7 +264,7 @@ def test_data_term_is_the_tokenised_task_in_memory():
     tensors = sum(
         t.numel() * t.element_size() for s in splits for t in (s.input_ids, s.attention_mask, s.labels)
     )
-    assert data_bytes(params) == tensors + task.info["examples"] * TEXT_BYTES_PER_EXAMPLE
+    assert data_bytes(params) == int(TOKENIZED_RESIDENT * tensors) + task.info["examples"] * TEXT_BYTES_PER_EXAMPLE
     assert data_bytes(params.model_copy(update={"task": "synthetic"})) == 0
 
 

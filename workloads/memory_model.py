@@ -94,6 +94,9 @@ MAPPED_BYTES_PER_EXAMPLE = 400 << 10
 #: ... up to this share of it: the rest holds tokens English reviews never use (89% of both embeddings was mapped
 #: after 3,000 and after 9,000 reviews).
 MAPPED_SHARE = 0.89
+#: The tokenised splits are written slice by slice into tensors allocated once; the tokenizer's per-slice buffers,
+#: freed into the heap, leave this many times the tensors' bytes resident (fitted: 1.48 from S = 32 to 256).
+TOKENIZED_RESIDENT = 1.5
 #: Deduplicated examples of the tasks whose size is known without loading them (docs/workloads.md, Tasks).
 KNOWN_TASK_EXAMPLES = {ROTTEN_TOMATOES: 12_752}
 
@@ -172,8 +175,8 @@ def mapped_embedding(params: WorkloadParams, embedding: int) -> int:
 
 def data_bytes(params: WorkloadParams) -> int:
     """A real task in memory: its examples' texts, and the tokenised splits (int64 token ids and attention masks of
-    the train split and of the evaluated examples of validation and test, and the labels). Zero for the synthetic
-    task and for tasks whose size is unknown before loading them."""
+    the train split and of the evaluated examples of validation and test, and the labels; TOKENIZED_RESIDENT times
+    their bytes). Zero for the synthetic task and for tasks whose size is unknown before loading them."""
     examples = KNOWN_TASK_EXAMPLES.get(params.task)
     if examples is None:
         return 0
@@ -183,7 +186,7 @@ def data_bytes(params: WorkloadParams) -> int:
         + min(params.eval_examples, sizes["validation"])
         + min(params.eval_examples, sizes["test"])
     )
-    return examples * TEXT_BYTES_PER_EXAMPLE + rows * INDEX_BYTES * (2 * params.seq_len + 1)
+    return examples * TEXT_BYTES_PER_EXAMPLE + int(TOKENIZED_RESIDENT * rows * INDEX_BYTES * (2 * params.seq_len + 1))
 
 
 def per_token_elements(shape: ModelShape, s: int, counts: tuple[int, int, int]) -> int:
