@@ -213,7 +213,7 @@ def real_task(params: WorkloadParams, tokenizer) -> Task:
         # for a whole split are about 100 MiB for Rotten Tomatoes, which a small device's cap would pay for; and
         # slices kept for one concatenation stay in the heap once freed (2.2x the split's bytes were resident).
         shape = (len(indices), params.seq_len)
-        split = Split(torch.empty(shape, dtype=torch.long), torch.empty(shape, dtype=torch.long), torch.empty(0))
+        input_ids, attention_mask = torch.empty(shape, dtype=torch.long), torch.empty(shape, dtype=torch.long)
         for i in range(0, len(indices), TOKENIZE_SLICE):
             enc = tokenizer(
                 [texts[j] for j in indices[i : i + TOKENIZE_SLICE]],
@@ -222,10 +222,9 @@ def real_task(params: WorkloadParams, tokenizer) -> Task:
                 max_length=params.seq_len,
                 return_tensors="pt",
             )
-            split.input_ids[i : i + TOKENIZE_SLICE] = enc["input_ids"]
-            split.attention_mask[i : i + TOKENIZE_SLICE] = enc["attention_mask"]
-        split.labels = torch.tensor([labels[j] for j in indices], dtype=torch.long)
-        return split
+            input_ids[i : i + TOKENIZE_SLICE] = enc["input_ids"]
+            attention_mask[i : i + TOKENIZE_SLICE] = enc["attention_mask"]
+        return Split(input_ids, attention_mask, torch.tensor([labels[j] for j in indices], dtype=torch.long))
 
     task = Task(
         params.task,
