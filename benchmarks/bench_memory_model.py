@@ -7,9 +7,10 @@ then the worst ratio. Acceptance: every ok cell of the validation sweep within [
 
 Two sweeps, disjoint in models and in batch x sequence shapes (checked before anything runs):
 - CALIBRATION (the fitted constants of workloads.memory_model were chosen on it: retention of no-grad working sets,
-  heap working layers, retained recomputed layers, frozen steps retained, text bytes per example, mapped embedding
-  bytes per example; and the heap-resident temporaries of models whose largest tensor is under glibc's mmap
-  ceiling): opt-1m and opt-30m on the synthetic task (batch 1 and 8 x 64; opt-30m also with SGD-momentum, LoRA and
+  heap working layers, retained recomputed layers, frozen steps retained, text bytes per example; and the
+  heap-resident temporaries of models whose largest tensor is under glibc's mmap ceiling; the mapped embedding's
+  bytes per example and share, and the tokenised splits' resident factor, were fitted in-process on mpnet-l1,
+  minilm-l1 and mpnet-l2, docs/workloads.md): opt-1m and opt-30m on the synthetic task (batch 1 and 8 x 64; opt-30m also with SGD-momentum, LoRA and
   head tuning); bert-4m synthetic (8 x 64); on Rotten Tomatoes minilm-l1 (4 x 32, 32 x 128), minilm-l6 (16 x 64,
   also LoRA, head and SGD), bert-29m (16 x 128), mpnet-l1 (4 x 32, 16 x 128), mpnet-l3 (8 x 256). opt-8m (2 x 56,
   12 x 96, also SGD, LoRA and the tied head) was in the first validation run, where its backprop cells failed
@@ -24,7 +25,9 @@ Two sweeps, disjoint in models and in batch x sequence shapes (checked before an
 
 Run (acceptance): flock /tmp/edgebench-cpu.lock .venv/bin/python -m pytest benchmarks/bench_memory_model.py \
      -o python_files='bench_*.py' --benchmark-only -s -k validation
-(`-k calibration` re-runs the calibration sweep, to refit.)
+(`-k "calibration and not validation"` re-runs the calibration sweep, to refit: its ratios are printed with
+the cells outside the bounds, not asserted; `-k spread` runs one cell afresh six times: the run-to-run noise under
+every single-run ratio.)
 """
 
 from __future__ import annotations
@@ -171,6 +174,20 @@ matrix:
   - {{<<: *real, model: mpnet-l12, batch: 7, seq_len: 104}}
 """
 SWEEPS = {"calibration": CALIBRATION, "validation": VALIDATION}
+#: A heap-bound cell (opt-8m's largest tensor is under glibc's mmap ceiling), run afresh SPREAD_RUNS times: the order
+#: of its allocations, and so which heap holes they reuse, changes with address-space randomisation and Python's
+#: hash seed (objects hash by address; set and dict order follow), so one cell's peak moves run to run.
+SPREAD = f"""
+name: memory-model-spread
+{HEADER}
+matrix:
+  - model: opt-8m
+    method: bp
+    batch: 2
+    seq_len: 56
+    max_steps: 3
+"""
+SPREAD_RUNS = 6
 BOUNDS = (0.90, 1.10)
 
 
@@ -217,10 +234,33 @@ def test_memory_model_off_its_calibration_set(benchmark, tmp_path, capsys, sweep
                 f"{ratios[r.cell_id]:6.3f}  {r.peak_memory_source}"
             )
         print(f"worst predicted / measured: {worst:.3f} (acceptance: within {BOUNDS[0]}..{BOUNDS[1]})")
+        outside = {
+            label(r.params): round(ratios[r.cell_id], 3)
+            for r in ok
+            if not BOUNDS[0] <= ratios[r.cell_id] <= BOUNDS[1]
+        }
+        print(f"outside: {outside}")
     assert len(ok) == len(records), [(r.cell_id, r.error) for r in records if r.status != "ok"]
-    outside = {
-        label(r.params): round(ratios[r.cell_id], 3)
-        for r in ok
-        if not BOUNDS[0] <= ratios[r.cell_id] <= BOUNDS[1]
-    }
-    assert outside == {}
+    if sweep == "validation":  # the calibration's ratios are what a refit starts from, not a claim
+        assert outside == {}
+
+
+def peak_mib(tmp_path) -> float:
+    """One fresh run of the spread cell."""
+    (record,) = run_spec(tmp_path, SPREAD)
+    return record.peak_memory_bytes / 2**20
+
+
+def test_peak_rss_run_to_run_spread(benchmark, tmp_path, capsys):
+    """The noise under every single-run ratio above: one cell's peak RSS over fresh runs of the same spec."""
+    (cell,) = cells(tmp_path, SPREAD)
+    peaks = [benchmark.pedantic(peak_mib, args=(tmp_path,), rounds=1, iterations=1)]
+    peaks += [peak_mib(tmp_path) for _ in range(SPREAD_RUNS - 1)]
+    predicted = cell.predicted_peak_bytes / 2**20
+    benchmark.extra_info.update(peaks_mib=[round(p, 1) for p in peaks], max_over_min=round(max(peaks) / min(peaks), 3))
+    with capsys.disabled():
+        print(f"\n{label(cell.params)}, {SPREAD_RUNS} fresh runs: peak RSS " + ", ".join(f"{p:.1f}" for p in peaks))
+        print(
+            f"min {min(peaks):.1f}, max {max(peaks):.1f} MiB (max / min {max(peaks) / min(peaks):.3f}); predicted "
+            f"{predicted:.1f}: ratio {predicted / max(peaks):.3f}..{predicted / min(peaks):.3f}"
+        )
