@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.records import CellRecord
-from reports.rundata import RunData, accuracy_curve, metric_number
+from reports.pairs import Pairing, gain
+from reports.rundata import RunData, RunPredictions, accuracy_curve, metric_number
 from reports.selection import RECIPE_AXES, SEED_AXIS, GroupChoice, choose_recipes, describe, varying_axes
 from reports.spread import Spread, spread
 from reports.style import METHODS, arm_label
@@ -47,6 +48,7 @@ class AccuracyRow:
     setting: str  # what else tells this row from the others, e.g. "seq len 128"
     test: Spread | None  # final test accuracy of the chosen recipe's seeds
     start: Spread | None  # their test accuracy at step 0, before any training (a pretrained head's own)
+    gain: Pairing  # final test accuracy over step 0, paired seed by seed over the test examples
     val: Spread | None
     majority: float | None
 
@@ -70,7 +72,7 @@ def _others(choices: list[GroupChoice]) -> list[str]:
     return varying_axes(settings)
 
 
-def _row(choice: GroupChoice, others: list[str]) -> AccuracyRow:
+def _row(choice: GroupChoice, others: list[str], predictions: RunPredictions) -> AccuracyRow:
     record = choice.sample
     p = record.params
     return AccuracyRow(
@@ -86,6 +88,7 @@ def _row(choice: GroupChoice, others: list[str]) -> AccuracyRow:
         setting=describe(p.model_dump(), others),
         test=spread(v for r in choice.shown if (v := metric_number(r.metrics, "final_accuracy")) is not None),
         start=spread(curve[0][1] for r in choice.shown if (curve := accuracy_curve(r, "step")) and curve[0][0] == 0),
+        gain=gain(predictions, choice.shown),
         val=choice.chosen.val if choice.chosen else None,
         majority=next(
             (m for s in choice.ranked for r in s.records if (m := majority_test_accuracy(r)) is not None),
@@ -100,7 +103,7 @@ def accuracy_rows(run: RunData) -> list[AccuracyRow]:
     choices = choose_recipes(run.valid_records)
     others = _others(choices)
     devices = [d.name for d in run.devices]
-    rows = [_row(c, others) for c in choices]
+    rows = [_row(c, others, run.predictions) for c in choices]
     method_rank = {m: i for i, m in enumerate(METHODS)}
     return sorted(
         rows,

@@ -9,6 +9,13 @@ Seeds are noise, not regressions: when both runs finished at least MIN_SEEDS see
 differ only in their seed), its memory, time and accuracy are judged over the seeds. A figure regresses only
 when its mean moved past the threshold *and* a one-sided Mann-Whitney U test finds the shift significant
 (p <= ALPHA; with 3 seeds against 3 the smallest p is 0.05). Fewer seeds fall back to the per-cell thresholds.
+
+Accuracy is paired when both runs kept per-example predictions (reports.paired): a cell's (or a group's) final
+test accuracy regresses only when it dropped past the limit *and* the paired 95 % interval of current minus
+baseline, over the same test examples (and seeds, each cell paired with itself), lies below zero with p < 0.05. The limit says how large a
+drop matters, the interval whether the drop is real: a 1.5-point drop on 200 examples is mostly noise, the same
+drop on 1,066 examples with every flipped example going one way is not. Cells without predictions in either
+run are judged as before.
 """
 
 from __future__ import annotations
@@ -24,7 +31,9 @@ from scipy.stats import mannwhitneyu
 from harness.errors import UserError
 from harness.records import CellRecord
 from harness.spec import Thresholds
-from reports.rundata import RunData, cell_label, load_run, metric_number
+from reports.paired import PairedDifference
+from reports.pairs import Pairing, pair
+from reports.rundata import RunData, RunPredictions, cell_label, load_run, metric_number
 from reports.selection import describe, seedless_key, varying_axes
 from reports.spread import Spread, spread
 from reports.style import MIB
@@ -95,6 +104,7 @@ class CellChange:
     accuracy: BeforeAfter  # percent (as the workload reports it)
     regressions: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    paired: PairedDifference | None = None  # current minus baseline on the test examples, when judged
 
     @property
     def accuracy_drop_points(self) -> float | None:
@@ -129,6 +139,7 @@ class Comparison:
     only_in_current: list[str]
     context: list[str] = field(default_factory=list)  # how the two runs' setups differ (versions, backend)
     groups: list[GroupChange] = field(default_factory=list)  # cells with enough seeds, judged over them
+    warnings: list[str] = field(default_factory=list)  # predictions files left out of the paired tests
 
     @property
     def regressions(self) -> list[CellChange]:
@@ -165,6 +176,7 @@ class Comparison:
             "only_in_baseline": self.only_in_baseline,
             "only_in_current": self.only_in_current,
             "context": self.context,
+            "warnings": self.warnings,
         }
 
 
@@ -209,9 +221,15 @@ def _accuracy(record: CellRecord | None) -> float | None:
 
 
 def compare_cell(
-    base: CellRecord, cur: CellRecord | None, limits: Thresholds, over_seeds: bool = False
+    base: CellRecord,
+    cur: CellRecord | None,
+    limits: Thresholds,
+    over_seeds: bool = False,
+    paired: Pairing | None = None,
 ) -> CellChange:
-    """`over_seeds`: its group's seeds judge memory, time and accuracy, so a crossing here is only a note."""
+    """`over_seeds`: its group's seeds judge memory, time and accuracy, so a crossing here is only a note.
+    `paired`: the current final test accuracy minus the baseline's over the same examples, when both runs kept
+    predictions: an accuracy drop past the limit is then a regression only when the drop is decisive."""
     both_ok = cur is not None and base.status == "ok" and cur.status == "ok"
     metric, t_before, t_after = _time(base, cur)
     change = CellChange(
@@ -244,7 +262,15 @@ def compare_cell(
         crossed.append(f"{metric} {rel:+.1%} (limit {limits.max_time_regression:.1%})")
     drop = change.accuracy_drop_points
     if drop is not None and drop > limits.max_accuracy_drop:
-        crossed.append(f"final accuracy -{drop:.2f} points (limit {limits.max_accuracy_drop:g})")
+        text = f"final accuracy -{drop:.2f} points (limit {limits.max_accuracy_drop:g})"
+        if isinstance(paired, PairedDifference):
+            change.paired = paired
+            if paired.decisive and paired.difference < 0:
+                crossed.append(f"{text}, {paired.figures()}")
+            else:
+                change.notes.append(f"{text}, but {paired.figures()} includes no change: not a regression")
+        else:
+            crossed.append(text)
     if over_seeds:
         change.notes += [f"{text} in this seed; judged over the seeds" for text in crossed]
     else:
@@ -264,6 +290,7 @@ class SeedTest:
     p_value: float
     regressed: bool
     verdict: str
+    paired: PairedDifference | None = None  # accuracy when both runs kept predictions: current - baseline
 
 
 @dataclass
@@ -318,6 +345,21 @@ def seed_test(figure: Figure, before: list[float], after: list[float]) -> SeedTe
     return SeedTest(figure.metric, b, a, change, figure.limit, p_value, regressed, verdict)
 
 
+def paired_accuracy_test(
+    figure: Figure, before: list[float], after: list[float], paired: PairedDifference
+) -> SeedTest:
+    """Past the limit on the means and a drop the paired interval (over seeds and examples) finds real: both, or
+    no regression."""
+    b, a = spread(before), spread(after)
+    change = b.mean - a.mean
+    text = f"{figure.metric} {0.0 - change:+.2f} points (limit {figure.limit:g})"
+    dropped = paired.decisive and paired.difference < 0
+    regressed = change > figure.limit and dropped
+    judged = "a real drop" if dropped else ("a real gain" if paired.decisive else "not significant")
+    verdict = f"{text} on the means of {b.n} vs {a.n} seeds, {paired.figures()} ({judged})"
+    return SeedTest(figure.metric, b, a, change, figure.limit, paired.p_value, regressed, verdict, paired)
+
+
 def _figures(
     base: list[CellRecord], cur: list[CellRecord], limits: Thresholds
 ) -> tuple[list[Figure], list[str]]:
@@ -370,18 +412,26 @@ def _memory_agrees(tests: list[SeedTest]) -> list[SeedTest]:
 
 
 def compare_group(
-    base: list[CellRecord], cur: list[CellRecord], limits: Thresholds, detail: str = ""
+    base: list[CellRecord],
+    cur: list[CellRecord],
+    limits: Thresholds,
+    detail: str = "",
+    paired: Pairing | None = None,
 ) -> GroupChange:
     """`base` and `cur` are the finished seeds (at least MIN_SEEDS each) of one cell in the two runs; `detail`
-    names what tells it from cells of the same label (e.g. `lr 1e-3`)."""
+    names what tells it from cells of the same label (e.g. `lr 1e-3`); `paired`: the current seeds' final test
+    accuracy minus the baseline's over the same examples, which then judges accuracy instead of Mann-Whitney."""
     figures, notes = _figures(base, cur, limits)
     tests = []
     for figure in figures:
         before, after = _values(base, figure.read), _values(cur, figure.read)
-        if min(len(before), len(after)) >= MIN_SEEDS:
+        if min(len(before), len(after)) < MIN_SEEDS:
+            if before or after:
+                notes.append(f"{figure.metric}: fewer than {MIN_SEEDS} seeds recorded it: not compared")
+        elif figure.read is _accuracy and isinstance(paired, PairedDifference):
+            tests.append(paired_accuracy_test(figure, before, after, paired))
+        else:
             tests.append(seed_test(figure, before, after))
-        elif before or after:
-            notes.append(f"{figure.metric}: fewer than {MIN_SEEDS} seeds recorded it: not compared")
     tests = _memory_agrees(tests)
     seeds = ",".join(str(s) for s in sorted({r.params.seed for r in base + cur}))
     label = f"{cell_label(base[0]).rpartition('/s')[0]}/s{{{seeds}}}" + (f" ({detail})" if detail else "")
@@ -419,6 +469,25 @@ def setup_differences(base: RunData, cur: RunData) -> list[str]:
     return notes
 
 
+def _final_pairing(
+    base: list[CellRecord], cur: list[CellRecord], base_kept: RunPredictions, cur_kept: RunPredictions
+) -> Pairing:
+    """Current final test accuracy minus the baseline's over the same examples, cell by cell: a cell is one seed
+    of one configuration in both runs, so its two evaluations are paired (seeds are drawn once for both)."""
+    current = {r.cell_id: r for r in cur}
+    matched = [(current[r.cell_id], r) for r in base if r.cell_id in current]
+    return pair(
+        [cur_kept.final(c) for c, _ in matched], [base_kept.final(b) for _, b in matched], same_seeds=True
+    )
+
+
+def _judges_accuracy(base: CellRecord, cur: CellRecord | None, limits: Thresholds) -> bool:
+    """Whether a cell's accuracy drop is past its limit, the only case a paired test can change."""
+    before, after = _accuracy(base), _accuracy(cur)
+    ok = cur is not None and base.status == cur.status == "ok"
+    return ok and before is not None and after is not None and before - after > limits.max_accuracy_drop
+
+
 def compare_runs(
     baseline: Path,
     current: Path,
@@ -454,11 +523,28 @@ def compare_runs(
         for key, records in base_groups.items()
         if min(len(records), len(cur_groups.get(key, []))) >= MIN_SEEDS
     }
-    changes = [
-        compare_cell(r, current_records.get(r.cell_id), limits, seedless_key(r) in judged) for r in shared
-    ]
+    base_kept, cur_kept = base_run.predictions, cur_run.predictions
+    changes = []
+    for record in shared:
+        cur = current_records.get(record.cell_id)
+        over_seeds = seedless_key(record) in judged
+        paired = (
+            _final_pairing([record], [cur], base_kept, cur_kept)
+            if cur is not None and not over_seeds and _judges_accuracy(record, cur, limits)
+            else None
+        )
+        changes.append(compare_cell(record, cur, limits, over_seeds, paired))
     details = _details({key: base_groups[key] for key in judged})
-    groups = [compare_group(base_groups[key], cur_groups[key], limits, details[key]) for key in judged]
+    groups = [
+        compare_group(
+            base_groups[key],
+            cur_groups[key],
+            limits,
+            details[key],
+            _final_pairing(base_groups[key], cur_groups[key], base_kept, cur_kept),
+        )
+        for key in judged
+    ]
     base_ids = {r.cell_id for r in base_run.records}
     return Comparison(
         baseline=Path(baseline),
@@ -469,4 +555,6 @@ def compare_runs(
         only_in_current=[cell_label(r) for r in cur_run.records if r.cell_id not in base_ids],
         context=setup_differences(base_run, cur_run),
         groups=sorted(groups, key=lambda g: g.label),
+        warnings=[f"baseline: {p}" for p in base_kept.problems]
+        + [f"current: {p}" for p in cur_kept.problems],
     )

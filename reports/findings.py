@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from devices.profile import format_bytes
 from harness.records import CellRecord
 from reports.accuracy import AccuracyRow
+from reports.pairs import Pairing, Unpaired, change_text, gap
 from reports.rundata import RunData, accuracy_curve
 from reports.style import arm_label, count_of, format_params
 from reports.validity import failed_checks
@@ -31,6 +32,7 @@ class DeviceAnswer:
     ranked: list[AccuracyRow]  # best mean final test accuracy first
     unmeasured: list[CellRecord]  # valid accuracy cells that ended unmeasured (e.g. killed at the cap)
     invalid: list[CellRecord]  # accuracy cells left out: some validity check failed
+    gaps: list[Pairing] = field(default_factory=list)  # per ranked[1:]: its final test accuracy - the best's
 
     @property
     def best(self) -> AccuracyRow:
@@ -51,14 +53,26 @@ class DeviceAnswer:
             f"{best.arm} on {best.model} ({params_of(best.model)}) reaches {best.test.describe(unit=' %')} test "
             f"accuracy after {best.budget}{_from_start(best)}"
         )
-        for other in self.ranked[1:]:
+        for other, pairing in zip(self.ranked[1:], self.gaps, strict=True):
             assert other.test is not None
             gap = best.test.mean - other.test.mean
             text += (
-                f"; {other.arm} on {other.model} ({params_of(other.model)}) {other.test.describe(unit=' %')}, "
-                f"{gap:.1f} points lower{_from_start(other)}"
+                f"; {other.arm} on {other.model} ({params_of(other.model)}) {other.test.describe(unit=' %')}"
+                f"{_from_start(other)}, {gap:.1f} points lower{_gap_text(pairing, best, other)}"
             )
         return text
+
+
+def _named(row: AccuracyRow) -> str:
+    return f"{row.arm} on {row.model}"
+
+
+def _gap_text(pairing: Pairing, best: AccuracyRow, other: AccuracyRow) -> str:
+    """The paired interval of `other` minus `best`, and who wins: only an interval that excludes zero names one."""
+    if isinstance(pairing, Unpaired):
+        return f", {pairing.figures()}"
+    winner = _named(best if pairing.difference < 0 else other)
+    return f" ({pairing.figures()}: {winner + ' wins' if pairing.decisive else 'no winner'})"
 
 
 def _status(record: CellRecord) -> str:
@@ -82,8 +96,16 @@ def arm_counts(
 
 
 def _from_start(row: AccuracyRow) -> str:
-    """How much of a final figure training earned: a pretrained model's head starts far above chance."""
-    return f" (from {row.start.mean:.1f} % at step 0)" if row.start else ""
+    """How much of a final figure training earned (a pretrained model's head starts far above chance), with the
+    paired interval of the gain: a gain or a loss only when it excludes zero."""
+    if not row.start:
+        return ""
+    if isinstance(row.gain, Unpaired):
+        return f" (from {row.start.mean:.1f} % at step 0; {row.gain.figures()})"
+    gained = row.gain
+    verdict = ("a gain" if gained.difference > 0 else "a loss") if gained.decisive else "no clear change"
+    change = f"{gained.difference:+.1f} points, {gained.figures()}: {verdict}"
+    return f" (from {row.start.mean:.1f} % at step 0; {change})"
 
 
 def params_of(model: str) -> str:
@@ -103,7 +125,8 @@ def device_answers(run: RunData, rows: list[AccuracyRow]) -> list[DeviceAnswer]:
         invalid = [r for r in cells if not r.validity.valid]
         if measured or invalid:
             ranked = sorted(measured, key=lambda r: -r.test.mean)  # type: ignore[union-attr]
-            answers.append(DeviceAnswer(device.name, ranked, unmeasured, invalid))
+            gaps = [gap(run.predictions, r.choice.shown, ranked[0].choice.shown) for r in ranked[1:]]
+            answers.append(DeviceAnswer(device.name, ranked, unmeasured, invalid, gaps))
     return answers
 
 
@@ -274,23 +297,33 @@ def passing_table(answers: list[DeviceAnswer]) -> str:
 
 
 def answer_table(run: RunData, rows: list[AccuracyRow]) -> str:
-    """Markdown: per device, every arm's model and final test accuracy (mean +/- std, n seeds), best first."""
+    """Markdown: per device, every arm's model and final test accuracy (mean +/- std, n seeds), best first, with
+    its gain over its own step 0 and its difference to the device's best arm, each with its paired 95 % interval
+    (reports.paired), or `no paired interval (no predictions)` for records that kept none."""
     lines = [
-        "| device | arm | model (parameters) | final test accuracy, % | at step 0, % | val, % | majority class, % |",
-        "|---|---|---|---|---|---|---|",
+        "| device | arm | model (parameters) | final test accuracy, % | at step 0, % | gain over step 0, points "
+        "| vs the best arm, points | val, % | majority class, % |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for answer in device_answers(run, rows):
-        for row in answer.ranked:
+        for row, versus in zip(answer.ranked, [None, *answer.gaps], strict=True):
             assert row.test is not None
             val = f"{row.val.mean:.1f}" if row.val else "-"
             majority = f"{row.majority:.1f}" if row.majority is not None else "-"
             test = row.test.describe().replace("±", "+/-")
             start = f"{row.start.mean:.1f}" if row.start else "-"
+            gained = change_text(row.gain) if row.start else "-"
+            behind = change_text(versus) if versus else "-"
             model = f"{row.model} ({params_of(row.model)})"
-            lines.append(f"| {answer.device} | {row.arm} | {model} | {test} | {start} | {val} | {majority} |")
+            lines.append(
+                f"| {answer.device} | {row.arm} | {model} | {test} | {start} | {gained} | {behind} | {val} "
+                f"| {majority} |"
+            )
         for (arm, model, status), count in arm_counts(answer.unmeasured, _status).items():
             cells = f"{status} ({count_of(count, 'cell')})"
-            lines.append(f"| {answer.device} | {arm} | {model} ({params_of(model)}) | {cells} | - | - | - |")
+            lines.append(
+                f"| {answer.device} | {arm} | {model} ({params_of(model)}) | {cells} | - | - | - | - | - |"
+            )
     return "\n".join(lines)
 
 
@@ -301,7 +334,12 @@ if __name__ == "__main__":  # print a reference run's README tables: python -m r
     from reports.rundata import load_run
 
     loaded = load_run(Path(sys.argv[1]))
+    for problem in loaded.predictions.problems:
+        print(f"reports.findings: predictions left out: {problem}", file=sys.stderr)
     for task in dict.fromkeys(f.task for f in arm_fits(loaded)):
         print(f"{task}:\n{fit_table(loaded, task)}\n")
     if accuracy := accuracy_rows(loaded):
-        print(f"{answer_table(loaded, accuracy)}\n\n{passing_table(device_answers(loaded, accuracy))}")
+        answers = device_answers(loaded, accuracy)
+        print(f"{answer_table(loaded, accuracy)}\n\n{passing_table(answers)}\n")
+        for answer in answers:
+            print(f"{answer.device}: {answer.sentence()}")

@@ -22,6 +22,7 @@ from reports.clocks import clock_summary
 from reports.compare import ALPHA, MIN_SEEDS, Comparison, compare_runs, describe_figure
 from reports.figures import Plot
 from reports.findings import arm_fits, device_answers, params_of, size_ratios
+from reports.pairs import change_text
 from reports.plots import PLOT_NAMES, render_plots
 from reports.rundata import RunData, load_run
 from reports.selection import format_value
@@ -59,6 +60,7 @@ def _environment() -> Environment:
         seed_figure=lambda v, metric: describe_figure(metric, v),
         recipe_value=format_value,
         cells=lambda n: count_of(n, "cell"),
+        change=change_text,
     )
     env.filters["apply"] = lambda value, name: "-" if value is None else env.filters[name](value)
     return env
@@ -104,6 +106,7 @@ def render_html(
         "invalid": invalid_cells(run),
         "unchecked": unchecked_cells(run),
         "remote_code": remote_code_cells(run),
+        "prediction_problems": run.predictions.problems,
         "headlines": headlines,
         "accuracy": accuracy,
         "answers": device_answers(run, accuracy),

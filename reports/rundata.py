@@ -1,4 +1,5 @@
-"""A run directory as reports see it: run.json, the latest record per cell, and what is still missing."""
+"""A run directory as reports see it: run.json, the latest record per cell, what is still missing, and the
+per-example predictions its records reference (checked once, see `RunPredictions`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,11 @@ from harness.cells import Cell
 from harness.errors import UserError
 from harness.records import CellRecord
 from harness.store import RUN_INFO, check_info_shape, load_records, read_run_info
+from reports.paired import Scored
+from workloads.predictions import Predictions, PredictionsError, PredictionsRef, load
 from workloads.registry import model_shape
+
+TEST = "test"
 
 
 class ArmParams(BaseModel):
@@ -101,6 +106,82 @@ def cell_label(record: CellRecord) -> str:
     return Cell(record.device, record.params, record.clock, role=record.role).label
 
 
+def _curve_problem(record: CellRecord, predictions: Predictions) -> str | None:
+    """Why a predictions file does not belong to its record's accuracy curve (evaluation k is curve point k), or
+    None. Each evaluation's accuracy must agree with the curve's to within one example (the curve may round)."""
+    raw = record.metrics.get("accuracy_curve")
+    curve = raw if isinstance(raw, list) else []
+    if predictions.evaluations != len(curve):
+        return f"{predictions.evaluations} evaluations for {len(curve)} points of the accuracy curve"
+    for name, key in (("test", "accuracy"), ("validation", "val_accuracy")):
+        part = predictions.splits.get(name)
+        if part is None or not len(part.labels):
+            continue
+        for k, point in enumerate(curve):
+            stated = metric_number(point, key) if isinstance(point, dict) else None
+            scored = 100 * float(predictions.correct(name, k).mean())
+            if stated is not None and abs(scored - stated) > 100 / len(part.labels) + 1e-9:
+                return f"evaluation {k} scores {scored:.2f} % on {name}, its curve says {stated:g} %"
+    return None
+
+
+@dataclass(frozen=True)
+class RunPredictions:
+    """The per-example predictions of a run's records, each checked against its sha256 and its record's curve.
+    A cell whose file is missing, altered, malformed or not its curve's is named in `problems` (one line each)
+    and its evaluations are left out of every paired comparison."""
+
+    by_cell: dict[str, Predictions]
+    problems: list[str]
+
+    def scored(self, record: CellRecord, evaluation: int, split: str = TEST) -> Scored | None:
+        """Evaluation `evaluation` (negative: from the end) of `record` on `split`, when it was kept."""
+        predictions = self.by_cell.get(record.cell_id)
+        if predictions is None or split not in predictions.splits or not predictions.evaluations:
+            return None
+        return Scored(predictions.splits[split].examples, predictions.correct(split, evaluation))
+
+    def final(self, record: CellRecord, split: str = TEST) -> Scored | None:
+        return self.scored(record, -1, split)
+
+    def start(self, record: CellRecord, split: str = TEST) -> Scored | None:
+        """The evaluation before any training (step 0), when the cell made one."""
+        predictions = self.by_cell.get(record.cell_id)
+        return self.scored(record, 0, split) if predictions and predictions.steps[:1] == [0] else None
+
+
+def _checked(run_dir: Path, record: CellRecord) -> Predictions:
+    """The record's predictions, read and checked; PredictionsError saying why they cannot be used."""
+    try:
+        ref = PredictionsRef.model_validate(record.metrics["predictions"])
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"]
+        raise PredictionsError(f"metrics.predictions is no predictions reference ({reason})") from None
+    predictions = load(run_dir, ref)
+    if predictions.evaluations != ref.evaluations:
+        raise PredictionsError(
+            f"{run_dir / ref.file}: {predictions.evaluations} evaluations, its record says {ref.evaluations}"
+        )
+    if problem := _curve_problem(record, predictions):
+        raise PredictionsError(f"{run_dir / ref.file}: {problem}")
+    return predictions
+
+
+def load_predictions(run_dir: Path, records: list[CellRecord]) -> RunPredictions:
+    """Every predictions file the records name (`metrics.predictions`); records without one are older, or their
+    cell evaluated nothing."""
+    by_cell: dict[str, Predictions] = {}
+    problems = []
+    for record in records:
+        if record.metrics.get("predictions") is None:
+            continue
+        try:
+            by_cell[record.cell_id] = _checked(run_dir, record)
+        except PredictionsError as exc:
+            problems.append(f"{cell_label(record)} ({record.cell_id}): {exc}; its evaluations are left out")
+    return RunPredictions(by_cell, problems)
+
+
 @dataclass(frozen=True)
 class RunData:
     run_dir: Path
@@ -153,6 +234,10 @@ class RunData:
             return self._param_counts[record.params.model]
         shape = model_shape(record.params.model)  # a size no cell survived: count it from the config
         return shape.params if shape else None
+
+    @cached_property
+    def predictions(self) -> RunPredictions:
+        return load_predictions(self.run_dir, self.records)
 
     def by_device(self, device: str) -> list[CellRecord]:
         return [r for r in self.records if r.device.name == device]

@@ -168,6 +168,20 @@ def test_accuracy_summary_reads_as_seeds_with_spread_chosen_on_validation(browse
         mezo[-1] == "recipe chosen on validation accuracy: lr 2e-5 (mean val 76.0 over 3 seeds); test shown"
     )
     assert "runner-up" in _visible_text(browser, "#recipes-table")
+    # The gain over step 0 stands with its paired interval (the fixtures keep per-example predictions).
+    headers = [th.text for th in table.find_elements(By.CSS_SELECTOR, "thead th")]
+    gain = mezo[headers.index("gain over step 0 (points, paired 95% CI)")]
+    assert gain.startswith("+25.2 (paired 95% CI +") and "bootstrap p<0.001, 400 examples, 3 vs 3 seeds" in gain
+
+
+def test_the_answer_names_a_winner_only_with_an_interval_that_excludes_zero(browser, accuracy_report):
+    _open(browser, accuracy_report)
+    answer = _visible_text(browser, "#answer-rpi-4-2gb")
+    gaps = answer.split("points lower (")[1:]
+    assert len(gaps) == 3
+    for gap in gaps:  # the fixture's arms are 4.7 points or more apart: every gap's interval lies below zero
+        low, high = (float(x) for x in gap.removeprefix("paired 95% CI ").split(",")[0].split(" to "))
+        assert low < high < 0 and "BP (checkpointed) on minilm-l6 wins)" in gap.split(";")[0]
 
 
 def test_accuracy_plots_show_the_band_and_the_majority_line(browser, accuracy_report):

@@ -1,5 +1,6 @@
 """`edgebench compare` through the real CLI: exit 1 naming regressed cells, 0 when none, 2 on bad input;
-cells with 3 seeds in both runs are judged over their seeds (threshold on the means and Mann-Whitney U)."""
+cells with 3 seeds in both runs are judged over their seeds (threshold on the means and Mann-Whitney U); with
+per-example predictions in both runs, an accuracy drop is judged by the paired test (reports.paired)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from harness.records import MemoryFigures
 from harness.spec import Thresholds
 from reports.compare import compare_cell, compare_runs, parse_fraction
 from tests.records_factory import make_record
-from tests.test_reports_fixtures import accuracy_record, accuracy_run, sweep, write_run
+from tests.test_reports_fixtures import accuracy_record, accuracy_run, sweep, with_predictions, write_run
 
 DEVICES = ("rpi-zero-2w", "rpi-4-2gb")
 
@@ -248,11 +249,17 @@ def test_parse_fraction_rejects(text):
 NOISY_BEFORE, NOISY_AFTER = (70.1, 71.5, 69.4), (71.0, 69.8, 70.3)
 
 
-def _seed_runs(tmp_path: Path, before, after, **update) -> tuple[Path, Path, list, list]:
-    """A baseline and a current run of one accuracy cell, one seed per final test accuracy given."""
-    base = [accuracy_record("mezo", 2e-5, seed, 76.0, acc) for seed, acc in enumerate(before)]
+def _seed_runs(
+    tmp_path: Path, before, after, predictions: bool = False, **update
+) -> tuple[Path, Path, list, list]:
+    """A baseline and a current run of one accuracy cell, one seed per final test accuracy given; without
+    per-example predictions unless asked (records older than them, judged on the figures alone)."""
+    base = [
+        accuracy_record("mezo", 2e-5, seed, 76.0, acc, predictions=predictions)
+        for seed, acc in enumerate(before)
+    ]
     cur = [
-        accuracy_record("mezo", 2e-5, seed, 76.0, acc).model_copy(update=update)
+        accuracy_record("mezo", 2e-5, seed, 76.0, acc, predictions=predictions).model_copy(update=update)
         for seed, acc in enumerate(after)
     ]
     return write_run(tmp_path / "base", base), write_run(tmp_path / "cur", cur), base, cur
@@ -395,3 +402,87 @@ def test_a_probes_accuracy_is_not_judged_but_its_memory_is():
     more = 400 << 20
     grown = probe_dropped.model_copy(update={"peak_memory_bytes": more, "memory": MemoryFigures(rss_peak_bytes=more)})
     assert compare_cell(probe, grown, limits).regressions
+
+
+# Paired accuracy judgement: both runs kept per-example predictions (400 test examples in the fixtures).
+
+
+def _paired_cell_runs(tmp_path: Path, after: float, noise: str | None = None) -> tuple[Path, Path, list]:
+    """One seed of one accuracy cell at 75.2 % in the baseline and `after` % now. The current predictions get a
+    subset of the baseline's examples right (every flip one way) unless `noise` draws them afresh."""
+    base = [accuracy_record("mezo", 2e-5, 0, 76.0, 75.2)]
+    cur = accuracy_record("mezo", 2e-5, 0, 76.0, after, predictions=noise is None)
+    cur = [with_predictions(cur, noise) if noise else cur]
+    return write_run(tmp_path / "base", base), write_run(tmp_path / "cur", cur), base
+
+
+def test_a_drop_every_flipped_example_confirms_is_a_regression(tmp_path, capsys):
+    """1.5 points on 400 examples: 6 examples, all flipped the same way (McNemar p = 2/2^6)."""
+    base_dir, cur_dir, base = _paired_cell_runs(tmp_path, 73.7)
+    assert main(["compare", str(base_dir), str(cur_dir), "--json"]) == 1
+    (change,) = json.loads(capsys.readouterr().out)["changes"]
+    paired = change["paired"]
+    assert paired["difference"] == pytest.approx(-1.5) and paired["high"] < 0
+    assert paired["p_value"] == pytest.approx(2 / 2**6) and paired["method"].startswith("McNemar")
+    assert main(["compare", str(base_dir), str(cur_dir)]) == 1
+    err = capsys.readouterr().err
+    assert f"{base[0].cell_id}): final accuracy -1.50 points (limit 1), paired 95% CI -" in err
+    assert "McNemar p=0.031, 400 examples" in err
+
+
+def test_the_same_drop_among_flips_both_ways_is_not_a_regression(tmp_path, capsys):
+    """The current predictions drawn afresh: many examples flip each way, the net 1.5 points is noise."""
+    base_dir, cur_dir, base = _paired_cell_runs(tmp_path, 73.7, noise="another build")
+    comparison = compare_runs(base_dir, cur_dir)
+    (change,) = comparison.changes
+    assert change.accuracy_drop_points == pytest.approx(1.5) and change.paired is not None
+    assert change.paired.low < 0 < change.paired.high and change.regressions == []
+    assert change.notes == [
+        f"final accuracy -1.50 points (limit 1), but {change.paired.figures()} includes no change: not a regression"
+    ]
+    assert main(["compare", str(base_dir), str(cur_dir)]) == 0
+    assert "includes no change" in " ".join(capsys.readouterr().out.split())
+    # Without predictions in either run the same figures are judged as before: past the limit, a regression.
+    plain = [accuracy_record("mezo", 2e-5, 0, 76.0, 75.2, predictions=False)]
+    plain_dir = write_run(tmp_path / "plain", plain)
+    assert compare_runs(plain_dir, cur_dir).changes[0].regressions == ["final accuracy -1.50 points (limit 1)"]
+
+
+def test_a_paired_drop_within_the_limit_is_not_judged(tmp_path):
+    base_dir, cur_dir, _ = _paired_cell_runs(tmp_path, 74.7)  # 0.5 points, every flip one way
+    (change,) = compare_runs(base_dir, cur_dir).changes
+    assert change.regressions == [] and change.notes == [] and change.paired is None
+
+
+def test_seeds_with_predictions_are_judged_by_the_paired_interval(tmp_path, capsys):
+    base_dir, cur_dir, _, _ = _seed_runs(
+        tmp_path, NOISY_BEFORE, [a - 10 for a in NOISY_BEFORE], predictions=True
+    )
+    assert main(["compare", str(base_dir), str(cur_dir)]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(
+        "edgebench compare: REGRESSION rpi-4-2gb/minilm-l6/mezo/b16/s{0,1,2}: final accuracy -10.00 points "
+        "(limit 1) on the means of 3 vs 3 seeds, paired 95% CI -"
+    )
+    assert line.endswith("bootstrap p<0.001, 400 examples, 3 vs 3 seeds (a real drop)")
+    # Seed noise (+0.03 on the means) with predictions is no regression either.
+    noisy_base, noisy_cur, _, _ = _seed_runs(tmp_path / "noise", NOISY_BEFORE, NOISY_AFTER, predictions=True)
+    (group,) = compare_runs(noisy_base, noisy_cur).groups
+    (test,) = [t for t in group.tests if t.metric == "final accuracy"]
+    assert test.paired is not None and test.paired.low < 0 < test.paired.high and not test.regressed
+    assert test.verdict.endswith("(not significant)")
+
+
+def test_a_missing_predictions_file_is_named_and_the_cell_judged_without_it(tmp_path, capsys):
+    base_dir, cur_dir, base = _paired_cell_runs(tmp_path, 73.7, noise="another build")
+    for path in (cur_dir / "predictions").iterdir():  # the current run's file is lost
+        path.unlink()
+    assert main(["compare", str(base_dir), str(cur_dir)]) == 1  # back to the figures alone: past the limit
+    captured = capsys.readouterr()
+    out = " ".join(captured.out.split())
+    assert "predictions left out of the paired tests: current: rpi-4-2gb/minilm-l6/mezo/b16/s0" in out
+    assert "cannot read" in out and "its evaluations are left out" in out
+    assert f"{base[0].cell_id}): final accuracy -1.50 points (limit 1)\n" in captured.err
+    assert main(["compare", str(base_dir), str(cur_dir), "--json"]) == 1
+    (warning,) = json.loads(capsys.readouterr().out)["warnings"]
+    assert warning.startswith("current: rpi-4-2gb/minilm-l6/mezo/b16/s0")

@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 from reports.accuracy import accuracy_rows
-from reports.findings import arm_fits, device_answers, mean_curve, passing_table, size_ratios, time_to_reach
+from reports.findings import (
+    answer_table,
+    arm_fits,
+    device_answers,
+    mean_curve,
+    passing_table,
+    size_ratios,
+    time_to_reach,
+)
 from reports.rundata import RunData
 from tests.records_factory import make_record
 from workloads.registry import model_shape
@@ -36,7 +44,10 @@ def test_each_device_names_its_best_arm_with_the_spread_and_the_gap_to_the_other
     assert (answer.best.method, answer.best.model) == ("mezo", "mpnet-l12")
     sentence = answer.sentence()
     assert sentence.startswith("MeZO on mpnet-l12 (109M) reaches 84.0 ± 1.0 % (n=3) test accuracy after")
-    assert "; BP (checkpointed) on minilm-l6 (22.6M) 76.0 ± 1.0 % (n=3), 8.0 points lower (from 50.0 % at step 0)." in sentence
+    assert (
+        "; BP (checkpointed) on minilm-l6 (22.6M) 76.0 ± 1.0 % (n=3) (from 50.0 % at step 0; no paired interval "
+        "(no predictions)), 8.0 points lower, no paired interval (no predictions)."
+    ) in sentence
 
 
 def entry(device: str, method: str, measured: str | None, predicted: str | None, **params) -> dict:
@@ -86,3 +97,146 @@ def test_the_device_time_mezo_needs_to_pass_each_backprop_arm_is_read_off_its_me
     table = passing_table([answer])
     assert "| BP (checkpointed) on minilm-l6: 75.0 % | 300 |" in table
     assert "| BP on minilm-l6: 90.5 % | not within the budget |" in table
+
+
+# Paired intervals (reports.paired): records that kept per-example predictions, written through the real store.
+
+
+def _paired_run(tmp_path, arms, seeds=(0, 1, 2)):
+    from reports.rundata import load_run
+    from tests.test_reports_fixtures import accuracy_run, write_run
+
+    return load_run(write_run(tmp_path, accuracy_run(seeds=seeds, arms=arms)))
+
+
+def test_an_arm_wins_only_when_the_paired_interval_of_the_gap_excludes_zero(tmp_path):
+    run = _paired_run(
+        tmp_path,
+        {
+            ("bp-checkpointed", "full"): {1e-4: (84.0, 83.1)},
+            ("mezo", "full"): {2e-5: (76.0, 75.2)},  # 7.9 points lower: a real gap
+            ("mezo", "head"): {2.0: (82.0, 82.6)},  # 0.5 points lower: within the examples' noise
+        },
+    )
+    (answer,) = device_answers(run, accuracy_rows(run))
+    near, far = answer.gaps  # ranked: MeZO + head (82.6) before MeZO (75.2)
+    assert far.high < 0 and far.decisive and near.low < 0 < near.high and not near.decisive
+    sentence = answer.sentence()
+    assert sentence.startswith(
+        "BP (checkpointed) on minilm-l6 (22.6M) reaches 83.1 ± 0.9 % (n=3) test accuracy after 900 s (from 50.0 % "
+        f"at step 0; +33.1 points, paired 95% CI {answer.best.gain.low:+.1f} to"
+    )
+    assert (
+        f"7.9 points lower (paired 95% CI {far.low:+.1f} to {far.high:+.1f}, bootstrap p<0.001, 400 examples, "
+        "3 vs 3 seeds: BP (checkpointed) on minilm-l6 wins)"
+    ) in sentence
+    assert (
+        f"0.5 points lower (paired 95% CI {near.low:+.1f} to {near.high:+.1f}, bootstrap {near.p_text()}, "
+        "400 examples, 3 vs 3 seeds: no winner)"
+    ) in sentence
+    assert sentence.count(" wins") == 1 and sentence.count(": a gain") == 3
+    table = answer_table(run, accuracy_rows(run))
+    assert f"| -7.9 (paired 95% CI {far.low:+.1f} to {far.high:+.1f}, bootstrap p<0.001" in table
+    assert "no paired interval" not in table
+
+
+def test_a_gain_over_step_0_within_the_noise_is_no_clear_change(tmp_path):
+    """A head that starts at 50 % and ends at 50.5 % after training: no gain to claim (the arm's gain is paired
+    seed by seed with its own step 0)."""
+    run = _paired_run(tmp_path, {("mezo", "head"): {2.0: (50.0, 50.5)}}, seeds=(0,))
+    (row,) = accuracy_rows(run)
+    assert row.gain.seeds_a == row.gain.seeds_b == 1 and row.gain.method.startswith("McNemar")
+    assert not row.gain.decisive
+    (answer,) = device_answers(run, [row])
+    assert answer.sentence().endswith(f"{row.gain.figures()}: no clear change).")
+
+
+def test_missing_or_altered_predictions_are_named_and_left_out_of_the_intervals(tmp_path):
+    import subprocess
+    import sys
+
+    run = _paired_run(
+        tmp_path, {("bp-checkpointed", "full"): {1e-4: (84.0, 83.1)}, ("mezo", "full"): {2e-5: (76.0, 75.2)}}
+    )
+    mezo = [r for r in run.records if r.params.method == "mezo"]
+    bp = [r for r in run.records if r.params.method != "mezo"]
+    (tmp_path / mezo[0].metrics["predictions"]["file"]).unlink()  # one seed's file lost
+    altered = tmp_path / mezo[1].metrics["predictions"]["file"]
+    data = altered.read_bytes()
+    altered.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # another's changed
+    for record in bp:  # and every BP seed's
+        (tmp_path / record.metrics["predictions"]["file"]).unlink()
+    from reports.rundata import load_run
+
+    run = load_run(tmp_path)
+    problems = run.predictions.problems
+    assert len(problems) == 5
+    assert any(mezo[0].cell_id in p and "cannot read" in p and "left out" in p for p in problems)
+    assert any(mezo[1].cell_id in p and "does not match the sha256" in p for p in problems)
+    rows = accuracy_rows(run)
+    mezo_row = next(r for r in rows if r.method == "mezo")
+    assert (mezo_row.gain.seeds_a, mezo_row.gain.seeds_b) == (1, 1)  # the seed whose file is intact
+    (answer,) = device_answers(run, rows)
+    assert answer.sentence().endswith("points lower, no paired interval (no predictions).")  # BP kept none
+    captured = subprocess.run(
+        [sys.executable, "-m", "reports.findings", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+        check=True,
+    )
+    assert captured.stderr.count("reports.findings: predictions left out: ") == 5
+    assert "rpi-4-2gb: BP (checkpointed) on minilm-l6 (22.6M) reaches" in captured.stdout
+    assert "| no paired interval (no predictions) |" in captured.stdout
+
+
+def _last(curve: list[dict], key: str, by: float) -> list[dict]:
+    return [*curve[:-1], curve[-1] | {key: curve[-1][key] + by}]
+
+
+@pytest.mark.parametrize(
+    "edit, problem",
+    [
+        (lambda curve: curve[:-1], "4 evaluations for 3 points of the accuracy curve"),
+        (lambda curve: _last(curve, "accuracy", 0.5), "evaluation 3 scores"),
+        (lambda curve: _last(curve, "val_accuracy", -0.5), "on validation"),
+        (lambda curve: _last(curve, "accuracy", 0.2), None),  # within one example
+    ],
+)
+def test_predictions_that_do_not_score_their_records_curve_are_left_out(tmp_path, edit, problem):
+    """A file is its record's when evaluation k scores curve point k, to within one example (400 here: 0.25)."""
+    from reports.rundata import load_run
+    from tests.test_reports_fixtures import accuracy_record, write_run
+
+    record = accuracy_record("mezo", 2e-5, 0, 76.0, 75.2)
+    curve = edit(record.metrics["accuracy_curve"])
+    edited = record.model_copy(update={"metrics": record.metrics | {"accuracy_curve": curve}})
+    run = load_run(write_run(tmp_path, [edited]))
+    if problem is None:
+        assert run.predictions.problems == [] and record.cell_id in run.predictions.by_cell
+    else:
+        (line,) = run.predictions.problems
+        assert problem in line and record.cell_id in line and record.cell_id not in run.predictions.by_cell
+
+
+def test_a_malformed_reference_is_named_not_fatal(tmp_path):
+    from reports.rundata import load_run
+    from tests.test_reports_fixtures import accuracy_record, write_run
+
+    record = accuracy_record("mezo", 2e-5, 0, 76.0, 75.2)
+    bad = record.model_copy(update={"metrics": record.metrics | {"predictions": {"file": "x.npz"}}})
+    outside = record.metrics["predictions"] | {"file": "../x.npz"}
+    escaping = record.model_copy(update={"metrics": record.metrics | {"predictions": outside}})
+    fewer = record.metrics["predictions"] | {"evaluations": 3}
+    miscounted = record.model_copy(update={"metrics": record.metrics | {"predictions": fewer}})
+    for edited, text in (
+        (bad, "no predictions reference"),
+        (escaping, "must lie inside the run directory"),
+        (miscounted, "4 evaluations, its record says 3"),
+    ):
+        run = load_run(write_run(tmp_path / text[:8], [edited]))
+        (line,) = run.predictions.problems
+        assert text in line
+        (row,) = accuracy_rows(run)
+        assert row.gain.figures() == "no paired interval (no predictions)"

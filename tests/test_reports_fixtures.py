@@ -4,18 +4,23 @@ browser tests and the report benchmark. No test lives here: these are the builde
 Figures follow the shape of real fit sweeps: memory grows with parameters (MeZO ~ 4 B/param, checkpointed
 BP ~ 16, plain BP ~ 16 plus activations), a cell over its device's cap is an OOM kill. Accuracy runs follow
 the paper's second experiment: arms on MiniLM under a device-time budget, recipes x seeds, test and
-validation curves, and the test split's majority class.
+validation curves, and the test split's majority class; each keeps per-example predictions
+(workloads.predictions) that score what its curve says, so reports have evaluations to pair.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
+
+import numpy as np
 
 from devices.speed import CellClock
 from harness.records import CellRecord, judged
 from harness.store import RunStore
 from tests.records_factory import make_record
+from workloads.predictions import Predictions, SplitPredictions, ref_for
 
 MIB = 1024**2
 LADDER = {"opt-1m": 1_100_000, "opt-8m": 8_400_000, "opt-30m": 29_800_000, "opt-125m": 125_200_000}
@@ -82,6 +87,48 @@ BUDGET_S = 900.0
 STEPS_PER_S = {("mezo", "full"): 1.5, ("mezo", "head"): 4.0, ("bp-checkpointed", "full"): 0.3}
 
 
+#: Examples per held-out split of the synthetic predictions (positions in the deduplicated dataset).
+EXAMPLES = {
+    "validation": np.arange(0, 2 * 400, 2, dtype=np.int32),
+    "test": np.arange(1, 2 * 400, 2, dtype=np.int32),
+}
+#: How hard each example is, shared by every cell (arms get the same examples wrong, as real models do).
+DIFFICULTY = {name: np.random.default_rng(i).random(len(e)) for i, (name, e) in enumerate(EXAMPLES.items())}
+#: The encoded predictions files of the records built here, by sha256: write_run writes those its records name.
+PREDICTION_FILES: dict[str, bytes] = {}
+
+
+def synthetic_predictions(key: str, points: list[dict]) -> Predictions:
+    """Per evaluation and split, the examples a cell got right: the easiest (each cell's own noise on the shared
+    difficulty, fixed over its evaluations) up to the curve's accuracy, rounded to whole examples."""
+    rng = np.random.default_rng(int(hashlib.sha256(key.encode()).hexdigest()[:12], 16))
+    predictions = Predictions()
+    for name, examples in EXAMPLES.items():
+        labels = (np.arange(len(examples)) % 2).astype(np.int8)
+        predictions.splits[name] = SplitPredictions(examples, labels)
+    ease = {name: DIFFICULTY[name] + 0.3 * rng.random(len(e)) for name, e in EXAMPLES.items()}
+    for point in points:
+        scored = {}
+        for name, figure in (("test", "accuracy"), ("validation", "val_accuracy")):
+            labels = predictions.splits[name].labels
+            right = np.zeros(len(labels), dtype=bool)
+            right[np.argsort(ease[name])[: round(point.get(figure, 50.0) * len(labels) / 100)]] = True
+            scored[name] = (np.where(right, labels, 1 - labels), rng.random(len(labels)).astype(np.float16))
+        predictions.add(point["step"], point["seconds"], scored)
+    return predictions
+
+
+def with_predictions(record: CellRecord, noise: str | None = None) -> CellRecord:
+    """`record` with predictions that score its accuracy curve, their file kept for write_run. The examples it
+    gets right follow the shared difficulty plus noise drawn from `noise` (default: its cell id, so a record of
+    the same cell with a lower curve gets a subset of them right)."""
+    predictions = synthetic_predictions(noise or record.cell_id, record.metrics["accuracy_curve"])
+    data = predictions.encode()
+    ref = ref_for(record.cell_id, data, predictions)
+    PREDICTION_FILES[ref.sha256] = data
+    return record.model_copy(update={"metrics": record.metrics | {"predictions": ref.model_dump()}})
+
+
 def accuracy_record(
     method: str,
     lr: float,
@@ -91,9 +138,11 @@ def accuracy_record(
     tuning: str = "full",
     device: str = "rpi-4-2gb",
     legacy: bool = False,
+    predictions: bool = True,
 ) -> CellRecord:
-    """One finished accuracy cell whose curves rise from 50 % to `val` / `test` over the budget; `legacy` drops
-    what older workloads did not record (validation figures, the majority class)."""
+    """One finished accuracy cell whose curves rise from 50 % to `val` / `test` over the budget, with per-example
+    predictions unless `predictions` is false; `legacy` drops what older workloads did not record (validation
+    figures, the majority class, predictions)."""
     record = make_record(
         device=device,
         model="minilm-l6",
@@ -132,7 +181,8 @@ def accuracy_record(
             "final_val_accuracy": curve[-1]["val_accuracy"],
             "majority_accuracy": MAJORITY,
         }
-    return judged(record, metrics=metrics, steps=curve[-1]["step"], host_seconds=end, device_seconds=end)
+    done = judged(record, metrics=metrics, steps=curve[-1]["step"], host_seconds=end, device_seconds=end)
+    return with_predictions(done) if predictions and not legacy else done
 
 
 def accuracy_run(seeds=(0, 1, 2), arms=ACCURACY_ARMS, legacy: bool = False) -> list[CellRecord]:
@@ -204,4 +254,8 @@ def write_run(run_dir: Path, records: list[CellRecord], expected: list[str] | No
     store.prepare(run_info, fresh=True)
     for record in records:
         store.append(record)
+        ref = record.metrics.get("predictions")
+        if isinstance(ref, dict) and ref.get("sha256") in PREDICTION_FILES:
+            (run_dir / ref["file"]).parent.mkdir(parents=True, exist_ok=True)
+            (run_dir / ref["file"]).write_bytes(PREDICTION_FILES[ref["sha256"]])
     return run_dir

@@ -368,3 +368,33 @@ def test_cli_report_prints_each_settings_test_accuracy_and_how_its_recipe_was_ch
         and "(n=3), majority class 50.0; recipe chosen on validation accuracy: lr 2e-5" in line
         for line in lines
     )
+
+
+def test_accuracy_table_shows_each_settings_gain_over_step_0_with_its_paired_interval(accuracy_report):
+    html = _text(accuracy_report)
+    assert "gain over step 0 (points, paired 95% CI)</th>" in html
+    gains = html.split('<td class="gain">')[1:]
+    assert len(gains) == 4
+    for cell in gains:
+        assert cell.startswith("+") and "(paired 95% CI +" in cell and "bootstrap p&lt;0.001, 400 examples" in cell
+    assert 'id="predictions"' not in html  # every file is there and its record's
+    assert "wins)" in html  # the answer names the best arm's wins over the others
+
+
+def test_records_without_predictions_say_so_and_broken_files_are_named(tmp_path, capsys):
+    legacy = accuracy_run(arms={("mezo", "full"): {2e-5: (76.0, 75.2)}}, legacy=True)
+    html = _text(write_report(write_run(tmp_path / "legacy", legacy)))
+    assert '<td class="gain">no paired interval (no predictions)</td>' in html and "95% CI +" not in html
+    records = accuracy_run(arms={("mezo", "full"): {2e-5: (76.0, 75.2)}})
+    run_dir = write_run(tmp_path / "broken", records)
+    lost = records[0]
+    (run_dir / lost.metrics["predictions"]["file"]).unlink()
+    assert main(["report", str(run_dir)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(
+        f"edgebench report: predictions left out: rpi-4-2gb/minilm-l6/mezo/b16/s0 ({lost.cell_id})"
+    )
+    html = _text(run_dir / "report.html")
+    assert 'id="predictions"' in html and "1 predictions file is missing, altered" in html
+    assert f"({lost.cell_id}): {run_dir / lost.metrics['predictions']['file']}: cannot read" in html
+    assert "2 vs 2 seeds" in html  # the two seeds whose files are intact are paired

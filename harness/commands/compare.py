@@ -4,7 +4,8 @@ Prints a table of changes (peak memory, step time, final accuracy, status) and e
 cell crossed a threshold (naming it), 0 when none did, 2 on bad input. Thresholds default to the
 baseline run's spec (`thresholds:`), so that a change cannot relax its own gate; the options override them. Cells with at least 3 finished seeds
 in both runs are judged over their seeds (threshold on the means and a Mann-Whitney U test), so seed
-noise alone is not a regression.
+noise alone is not a regression. When both runs kept per-example predictions, an accuracy drop past its limit is
+a regression only when its paired 95 % interval (reports.paired) lies below zero.
 """
 
 from __future__ import annotations
@@ -140,6 +141,8 @@ def _print_table(comparison: Comparison, show_all: bool) -> None:
     )
     if comparison.context:
         console.print("setup changed since the baseline: " + ", ".join(comparison.context))
+    for warning in comparison.warnings:
+        console.print(f"predictions left out of the paired tests: {warning}", markup=False)
 
 
 def handle(args: argparse.Namespace) -> int:

@@ -3,7 +3,8 @@
 `edgebench run` writes it at the end of every run; use this to re-render, to write it elsewhere,
 or to add a "vs baseline" section comparing with an earlier run of the same spec. Prints the report's
 path on stdout (for scripts) and, on stderr, one line per setting: the final test accuracy of the recipe
-chosen on validation, as mean ± std over its seeds, and how that recipe was chosen.
+chosen on validation, as mean ± std over its seeds, and how that recipe was chosen (first, one line per
+predictions file left out of the paired intervals: missing, altered or not its record's).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def handle(args: argparse.Namespace) -> int:
     out = write_report(args.run_dir, args.out, args.baseline)
     run = load_run(args.run_dir)
     rows = accuracy_rows(run)
+    for problem in run.predictions.problems:
+        print(f"edgebench report: predictions left out: {problem}", file=sys.stderr)
     for row in rows:
         print(f"edgebench report: {row.line()}", file=sys.stderr)
     for answer in device_answers(run, rows):
