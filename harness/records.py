@@ -16,7 +16,9 @@ from workloads.registry import is_known_name
 
 #: 2: clock, device_seconds; wall_seconds became host_seconds. 3: swap_excluded, cpu_sharing and the checks of
 #: `judge` (an older record is judged as it loads, by the checks its facts allow; see Validity.unchecked).
-SCHEMA_VERSION = 3
+#: 4: dynamic padding (params.padding; older records padded every training batch to seq_len), resumed segments
+#: (metrics.segments) and per-example predictions (metrics.predictions).
+SCHEMA_VERSION = 4
 Status = Literal["ok", "oom", "timeout", "error"]
 MemorySource = Literal["rss", "cgroup", "cuda"]
 
@@ -126,7 +128,14 @@ class CellRecord(BaseModel):
         None, description="the cell's time in its clock's seconds (scaled: CPU seconds x ratio); None if unknown"
     )
     steps: int = 0
-    metrics: dict[str, Any] = Field(default_factory=dict, description="the workload's own figures")
+    metrics: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the workload's own figures; among them `accuracy_curve` (one point per evaluation), "
+        "`predictions` (every evaluation's per-example predictions: {file: predictions/<cell id>.npz relative to "
+        "the run directory, sha256, evaluations, examples per split}, the arrays as workloads/predictions.py "
+        "says, evaluation k being accuracy_curve[k]) and `segments` (a resumed cell's processes: from_step, "
+        "steps and the seconds each added)",
+    )
     enforcement: str
     swap_excluded: bool | None = Field(
         None,

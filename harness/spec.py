@@ -24,6 +24,7 @@ from harness.resolve import Arm, LargestFitting
 from workloads.checks import check_params
 from workloads.flops import step_flops, step_seconds
 from workloads.params import AXES, WorkloadParams
+from workloads.resumable import DEFAULT_CHECKPOINT_SECONDS
 
 DEFAULT_SPEC = "quick.yaml"
 #: Twin cells a run's note names before it says how many more there are.
@@ -60,6 +61,12 @@ class Spec(BaseModel):
         "each cell to its device's speed) or host; budgets and timeouts are in this clock's seconds",
     )
     timeout_s: float = Field(1800, gt=0, description="per-cell limit, in the clock's seconds")
+    checkpoint_seconds: float = Field(
+        DEFAULT_CHECKPOINT_SECONDS,
+        gt=0,
+        description="a training cell saves its state every this many of its clock's seconds, and a re-run resumes "
+        "an interrupted cell from its last save",
+    )
     thresholds: Thresholds = Field(default_factory=Thresholds)
 
     @field_validator("matrix")
@@ -326,8 +333,9 @@ def largest_fitting(model: Any, origin: Path) -> LargestFitting | None:
 
 def spec_hash(spec: Spec, devices: list[DeviceProfile]) -> str:
     """What a run directory holds: the matrix and run settings over the devices' measured fields, so a better
-    description (of the spec or a device) does not turn a resume into "a different spec"."""
-    settings = spec.model_dump(exclude={"description", "devices", "device_files"})
+    description (of the spec or a device) does not turn a resume into "a different spec", nor does a new
+    checkpoint interval (it changes when a cell saves, not what it measures)."""
+    settings = spec.model_dump(exclude={"description", "devices", "device_files", "checkpoint_seconds"})
     return content_hash({"spec": settings, "devices": [device_identity(d) for d in devices]}, 16)
 
 

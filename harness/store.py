@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from harness.errors import UserError
 from harness.records import CellRecord
+from workloads.predictions import PREDICTIONS_DIR
+from workloads.resumable import CHECKPOINTS_DIR
 
 RESULTS = "results.jsonl"
 RUN_INFO = "run.json"
@@ -77,13 +80,23 @@ def check_writable(run_dir: Path) -> None:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write through a temp file named by a uuid: containers under `init: true` share one pid."""
+    write_bytes_atomic(path, text.encode())
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write through a temp file named by a uuid (containers under `init: true` share one pid), creating the
+    folder; the temp file is removed if the write fails."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_info_file(path: Path) -> dict[str, Any]:
@@ -195,11 +208,13 @@ class RunStore:
             )
 
     def _set_aside(self) -> None:
-        """--fresh (one writer only): the results and every writer's run info become .bak files."""
+        """--fresh (one writer only): the results, every writer's run info and the predictions they reference
+        become .bak files; the cells' checkpoints are dropped (a fresh run starts every cell at step 0)."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        for path in [self.results, *run_info_paths(self.run_dir)]:
+        for path in [self.results, *run_info_paths(self.run_dir), self.run_dir / PREDICTIONS_DIR]:
             if path.exists():
                 path.rename(path.with_name(f"{path.name}.{stamp}.bak"))
+        shutil.rmtree(self.run_dir / CHECKPOINTS_DIR, ignore_errors=True)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[int]:
@@ -220,6 +235,8 @@ class RunStore:
             if written != len(line):
                 raise OSError(f"short write to {self.results} ({written} of {len(line)} bytes)")
             os.fsync(fd)
+        if record.status not in UNMEASURED:  # a measurement is final: its checkpoint has served
+            shutil.rmtree(self.run_dir / CHECKPOINTS_DIR / record.cell_id, ignore_errors=True)
 
 
 def _cut_partial_tail(fd: int) -> None:

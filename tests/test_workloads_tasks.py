@@ -192,7 +192,7 @@ def test_evaluation_batches_cut_to_their_examples_length_score_as_the_padded_one
     model, task, _ = prepare(params, torch.device("cpu"))
     model.eval()
     held_out = task.evaluated["test"]
-    batches = list(task.held_out_batches("test"))
+    batches = [batch for _, batch in task.held_out_batches("test")]
     cut = torch.cat([model(**{k: v for k, v in b.items() if k != "labels"}).logits for b in batches])
     padded = model(input_ids=held_out.input_ids, attention_mask=held_out.attention_mask).logits
     order = torch.argsort(held_out.attention_mask.sum(1), stable=True)

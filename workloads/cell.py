@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from devices.caps.base import ENV_THREADS
@@ -23,10 +24,13 @@ from workloads.models import (
     trainable_parameters,
 )
 from workloads.params import WorkloadParams
+from workloads.predictions import Predictions, SplitPredictions
 from workloads.registry import resolve
+from workloads.resumable import StatePlan
+from workloads.resume import Checkpointer, Loop, Segment, say
 from workloads.runner import Reporter
 from workloads.sources import LABEL_WORDS, SYNTHETIC
-from workloads.tasks import EVAL_SPLITS, Task, real_task, synthetic_task
+from workloads.tasks import EVAL_SPLITS, WORST_CASE_STEPS, Task, real_task, synthetic_task
 from workloads.versions import library_versions
 
 #: Losses kept in the record: every step up to this many, then evenly thinned.
@@ -37,21 +41,26 @@ MAX_LOSSES = 200
 class CellOutcome:
     steps: int
     metrics: dict[str, Any] = field(default_factory=dict)
+    predictions: bytes | None = None  # workloads.predictions' encoding of every evaluation
 
 
 @torch.inference_mode()
-def accuracy(model: torch.nn.Module, task: Task, split: str, device: torch.device) -> float:
-    """Percent of `split`'s evaluated examples the model classifies right."""
+def score(model: torch.nn.Module, task: Task, split: str, device: torch.device) -> tuple[float, np.ndarray, np.ndarray]:
+    """Percent of `split`'s evaluated examples the model classifies right, and per example (in the split's order)
+    the predicted class and its margin over the runner-up."""
     was_training = model.training
     model.eval()
-    correct = total = 0
-    for batch in task.held_out_batches(split):
+    n = len(task.evaluated[split])
+    predicted, margin = np.zeros(n, dtype=np.int8), np.zeros(n, dtype=np.float16)
+    for rows, batch in task.held_out_batches(split):
         batch = {k: v.to(device) for k, v in batch.items()}
-        predicted = model(**batch).logits.argmax(-1)
-        correct += int((predicted == batch["labels"]).sum())
-        total += len(batch["labels"])
+        logits = model(**batch).logits.float()
+        top = logits.topk(min(2, logits.shape[-1]), dim=-1).values
+        predicted[rows.numpy()] = logits.argmax(-1).cpu().numpy()
+        margin[rows.numpy()] = (top[:, 0] - top[:, -1]).cpu().numpy()
     model.train(was_training)
-    return 100.0 * correct / total
+    labels = task.evaluated[split].labels.numpy()
+    return 100.0 * float((predicted == labels).mean()), predicted, margin
 
 
 def setup(params: WorkloadParams):
@@ -84,20 +93,6 @@ def prepare(params: WorkloadParams, device: torch.device):
     return model, task, built
 
 
-@dataclass
-class Trace:
-    """What the loop observed: per-step losses and times, the accuracy curve (test accuracy as `accuracy`, the
-    validation split's as `val_accuracy`). Times are in the cell's clock (device seconds unless the clock is
-    host), and training time also in host seconds."""
-
-    losses: list[float] = field(default_factory=list)
-    step_times: list[float] = field(default_factory=list)
-    curve: list[dict[str, float]] = field(default_factory=list)
-    train_seconds: float = 0.0
-    eval_seconds: float = 0.0
-    host_train_seconds: float = 0.0
-
-
 def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
     device, threads = setup(params)
     model, task, built = prepare(params, device)
@@ -105,50 +100,112 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
     reporter.progress(0, force=True, facts=facts)  # before any step: the record of a killed cell keeps them
     named = trainable_parameters(model)
     method = make_method(params, model, named)
-    trace = Trace()
-    clock = CellClock.from_env()
-    now = clock.timer()
-
+    clock, loop = CellClock.from_env(), Loop(next_eval_s=params.eval_seconds)
     evaluates = task.has_accuracy and params.evaluate
+    if evaluates:
+        loop.predictions = empty_predictions(task)
+    saver = checkpointer(params, clock)
+    if saver is not None:
+        if (why := saver.resume(loop, method, named)) is not None:
+            say(f"checkpoint refused, starting at step 0: {why}")
+            reporter.progress(0, force=True, checkpoint_refused=why)
+        elif loop.step:
+            say(f"resumed from the checkpoint at step {loop.step} (segment {len(loop.segments) + 1})")
+            reporter.progress(loop.step, force=True, resumed_from=loop.step, segment=len(loop.segments) + 1)
+        clock = saver.clock
+    now = clock.timer()
+    origin = 0.0 if clock.scaled else now()  # the scaled clock reads the process's CPU time from its very start
+    if saver is not None:
+        saver.origin = origin
+    loop.segments.append(Segment(from_step=loop.step, clock_ratio=clock.ratio))
+    trace = loop.trace
 
     def evaluate(step: int) -> None:
-        if evaluates:
-            t0 = now()
-            method.ready_for_eval()
-            scores = {split: accuracy(model, task, split, device) for split in EVAL_SPLITS}
-            point = {
-                "seconds": round(trace.train_seconds, 3),
-                "step": step,
-                "accuracy": scores["test"],
-                "val_accuracy": scores["validation"],
-            }
-            trace.curve.append(point)
-            trace.eval_seconds += now() - t0
-            reporter.progress(step, force=True, accuracy=point["accuracy"], val_accuracy=point["val_accuracy"])
+        t0 = now()
+        method.ready_for_eval()
+        scored = {split: score(model, task, split, device) for split in EVAL_SPLITS}
+        point = {
+            "seconds": round(trace.train_seconds, 3),
+            "step": step,
+            "accuracy": scored["test"][0],
+            "val_accuracy": scored["validation"][0],
+        }
+        trace.curve.append(point)
+        loop.predictions.add(step, trace.train_seconds, {split: s[1:] for split, s in scored.items()})
+        spent = now() - t0
+        trace.eval_seconds += spent
+        loop.segments[-1].eval_seconds += spent
+        reporter.progress(step, force=True, accuracy=point["accuracy"], val_accuracy=point["val_accuracy"])
 
-    evaluate(0)
-    next_eval_s = params.eval_seconds
-    step = 0
-    while _within_budget(params, step, trace.train_seconds):
-        batch = {k: v.to(device) for k, v in task.batch(step).items()}
+    if evaluates and not trace.curve:
+        evaluate(0)
+    targets = eval_targets(params)
+    while _within_budget(params, loop.step, trace.train_seconds):
+        batch = {k: v.to(device) for k, v in task.batch(loop.step).items()}
         t0, host0 = now(), time.perf_counter()
-        loss = method.step(batch, step, trace.train_seconds)
-        trace.step_times.append(now() - t0)
+        loss = method.step(batch, loop.step, trace.train_seconds)
+        spent = now() - t0
+        trace.step_times.append(spent)
         trace.host_train_seconds += time.perf_counter() - host0
-        trace.train_seconds += trace.step_times[-1]
+        trace.train_seconds += spent
         trace.losses.append(loss)
-        step += 1
-        reporter.progress(step, loss=round(loss, 5))
-        due_steps = params.eval_every is not None and step % params.eval_every == 0
-        due_time = next_eval_s is not None and trace.train_seconds >= next_eval_s
-        if (due_steps or due_time) and _within_budget(params, step, trace.train_seconds):
-            evaluate(step)
-        while next_eval_s is not None and params.eval_seconds and next_eval_s <= trace.train_seconds:
-            next_eval_s += params.eval_seconds
-    if evaluates and trace.curve[-1]["step"] != step:
-        evaluate(step)
-    metrics = _metrics(params, model, named, task, built, threads, trace)
-    return CellOutcome(steps=step, metrics={**facts, **metrics})
+        trace.padded_tokens += batch["input_ids"].numel()
+        trace.real_tokens += int(batch["attention_mask"].sum())
+        loop.step += 1
+        loop.segments[-1].steps += 1
+        loop.segments[-1].train_seconds += spent
+        reporter.progress(loop.step, loss=round(loss, 5))
+        if evaluates and eval_due(params, loop, targets) and _within_budget(params, loop.step, trace.train_seconds):
+            evaluate(loop.step)
+        if saver is not None and saver.due(loop) and _within_budget(params, loop.step, trace.train_seconds):
+            saver.save(loop, method, named, now)
+            reporter.progress(loop.step, force=True, checkpoint=saver.saves, checkpoint_bytes=saver.bytes_written)
+    if evaluates and trace.curve[-1]["step"] != loop.step:
+        evaluate(loop.step)
+    loop.segments[-1].device_seconds = now() - origin
+    metrics = _metrics(params, model, named, task, built, threads, loop, saver)
+    outcome = CellOutcome(steps=loop.step, metrics={**facts, **metrics})
+    if evaluates:
+        outcome.predictions = loop.predictions.encode()
+    return outcome
+
+
+def checkpointer(params: WorkloadParams, clock: CellClock) -> Checkpointer | None:
+    """A training cell's checkpointer when the harness planned one (inference has nothing to resume)."""
+    plan = StatePlan.from_env()
+    return Checkpointer(plan, params, clock) if plan and params.method != "inference" else None
+
+
+def empty_predictions(task: Task) -> Predictions:
+    return Predictions(
+        splits={
+            name: SplitPredictions(np.asarray(task.positions[name], dtype=np.int32), split.labels.numpy())
+            for name, split in task.evaluated.items()
+        }
+    )
+
+
+def eval_targets(params: WorkloadParams) -> list[float]:
+    """`eval_at`'s evaluation points, in the budget's unit: seconds of training (a time budget) or steps."""
+    budget = params.max_seconds if params.max_seconds is not None else params.max_steps
+    return [fraction * budget for fraction in params.eval_fractions()]
+
+
+def eval_due(params: WorkloadParams, loop: Loop, targets: list[float]) -> bool:
+    """Whether the step just taken reached an evaluation point (every k steps, every k seconds, or `eval_at`'s
+    next share of the budget); the time-based schedules move on past every point reached."""
+    seconds = loop.trace.train_seconds
+    due = params.eval_every is not None and loop.step % params.eval_every == 0
+    if loop.next_eval_s is not None and seconds >= loop.next_eval_s:
+        due = True
+        while loop.next_eval_s <= seconds:
+            loop.next_eval_s += params.eval_seconds
+    progress = seconds if params.max_seconds is not None else loop.step
+    if loop.next_fraction < len(targets) and progress >= targets[loop.next_fraction]:
+        due = True
+        while loop.next_fraction < len(targets) and progress >= targets[loop.next_fraction]:
+            loop.next_fraction += 1
+    return due
 
 
 def param_count(model: torch.nn.Module) -> int:
@@ -175,10 +232,13 @@ def _thin(values: list[float], keep: int = MAX_LOSSES) -> list[float]:
     return [round(values[int(i * stride)], 6) for i in range(keep)]
 
 
-def _metrics(params, model, named, task: Task, built, threads: int, trace: Trace) -> dict[str, Any]:
+def _metrics(params, model, named, task: Task, built, threads: int, loop: Loop, saver) -> dict[str, Any]:
+    trace = loop.trace
     losses, step_times, curve = trace.losses, trace.step_times, trace.curve
-    # The first step pays one-off costs (allocator growth, lazy init); the mean excludes it when there are others.
-    timed = step_times[1:] if len(step_times) > 1 else step_times
+    # The first step pays one-off costs (allocator growth, lazy init), and with dynamic padding the first
+    # WORST_CASE_STEPS are padded to seq_len: the mean excludes them when there are others.
+    skip = WORST_CASE_STEPS if params.padding == "longest" and task.train is not None else 1
+    timed = step_times[skip:] if len(step_times) > skip else step_times[-1:]
     metrics: dict[str, Any] = {
         "versions": library_versions(),
         "model_family": built.family,
@@ -188,6 +248,13 @@ def _metrics(params, model, named, task: Task, built, threads: int, trace: Trace
         "train_seconds": round(trace.train_seconds, 4),
         "host_train_seconds": round(trace.host_train_seconds, 4),
         "eval_seconds": round(trace.eval_seconds, 4),
+        "checkpoint_seconds": round(trace.checkpoint_seconds, 4),
+        "segments": [asdict(segment) for segment in loop.segments],
+        "checkpoints_written": loop.checkpoints,
+        "checkpoint_bytes": saver.bytes_written if saver and saver.saves else None,
+        "checkpoint_error": saver.error if saver else None,
+        "tokens_per_step": trace.real_tokens / len(losses) if losses else None,
+        "padded_tokens_per_step": trace.padded_tokens / len(losses) if losses else None,
         "loss_first": losses[0] if losses else None,
         "loss_last": losses[-1] if losses else None,
         "losses": _thin(losses),

@@ -169,8 +169,20 @@ def mapped_embedding(params: WorkloadParams, embedding: int) -> int:
     reached = MAPPED_SHARE * embedding
     if params.max_steps is None:
         return int(reached)
-    examples = 2 * params.eval_examples + params.max_steps * params.batch
+    held_out = evaluated_examples(params)
+    if held_out is None:  # the whole of splits of unknown size
+        return int(reached)
+    examples = held_out + params.max_steps * params.batch
     return int(reached * -math.expm1(-examples * MAPPED_BYTES_PER_EXAMPLE / reached))
+
+
+def evaluated_examples(params: WorkloadParams) -> int | None:
+    """The held-out examples a cell scores, both splits together; None for whole splits of an unknown task."""
+    examples = KNOWN_TASK_EXAMPLES.get(params.task)
+    if examples is None:
+        return None if params.eval_examples == "all" else 2 * params.eval_examples
+    sizes = split_sizes(examples)
+    return params.evaluated(sizes["validation"]) + params.evaluated(sizes["test"])
 
 
 def data_bytes(params: WorkloadParams) -> int:
@@ -181,11 +193,7 @@ def data_bytes(params: WorkloadParams) -> int:
     if examples is None:
         return 0
     sizes = split_sizes(examples)
-    rows = (
-        sizes["train"]
-        + min(params.eval_examples, sizes["validation"])
-        + min(params.eval_examples, sizes["test"])
-    )
+    rows = sizes["train"] + (evaluated_examples(params) or 0)
     return examples * TEXT_BYTES_PER_EXAMPLE + int(TOKENIZED_RESIDENT * rows * INDEX_BYTES * (2 * params.seq_len + 1))
 
 

@@ -7,7 +7,7 @@ from workloads.schedule (`seconds`: training time before the step, for schedules
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -17,12 +17,30 @@ from workloads.models import SequenceClassifier, checkpointing_enabled, enable_c
 from workloads.params import WorkloadParams
 from workloads.schedule import lr_factor
 
+#: What a method keeps between steps besides the trained tensors, for a checkpoint: JSON-able values, and
+#: tensors by name (workloads.resume saves both and hands them back on resume).
+MethodState = tuple[dict[str, Any], dict[str, torch.Tensor]]
+
 
 class Method(Protocol):
     def step(self, batch: dict[str, torch.Tensor], step: int, seconds: float = 0.0) -> float: ...
 
     def ready_for_eval(self) -> None:
         """Leave the model's weights as trained (MeZO's fused steps keep a perturbation pending between steps)."""
+
+    def state(self) -> MethodState: ...
+
+    def load_state(self, values: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None: ...
+
+
+class Stateless:
+    """A method that keeps nothing between steps but the weights."""
+
+    def state(self) -> MethodState:
+        return {}, {}
+
+    def load_state(self, values: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        pass
 
 
 def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> float:
@@ -31,7 +49,7 @@ def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> float:
         return float(model(**batch).loss)
 
 
-class Inference:
+class Inference(Stateless):
     def __init__(self, model: nn.Module) -> None:
         self.model = model.eval().requires_grad_(False)
 
@@ -82,6 +100,15 @@ class ZerothOrder:
     def ready_for_eval(self) -> None:
         self.optimizer.restore()
 
+    def state(self) -> MethodState:
+        """The step whose +eps*z the weights carry (saved as they are: a resumed run stays bit-identical)."""
+        pending = self.optimizer.pending
+        return {"pending": list(pending) if pending is not None else None}, {}
+
+    def load_state(self, values: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        pending = values.get("pending")
+        self.optimizer.pending = (int(pending[0]), int(pending[1])) if pending is not None else None
+
 
 def make_optimizer(named: list[tuple[str, nn.Parameter]], params: WorkloadParams) -> torch.optim.Optimizer:
     """SGD, SGD with momentum, or AdamW; no weight decay on biases and norms. foreach=False keeps the
@@ -123,6 +150,20 @@ class Backprop:
 
     def ready_for_eval(self) -> None:
         pass
+
+    def state(self) -> MethodState:
+        """The optimizer's state: its tensors by `opt/<param index>/<key>`, the rest (param groups) as values."""
+        saved = self.optimizer.state_dict()
+        tensors = {f"opt/{i}/{k}": v for i, per in saved["state"].items() for k, v in per.items() if torch.is_tensor(v)}
+        plain = {str(i): {k: v for k, v in per.items() if not torch.is_tensor(v)} for i, per in saved["state"].items()}
+        return {"param_groups": saved["param_groups"], "plain": plain}, tensors
+
+    def load_state(self, values: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        per: dict[int, dict[str, Any]] = {int(i): dict(plain) for i, plain in values["plain"].items()}
+        for name, tensor in tensors.items():
+            _, index, key = name.split("/", 2)
+            per.setdefault(int(index), {})[key] = tensor
+        self.optimizer.load_state_dict({"state": per, "param_groups": values["param_groups"]})
 
 
 def make_method(params: WorkloadParams, model: nn.Module, named: list[tuple[str, nn.Parameter]]) -> Method:

@@ -5,9 +5,10 @@ Torch-free: the harness validates specs and expands cells with this in its lean 
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Method = Literal["mezo", "bp-checkpointed", "bp", "inference"]
 Optimizer = Literal["sgd", "sgd-momentum", "adamw"]
@@ -23,6 +24,9 @@ ZO_MAX_WORKERS = 4
 #: many distinct slices to draw z from.
 ZO_TABLE = 1 << 22
 ZO_TABLE_MIN = 1 << 16
+#: `eval_at`: log (1/64 .. 1/2 of the budget) or log:N (N halvings, 1 to 20).
+EVAL_AT_PATTERN = r"^log(:([1-9]|1[0-9]|20))?$"
+DEFAULT_HALVINGS = 6
 
 
 def noise_table_size(trainable: int) -> int:
@@ -65,11 +69,23 @@ class WorkloadParams(BaseModel):
     )
     batch: int = Field(default=8, ge=1)
     seq_len: int = Field(default=64, ge=1)
+    padding: Literal["longest", "max_length"] = Field(
+        default="longest",
+        description="training batches padded to their longest example (after the first two, which are padded to "
+        "seq_len so the peak is reached at once) or always to seq_len; evaluation batches always to their longest",
+    )
     max_steps: int | None = Field(default=10, ge=1, description="step budget")
     max_seconds: float | None = Field(default=None, gt=0, description="training-time budget, in the cell clock's seconds")
     eval_every: int | None = Field(default=None, ge=1, description="evaluate every k steps (plus step 0 and the end)")
     eval_seconds: float | None = Field(default=None, gt=0, description="evaluate every k seconds of training time")
-    eval_examples: int = Field(default=512, ge=1)
+    eval_examples: int | Literal["all"] = Field(
+        default=512, description="examples of validation and of test each scores; all: the whole splits"
+    )
+    eval_at: str | None = Field(
+        default=None,
+        description="log: also evaluate at 1/64, 1/32, ..., 1/2 of the budget (log:N: N halvings, 1..20), so a "
+        "long curve costs few evaluations",
+    )
     evaluate: bool = Field(
         default=True,
         description="false: hold the evaluated examples but score none (a run that asks only whether training fits)",
@@ -96,6 +112,31 @@ class WorkloadParams(BaseModel):
     @property
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.method]
+
+
+    @field_validator("eval_at")
+    @classmethod
+    def _eval_at_form(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(EVAL_AT_PATTERN, value):
+            raise ValueError(f"eval_at {value!r}: use log (1/64, 1/32, ..., 1/2 of the budget) or log:N (N halvings, 1 to 20)")
+        return value
+
+    @model_validator(mode="after")
+    def _eval_examples(self) -> WorkloadParams:
+        if isinstance(self.eval_examples, int) and self.eval_examples < 1:
+            raise ValueError(f"eval_examples {self.eval_examples}: give at least 1, or all")
+        return self
+
+    def evaluated(self, split_size: int) -> int:
+        """How many examples of a held-out split of `split_size` each evaluation scores."""
+        return split_size if self.eval_examples == "all" else min(self.eval_examples, split_size)
+
+    def eval_fractions(self) -> list[float]:
+        """The shares of the budget at which `eval_at` asks for an evaluation (step 0 and the end always are)."""
+        if self.eval_at is None:
+            return []
+        halvings = int(self.eval_at.partition(":")[2] or DEFAULT_HALVINGS)
+        return [2.0**-k for k in range(halvings, 0, -1)]
 
 
 AXES = tuple(WorkloadParams.model_fields)

@@ -4,7 +4,8 @@ PARAMS_JSON is a WorkloadParams as JSON. The runner reports on its original stdo
 one JSON object per line (stray prints from libraries are sent to stderr instead):
 
     {"event": "progress", "step": 3, "rss_bytes": 123, "loss": 0.69, "elapsed_s": 1.2}
-    {"event": "result", "status": "ok" | "oom" | "error", "steps": 10, "metrics": {...}, "error": null}
+    {"event": "result", "status": "ok" | "oom" | "error", "steps": 10, "metrics": {...}, "error": null,
+     "predictions": "<base64 of workloads.predictions' .npz>" | null}
 
 "oom" here means an allocation failed inside the process (RLIMIT_AS, CUDA's memory fraction);
 a kernel OOM kill leaves no result line and is detected by the harness from the cgroup.
@@ -12,6 +13,7 @@ a kernel OOM kill leaves no result line and is detected by the harness from the 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sys
@@ -64,7 +66,10 @@ def main(argv: list[str]) -> int:
         from workloads.cell import run_cell
 
         outcome = run_cell(params, reporter)
-        reporter.send("result", status="ok", steps=outcome.steps, metrics=outcome.metrics, error=None)
+        predictions = base64.b64encode(outcome.predictions).decode() if outcome.predictions else None
+        reporter.send(
+            "result", status="ok", steps=outcome.steps, metrics=outcome.metrics, error=None, predictions=predictions
+        )
         return 0
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a recorded outcome
         if isinstance(exc, KeyboardInterrupt):

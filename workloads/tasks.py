@@ -33,6 +33,20 @@ from workloads.sources import (
 
 #: The held-out splits every accuracy point is measured on.
 EVAL_SPLITS = ("validation", "test")
+#: With dynamic padding, the first steps are still padded to seq_len: the longest batch a cell can draw is then
+#: drawn at once, so its memory peak is reached within a probe's steps (two: a backprop step's peak also holds
+#: the optimizer state the first step allocates) and a cell that cannot fit dies at its start, not hours in.
+WORST_CASE_STEPS = 2
+
+
+def trim_padding(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the columns no example of the batch uses: padding is masked, so the scores are those of the padded
+    batch, for a fraction of the FLOPs (Rotten Tomatoes reviews fill about half of 64 tokens)."""
+    used = batch["attention_mask"].any(0).nonzero().flatten()
+    if not len(used):
+        return batch
+    columns = slice(int(used[0]), int(used[-1]) + 1)
+    return {name: t[:, columns] if t.dim() == 2 else t for name, t in batch.items()}
 
 
 @dataclass
@@ -66,6 +80,8 @@ class Task:
     vocab: int
     train: Split | None = None
     evaluated: dict[str, Split] = field(default_factory=dict)  # EVAL_SPLITS -> the split's first examples
+    positions: dict[str, list[int]] = field(default_factory=dict)  # their places in the deduplicated examples
+    padding: str = "longest"
     info: dict[str, Any] = field(default_factory=dict)
     _order: torch.Tensor | None = None
 
@@ -87,7 +103,8 @@ class Task:
         return {name: 100.0 * float((s.labels == majority).float().mean()) for name, s in self.evaluated.items()}
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:
-        """Training batch `step`: real tasks walk seeded epochs of the train split; synthetic draws tokens."""
+        """Training batch `step`: real tasks walk seeded epochs of the train split, padded to the batch's longest
+        example (`padding: longest`, after WORST_CASE_STEPS) or to seq_len; synthetic draws tokens."""
         if self.train is None:
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
             ids = torch.randint(0, self.vocab, (self.batch_size, self.seq_len), generator=gen)
@@ -102,21 +119,19 @@ class Task:
         if offset == 0 or self._order is None:
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self._order = torch.randperm(len(self.train), generator=gen)
-        return self.train.rows(self._order[offset * self.batch_size : (offset + 1) * self.batch_size])
+        rows = self.train.rows(self._order[offset * self.batch_size : (offset + 1) * self.batch_size])
+        return trim_padding(rows) if self.padding == "longest" and step >= WORST_CASE_STEPS else rows
 
     def held_out_batches(self, split: str):
-        """The evaluated examples of `split`, at the training batch size: a larger evaluation batch would set the
-        peak of forward-only cells (inference, MeZO) and the cap would measure the harness's evaluation rather
-        than the method. Batches group examples of similar length and drop the columns no example of the batch
-        uses: padding is masked, so the scores are those of the padded batches, for a fraction of the FLOPs
-        (Rotten Tomatoes reviews fill about half of 64 tokens)."""
+        """(rows, batch) over the evaluated examples of `split`, at the training batch size: a larger evaluation
+        batch would set the peak of forward-only cells (inference, MeZO) and the cap would measure the harness's
+        evaluation rather than the method. Batches group examples of similar length, each padded to its longest
+        (trim_padding); `rows` are the batch's examples' places in the split."""
         held_out = self.evaluated[split]
         order = torch.argsort(held_out.attention_mask.sum(1), stable=True)
         for start in range(0, len(held_out), self.batch_size):
-            batch = held_out.rows(order[start : start + self.batch_size])
-            used = batch["attention_mask"].any(0).nonzero().flatten()
-            columns = slice(int(used[0]), int(used[-1]) + 1) if len(used) else slice(None)
-            yield {name: t[:, columns] if t.dim() == 2 else t for name, t in batch.items()}
+            rows = order[start : start + self.batch_size]
+            yield rows, trim_padding(held_out.rows(rows))
 
 
 def synthetic_task(params: WorkloadParams, vocab: int, decoder: bool) -> Task:
@@ -199,14 +214,14 @@ def split_indices(sizes: dict[str, int]) -> dict[str, list[int]]:
 
 def real_task(params: WorkloadParams, tokenizer) -> Task:
     """The task's deduplicated examples split into train, validation and test; the train split and the first
-    `eval_examples` of each held-out split are tokenized (the rest of a held-out split is never read)."""
+    `eval_examples` of each held-out split (all: the whole splits) are tokenized (the rest is never read)."""
     data, names = load_labelled(params)
     all_texts, all_labels = list(data["text"]), list(data["label"])
     keep = unique_examples(all_texts, all_labels)
     texts, labels = [all_texts[i] for i in keep], [all_labels[i] for i in keep]
     sizes = check_split(params.task, len(keep), params.batch)
     splits = split_indices(sizes)
-    evaluated = {name: splits[name][: params.eval_examples] for name in EVAL_SPLITS}
+    evaluated = {name: splits[name][: params.evaluated(len(splits[name]))] for name in EVAL_SPLITS}
 
     def encode(indices: list[int]) -> Split:
         # In slices, written into tensors allocated once: a fast tokenizer's Encoding objects (tokens, offsets, ...)
@@ -238,6 +253,8 @@ def real_task(params: WorkloadParams, tokenizer) -> Task:
     )
     task.train = encode(splits["train"])
     task.evaluated = {name: encode(indices) for name, indices in evaluated.items()}
+    task.positions = evaluated
+    task.padding = params.padding
     task.info = {
         "name": params.task,
         "split_seed": SPLIT_SEED,

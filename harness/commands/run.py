@@ -76,7 +76,8 @@ def handle(args: argparse.Namespace) -> int:
         os.environ["RAY_ADDRESS"] = args.address  # read by the Ray executor, as Ray's own tools read it
     if args.cell_user:
         os.environ[ENV_CELL_USER] = args.cell_user  # read by the local executor, here and inside executors that use it
-    executor = executor_class(args.executor)(args.out, loaded.spec.timeout_s, args.enforcement)
+    spec = loaded.spec
+    executor = executor_class(args.executor)(args.out, spec.timeout_s, args.enforcement, spec.checkpoint_seconds)
     arms = loaded.arms_for(args.device)
     try:
         executor.admit([*cells, *(probe for arm in arms for probe in arm.probes.values())])

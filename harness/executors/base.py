@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from abc import ABC, abstractmethod
@@ -12,9 +13,12 @@ from typing import Any, ClassVar
 
 from harness.cells import Cell
 from harness.records import CellRecord, MemoryFigures, Status, judged, now_iso
+from harness.store import write_bytes_atomic
 from workloads.memory_model import head_size, is_lm
 from workloads.params import WorkloadParams
+from workloads.predictions import PredictionsError, decode, ref_for
 from workloads.registry import model_shape
+from workloads.resumable import StatePlan, resumable
 
 ProgressFn = Callable[[Cell, dict[str, Any]], None]
 
@@ -41,10 +45,13 @@ class ChildOutcome:
 class Executor(ABC):
     name: ClassVar[str]
 
-    def __init__(self, run_dir: Path, timeout_s: float, enforcement: str = "auto") -> None:
+    def __init__(
+        self, run_dir: Path, timeout_s: float, enforcement: str = "auto", checkpoint_s: float | None = None
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.timeout_s = timeout_s
         self.enforcement_requested = enforcement
+        self.checkpoint_s = checkpoint_s  # the spec's checkpoint_seconds; None: cells are not checkpointed
         self.stop = threading.Event()  # set on Ctrl-C: running cells are killed and cleaned up
 
     @property
@@ -68,6 +75,12 @@ class Executor(ABC):
     def admit(self, cells: list[Cell]) -> None:  # noqa: B027 - optional hook, a local host runs any cell
         """Refuse up front, as a UserError, cells this executor could never run (before any cell runs)."""
 
+    def state_plan(self, cell: Cell, directory: Path) -> StatePlan | None:
+        """A resumable cell's checkpoint plan, its state in `directory`, when this run checkpoints."""
+        if self.checkpoint_s is None or not resumable(cell.params, probe=cell.role == "probe"):
+            return None
+        return StatePlan(directory=str(directory), every_seconds=self.checkpoint_s, cell_id=cell.id)
+
     def run(self, cell: Cell, progress: ProgressFn) -> CellRecord:
         facts: dict[str, Any] = {}
 
@@ -75,7 +88,9 @@ class Executor(ABC):
             facts.update(event.get("facts") or {})
             progress(running, event)
 
-        return self.to_record(cell, self.execute(cell, keep_facts), facts)
+        outcome = self.execute(cell, keep_facts)
+        facts |= keep_predictions(self.run_dir, cell.id, outcome.result)
+        return self.to_record(cell, outcome, facts)
 
     def close(self) -> None:  # noqa: B027 - optional hook, most executors hold nothing
         """Release what the executor holds (engine clients, clusters)."""
@@ -102,7 +117,7 @@ class Executor(ABC):
             clock=cell.clock,
             host_seconds=round(out.wall_seconds, 3),
             cpu_seconds=_rounded(out.cpu_seconds),
-            device_seconds=_rounded(cell.clock.device_seconds(out.wall_seconds, out.cpu_seconds)),
+            device_seconds=_rounded(device_seconds(cell, out, metrics)),
             steps=steps,
             metrics=metrics,
             enforcement=self.enforcement,
@@ -126,6 +141,32 @@ def outcome_status(cell: Cell, out: ChildOutcome, timeout_s: float) -> tuple[Sta
     if result.get("status") in ("ok", "oom"):
         return result["status"], result.get("error")
     return "error", result.get("error") or out.stderr_tail or f"cell exited with code {out.returncode} and no result"
+
+
+def keep_predictions(run_dir: Path, cell_id: str, result: dict[str, Any] | None) -> dict[str, Any]:
+    """Write the per-example predictions a cell sent with its result to the run directory; the record's
+    `predictions` metric names the file and its hash. Predictions that do not decode are named in the record
+    instead (`predictions_error`), and the cell keeps its other figures."""
+    encoded = (result or {}).pop("predictions", None)
+    if not encoded:
+        return {}
+    try:
+        data = base64.b64decode(encoded, validate=True)
+        ref = ref_for(cell_id, data, decode(data))
+    except (ValueError, PredictionsError) as exc:
+        return {"predictions_error": f"the cell's predictions were unreadable: {exc}"[:300]}
+    write_bytes_atomic(run_dir / ref.file, data)
+    return {"predictions": ref.model_dump()}
+
+
+def device_seconds(cell: Cell, out: ChildOutcome, metrics: dict[str, Any]) -> float | None:
+    """The cell's time in its clock's seconds: this process's, and that of the earlier segments of a resumed
+    cell up to their last checkpoints (their work after it was redone here)."""
+    own = cell.clock.device_seconds(out.wall_seconds, out.cpu_seconds)
+    segments = metrics.get("segments")
+    if own is None or not isinstance(segments, list) or len(segments) < 2:
+        return own
+    return own + sum(float(s.get("device_seconds") or 0.0) for s in segments[:-1] if isinstance(s, dict))
 
 
 def cell_metrics(params: WorkloadParams, facts: dict[str, Any], reported: dict[str, Any]) -> dict[str, Any]:

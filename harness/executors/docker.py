@@ -29,9 +29,10 @@ from devices.caps.container import CONTAINER_USER, container_settings, engine_li
 from harness.cells import Cell
 from harness.errors import UserError
 from harness.executors.base import OFFLINE_ENV, ChildOutcome, Executor, ProgressFn, collect_events
-from harness.executors.in_container import job_json, outcome_from_event
-from harness.executors.local import _last_line
+from harness.executors.in_container import STATE_MOUNT, job_json, outcome_from_event
+from harness.executors.local import CellUser, _last_line, own_state_dir
 from harness.records import now_iso
+from workloads.resumable import CHECKPOINTS_DIR
 
 IMAGE_ENV = "EDGEBENCH_IMAGE"
 DEFAULT_IMAGE = "edgebench"
@@ -93,8 +94,10 @@ class DockerExecutor(Executor):
     name = "docker"
     cells_run_as = CONTAINER_USER
 
-    def __init__(self, run_dir: Path, timeout_s: float, enforcement: str = "auto") -> None:
-        super().__init__(run_dir, timeout_s, enforcement)
+    def __init__(
+        self, run_dir: Path, timeout_s: float, enforcement: str = "auto", checkpoint_s: float | None = None
+    ) -> None:
+        super().__init__(run_dir, timeout_s, enforcement, checkpoint_s)
         if enforcement not in ("auto", "container"):
             raise UserError(
                 f"--enforcement {enforcement} does not apply to --executor docker: the container engine "
@@ -126,13 +129,20 @@ class DockerExecutor(Executor):
     def execute(self, cell: Cell, progress: ProgressFn) -> ChildOutcome:
         logs = self.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        settings = container_settings()
+        state = self.run_dir.resolve() / CHECKPOINTS_DIR / cell.id
+        plan = self.state_plan(cell, state)
+        if plan is not None:  # the cell's own state directory, and no other, is mounted for it to write
+            uid, gid = (int(n) for n in CONTAINER_USER.split(":"))
+            own_state_dir(state, CellUser(CONTAINER_USER, uid, gid))
+            settings["volumes"] = [*settings["volumes"], f"{state}:{STATE_MOUNT}/{cell.id}:rw"]
         container = self.client.containers.create(
             self.image,
             entrypoint=["python", "-m", "harness.executors.in_container"],
-            command=[job_json(cell, self.timeout_s)],
+            command=[job_json(cell, self.timeout_s, self.checkpoint_s if plan else None)],
             environment=OFFLINE_ENV,
             labels={LABEL: cell.id, OWNER_LABEL: self.owner},
-            **container_settings(),
+            **settings,
             **engine_limits(cell.device, cell.clock),
         )
         try:

@@ -25,14 +25,18 @@ from harness.executors.local import LocalExecutor
 from harness.records import MemoryFigures
 from workloads.params import WorkloadParams
 
+#: Where a resumable cell's state directory (RUN_DIR/checkpoints/<cell id> on the host) is mounted.
+STATE_MOUNT = "/state"
 
-def job_json(cell: Cell, timeout_s: float) -> str:
+
+def job_json(cell: Cell, timeout_s: float, checkpoint_s: float | None = None) -> str:
     return json.dumps(
         {
             "device": cell.device.model_dump(),
             "params": cell.params.model_dump(),
             "clock": cell.clock.model_dump(),
             "timeout_s": timeout_s,
+            "checkpoint_s": checkpoint_s,
         }
     )
 
@@ -57,7 +61,7 @@ def main(argv: list[str]) -> int:
         CellClock.model_validate(job["clock"]),
     )
     run_dir = Path(tempfile.mkdtemp(prefix="edgebench-"))
-    executor = LocalExecutor(run_dir, job["timeout_s"], "container")
+    executor = LocalExecutor(run_dir, job["timeout_s"], "container", job.get("checkpoint_s"), Path(STATE_MOUNT))
 
     def forward(_cell: Cell, event: dict[str, Any]) -> None:
         print(json.dumps(event, default=str), flush=True)

@@ -36,6 +36,7 @@ from harness.records import MemoryFigures, now_iso
 from workloads.checks import hub_cache
 from workloads.params import WorkloadParams
 from workloads.registry import resolve
+from workloads.resumable import CHECKPOINTS_DIR
 
 POLL_S = 0.05
 #: Whom cells run as when the harness is root (`edgebench run --cell-user` sets it); naming root keeps them root.
@@ -61,8 +62,17 @@ def runner_argv(cell: Cell) -> list[str]:
 class LocalExecutor(Executor):
     name = "local"
 
-    def __init__(self, run_dir: Path, timeout_s: float, enforcement: str = "auto") -> None:
-        super().__init__(run_dir, timeout_s, enforcement)
+    def __init__(
+        self,
+        run_dir: Path,
+        timeout_s: float,
+        enforcement: str = "auto",
+        checkpoint_s: float | None = None,
+        state_root: Path | None = None,
+    ) -> None:
+        super().__init__(run_dir, timeout_s, enforcement, checkpoint_s)
+        #: Where cells' state directories are: the run directory's, or where a container or Ray node keeps them.
+        self.state_root = state_root or self.run_dir / CHECKPOINTS_DIR
         self.cell_user = cell_user()
         self.cells_run_as = self.cell_user.name if self.cell_user else ("root" if os.geteuid() == 0 else None)
         try:
@@ -104,7 +114,12 @@ class LocalExecutor(Executor):
         logs = self.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         ready_inputs(cell.params)
+        plan = self.state_plan(cell, self.state_root / cell.id)
+        if plan is not None:  # the cell gets its state directory open: it needs no path through the run directory
+            own_state_dir(Path(plan.directory), self.cell_user)
+            plan = plan.model_copy(update={"fd": os.open(plan.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)})
         with (
+            _closing_fd(plan.fd if plan else None),
             self._as_cell_user() as user_env,  # left last: its home is removed once the cgroup's processes are dead
             self.backend(cell.device, cell.id, cell.clock) as cap,
             open(logs / f"{cell.id}.log", "w+b") as log,
@@ -112,11 +127,12 @@ class LocalExecutor(Executor):
             started_at, t0 = now_iso(), time.perf_counter()
             proc = subprocess.Popen(
                 cap.command(runner_argv(cell)),
-                env={**OFFLINE_ENV, **os.environ, **cap.child_env(), **user_env},
+                env={**OFFLINE_ENV, **os.environ, **cap.child_env(), **user_env, **(plan.to_env() if plan else {})},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=log,
                 start_new_session=True,  # Ctrl-C reaches the harness only; it kills cells itself
+                pass_fds=(plan.fd,) if plan else (),
             )
             events: list[dict] = []
             reader = threading.Thread(
@@ -197,6 +213,26 @@ class CellUser:
             "HF_HUB_CACHE": str(hub_cache()),
             "EDGEBENCH_CACHE": str(cache_dir()),
         }
+
+
+@contextlib.contextmanager
+def _closing_fd(fd: int | None) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def own_state_dir(directory: Path, user: CellUser | None) -> None:
+    """A cell's state directory, writable by the cell alone: created if new, and with what an earlier segment
+    left in it, given to the cell user (the harness keeps the run directory itself)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    if user is None:
+        return
+    for path in [directory, *directory.iterdir()]:
+        os.lchown(path, user.uid, user.gid)
 
 
 def cell_user() -> CellUser | None:

@@ -12,9 +12,12 @@ and stops it at the end. See docs/ray.md.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import math
 import os
 import queue
+import shutil
 import socket
 import tempfile
 import threading
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devices.cache import cache_dir
 from devices.profile import format_bytes
 from harness.cells import Cell
 from harness.errors import UserError
@@ -31,6 +35,7 @@ from harness.executors.base import ChildOutcome, Executor, ProgressFn
 from harness.executors.local import LocalExecutor
 from harness.records import now_iso
 from harness.scheduler import cpu_need
+from workloads.resumable import CHECKPOINTS_DIR
 
 POLL_S = 0.2
 #: How long a cancelled task may take to kill its cell and remove the cgroups before Ray kills its worker.
@@ -128,13 +133,16 @@ def first_line(error: BaseException) -> str:
 # --- what runs on the nodes -------------------------------------------------------------------------------
 
 
-def run_cell(cell: Cell, timeout_s: float, enforcement: str) -> Iterator[dict[str, Any] | Finished]:
+def run_cell(
+    cell: Cell, timeout_s: float, enforcement: str, checkpoint_s: float | None = None, state_root: str | None = None
+) -> Iterator[dict[str, Any] | Finished]:
     """The task: the local executor in a node-local scratch directory, its progress streamed as it comes.
     The cell runs in a thread so that this generator can yield; on Ray's cancel (KeyboardInterrupt here)
     or any exit, the thread is told to stop, which kills the cell and removes its cgroups."""
     with tempfile.TemporaryDirectory(prefix="edgebench-ray-", ignore_cleanup_errors=True) as name:
         scratch = Path(name)
-        executor = LocalExecutor(scratch, timeout_s, enforcement)
+        states = node_state_root(state_root) if checkpoint_s else None
+        executor = LocalExecutor(scratch, timeout_s, enforcement, checkpoint_s, states)
         executor.admit([cell])  # as root: can this node's cell user run it (else root, with a warning)?
         items: queue.Queue = queue.Queue()
         thread = threading.Thread(target=_execute_into, args=(executor, cell, items), daemon=True)
@@ -148,6 +156,8 @@ def run_cell(cell: Cell, timeout_s: float, enforcement: str) -> Iterator[dict[st
                 if isinstance(item, BaseException):
                     raise item
                 if isinstance(item, ChildOutcome):
+                    if states is not None and measured(item):
+                        shutil.rmtree(states / cell.id, ignore_errors=True)
                     log = (scratch / "logs" / f"{cell.id}.log").read_text(errors="replace")
                     yield Finished(item, log, _where(scratch))
                     return
@@ -155,6 +165,26 @@ def run_cell(cell: Cell, timeout_s: float, enforcement: str) -> Iterator[dict[st
         finally:
             executor.stop.set()
             thread.join()
+
+
+def node_state_root(driver_root: str | None) -> Path:
+    """Where this node keeps cells' state directories: the driver's RUN_DIR/checkpoints when this node can write
+    that path (shared storage, or the driver's own host), else a node-local folder of the edgebench cache named
+    by it. Without shared storage a cell so resumes only when Ray places it on the node that holds its state;
+    elsewhere it starts at step 0."""
+    if driver_root:
+        with contextlib.suppress(OSError):
+            Path(driver_root).mkdir(parents=True, exist_ok=True)
+            if os.access(driver_root, os.W_OK):
+                return Path(driver_root)
+    key = hashlib.sha256((driver_root or "").encode()).hexdigest()[:16]
+    return cache_dir() / "ray-state" / key
+
+
+def measured(outcome: ChildOutcome) -> bool:
+    """A cell whose outcome is a measurement (ok or oom) is final: its state has served."""
+    status = (outcome.result or {}).get("status")
+    return not outcome.timed_out and (outcome.oom_killed or status in ("ok", "oom"))
 
 
 def _where(scratch: Path) -> str:
@@ -194,8 +224,10 @@ def sweep_node() -> list[str]:
 class RayExecutor(Executor):
     name = "ray"
 
-    def __init__(self, run_dir: Path, timeout_s: float, enforcement: str = "auto") -> None:
-        super().__init__(run_dir, timeout_s, enforcement)
+    def __init__(
+        self, run_dir: Path, timeout_s: float, enforcement: str = "auto", checkpoint_s: float | None = None
+    ) -> None:
+        super().__init__(run_dir, timeout_s, enforcement, checkpoint_s)
         try:
             import ray
         except ImportError:
@@ -247,7 +279,11 @@ class RayExecutor(Executor):
     def _attempt(self, cell: Cell, progress: ProgressFn) -> Finished:
         """One task: pass its progress on until its last item; on Ctrl-C cancel it and raise KeyboardInterrupt."""
         stream = self._task.options(**task_options(placement(cell))).remote(
-            cell, self.timeout_s, self.enforcement_requested
+            cell,
+            self.timeout_s,
+            self.enforcement_requested,
+            self.checkpoint_s,
+            str(self.run_dir.resolve() / CHECKPOINTS_DIR),
         )
         while True:
             if self.stop.is_set():

