@@ -67,6 +67,18 @@ def test_every_shipped_spec_loads_by_name_with_work_to_do(name):
     assert loaded.spec.name == name and (loaded.cells or loaded.arms)
 
 
+@pytest.mark.parametrize("name", ["paper-accuracy", "recipes"])
+def test_specs_that_make_accuracy_claims_score_whole_splits_at_log_spaced_times(name):
+    """Rotten Tomatoes' held-out splits are 1,275 reviews each: every point of these specs scores at least 1,000
+    of validation and of test (a standard error under 1.1 points at 87%), at log-spaced shares of the budget."""
+    loaded = load_spec(name)
+    workloads = [c.params for c in loaded.cells] + [arm.params for arm in loaded.arms]
+    assert workloads
+    for params in workloads:
+        assert params.evaluated(1275) >= 1000 and params.evaluate
+        assert params.eval_fractions()[0] <= 1 / 64
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -83,6 +95,9 @@ def test_every_shipped_spec_loads_by_name_with_work_to_do(name):
         (GOOD + "colour: blue\n", r"colour: Extra inputs are not permitted"),
         (GOOD + "  devices: [[rpi-zero-2w]]\n", r"matrix: `devices` takes a device name or a list of names"),
         (GOOD + "timeout_s: .inf\n", r"timeout_s: Input should be a finite number"),
+        (GOOD + "checkpoint_seconds: 0\n", r"checkpoint_seconds: Input should be greater than 0"),
+        (GOOD.replace("batch: 4", "eval_at: every-hour"), r"matrix\.eval_at .*use log"),
+        (GOOD.replace("batch: 4", "eval_examples: most"), r"matrix\.eval_examples"),
         (GOOD.replace("batch: 4", "max_seconds: .inf"), r"matrix\.max_seconds \(value inf\): Input should be a finite"),
         (GOOD.replace("cpus: 2", "cpus: .nan"), r"devices\[1\]\.cpus: Input should be a finite number"),
     ],

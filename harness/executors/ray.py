@@ -12,7 +12,6 @@ and stops it at the end. See docs/ray.md.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import os
@@ -168,15 +167,12 @@ def run_cell(
 
 
 def node_state_root(driver_root: str | None) -> Path:
-    """Where this node keeps cells' state directories: the driver's RUN_DIR/checkpoints when this node can write
-    that path (shared storage, or the driver's own host), else a node-local folder of the edgebench cache named
+    """Where this node keeps cells' state directories: the driver's RUN_DIR/checkpoints when this node sees that
+    folder and can write it (shared storage, or the driver's own host), else a node-local folder of the edgebench cache named
     by it. Without shared storage a cell so resumes only when Ray places it on the node that holds its state;
     elsewhere it starts at step 0."""
-    if driver_root:
-        with contextlib.suppress(OSError):
-            Path(driver_root).mkdir(parents=True, exist_ok=True)
-            if os.access(driver_root, os.W_OK):
-                return Path(driver_root)
+    if driver_root and Path(driver_root).is_dir() and os.access(driver_root, os.W_OK):
+        return Path(driver_root)  # the driver made it: this node sees the driver's storage
     key = hashlib.sha256((driver_root or "").encode()).hexdigest()[:16]
     return cache_dir() / "ray-state" / key
 
@@ -278,6 +274,8 @@ class RayExecutor(Executor):
 
     def _attempt(self, cell: Cell, progress: ProgressFn) -> Finished:
         """One task: pass its progress on until its last item; on Ctrl-C cancel it and raise KeyboardInterrupt."""
+        if self.checkpoint_s is not None:  # nodes that see this folder keep their cells' state in it
+            (self.run_dir / CHECKPOINTS_DIR).mkdir(parents=True, exist_ok=True)
         stream = self._task.options(**task_options(placement(cell))).remote(
             cell,
             self.timeout_s,
