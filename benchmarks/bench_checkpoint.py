@@ -59,6 +59,7 @@ def host_seconds_per_step(record: CellRecord) -> float:
     return record.metrics["host_train_seconds"] / record.steps
 
 
+@pytest.mark.timeout(3600)
 @pytest.mark.benchmark(group="checkpoint")
 def test_checkpoint_cost_and_dynamic_padding(benchmark, tmp_path):
     runs = benchmark.pedantic(

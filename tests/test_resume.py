@@ -180,6 +180,16 @@ def kill(harness: subprocess.Popen) -> None:
     harness.wait()
 
 
+def interrupted(tmp_path: Path, name: str, method: str = "mezo", lr: float = 1e-4, saves: int = 1) -> tuple[Path, Path]:
+    """(spec, run directory) of a harness SIGKILLed once its cell wrote `saves` checkpoints."""
+    spec, out = tmp_path / "spec.yaml", tmp_path / "out"
+    spec.write_text(spec_text(name, method, lr, every=1.0))
+    harness = start_harness(spec, out)
+    wait_for(lambda: checkpoints_written(out) >= saves, harness)
+    kill(harness)
+    return spec, out
+
+
 def cell_log(out: Path) -> str:
     return "".join(p.read_text(errors="replace") for p in (out / "logs").glob("*.log"))
 
@@ -187,13 +197,9 @@ def cell_log(out: Path) -> str:
 @needs_data
 @pytest.mark.parametrize(("method", "lr"), [("mezo", 1e-4), ("bp-checkpointed", 1e-4)])
 def test_a_sigkilled_harness_resumes_its_cell_from_the_last_checkpoint(tmp_path, method, lr):
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(spec_text("resume", method, lr, every=1.0))
-    reference, out = tmp_path / "reference", tmp_path / "out"
+    spec, out = interrupted(tmp_path, "resume", method, lr, saves=2)
+    reference = tmp_path / "reference"
     edgebench("run", str(spec), "--out", str(reference), "--no-report", check=True)
-    harness = start_harness(spec, out)
-    wait_for(lambda: checkpoints_written(out) >= 2, harness)
-    kill(harness)
     saved_step = saved_loop(next((out / CHECKPOINTS_DIR).glob(f"*/{checkpoint.STATE_FILE}")))["step"]
     assert not (out / "results.jsonl").exists() or not (out / "results.jsonl").read_text()
 
@@ -219,12 +225,7 @@ def test_a_sigkilled_harness_resumes_its_cell_from_the_last_checkpoint(tmp_path,
 
 @needs_data
 def test_a_corrupt_checkpoint_is_refused_and_the_cell_starts_over(tmp_path):
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(spec_text("corrupt", "mezo", 1e-4, every=1.0))
-    out = tmp_path / "out"
-    harness = start_harness(spec, out)
-    wait_for(lambda: checkpoints_written(out) >= 1, harness)
-    kill(harness)
+    spec, out = interrupted(tmp_path, "corrupt")
     path = next((out / CHECKPOINTS_DIR).glob(f"*/{checkpoint.STATE_FILE}"))
     data = bytearray(path.read_bytes())
     data[len(checkpoint.MAGIC) + 10] ^= 0xFF
@@ -268,12 +269,7 @@ matrix: {model: opt-125m, task: synthetic, method: mezo, batch: 1, seq_len: 16, 
 
 @needs_data
 def test_fresh_drops_the_checkpoints_of_an_interrupted_run(tmp_path):
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(spec_text("fresh", "mezo", 1e-4, every=1.0))
-    out = tmp_path / "out"
-    harness = start_harness(spec, out)
-    wait_for(lambda: checkpoints_written(out) >= 1, harness)
-    kill(harness)
+    spec, out = interrupted(tmp_path, "fresh")
     edgebench("run", str(spec), "--out", str(out), "--no-report", "--fresh", check=True)
     assert [s["from_step"] for s in only_record(out)["metrics"]["segments"]] == [0]
 
