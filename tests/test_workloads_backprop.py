@@ -66,3 +66,24 @@ def test_optimizers_skip_decay_on_biases_and_norms():
         decayed = [p for g in groups if g["weight_decay"] > 0 for p in g["params"]]
         assert decayed == [model[0].weight], name
     assert make_optimizer(named, params).defaults.get("foreach") is False
+
+
+def _features_need_grad(model_name: str, method: str, tuning: str) -> bool:
+    """Whether the pooled features a classifier's head reads carry a graph back into the backbone."""
+    from workloads.models import select_trainable
+
+    params = WorkloadParams(model=model_name, method=method, tuning=tuning, batch=2, seq_len=16)
+    built = build_model(params, "classification", 2)
+    model = select_trainable(built.model, tuning, built.family)
+    make_method(params, model, trainable_parameters(model))
+    batch = synthetic_task(params, 1000, decoder=False).batch(0)
+    return model.pool(batch["input_ids"], batch["attention_mask"]).requires_grad
+
+
+def test_a_checkpointed_linear_probe_does_not_backpropagate_through_the_frozen_backbone():
+    """transformers' checkpointing makes the embeddings' output require grad; a head-only cell must not keep a
+    graph through every frozen layer for it (the memory model plans a probe with no saved activations)."""
+    assert not _features_need_grad("bert-11m", "bp-checkpointed", "head")
+    assert not _features_need_grad("bert-11m", "bp", "head")
+    assert _features_need_grad("bert-11m", "bp-checkpointed", "full")
+    assert _features_need_grad("bert-11m", "bp-checkpointed", "lora")

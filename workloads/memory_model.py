@@ -43,10 +43,6 @@ SAVED_PER_TOKEN = {
 ENCODER_EMBEDDING_SAVED = 2
 #: Families whose attention runs through SDPA's flash kernel when no dropout is active (no B*A*S*S scores).
 FLASH_ATTENTION = {"bert", "opt"}
-#: Families checkpointed by transformers, which also makes the embeddings' output require grad (for any model
-#: taking input_ids), so even a head-only cell backpropagates through every layer; MPNet's blocks are wrapped in
-#: torch.utils.checkpoint by workloads.models instead, which does not.
-TRANSFORMERS_CHECKPOINTING = {"bert", "opt"}
 #: Live at a no-grad forward's peak, per token (counted with the profiler's allocation events): in the MLP, the
 #: embedding output, the layer input and the attention output (3 H) beside the intermediate and its activation
 #: (2 F); in attention, those plus Q, K, V, the context and its reshaped copy (7 H), plus the B*A*S*S scores and
@@ -204,12 +200,11 @@ def per_token_elements(shape: ModelShape, s: int, counts: tuple[int, int, int]) 
 
 def saved_counts(shape: ModelShape, params: WorkloadParams) -> tuple[int, int, int] | None:
     """SAVED_PER_TOKEN of the cell's layers; None when nothing in the backbone needs a gradient (a classifier's
-    head alone, unless transformers' checkpointing made the embeddings' output require grad)."""
+    head alone: a linear probe, checkpointed or not)."""
     kind = "decoder" if shape.is_decoder else "encoder"
     tuning = params.tuning
     if tuning == "head":
-        checkpointed = params.method == "bp-checkpointed" and shape.family in TRANSFORMERS_CHECKPOINTING
-        if not (is_lm(shape, params) or checkpointed):
+        if not is_lm(shape, params):
             return None
         tuning = "frozen"
     return SAVED_PER_TOKEN[(kind, tuning)]

@@ -141,6 +141,10 @@ def enable_checkpointing(model: nn.Module) -> None:
     targets = [m for m in model.modules() if getattr(m, "supports_gradient_checkpointing", False)]
     if targets:
         targets[0].activation_checkpointing_enable({"use_reentrant": False})
+        # Non-reentrant checkpointing needs no input that requires grad (gradients reach the parameters inside each
+        # checkpointed layer regardless), but transformers makes the embeddings' output one: a head-only cell (a
+        # linear probe) would then backpropagate through every frozen layer.
+        targets[0].disable_input_require_grads()
         return
     blocks = max((m for m in model.modules() if isinstance(m, nn.ModuleList)), key=len, default=None)
     if blocks is None:
