@@ -18,7 +18,7 @@ from workloads.models import (
     SequenceClassifier,
     build_model,
     checkpointing_enabled,
-    init_prototype_head,
+    init_head,
     load_tokenizer,
     select_trainable,
     trainable_parameters,
@@ -88,7 +88,7 @@ def prepare(params: WorkloadParams, device: torch.device):
         built = build_model(params, "classification", task.num_labels)
         built.model.to(device)
         assert isinstance(built.model, SequenceClassifier)
-        init_prototype_head(built.model, tokenizer, task.label_names, LABEL_WORDS)
+        init_head(built.model, tokenizer, task.label_names, LABEL_WORDS, params.head)
     model = select_trainable(built.model.to(device), params.tuning, built.family)
     return model, task, built
 

@@ -92,7 +92,7 @@ class ZerothOrder:
 
         def head_loss() -> float:
             with torch.inference_mode():
-                logits = self.model.head(features)
+                logits = self.model.scores(features)
                 return float(nn.functional.cross_entropy(logits.float(), batch["labels"]))
 
         return self.optimizer.step(head_loss, step, lr)

@@ -25,20 +25,43 @@ PROMPT = "It was {}."
 
 class SequenceClassifier(nn.Module):
     """Any transformers backbone + masked mean pooling, L2-normalised (as sentence-transformers pools
-    all-MiniLM-L6-v2 and all-mpnet-base-v2) + a linear head."""
+    all-MiniLM-L6-v2 and all-mpnet-base-v2) + a head: linear (its weights the zero-shot class prototypes at the
+    start, `head: prototype`), or tied to the label prompts (`head: prompt`): each forward re-embeds the prompts
+    with the current backbone and scores the cosine to them, so that training the backbone moves the classes
+    with it, as prompt-based fine-tuning ties the classes to the MLM head (MeZO's paper: without a prompt MeZO
+    stays near chance on SST-2, with one it learns)."""
 
     def __init__(self, backbone: nn.Module, hidden: int, num_labels: int) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = nn.Linear(hidden, num_labels, dtype=next(backbone.parameters()).dtype)
+        self.register_buffer("prompt_ids", None, persistent=False)  # set by tie_to_prompts (`head: prompt`)
+        self.register_buffer("prompt_mask", None, persistent=False)
+
+    def tie_to_prompts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+        """Score classes against these tokenized label prompts, re-embedded at every forward; the head keeps
+        only its bias (its weight would be the prototypes the prompts now give)."""
+        self.prompt_ids, self.prompt_mask = input_ids, attention_mask
 
     def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         states = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(states.dtype)
         return nn.functional.normalize((states * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1)
 
+    def prototypes(self) -> torch.Tensor:
+        """The label prompts' pooled embeddings, centred and normalised, times PROTOTYPE_SCALE."""
+        protos = self.pool(self.prompt_ids, self.prompt_mask).float()
+        protos = protos - protos.mean(0, keepdim=True) if len(protos) > 1 else protos
+        return nn.functional.normalize(protos, dim=-1) * PROTOTYPE_SCALE
+
+    def scores(self, features: torch.Tensor) -> torch.Tensor:
+        """Class logits of pooled features."""
+        if self.prompt_ids is None:
+            return self.head(features)
+        return features @ self.prototypes().to(features.dtype).T + self.head.bias
+
     def forward(self, input_ids, attention_mask, labels=None):
-        logits = self.head(self.pool(input_ids, attention_mask))
+        logits = self.scores(self.pool(input_ids, attention_mask))
         loss = nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
         return SimpleNamespace(loss=loss, logits=logits)
 
@@ -82,20 +105,23 @@ def build_model(params: WorkloadParams, kind: str, num_labels: int) -> BuiltMode
     return BuiltModel(model, family_of(config.model_type), config.vocab_size)
 
 
-@torch.inference_mode()
-def init_prototype_head(
-    model: SequenceClassifier, tokenizer, label_names: list[str], words: dict[str, str]
+def init_head(
+    model: SequenceClassifier, tokenizer, label_names: list[str], words: dict[str, str], head: str = "prototype"
 ) -> None:
-    """Zero-shot head: each class's weight is the normalised pooled embedding of a prompt with its label word,
-    so step 0 is already a sensible classifier (cosine to class prototypes) rather than a random one."""
+    """Zero-shot head: each class's prototype is the normalised pooled embedding of a prompt with its label word,
+    so step 0 is already a sensible classifier (cosine to class prototypes) rather than a random one. `prototype`
+    copies them into the linear head once; `prompt` ties the head to the prompts (SequenceClassifier)."""
     texts = [PROMPT.format(words.get(name.lower(), name)) for name in label_names]
     enc = tokenizer(texts, padding=True, return_tensors="pt").to(model.head.weight.device)
     was_training = model.training
     model.eval()
-    protos = model.pool(enc["input_ids"], enc["attention_mask"]).float()
-    protos = protos - protos.mean(0, keepdim=True) if len(texts) > 1 else protos
-    model.head.weight.copy_(nn.functional.normalize(protos, dim=-1) * PROTOTYPE_SCALE)
-    model.head.bias.zero_()
+    with torch.inference_mode():  # the prompts' tokens stay ordinary tensors: a tied head backpropagates through them
+        model.prompt_ids, model.prompt_mask = enc["input_ids"], enc["attention_mask"]
+        model.head.weight.copy_(model.prototypes())
+        model.prompt_ids = model.prompt_mask = None
+        model.head.bias.zero_()
+    if head == "prompt":
+        model.tie_to_prompts(enc["input_ids"], enc["attention_mask"])
     model.train(was_training)
 
 
@@ -121,6 +147,8 @@ def select_trainable(model: nn.Module, tuning: str, family: str) -> nn.Module:
         model.requires_grad_(False)
         head = model.head if is_classifier else model.get_output_embeddings()
         head.requires_grad_(True)
+    if is_classifier and model.prompt_ids is not None:  # a head tied to the prompts uses its bias alone
+        model.head.weight.requires_grad_(False)
     return model
 
 

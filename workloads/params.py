@@ -62,6 +62,11 @@ class WorkloadParams(BaseModel):
         "at equal accuracy",
     )
     tuning: Literal["full", "lora", "head"] = "full"
+    head: Literal["prototype", "prompt"] = Field(
+        default="prototype",
+        description="a classifier's head: a linear head started at the label prompts' embeddings (prototype), or "
+        "the label prompts re-embedded by the current backbone at every forward (prompt; needs a trained backbone)",
+    )
     dtype: Literal["fp32", "bf16"] = "fp32"
     trust_remote_code: bool = Field(
         default=False,
@@ -125,6 +130,15 @@ class WorkloadParams(BaseModel):
     def _eval_examples(self) -> WorkloadParams:
         if isinstance(self.eval_examples, int) and self.eval_examples < 1:
             raise ValueError(f"eval_examples {self.eval_examples}: give at least 1, or all")
+        return self
+
+    @model_validator(mode="after")
+    def _prompt_head_needs_a_backbone(self) -> WorkloadParams:
+        if self.head == "prompt" and self.tuning == "head":
+            raise ValueError(
+                "head: prompt ties the classes to the backbone, which tuning: head leaves frozen; use head: "
+                "prototype with tuning: head, or train the backbone (tuning: full or lora)"
+            )
         return self
 
     def evaluated(self, split_size: int) -> int:

@@ -18,7 +18,7 @@ MIN_EXAMPLES = math.ceil(0.5 / HELD_OUT_FRACTION)
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 #: Default column names of tasks whose layout differs from (text, label).
 KNOWN_COLUMNS = {"glue/sst2": ("sentence", "label"), ROTTEN_TOMATOES: ("text", "label")}
-#: Words whose embeddings make the zero-shot head's class prototypes (see models.init_prototype_head).
+#: Words whose embeddings make the zero-shot head's class prototypes (see models.init_head).
 LABEL_WORDS = {
     "rotten": "bad",
     "fresh": "good",
