@@ -32,6 +32,7 @@ from harness.executors.base import OFFLINE_ENV, ChildOutcome, Executor, Progress
 from harness.executors.in_container import STATE_MOUNT, job_json, outcome_from_event
 from harness.executors.local import CellUser, _last_line, own_state_dir
 from harness.records import now_iso
+from harness.store import LOGS_DIR, write_bytes_atomic
 from workloads.resumable import CHECKPOINTS_DIR
 
 IMAGE_ENV = "EDGEBENCH_IMAGE"
@@ -127,8 +128,6 @@ class DockerExecutor(Executor):
         self.client.close()
 
     def execute(self, cell: Cell, progress: ProgressFn) -> ChildOutcome:
-        logs = self.run_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
         settings = container_settings()
         state = self.run_dir.resolve() / CHECKPOINTS_DIR / cell.id
         plan = self.state_plan(cell, state)
@@ -168,7 +167,7 @@ class DockerExecutor(Executor):
             container.reload()
             state, host = container.attrs["State"], container.attrs["HostConfig"]
             stderr = container.logs(stdout=False, stderr=True)
-            (logs / f"{cell.id}.log").write_bytes(stderr)
+            write_bytes_atomic(self.run_dir / LOGS_DIR / f"{cell.id}.log", stderr)
         finally:
             container.remove(force=True)
         outcomes = [e for e in events if e.get("event") == "outcome"]

@@ -33,6 +33,7 @@ from harness.cells import Cell
 from harness.errors import UserError
 from harness.executors.base import OFFLINE_ENV, ChildOutcome, Executor, ProgressFn, collect_events
 from harness.records import MemoryFigures, now_iso
+from harness.store import open_log
 from workloads.checks import hub_cache
 from workloads.params import WorkloadParams
 from workloads.registry import resolve
@@ -111,8 +112,6 @@ class LocalExecutor(Executor):
             warn_root(str(exc))
 
     def execute(self, cell: Cell, progress: ProgressFn) -> ChildOutcome:
-        logs = self.run_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
         ready_inputs(cell.params)
         plan = self.state_plan(cell, self.state_root / cell.id)
         if plan is not None:  # the cell gets its state directory open: it needs no path through the run directory
@@ -122,7 +121,7 @@ class LocalExecutor(Executor):
             _closing_fd(plan.fd if plan else None),
             self._as_cell_user() as user_env,  # left last: its home is removed once the cgroup's processes are dead
             self.backend(cell.device, cell.id, cell.clock) as cap,
-            open(logs / f"{cell.id}.log", "w+b") as log,
+            open_log(self.run_dir, f"{cell.id}.log") as log,
         ):
             started_at, t0 = now_iso(), time.perf_counter()
             proc = subprocess.Popen(

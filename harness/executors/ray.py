@@ -35,6 +35,7 @@ from harness.executors.base import ChildOutcome, Executor, ProgressFn
 from harness.executors.local import LocalExecutor
 from harness.records import now_iso
 from harness.scheduler import cpu_need
+from harness.store import LOGS_DIR, write_bytes_atomic
 from workloads.resumable import CHECKPOINTS_DIR
 
 POLL_S = 0.2
@@ -306,9 +307,7 @@ class RayExecutor(Executor):
                 return
 
     def _write_log(self, cell: Cell, text: str) -> None:
-        logs = self.run_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        (logs / f"{cell.id}.log").write_text(text)
+        write_bytes_atomic(self.run_dir / LOGS_DIR / f"{cell.id}.log", text.encode())
 
     def _agreed_backend(self, enforcement: str) -> tuple[str, bool]:
         """Every node must cap cells the same way, or records from different nodes would not compare."""
