@@ -228,3 +228,70 @@ def test_an_output_directory_another_user_owns_is_refused_as_root(tmp_path, caps
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert f"{out} belongs to another user (uid {nobody})" in line
     assert list(out.iterdir()) == []
+
+
+# --- what reaches a cell: the environment, the working directory, remote code -----------------------------------------
+
+#: A stand-in cell that reports its environment.
+ENV_CELL = """
+import json, os
+print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": {"env": dict(os.environ)}}))
+"""
+SECRETS = {"HF_TOKEN": "hf_secret", "AWS_SECRET_ACCESS_KEY": "aws", "GITHUB_TOKEN": "gh", "PYTHONPATH": "/tmp/evil"}
+
+
+def test_a_cell_gets_an_allow_listed_environment_where_offline_wins(tmp_path, monkeypatch):
+    for name, value in {**SECRETS, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(local, "runner_argv", lambda cell: [sys.executable, "-c", ENV_CELL])
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(ONE_CELL)
+    assert cli.main(["run", str(spec), "--out", str(tmp_path / "run"), "--no-report"]) == 0
+    (record,) = load_records(tmp_path / "run")
+    env = record.metrics["env"]
+    assert not set(SECRETS) & set(env), sorted(env)
+    assert env["HF_HUB_OFFLINE"] == env["TRANSFORMERS_OFFLINE"] == env["HF_DATASETS_OFFLINE"] == "1"
+    assert env["PATH"] == os.environ["PATH"]
+
+
+#: Planted where a root harness may be started from (/tmp, a shared folder): runs when any child imports ctypes.
+PLANTED = "import os\nopen(os.path.join({marker!r}), 'w').write(str(os.getuid()))\nraise SystemExit('planted')\n"
+
+
+def test_root_children_never_import_from_the_working_directory(tmp_path, monkeypatch):
+    """The launcher (root) imports ctypes; `python -m` would take it from the working directory."""
+    planted = tmp_path / "shared"
+    (planted / "ctypes").mkdir(parents=True)
+    marker = tmp_path / "ran-as"
+    (planted / "ctypes" / "__init__.py").write_text(PLANTED.format(marker=str(marker)))
+    (planted / "devices").mkdir()
+    (planted / "devices" / "__init__.py").write_text(PLANTED.format(marker=str(marker)))
+    monkeypatch.setattr(local, "runner_argv", lambda cell: [sys.executable, "-c", OK_CELL])
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(ONE_CELL)
+    monkeypatch.chdir(planted)
+    assert cli.main(["run", str(spec), "--out", str(tmp_path / "run"), "--no-report"]) == 0
+    from devices import cache
+
+    cache._measure(["devices.pyexec"], timeout_s=60)  # the calibration child's way of starting
+    assert not marker.exists(), f"a planted module ran as uid {marker.read_text()}"
+    (record,) = load_records(tmp_path / "run")
+    assert record.status == "ok"
+
+
+REMOTE_CODE = ONE_CELL.replace("method: mezo,", "method: mezo, trust_remote_code: true,")
+
+
+def test_trust_remote_code_in_a_spec_alone_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(local, "runner_argv", lambda cell: [sys.executable, "-c", OK_CELL])
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(REMOTE_CODE)
+    out = tmp_path / "run"
+    assert cli.main(["run", str(spec), "--out", str(out), "--no-report"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "trust_remote_code: true would run the Python code of opt-1m's repository" in line
+    assert "--trust-remote-code" in line
+    assert not out.exists()
+    assert cli.main(["run", str(spec), "--out", str(out), "--no-report", "--trust-remote-code"]) == 0
+    (record,) = load_records(out)
+    assert record.status == "ok" and record.params.trust_remote_code

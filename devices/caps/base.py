@@ -6,7 +6,6 @@ import contextlib
 import os
 import re
 import signal
-import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from devices.caps.cuda import gpu_env
+from devices.pyexec import module_argv
 from devices.speed import CellClock, unplanned_clock
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ class CapBackend(ABC):
 
     def command(self, argv: list[str]) -> list[str]:
         """Wrap a command so that it starts inside this cap."""
-        return [sys.executable, "-m", "devices.launch", "--", *argv]
+        return module_argv("devices.launch", "--", *argv)
 
     def __enter__(self) -> CapBackend:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
@@ -22,8 +23,27 @@ from workloads.resumable import StatePlan, resumable
 
 ProgressFn = Callable[[Cell, dict[str, Any]], None]
 
-# No network at run time: cells load models and datasets from local files unless the user says otherwise.
+# No network at run time: cells load models and datasets from local files, whatever the operator's environment says.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+#: The only variables of the harness's environment a cell inherits: locale, PATH and where caches are. Tokens
+#: (HF_TOKEN), cloud and CI secrets, proxies and PYTHON* stay with the harness.
+INHERITED_ENV = frozenset(
+    {
+        "PATH", "LANG", "LANGUAGE", "TZ", "TERM", "HOME", "USER", "LOGNAME", "TMPDIR",
+        "HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE", "TORCH_HOME", "XDG_CACHE_HOME", "MPLCONFIGDIR",
+        "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "EDGEBENCH_CACHE", "EDGEBENCH_HOST_SPEED",
+    }
+)  # fmt: skip
+INHERITED_PREFIXES = ("LC_",)
+
+
+def cell_env(*layers: dict[str, str]) -> dict[str, str]:
+    """A cell's environment: the allow-listed part of the harness's (INHERITED_ENV), then `layers` (the cap's, the
+    cell user's, the state plan's), then OFFLINE_ENV, which always wins."""
+    env = {k: v for k, v in os.environ.items() if k in INHERITED_ENV or k.startswith(INHERITED_PREFIXES)}
+    for layer in layers:
+        env.update(layer)
+    return env | OFFLINE_ENV
 
 
 @dataclass

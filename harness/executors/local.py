@@ -29,9 +29,10 @@ from devices.cache import cache_dir
 from devices.caps.base import CapUnavailable, pid_alive
 from devices.caps.select import choose_backend
 from devices.launch import ENV_RUN_AS
+from devices.pyexec import code_argv, module_argv
 from harness.cells import Cell
 from harness.errors import UserError
-from harness.executors.base import OFFLINE_ENV, ChildOutcome, Executor, ProgressFn, collect_events
+from harness.executors.base import ChildOutcome, Executor, ProgressFn, cell_env, collect_events
 from harness.records import MemoryFigures, now_iso
 from harness.store import open_log
 from workloads.checks import hub_cache
@@ -57,7 +58,7 @@ PROBE_TIMEOUT_S = 120
 
 
 def runner_argv(cell: Cell) -> list[str]:
-    return [sys.executable, "-m", "workloads.runner", cell.params.model_dump_json()]
+    return module_argv("workloads.runner", cell.params.model_dump_json())
 
 
 class LocalExecutor(Executor):
@@ -126,7 +127,7 @@ class LocalExecutor(Executor):
             started_at, t0 = now_iso(), time.perf_counter()
             proc = subprocess.Popen(
                 cap.command(runner_argv(cell)),
-                env={**OFFLINE_ENV, **os.environ, **cap.child_env(), **user_env, **(plan.to_env() if plan else {})},
+                env=cell_env(cap.child_env(), user_env, plan.to_env() if plan else {}),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=log,
@@ -299,8 +300,8 @@ def check_cell_user(user: CellUser, paths: list[str]) -> None:
     with private_home(user) as home:
         try:
             probe = subprocess.run(
-                [sys.executable, "-c", PROBE, *paths],
-                env={**OFFLINE_ENV, **os.environ, **user.env(home)},
+                code_argv(PROBE, *paths),
+                env=cell_env(user.env(home)),
                 user=user.uid,
                 group=user.gid,
                 extra_groups=[],
