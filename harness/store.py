@@ -164,11 +164,12 @@ def open_file(directory_fd: int, name: str, flags: int, where: Path) -> int:
         raise
 
 
-def open_log(run_dir: Path, name: str) -> BinaryIO:
-    """RUN_DIR/logs/NAME, emptied, for reading and writing (a cell's stderr), never through a link."""
+def open_log(run_dir: Path, name: str, truncate: bool = True) -> BinaryIO:
+    """RUN_DIR/logs/NAME, emptied unless `truncate` is False, for reading and writing (a cell's stderr), never
+    through a link."""
     logs = Path(run_dir) / LOGS_DIR
     with open_dir(logs) as folder:
-        fd = open_file(folder, name, os.O_RDWR | os.O_CREAT | os.O_TRUNC, logs)
+        fd = open_file(folder, name, os.O_RDWR | os.O_CREAT | (os.O_TRUNC if truncate else 0), logs)
     return os.fdopen(fd, "w+b")
 
 

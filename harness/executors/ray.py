@@ -31,7 +31,7 @@ from devices.cache import cache_dir
 from devices.profile import format_bytes
 from harness.cells import Cell
 from harness.errors import UserError
-from harness.executors.base import ChildOutcome, Executor, ProgressFn
+from harness.executors.base import CHUNK_BYTES, MAX_LOG_BYTES, ChildOutcome, Executor, ProgressFn
 from harness.executors.local import LocalExecutor
 from harness.records import now_iso
 from harness.scheduler import cpu_need
@@ -159,7 +159,8 @@ def run_cell(
                 if isinstance(item, ChildOutcome):
                     if states is not None and measured(item):
                         shutil.rmtree(states / cell.id, ignore_errors=True)
-                    log = (scratch / "logs" / f"{cell.id}.log").read_text(errors="replace")
+                    with open(scratch / "logs" / f"{cell.id}.log", "rb") as handle:  # the executor bounds it
+                        log = handle.read(MAX_LOG_BYTES + CHUNK_BYTES).decode(errors="replace")
                     yield Finished(item, log, _where(scratch))
                     return
                 yield item
