@@ -7,6 +7,7 @@ peak RSS is read from wait4 (an upper bound: it is the largest of the harness an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -56,12 +57,12 @@ sys.stdout.flush()
 HARNESS_RSS_LIMIT = 200 << 20
 
 
-def run_hostile(tmp_path: Path, hostile: str, jobs: int = 2) -> tuple[int, int, str, Path]:
+def run_hostile(tmp_path: Path, hostile: str, jobs: int = 2, spec: str = SPEC) -> tuple[int, int, str, Path]:
     """The run's exit code, the harness's peak RSS (bytes), its stderr, and the run directory."""
     require_kernel_caps()
     out = tmp_path / "run"
     code = CELL.replace("HOSTILE", hostile)
-    argv = ["run", str(write_spec(tmp_path, SPEC)), "--out", str(out), "--no-report", "--jobs", str(jobs)]
+    argv = ["run", str(write_spec(tmp_path, spec)), "--out", str(out), "--no-report", "--jobs", str(jobs)]
     harness = fake_cell_harness(code, *argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     stderr = b""
@@ -123,3 +124,67 @@ print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": {"bl
 
 if __name__ == "__main__":  # pragma: no cover - for measuring by hand
     sys.exit(pytest.main([__file__, "-q", "-s"]))
+
+
+#: Forks sleeping children until the kernel refuses, then says how many it got (its cgroup reaps them after).
+FORKS = """
+import time
+count = 0
+for _ in range(400):
+    try:
+        if os.fork() == 0:
+            time.sleep(60)
+            os._exit(0)
+    except OSError:
+        break
+    count += 1
+print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": {"forks": count}}), flush=True)
+"""
+#: A fork bomb: every process forks for ever; the spec's timeout ends it.
+BOMB = """
+while True:
+    try:
+        os.fork()
+    except OSError:
+        pass
+"""
+PIDS_SPEC = SPEC.replace("cpus: 1}", "cpus: 1, pids: 48}").replace("timeout_s: 300", "timeout_s: 4")
+
+
+def cell_processes() -> int:
+    """Processes of any user now running a `python -c` stand-in cell of this test module."""
+    import psutil
+
+    count = 0
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if any("sys.argv[1] == \"inference\"" in part for part in proc.info["cmdline"] or []):
+                count += 1
+    return count
+
+
+def test_a_cell_cannot_have_more_processes_than_its_devices_pids_limit(tmp_path):
+    if not (os.path.isdir("/sys/fs/cgroup/pids") or os.path.exists("/sys/fs/cgroup/cgroup.controllers")):
+        pytest.skip("no pids controller")
+    code, rss, stderr, out = run_hostile(tmp_path, FORKS, jobs=1, spec=PIDS_SPEC.replace("timeout_s: 4", "timeout_s: 60"))
+    assert code == 0, stderr[-2000:]
+    records = {r.params.method: r for r in load_records(out)}
+    forks = records["mezo"].metrics["forks"]
+    assert 0 < forks < 48, f"the cell forked {forks} children under a 48-pid limit"
+    assert cell_processes() == 0, "a forked child outlived its cell"
+
+
+def test_a_fork_bomb_is_contained_stopped_and_leaves_nothing(tmp_path):
+    require_kernel_caps()
+    out = tmp_path / "run"
+    spec = tmp_path / "bomb.yaml"
+    spec.write_text(PIDS_SPEC)
+    code = CELL.replace("HOSTILE", BOMB)
+    argv = ["run", str(spec), "--out", str(out), "--no-report", "--jobs", "2"]
+    harness = fake_cell_harness(code, *argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, stderr = harness.communicate(timeout=120)
+    assert harness.returncode == 3, stderr[-2000:]
+    records = {r.params.method: r for r in load_records(out)}
+    assert records["inference"].status == "ok"
+    assert records["mezo"].status == "timeout", records["mezo"].error
+    assert cell_processes() == 0, "the bomb outlived its cell"

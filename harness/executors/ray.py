@@ -216,7 +216,7 @@ def sweep_node() -> list[str]:
     from devices.caps.cgroup_v1 import controller_dir
     from devices.caps.cgroup_v2 import find_base
 
-    parents = (controller_dir("memory"), controller_dir("cpu"), find_base())
+    parents = (*(controller_dir(c) for c in ("memory", "cpu", "pids", "freezer")), find_base())
     return [name for parent in parents if parent is not None for name in sweep_stale(parent)]
 
 
