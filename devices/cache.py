@@ -24,6 +24,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from devices.pyexec import SAFE_CWD, module_argv
+
 # No network at run time: the measuring child loads nothing from a hub.
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
@@ -107,7 +109,8 @@ def _measure(argv: list[str], timeout_s: float) -> Any:
     """The figure `python -m argv...` prints as its last line of JSON, or None when it fails."""
     try:
         out = subprocess.run(
-            [sys.executable, "-m", *argv],
+            module_argv(*argv),
+            cwd=SAFE_CWD,
             capture_output=True,
             text=True,
             check=True,

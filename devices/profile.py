@@ -63,6 +63,11 @@ def format_bytes(n: int | float | None) -> str:
     return f"{size:.1f} GiB"
 
 
+#: A cell's processes and threads at once unless its device says otherwise: torch, its OpenMP pool and a tokenizer's
+#: pool take a few dozen per core; 1024 leaves room on a 16-core host and stops a fork bomb far below the host's pids.
+DEFAULT_PIDS_LIMIT = 1024
+
+
 class DeviceProfile(BaseModel):
     """A device as the harness simulates it: a memory cap, CPU cores and their speed, optional GPU memory."""
 
@@ -104,8 +109,19 @@ class DeviceProfile(BaseModel):
         default_factory=dict,
         description="Ray custom resources a cell of this device asks for, e.g. {arm64: 1} to pin it to such nodes",
     )
+    pids: int | None = Field(
+        default=None,
+        ge=32,
+        le=1 << 22,
+        description="most processes and threads one cell may have at once (cgroup pids.max, Docker pids_limit); "
+        "default 1024: a fork bomb in a cell exhausts its own limit, not the host's",
+    )
     description: str = ""
     source: str = ""
+
+    @property
+    def pids_limit(self) -> int:
+        return self.pids or DEFAULT_PIDS_LIMIT
 
     @field_validator("memory_bytes", mode="before")
     @classmethod

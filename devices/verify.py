@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from dataclasses import asdict, dataclass
 
 from devices.caps.base import CapBackend, CapReading
 from devices.profile import DeviceProfile
+from devices.pyexec import SAFE_CWD, code_argv, module_argv
 from devices.speed import HostSpeed, cfs_quota, plan_clock
 
 #: The throttle proof's tolerance (within 15% of the device's throughput) and least duration.
@@ -46,11 +46,12 @@ def _allocate(backend: type[CapBackend], label: str, size: int, cap: int) -> tup
     profile = DeviceProfile(name="doctor-probe", memory=cap, cpus=1)
     with backend(profile, label) as capped:
         proc = subprocess.run(
-            capped.command([sys.executable, "-c", ALLOCATE, str(size)]),
+            capped.command(code_argv(ALLOCATE, str(size))),
             env={**os.environ, **capped.child_env()},
             capture_output=True,
             text=True,
             timeout=120,
+            cwd=SAFE_CWD,
         )
         reading = capped.reading()
     lines = proc.stderr.strip().splitlines()
@@ -107,11 +108,12 @@ def prove_throttle(
     seconds = max(seconds, THROTTLE_PERIODS * period_s)
     with backend(profile, "doctor-speed", clock) as capped:
         proc = subprocess.run(
-            [sys.executable, "-m", "devices.speed", "--measure", str(seconds)],
+            module_argv("devices.speed", "--measure", str(seconds)),
             env={**os.environ, **capped.child_env()},
             capture_output=True,
             text=True,
             timeout=seconds * 10 + 120,
+            cwd=SAFE_CWD,
         )
     measured = None
     try:

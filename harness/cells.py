@@ -15,9 +15,9 @@ from workloads.params import WorkloadParams
 #: The device fields that change a measurement: its name (a report's row; two named devices are two cells),
 #: the caps imposed (memory, cores, GPU memory and whether it is unified; swap is always off) and the throughput
 #: the clock converts time with. Descriptions, sources and the memory bandwidth (no clock uses it) only describe.
-DEVICE_IDENTITY = ("name", "memory_bytes", "cpus", "gpu_memory_bytes", "unified_memory", "gflops")
+DEVICE_IDENTITY = ("name", "memory_bytes", "cpus", "gpu_memory_bytes", "unified_memory", "gflops", "pids")
 #: Fields added after ids were first hashed, with their defaults: at its default a field stays out of the id.
-LATER_DEVICE_FIELDS = {"gpu_memory_bytes": None, "unified_memory": False}
+LATER_DEVICE_FIELDS = {"gpu_memory_bytes": None, "unified_memory": False, "pids": None}
 #: The GPU share ids were first hashed with, always empty since: it stays in every id so that no id changes.
 RETIRED_DEVICE_FIELDS = {"gpu_memory_fraction": None}
 

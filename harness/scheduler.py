@@ -10,6 +10,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import psutil
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from devices.profile import format_bytes
@@ -45,14 +46,16 @@ def describe(record: CellRecord) -> str:
     if peak and predicted and record.status == "ok":  # a killed cell's peak is where it died, not its need
         versus += f" ({predicted / peak:.2f}x measured)"
     style = STATUS_STYLE[record.status]
-    line = (
-        f"[{style}]{record.status:<7}[/] {record.cell_id} {record.device.name} {record.params.model} "
+    text = (
+        f"{record.cell_id} {record.device.name} {record.params.model} "
         f"{record.params.method} b{record.params.batch}: peak {format_bytes(peak)} ({record.peak_memory_source})"
         f"{versus}, {record.steps} steps, {_seconds(record)}"
     )
     if record.error and record.status != "ok":
-        line += f" - {record.error}"
-    return line
+        text += f" - {record.error}"
+    # The cell's own words (its error, a model name from the spec) are text, never Rich markup: `[/x]` in them
+    # would raise inside the progress display and abort the run.
+    return f"[{style}]{record.status:<7}[/] {escape(text)}"
 
 
 def _seconds(record: CellRecord) -> str:
@@ -151,5 +154,6 @@ def _fits(cell: Cell, running: list[Cell], budget: int, cores: int) -> bool:
 
 def _live_line(cell: Cell, event: dict) -> str:
     step = event.get("step", 0)
-    rss = format_bytes(event.get("rss_bytes")) if event.get("rss_bytes") else "-"
-    return f"  {cell.device.name} {cell.params.model} {cell.params.method} step {step} mem {rss}"
+    rss = event.get("rss_bytes")
+    rss = format_bytes(rss) if isinstance(rss, int) and rss > 0 else "-"  # a cell's event is not trusted
+    return escape(f"  {cell.device.name} {cell.params.model} {cell.params.method} step {step} mem {rss}")

@@ -12,6 +12,7 @@ file) describes the host, versions, enforcement and the spec; read_run_info merg
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -20,7 +21,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -30,6 +31,7 @@ from workloads.predictions import PREDICTIONS_DIR
 from workloads.resumable import CHECKPOINTS_DIR
 
 RESULTS = "results.jsonl"
+LOGS_DIR = "logs"
 RUN_INFO = "run.json"
 #: Statuses that are no measurement (an oom is one): `--retry-errors` redoes them, `edgebench run` exits 3.
 UNMEASURED = ("error", "timeout")
@@ -69,14 +71,106 @@ def run_info_paths(run_dir: Path) -> list[Path]:
 
 
 def check_writable(run_dir: Path) -> None:
-    """Fail early, before anything is written, when the output directory cannot be used."""
+    """Fail early, before anything is written, when the output directory cannot be used: not a directory, not
+    writable (checked by its mode and owner: `os.access` passes everything for root), or holding a file another
+    user owns (a link planted there to make a root harness truncate /etc/shadow, say)."""
+    run_dir = Path(run_dir)
     probe = run_dir
-    while not probe.exists():
+    while not os.path.lexists(probe):
         probe = probe.parent
     if not probe.is_dir():
         raise UserError(f"output path {probe} is not a directory; pass --out with a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
+    if not writable_by_me(probe):
         raise UserError(f"output directory {probe} is not writable; pass --out with a writable directory")
+    if probe == run_dir:
+        check_owned(run_dir)
+
+
+def writable_by_me(directory: Path) -> bool:
+    """Whether this process may create files in `directory` by its mode bits, for root too."""
+    if os.geteuid() != 0:
+        return os.access(directory, os.W_OK | os.X_OK)
+    return os.access(directory, os.W_OK | os.X_OK) and not _read_only_mount(directory)
+
+
+def _read_only_mount(directory: Path) -> bool:
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+#: Owners a run directory's files may have: this process's user, or root (who could write anything anyway).
+def trusted_owner(uid: int) -> bool:
+    return uid in (os.geteuid(), 0)
+
+
+def check_owned(run_dir: Path) -> None:
+    """Refuse a run directory, or a file or folder in it, that another user owns: it may be a link to a file of
+    ours, or a folder that user can swap for one. The cells' own state directories (checkpoints/<cell id>) are
+    the cell user's by design and are not looked into."""
+    run_dir = Path(run_dir)
+    paths = [run_dir]
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(run_dir):
+            paths.append(Path(entry.path))
+            if entry.name != CHECKPOINTS_DIR and entry.is_dir(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    paths.extend(Path(e.path) for e in os.scandir(entry.path))
+    for path in paths:
+        try:
+            owner = os.lstat(path).st_uid
+        except FileNotFoundError:
+            continue
+        if not trusted_owner(owner):
+            raise UserError(
+                f"{path} belongs to another user (uid {owner}); edgebench does not write into a run directory "
+                "others own: remove it or pass another --out"
+            )
+
+
+def no_space(path: Path, exc: OSError) -> UserError | None:
+    """A full disk (or quota) while writing `path` as the one line a user sees; None for any other error."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    return UserError(f"{path}: {os.strerror(exc.errno)} while writing it; free some space (or pass another --out) and re-run to resume")
+
+
+@contextlib.contextmanager
+def open_dir(directory: Path) -> Iterator[int]:
+    """A file descriptor of `directory` (created if missing), refused if it is a symbolic link: files of a run
+    directory are created relative to it, so that no link planted below the run directory is followed."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EEXIST):
+            raise UserError(f"{directory} is a link or not a folder; remove it or pass another --out") from None
+        raise no_space(directory, exc) or exc from None
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def open_file(directory_fd: int, name: str, flags: int, where: Path) -> int:
+    """`name` in the folder `directory_fd`, opened with `flags` and without following a symbolic link."""
+    try:
+        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=directory_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UserError(f"{where / name} is a symbolic link; remove it or pass another --out") from None
+        raise
+
+
+def open_log(run_dir: Path, name: str, truncate: bool = True) -> BinaryIO:
+    """RUN_DIR/logs/NAME, emptied unless `truncate` is False, for reading and writing (a cell's stderr), never
+    through a link."""
+    logs = Path(run_dir) / LOGS_DIR
+    with open_dir(logs) as folder:
+        fd = open_file(folder, name, os.O_RDWR | os.O_CREAT | (os.O_TRUNC if truncate else 0), logs)
+    return os.fdopen(fd, "w+b")
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -85,18 +179,24 @@ def write_atomic(path: Path, text: str) -> None:
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write through a temp file named by a uuid (containers under `init: true` share one pid), creating the
-    folder; the temp file is removed if the write fails."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    folder, never through a link (the folder and the file are opened with O_NOFOLLOW); the temp file is removed
+    if the write fails, and a full disk is one line naming the file (UserError)."""
+    path = Path(path)
+    tmp = f".{path.name}.{uuid.uuid4().hex}.tmp"
+    with open_dir(path.parent) as folder:
+        try:
+            fd = open_file(folder, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, path.parent)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=folder)
+            if isinstance(exc, OSError) and (error := no_space(path, exc)):
+                raise error from None
+            raise
 
 
 def read_info_file(path: Path) -> dict[str, Any]:
@@ -210,16 +310,18 @@ class RunStore:
     def _set_aside(self) -> None:
         """--fresh (one writer only): the results, every writer's run info and the predictions they reference
         become .bak files; the cells' checkpoints are dropped (a fresh run starts every cell at step 0)."""
-        stamp = time.strftime("%Y%m%d-%H%M%S")
+        # The second and a random part: two --fresh runs in the same second must not overwrite each other's.
+        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         for path in [self.results, *run_info_paths(self.run_dir), self.run_dir / PREDICTIONS_DIR]:
-            if path.exists():
+            if os.path.lexists(path):
                 path.rename(path.with_name(f"{path.name}.{stamp}.bak"))
         shutil.rmtree(self.run_dir / CHECKPOINTS_DIR, ignore_errors=True)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[int]:
         """results.jsonl opened for appending under an exclusive flock, which the kernel drops if we die."""
-        fd = os.open(self.results, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        with open_dir(self.run_dir) as folder:
+            fd = open_file(folder, RESULTS, os.O_RDWR | os.O_APPEND | os.O_CREAT, self.run_dir)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield fd
@@ -231,10 +333,16 @@ class RunStore:
         line = (record.model_dump_json() + "\n").encode()
         with self._locked() as fd:
             _cut_partial_tail(fd)
-            written = os.write(fd, line)
-            if written != len(line):
-                raise OSError(f"short write to {self.results} ({written} of {len(line)} bytes)")
-            os.fsync(fd)
+            size = os.fstat(fd).st_size
+            try:
+                written = os.write(fd, line)
+                if written != len(line):
+                    raise OSError(errno.ENOSPC, f"short write to {self.results} ({written} of {len(line)} bytes)")
+                os.fsync(fd)
+            except OSError as exc:  # a full disk: what is recorded stays whole, and the run stops in one line
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise no_space(self.results, exc) or exc from None
         if record.status not in UNMEASURED:  # a measurement is final: its checkpoint has served
             shutil.rmtree(self.run_dir / CHECKPOINTS_DIR / record.cell_id, ignore_errors=True)
 

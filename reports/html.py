@@ -16,7 +16,7 @@ from markupsafe import Markup
 
 from devices.profile import format_bytes
 from harness.records import now_iso
-from harness.store import check_writable, write_atomic
+from harness.store import check_writable, write_atomic, write_bytes_atomic
 from reports.accuracy import AccuracyRow, accuracy_rows
 from reports.clocks import clock_summary
 from reports.compare import ALPHA, MIN_SEEDS, Comparison, compare_runs, describe_figure
@@ -147,8 +147,8 @@ def write_report(run_dir: Path, out: Path | None = None, baseline: Path | None =
     out.parent.mkdir(parents=True, exist_ok=True)
     for name in PLOT_NAMES:  # a plot this run has no data for must not show a previous render
         (out.parent / f"{PLOT_PREFIX}{name}.png").unlink(missing_ok=True)
-    for plot in plots:
-        (out.parent / f"{PLOT_PREFIX}{plot.name}.png").write_bytes(plot.png)
+    for plot in plots:  # never through a link planted in the run directory
+        write_bytes_atomic(out.parent / f"{PLOT_PREFIX}{plot.name}.png", plot.png)
     write_atomic(out.parent / CSV_NAME, rows_csv(rows))
     write_atomic(out, html)
     return out

@@ -133,6 +133,7 @@ def test_engine_limits_are_the_profile_without_swap():
         "cpu_period": 100_000,
         "cpu_quota": 250_000,
         "oom_kill_disable": False,
+        "pids_limit": 1024,
     }
 
 

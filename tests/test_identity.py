@@ -69,7 +69,7 @@ def test_each_measured_device_field_changes_the_id():
     base = pi()
     changed = {
         "name": "pi2", "memory_bytes": 2 << 30, "cpus": 2.0, "gpu_memory_bytes": 4 << 30, "unified_memory": True,
-        "gflops": 9.0,
+        "gflops": 9.0, "pids": 64,
     }  # fmt: skip
     assert set(changed) == set(DEVICE_IDENTITY)
     params = WorkloadParams(model="opt-1m")

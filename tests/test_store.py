@@ -157,7 +157,7 @@ def test_run_info_temp_files_are_unique_even_with_one_pid(tmp_path, monkeypatch)
     names = []
     real_replace = os.replace
     monkeypatch.setattr(
-        os, "replace", lambda src, dst: names.append(Path(src).name) or real_replace(src, dst)
+        os, "replace", lambda src, dst, **fds: names.append(Path(src).name) or real_replace(src, dst, **fds)
     )
     RunStore(tmp_path, ["pi"]).prepare(INFO, fresh=False)
     RunStore(tmp_path, ["pi"]).prepare(INFO, fresh=False)

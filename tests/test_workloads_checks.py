@@ -44,8 +44,14 @@ def test_unknown_model_id_names_the_ladder(monkeypatch, tmp_path):
     assert (
         "unknown model 'opt-does-not-exist'" in message
         and "opt-125m" in message
-        and "HF_HUB_OFFLINE=0" in message
+        and "cells run offline" in message
     )
+
+
+def test_an_operators_hub_offline_0_does_not_let_a_check_pass_an_uncached_model(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert "unknown model 'someone/not-cached'" in _problem(model="someone/not-cached")
 
 
 def test_hub_id_in_the_cache_passes_offline(monkeypatch, tmp_path):

@@ -27,8 +27,6 @@ from workloads.sources import (
 )
 from workloads.weights import BUNDLES
 
-_FALSE = ("0", "false", "no", "off")
-
 
 def check_params(params: WorkloadParams) -> None:
     """Raise ValueError with one line naming the problem and the fix."""
@@ -54,8 +52,9 @@ def check_dtype(params: WorkloadParams) -> None:
 
 
 def offline(variable: str) -> bool:
-    """Cells run offline unless the user's environment says otherwise (see harness.executors.base.OFFLINE_ENV)."""
-    return os.environ.get(variable, "1").lower() not in _FALSE
+    """Cells always run offline: harness.executors.base.OFFLINE_ENV wins over the operator's environment, where an
+    HF_HUB_OFFLINE=0 (or a token) is the harness's, never a cell's. `variable` names what the check is about."""
+    return True
 
 
 def hf_home() -> Path:
@@ -91,7 +90,8 @@ def check_model(model: str) -> None:
         known = ", ".join(known_names())
         raise ValueError(
             f"unknown model {model!r}: not a ladder name ({known}), not a local directory, and not in the "
-            "Hugging Face cache while offline; use one of those, or set HF_HUB_OFFLINE=0 to download it"
+            "Hugging Face cache (cells run offline); use one of those, or download it into the cache first "
+            "(`huggingface-cli download MODEL`)"
         )
 
 
@@ -124,7 +124,7 @@ def check_task(params: WorkloadParams) -> None:
     if offline("HF_DATASETS_OFFLINE") and not in_datasets_cache(task):
         raise ValueError(
             f"dataset {task!r} is not a built-in task (synthetic, rotten_tomatoes), not a local file, and not in the "
-            "datasets cache while offline; use a local csv/json/parquet file or set HF_DATASETS_OFFLINE=0"
+            "datasets cache (cells run offline); use a local csv/json/parquet file or load it into the datasets cache first"
         )
 
 

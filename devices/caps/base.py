@@ -6,7 +6,6 @@ import contextlib
 import os
 import re
 import signal
-import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from devices.caps.cuda import gpu_env
+from devices.pyexec import module_argv
 from devices.speed import CellClock, unplanned_clock
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ class CapBackend(ABC):
 
     def command(self, argv: list[str]) -> list[str]:
         """Wrap a command so that it starts inside this cap."""
-        return [sys.executable, "-m", "devices.launch", "--", *argv]
+        return module_argv("devices.launch", "--", *argv)
 
     def __enter__(self) -> CapBackend:
         try:
@@ -140,11 +140,17 @@ def pid_alive(pid: int) -> bool:
 
 
 def kill_and_remove(directory: Path, procs_file: str = "cgroup.procs", timeout_s: float = 5.0) -> None:
-    """SIGKILL every process in a cgroup directory, then rmdir it (retrying while the kernel drains it)."""
+    """Kill every process in a cgroup directory, then rmdir it (retrying while the kernel drains it). On cgroup v2
+    the kernel kills them all at once (cgroup.kill: nothing forks past it); elsewhere each listed pid is SIGKILLed,
+    which a fork bomb can outrun only up to its pids.max (and a v1 cell's freezer stops it first, see freeze)."""
     if not directory.exists():
         return
     deadline = time.monotonic() + timeout_s
+    kill_file = directory / "cgroup.kill"
     while True:
+        if kill_file.exists():
+            with contextlib.suppress(OSError):
+                kill_file.write_text("1")
         try:
             pids = [int(p) for p in (directory / procs_file).read_text().split()]
         except (OSError, ValueError):
@@ -161,6 +167,24 @@ def kill_and_remove(directory: Path, procs_file: str = "cgroup.procs", timeout_s
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def freeze_and_kill(freezer: Path, timeout_s: float = 5.0) -> None:
+    """cgroup v1's race-free kill: freeze the cgroup (no process of it runs, so none forks), SIGKILL every process
+    in it (the signal waits while frozen), then thaw it so that they die."""
+    state = freezer / "freezer.state"
+    if not state.exists():
+        return
+    deadline = time.monotonic() + timeout_s
+    with contextlib.suppress(OSError):
+        state.write_text("FROZEN")
+        while state.read_text().strip() != "FROZEN" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for pid in (freezer / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        state.write_text("THAWED")
 
 
 def harness_pid(name: str) -> int | None:

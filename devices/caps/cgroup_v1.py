@@ -12,6 +12,7 @@ from devices.caps.base import (
     CapUnavailable,
     cell_cgroup_name,
     excludes_swap,
+    freeze_and_kill,
     kill_and_remove,
     sweep_stale,
 )
@@ -49,6 +50,8 @@ class CgroupV1(CapBackend):
         self.proc_cgroup = proc_cgroup
         self.memory_dir: Path | None = None
         self.cpu_dir: Path | None = None
+        self.pids_dir: Path | None = None  # pids.max: a fork bomb exhausts the cell's pids, not the host's
+        self.freezer_dir: Path | None = None  # stops every process of the cell at once before they are killed
         self.swap_guarded = False
 
     @classmethod
@@ -74,7 +77,7 @@ class CgroupV1(CapBackend):
     def prepare_host(cls) -> Callable[[], None]:
         """A run first removes the cell cgroups (and processes) of harnesses that died, SIGKILLed say, even when
         it has no cell left to run; each cell's create() sweeps again for harnesses dying meanwhile."""
-        for controller in ("memory", "cpu"):
+        for controller in ("memory", "cpu", "pids", "freezer"):
             base = controller_dir(controller)
             if base is not None:
                 sweep_stale(base)
@@ -105,9 +108,21 @@ class CgroupV1(CapBackend):
             period, quota = cfs_quota(self.clock.cpu_quota_cores)
             (self.cpu_dir / "cpu.cfs_period_us").write_text(str(period))
             (self.cpu_dir / "cpu.cfs_quota_us").write_text(str(quota))
+        pids_base = controller_dir("pids", self.mount, self.proc_cgroup)
+        if pids_base is None:
+            raise CapUnavailable("the cgroup v1 pids controller is not mounted: a cell could fork without limit")
+        sweep_stale(pids_base)
+        self.pids_dir = pids_base / cell_cgroup_name(self.label)
+        self.pids_dir.mkdir()
+        (self.pids_dir / "pids.max").write_text(str(self.profile.pids_limit))
+        freezer_base = controller_dir("freezer", self.mount, self.proc_cgroup)
+        if freezer_base is not None:
+            sweep_stale(freezer_base)
+            self.freezer_dir = freezer_base / cell_cgroup_name(self.label)
+            self.freezer_dir.mkdir()
 
     def child_env(self) -> dict[str, str]:
-        dirs = [d for d in (self.memory_dir, self.cpu_dir) if d is not None]
+        dirs = [d for d in (self.memory_dir, self.cpu_dir, self.pids_dir, self.freezer_dir) if d is not None]
         return {**self.common_env(), ENV_JOIN: ":".join(str(d / "cgroup.procs") for d in dirs)}
 
     def reading(self) -> CapReading:
@@ -117,7 +132,9 @@ class CgroupV1(CapBackend):
         return CapReading(peak, _oom_kills_v1(self.memory_dir) > 0, self.name, swap_excluded)
 
     def destroy(self) -> None:
-        for directory in (self.memory_dir, self.cpu_dir):
+        if self.freezer_dir is not None:
+            freeze_and_kill(self.freezer_dir)
+        for directory in (self.memory_dir, self.cpu_dir, self.pids_dir, self.freezer_dir):
             if directory is not None:
                 kill_and_remove(directory)
 

@@ -68,7 +68,7 @@ def _words(path: Path) -> set[str]:
 
 
 def _wanted(base: Path) -> set[str]:
-    return {"memory"} | ({"cpu"} & _words(base / "cgroup.controllers"))
+    return {"memory"} | ({"cpu", "pids"} & _words(base / "cgroup.controllers"))
 
 
 def delegation_problem(base: Path) -> str | None:
@@ -162,6 +162,10 @@ class CgroupV2(CapBackend):
         if swap_max.exists():  # absent when the kernel does not account swap (swapaccount=0)
             swap_max.write_text("0")
             self.swap_guarded = True
+        pids_max = self.directory / "pids.max"
+        if not pids_max.exists():
+            raise CapUnavailable("the cgroup v2 pids controller is not delegated here: a cell could fork without limit")
+        pids_max.write_text(str(self.profile.pids_limit))
         if (self.directory / "cpu.max").exists():
             period, quota = cfs_quota(self.clock.cpu_quota_cores)
             (self.directory / "cpu.max").write_text(f"{quota} {period}")

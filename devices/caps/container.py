@@ -187,10 +187,12 @@ def engine_limits(profile: DeviceProfile, clock: CellClock | None = None) -> dic
     No swap (memswap_limit = mem_limit). CPUs as a CFS quota rather than `cpus`/`nano_cpus`: the
     engine refuses more CPUs than the host has, which would make a 4-core profile unusable on a
     2-core machine; a quota is the same kernel mechanism and simply gives such a host all its cores.
-    Under a device-throttled clock the quota is the device's speed.
+    Under a device-throttled clock the quota is the device's speed. pids_limit: the container's processes and
+    threads (the harness's supervisor and its cell together), so that a fork bomb stops at the device's limit.
     """
     period, quota = cfs_quota(clock.cpu_quota_cores if clock else profile.cpus)
-    return {**memory_limits(profile.memory_bytes), "cpu_period": period, "cpu_quota": quota}
+    limits = {**memory_limits(profile.memory_bytes), "cpu_period": period, "cpu_quota": quota}
+    return limits | {"pids_limit": profile.pids_limit}
 
 
 #: The image's unprivileged user (the Dockerfile's `edgebench`), as numbers: the engine needs no passwd

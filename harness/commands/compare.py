@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from devices.profile import format_bytes
@@ -66,10 +67,10 @@ def _row(change: CellChange) -> list[str]:
     accuracy = _change(change.accuracy.before, change.accuracy.after, None, lambda v: f"{v:.1f}%")
     if change.accuracy_drop_points is not None:
         accuracy += f" ({-change.accuracy_drop_points:+.2f} pts)"
-    verdict = "; ".join(change.regressions) or "; ".join(change.notes) or "ok"
+    verdict = escape("; ".join(change.regressions) or "; ".join(change.notes) or "ok")
     return [
-        change.label,
-        status,
+        escape(change.label),
+        escape(status),
         _change(change.memory.before, change.memory.after, change.memory.relative, format_bytes),
         _change(change.time.before, change.time.after, change.time.relative, lambda v: f"{v:.3g}s"),
         accuracy,
@@ -80,15 +81,15 @@ def _row(change: CellChange) -> list[str]:
 def _group_rows(group: GroupChange) -> list[list[str]]:
     rows = [
         [
-            group.label,
-            test.metric,
+            escape(group.label),
+            escape(test.metric),
             f"{describe_figure(test.metric, test.before)} -> {describe_figure(test.metric, test.after)}",
             f"{test.p_value:.3f}",
-            f"[red]{test.verdict}[/]" if test.regressed else "ok: " + test.verdict,
+            f"[red]{escape(test.verdict)}[/]" if test.regressed else escape("ok: " + test.verdict),
         ]
         for test in group.tests
     ]
-    return rows + [[group.label, "", "", "", note] for note in group.notes]
+    return rows + [[escape(group.label), "", "", "", escape(note)] for note in group.notes]
 
 
 def _print_groups(console: Console, groups: list[GroupChange]) -> None:
@@ -112,7 +113,7 @@ def _print_table(comparison: Comparison, show_all: bool) -> None:
         _print_groups(console, groups)
     shown = [c for c in comparison.changes if show_all or c.near_limit(limits)]
     table = Table(
-        title=f"edgebench compare: {comparison.current} vs baseline {comparison.baseline}",
+        title=escape(f"edgebench compare: {comparison.current} vs baseline {comparison.baseline}"),
         title_justify="left",
     )
     for column in ("cell", "status", "peak memory", "time", "final accuracy", "verdict"):
@@ -140,7 +141,7 @@ def _print_table(comparison: Comparison, show_all: bool) -> None:
         + (f"; {len(comparison.only_in_current)} new" if comparison.only_in_current else "")
     )
     if comparison.context:
-        console.print("setup changed since the baseline: " + ", ".join(comparison.context))
+        console.print("setup changed since the baseline: " + ", ".join(comparison.context), markup=False)
     for warning in comparison.warnings:
         console.print(f"predictions left out of the paired tests: {warning}", markup=False)
 

@@ -49,6 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"as root, run cells as this user, so that they cannot lift their own caps (default ${ENV_CELL_USER}, "
         f"else {DEFAULT_CELL_USER}; root runs them as root)",
     )
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow cells whose spec sets trust_remote_code: true to run their model repository's own Python code",
+    )
     resume = parser.add_mutually_exclusive_group()
     resume.add_argument("--resume", dest="fresh", action="store_false", help="skip finished cells (default)")
     resume.add_argument("--fresh", dest="fresh", action="store_true", help="redo every cell")
@@ -69,6 +74,7 @@ def handle(args: argparse.Namespace) -> int:
     loaded = load_spec(args.spec, args.max_cells)
     args.out = args.out or Path("results") / loaded.spec.name
     cells = loaded.cells_for(args.device)
+    check_remote_code(loaded.path, [*cells, *loaded.arms_for(args.device)], args.trust_remote_code)
     if args.executor != "ray":  # a Ray cell runs on a node of the cluster: the executor's admission checks that
         check_host_capacity(loaded.devices_for(args.device))
     check_writable(args.out)
@@ -143,6 +149,17 @@ def handle(args: argparse.Namespace) -> int:
         console.print(f"edgebench: {failure_line(failed, len(cells))}", markup=False, highlight=False)
         return EXIT_CELLS_FAILED
     return 0
+
+
+def check_remote_code(spec: object, cells: list, allowed: bool) -> None:
+    """Whoever writes a spec does not decide alone that code from a model repository runs: the operator must say
+    so on the command line too (--trust-remote-code)."""
+    trusting = [c for c in cells if c.params.trust_remote_code]
+    if trusting and not allowed:
+        raise UserError(
+            f"{spec}: trust_remote_code: true would run the Python code of {trusting[0].params.model}'s repository "
+            "in its cells; pass --trust-remote-code to allow it, or remove trust_remote_code from the spec"
+        )
 
 
 def resolve_models(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 from harness.cells import Cell
 from harness.records import CellRecord, MemoryFigures, Status, judged, now_iso
@@ -22,8 +23,27 @@ from workloads.resumable import StatePlan, resumable
 
 ProgressFn = Callable[[Cell, dict[str, Any]], None]
 
-# No network at run time: cells load models and datasets from local files unless the user says otherwise.
+# No network at run time: cells load models and datasets from local files, whatever the operator's environment says.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+#: The only variables of the harness's environment a cell inherits: locale, PATH and where caches are. Tokens
+#: (HF_TOKEN), cloud and CI secrets, proxies and PYTHON* stay with the harness.
+INHERITED_ENV = frozenset(
+    {
+        "PATH", "LANG", "LANGUAGE", "TZ", "TERM", "HOME", "USER", "LOGNAME", "TMPDIR",
+        "HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE", "TORCH_HOME", "XDG_CACHE_HOME", "MPLCONFIGDIR",
+        "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "EDGEBENCH_CACHE", "EDGEBENCH_HOST_SPEED",
+    }
+)  # fmt: skip
+INHERITED_PREFIXES = ("LC_",)
+
+
+def cell_env(*layers: dict[str, str]) -> dict[str, str]:
+    """A cell's environment: the allow-listed part of the harness's (INHERITED_ENV), then `layers` (the cap's, the
+    cell user's, the state plan's), then OFFLINE_ENV, which always wins."""
+    env = {k: v for k, v in os.environ.items() if k in INHERITED_ENV or k.startswith(INHERITED_PREFIXES)}
+    for layer in layers:
+        env.update(layer)
+    return env | OFFLINE_ENV
 
 
 @dataclass
@@ -40,6 +60,7 @@ class ChildOutcome:
     cpu_seconds: float | None = None  # the cell process's user + system time (wait4), for the scaled clock
     swap_excluded: bool | None = None  # the cap's word (devices.caps.base.CapReading); None: not observed
     stderr_tail: str = ""
+    violation: str | None = None  # a bound on the cell's output it crossed (CellOutput), which stopped it
 
 
 class Executor(ABC):
@@ -134,6 +155,8 @@ class Executor(ABC):
 def outcome_status(cell: Cell, out: ChildOutcome, timeout_s: float) -> tuple[Status, str | None]:
     """What became of the cell: the executor's observation (timeout, OOM kill) outranks the runner's word."""
     result = out.result or {}
+    if out.violation:
+        return "error", out.violation
     if out.timed_out:
         return "timeout", f"cell exceeded its {timeout_s:g} s timeout ({cell.clock.axis_label})"
     if out.oom_killed:
@@ -194,18 +217,105 @@ def memory_figures(observed: MemoryFigures, metrics: dict[str, Any]) -> MemoryFi
     return observed
 
 
-def collect_events(
-    lines: Iterable[bytes | str], cell: Cell, progress: ProgressFn, events: list[dict]
-) -> None:
-    """Read the runner's JSON-lines channel: keep every event, pass progress on for the live line."""
-    for line in lines:
+#: Bounds on what the harness, which has no cap, takes in of a cell: a longer line, more kept events or a larger
+#: stderr log stops the cell, recorded `error` with the reason. A line: the result line carries the cell's
+#: per-example predictions base64-encoded, a few hundred KB for a whole test split (Rotten Tomatoes' 1,066 reviews);
+#: 64 MiB is about a hundred times that and still leaves the harness well under 200 MiB when a cell prints without
+#: end. Events: the runner sends a few besides its throttled progress (which is passed on, never kept); what is kept
+#: (events, facts) is bounded by their number and, together, by MAX_LINE_BYTES.
+MAX_LINE_BYTES = 64 << 20
+MAX_EVENTS = 10_000
+MAX_LOG_BYTES = 64 << 20
+CHUNK_BYTES = 1 << 16
+
+
+class CellOutput:
+    """Reads a cell's JSON-lines channel and stderr within the bounds above. The first bound a cell crosses is its
+    `violation`; `on_violation` (the executor's) then stops the cell, and whatever else it sends is dropped."""
+
+    def __init__(self, cell: Cell, progress: ProgressFn, on_violation: Callable[[str], None] = lambda why: None):
+        self.cell, self.progress, self.on_violation = cell, progress, on_violation
+        self.events: list[dict[str, Any]] = []
+        self.violation: str | None = None
+        self._kept = self._kept_bytes = 0  # events kept (not progress), and their size
+        self._lock = threading.Lock()
+
+    def violate(self, why: str) -> None:
+        with self._lock:
+            if self.violation is not None:
+                return
+            self.violation = why
+        self.on_violation(why)
+
+    def read_events(self, chunks: Iterable[bytes]) -> None:
+        """Split `chunks` into lines and read each as an event, holding at most MAX_LINE_BYTES of one line."""
+        pending = bytearray()
+        for chunk in chunks:
+            if self.violation is not None:
+                continue  # drain: the cell is being stopped
+            scanned = len(pending)
+            pending += chunk
+            while (newline := pending.find(b"\n", scanned)) >= 0:
+                self._event(bytes(pending[:newline]))
+                del pending[: newline + 1]
+                scanned = 0
+            if len(pending) > MAX_LINE_BYTES:
+                pending = bytearray()
+                self.violate(f"the cell wrote a line of over {MAX_LINE_BYTES >> 20} MiB on its event channel; stopped")
+        if pending and self.violation is None:
+            self._event(bytes(pending))
+
+    def _event(self, line: bytes) -> None:
         try:
             event = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a stray line from a library, not an event
-        events.append(event)
-        if event.get("event") == "progress":
-            progress(cell, event)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            return  # a stray line from a library, not an event
+        if not isinstance(event, dict):
+            return
+        progress = event.get("event") == "progress"
+        if not progress or event.get("facts"):  # kept, here or in the record's facts
+            self._kept += 1
+            self._kept_bytes += len(line)
+            if self._kept > MAX_EVENTS or self._kept_bytes > MAX_LINE_BYTES:
+                self.violate(f"the cell sent over {MAX_EVENTS} events or {MAX_LINE_BYTES >> 20} MiB of them; stopped")
+                return
+        if progress:
+            self.progress(self.cell, event)
+        else:
+            self.events.append(event)
+
+    def copy_log(self, chunks: Iterable[bytes], log: BinaryIO) -> None:
+        """Write the cell's stderr to its log, up to MAX_LOG_BYTES."""
+        written = 0
+        for chunk in chunks:
+            if self.violation is not None and written >= MAX_LOG_BYTES:
+                continue
+            room = MAX_LOG_BYTES - written
+            log.write(chunk[:room])
+            log.flush()  # the log is read while the cell runs (by people, and by tests)
+            written += min(len(chunk), room)
+            if len(chunk) > room:
+                log.write(b"\nedgebench: log cut here: the cell wrote over the limit\n")
+                self.violate(f"the cell wrote over {MAX_LOG_BYTES >> 20} MiB to stderr; stopped")
+        log.flush()
+
+    def results(self) -> list[dict[str, Any]]:
+        return [e for e in self.events if e.get("event") == "result"]
+
+
+def chunks_of(stream: BinaryIO) -> Iterator[bytes]:
+    """A pipe's bytes as they come, in chunks of at most CHUNK_BYTES, until its end."""
+    fd = stream.fileno()
+    while chunk := os.read(fd, CHUNK_BYTES):
+        yield chunk
+
+
+def tail_of(log: BinaryIO, size: int = CHUNK_BYTES) -> bytes:
+    """The last `size` bytes of a log, without reading the rest."""
+    log.seek(0, os.SEEK_END)
+    end = log.tell()
+    log.seek(max(0, end - size))
+    return log.read()
 
 
 def _rounded(seconds: float | None) -> float | None:

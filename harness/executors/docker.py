@@ -18,9 +18,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import docker
 import psutil
@@ -28,10 +26,11 @@ import psutil
 from devices.caps.container import CONTAINER_USER, container_settings, engine_limits
 from harness.cells import Cell
 from harness.errors import UserError
-from harness.executors.base import OFFLINE_ENV, ChildOutcome, Executor, ProgressFn, collect_events
+from harness.executors.base import OFFLINE_ENV, CellOutput, ChildOutcome, Executor, ProgressFn, tail_of
 from harness.executors.in_container import STATE_MOUNT, job_json, outcome_from_event
 from harness.executors.local import CellUser, _last_line, own_state_dir
 from harness.records import now_iso
+from harness.store import open_log
 from workloads.resumable import CHECKPOINTS_DIR
 
 IMAGE_ENV = "EDGEBENCH_IMAGE"
@@ -127,8 +126,6 @@ class DockerExecutor(Executor):
         self.client.close()
 
     def execute(self, cell: Cell, progress: ProgressFn) -> ChildOutcome:
-        logs = self.run_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
         settings = container_settings()
         state = self.run_dir.resolve() / CHECKPOINTS_DIR / cell.id
         plan = self.state_plan(cell, state)
@@ -148,30 +145,47 @@ class DockerExecutor(Executor):
         try:
             started_at, t0 = now_iso(), time.perf_counter()
             container.start()
-            events: list[dict[str, Any]] = []
-            reader = threading.Thread(
-                target=collect_events,
-                args=(
-                    _lines(container.logs(stream=True, follow=True, stdout=True, stderr=False)),
-                    cell,
-                    progress,
-                    events,
-                ),
-                daemon=True,
-            )
-            reader.start()
-            # The supervisor's own start and report run under the throttle too: a slow device needs more grace.
-            grace = GRACE_S / min(1.0, cell.clock.cpu_quota_cores) if cell.clock.throttled else GRACE_S
-            timed_out = self._wait(container, t0 + self.timeout_s + grace)
-            wall = time.perf_counter() - t0
-            reader.join(timeout=10)
-            container.reload()
-            state, host = container.attrs["State"], container.attrs["HostConfig"]
-            stderr = container.logs(stdout=False, stderr=True)
-            (logs / f"{cell.id}.log").write_bytes(stderr)
+            # Both streams within the bounds of CellOutput: the supervisor inside bounds its cell's output, and this
+            # bounds the container's (the cell runs as the supervisor's user and can write its stdout too).
+            output = CellOutput(cell, progress)
+            with open_log(self.run_dir, f"{cell.id}.log") as log:
+                readers = [
+                    threading.Thread(
+                        target=output.read_events,
+                        args=(container.logs(stream=True, follow=True, stdout=True, stderr=False),),
+                        daemon=True,
+                    ),
+                    threading.Thread(
+                        target=output.copy_log,
+                        args=(container.logs(stream=True, follow=True, stdout=False, stderr=True), log),
+                        daemon=True,
+                    ),
+                ]
+                for reader in readers:
+                    reader.start()
+                # The supervisor's own start and report run under the throttle too: a slow device needs more grace.
+                grace = GRACE_S / min(1.0, cell.clock.cpu_quota_cores) if cell.clock.throttled else GRACE_S
+                timed_out = self._wait(container, t0 + self.timeout_s + grace, output)
+                wall = time.perf_counter() - t0
+                for reader in readers:
+                    reader.join(timeout=10)
+                container.reload()
+                state, host = container.attrs["State"], container.attrs["HostConfig"]
+                stderr_tail = _last_line(tail_of(log))
         finally:
             container.remove(force=True)
-        outcomes = [e for e in events if e.get("event") == "outcome"]
+        if output.violation:
+            return ChildOutcome(
+                started_at=started_at,
+                wall_seconds=wall,
+                returncode=state["ExitCode"],
+                timed_out=False,
+                oom_killed=False,
+                result=None,
+                stderr_tail=stderr_tail,
+                violation=output.violation,
+            )
+        outcomes = [e for e in output.events if e.get("event") == "outcome"]
         if outcomes:
             outcome = outcome_from_event(outcomes[-1])
             outcome.oom_killed = outcome.oom_killed or (state["OOMKilled"] and not outcome.result)
@@ -186,14 +200,20 @@ class DockerExecutor(Executor):
             result=None,
             # the engine's own settings, as its supervisor would have read them inside: memory + swap = memory
             swap_excluded=bool(host.get("Memory")) and host.get("MemorySwap") == host.get("Memory"),
-            stderr_tail=_last_line(stderr),
+            stderr_tail=stderr_tail,
         )
 
-    def _wait(self, container, deadline: float) -> bool:
-        """Wait for the container to exit; kill it on Ctrl-C (then raise) or past the deadline (True)."""
+    def _wait(self, container, deadline: float, output: CellOutput) -> bool:
+        """Wait for the container to exit; kill it on Ctrl-C (then raise), past the deadline (True) or once its
+        output crossed a bound (False: the violation is its outcome)."""
         while True:
             container.reload()
             if container.status in ("exited", "dead"):
+                return False
+            if output.violation is not None:
+                with contextlib.suppress(docker.errors.APIError):  # it may have ended meanwhile
+                    container.kill()
+                container.wait()
                 return False
             if self.stop.is_set():
                 container.kill()
@@ -203,14 +223,3 @@ class DockerExecutor(Executor):
                 container.wait()
                 return True
             time.sleep(POLL_S)
-
-
-def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """The engine streams arbitrary chunks; events are whole lines."""
-    pending = b""
-    for chunk in chunks:
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        yield from complete
-    if pending:
-        yield pending

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -68,7 +69,8 @@ def main(argv: list[str]) -> int:
 
     outcome = executor.execute(cell, forward)
     print(outcome_json(outcome), flush=True)
-    sys.stderr.write((run_dir / "logs" / f"{cell.id}.log").read_text(errors="replace"))
+    with open(run_dir / "logs" / f"{cell.id}.log", "rb") as log:  # bounded by the executor (MAX_LOG_BYTES)
+        shutil.copyfileobj(log, sys.stderr.buffer)
     return 0
 
 

@@ -29,10 +29,20 @@ from devices.cache import cache_dir
 from devices.caps.base import CapUnavailable, pid_alive
 from devices.caps.select import choose_backend
 from devices.launch import ENV_RUN_AS
+from devices.pyexec import code_argv, module_argv
 from harness.cells import Cell
 from harness.errors import UserError
-from harness.executors.base import OFFLINE_ENV, ChildOutcome, Executor, ProgressFn, collect_events
+from harness.executors.base import (
+    CellOutput,
+    ChildOutcome,
+    Executor,
+    ProgressFn,
+    cell_env,
+    chunks_of,
+    tail_of,
+)
 from harness.records import MemoryFigures, now_iso
+from harness.store import open_log
 from workloads.checks import hub_cache
 from workloads.params import WorkloadParams
 from workloads.registry import resolve
@@ -56,7 +66,7 @@ PROBE_TIMEOUT_S = 120
 
 
 def runner_argv(cell: Cell) -> list[str]:
-    return [sys.executable, "-m", "workloads.runner", cell.params.model_dump_json()]
+    return module_argv("workloads.runner", cell.params.model_dump_json())
 
 
 class LocalExecutor(Executor):
@@ -111,50 +121,54 @@ class LocalExecutor(Executor):
             warn_root(str(exc))
 
     def execute(self, cell: Cell, progress: ProgressFn) -> ChildOutcome:
-        logs = self.run_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
         ready_inputs(cell.params)
         plan = self.state_plan(cell, self.state_root / cell.id)
         if plan is not None:  # the cell gets its state directory open: it needs no path through the run directory
             own_state_dir(Path(plan.directory), self.cell_user)
             plan = plan.model_copy(update={"fd": os.open(plan.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)})
-        with (
-            _closing_fd(plan.fd if plan else None),
-            self._as_cell_user() as user_env,  # left last: its home is removed once the cgroup's processes are dead
-            self.backend(cell.device, cell.id, cell.clock) as cap,
-            open(logs / f"{cell.id}.log", "w+b") as log,
-        ):
-            started_at, t0 = now_iso(), time.perf_counter()
-            proc = subprocess.Popen(
-                cap.command(runner_argv(cell)),
-                env={**OFFLINE_ENV, **os.environ, **cap.child_env(), **user_env, **(plan.to_env() if plan else {})},
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                start_new_session=True,  # Ctrl-C reaches the harness only; it kills cells itself
-                pass_fds=(plan.fd,) if plan else (),
-            )
-            events: list[dict] = []
-            reader = threading.Thread(
-                target=collect_events, args=(proc.stdout, cell, progress, events), daemon=True
-            )
-            reader.start()
-            returncode = rusage = None
-            try:
-                returncode, rusage = _wait(proc.pid, t0, self._past_timeout(cell), self.stop)
-            finally:
-                timed_out = returncode is None and not self.stop.is_set()
-                if returncode is None:  # timeout, Ctrl-C or an error in the harness: kill, then reap
-                    returncode, rusage = _kill(proc.pid)
-                proc.returncode = returncode
-            if self.stop.is_set():
-                raise KeyboardInterrupt  # an interrupted cell is not a result; resume redoes it
-            wall = time.perf_counter() - t0
-            reader.join(timeout=5)
-            reading = cap.reading()
-            results = [e for e in events if e.get("event") == "result"]
-            log.seek(0)
-            tail = _last_line(log.read())
+        with open_log(self.run_dir, f"{cell.id}.log") as log:  # outlives the cap: its reader ends after the cell
+            with (
+                _closing_fd(plan.fd if plan else None),
+                self._as_cell_user() as user_env,  # left last: its home is removed once the cgroup's processes are dead
+                self.backend(cell.device, cell.id, cell.clock) as cap,
+            ):
+                started_at, t0 = now_iso(), time.perf_counter()
+                proc = subprocess.Popen(
+                    cap.command(runner_argv(cell)),
+                    env=cell_env(cap.child_env(), user_env, plan.to_env() if plan else {}),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,  # copied to the log within MAX_LOG_BYTES (CellOutput)
+                    start_new_session=True,  # Ctrl-C reaches the harness only; it kills cells itself
+                    pass_fds=(plan.fd,) if plan else (),
+                )
+                overrun = threading.Event()
+                output = CellOutput(cell, progress, lambda why: overrun.set())
+                readers = [
+                    threading.Thread(target=output.read_events, args=(chunks_of(proc.stdout),), daemon=True),
+                    threading.Thread(target=output.copy_log, args=(chunks_of(proc.stderr), log), daemon=True),
+                ]
+                for reader in readers:
+                    reader.start()
+                returncode = rusage = None
+                try:
+                    returncode, rusage = _wait(proc.pid, t0, self._past_timeout(cell), self.stop, overrun)
+                finally:
+                    timed_out = returncode is None and not self.stop.is_set() and not overrun.is_set()
+                    if returncode is None:  # timeout, overrun, Ctrl-C or an error in the harness: kill, then reap
+                        returncode, rusage = _kill(proc.pid)
+                    proc.returncode = returncode
+                if self.stop.is_set():
+                    raise KeyboardInterrupt  # an interrupted cell is not a result; resume redoes it
+                wall = time.perf_counter() - t0
+                reading = cap.reading()
+            # The cap is gone with every process of the cell (a child that left its session too): the pipes are closed.
+            for reader in readers:
+                reader.join(timeout=5)
+            proc.stdout.close()
+            proc.stderr.close()
+            results = output.results()
+            tail = _last_line(tail_of(log))
         return ChildOutcome(
             started_at=started_at,
             wall_seconds=wall,
@@ -169,6 +183,7 @@ class LocalExecutor(Executor):
             cpu_seconds=rusage.ru_utime + rusage.ru_stime if rusage else None,
             swap_excluded=reading.swap_excluded,
             stderr_tail=death_note(returncode, tail),
+            violation=output.violation,
         )
 
     @contextlib.contextmanager
@@ -300,8 +315,8 @@ def check_cell_user(user: CellUser, paths: list[str]) -> None:
     with private_home(user) as home:
         try:
             probe = subprocess.run(
-                [sys.executable, "-c", PROBE, *paths],
-                env={**OFFLINE_ENV, **os.environ, **user.env(home)},
+                code_argv(PROBE, *paths),
+                env=cell_env(user.env(home)),
                 user=user.uid,
                 group=user.gid,
                 extra_groups=[],
@@ -333,13 +348,20 @@ def _cpu_seconds(pid: int) -> float | None:
     return times.user + times.system
 
 
-def _wait(pid: int, t0: float, past_timeout: Callable[[int, float], bool], stop: threading.Event):
-    """wait4 so that we get the child's own rusage (its peak RSS and CPU time), polling for timeout and stop."""
+def _wait(
+    pid: int,
+    t0: float,
+    past_timeout: Callable[[int, float], bool],
+    stop: threading.Event,
+    overrun: threading.Event | None = None,
+):
+    """wait4 so that we get the child's own rusage (its peak RSS and CPU time), polling for timeout, stop and an
+    output overrun."""
     while True:
         done, status, rusage = os.wait4(pid, os.WNOHANG)
         if done:
             return os.waitstatus_to_exitcode(status), rusage
-        if past_timeout(pid, time.perf_counter() - t0) or stop.is_set():
+        if past_timeout(pid, time.perf_counter() - t0) or stop.is_set() or (overrun and overrun.is_set()):
             return None, None
         time.sleep(POLL_S)
 

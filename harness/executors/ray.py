@@ -30,10 +30,11 @@ from devices.cache import cache_dir
 from devices.profile import format_bytes
 from harness.cells import Cell
 from harness.errors import UserError
-from harness.executors.base import ChildOutcome, Executor, ProgressFn
+from harness.executors.base import CHUNK_BYTES, MAX_LOG_BYTES, ChildOutcome, Executor, ProgressFn
 from harness.executors.local import LocalExecutor
 from harness.records import now_iso
 from harness.scheduler import cpu_need
+from harness.store import LOGS_DIR, write_bytes_atomic
 from workloads.resumable import CHECKPOINTS_DIR
 
 POLL_S = 0.2
@@ -157,7 +158,8 @@ def run_cell(
                 if isinstance(item, ChildOutcome):
                     if states is not None and measured(item):
                         shutil.rmtree(states / cell.id, ignore_errors=True)
-                    log = (scratch / "logs" / f"{cell.id}.log").read_text(errors="replace")
+                    with open(scratch / "logs" / f"{cell.id}.log", "rb") as handle:  # the executor bounds it
+                        log = handle.read(MAX_LOG_BYTES + CHUNK_BYTES).decode(errors="replace")
                     yield Finished(item, log, _where(scratch))
                     return
                 yield item
@@ -210,7 +212,7 @@ def sweep_node() -> list[str]:
     from devices.caps.cgroup_v1 import controller_dir
     from devices.caps.cgroup_v2 import find_base
 
-    parents = (controller_dir("memory"), controller_dir("cpu"), find_base())
+    parents = (*(controller_dir(c) for c in ("memory", "cpu", "pids", "freezer")), find_base())
     return [name for parent in parents if parent is not None for name in sweep_stale(parent)]
 
 
@@ -304,9 +306,7 @@ class RayExecutor(Executor):
                 return
 
     def _write_log(self, cell: Cell, text: str) -> None:
-        logs = self.run_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        (logs / f"{cell.id}.log").write_text(text)
+        write_bytes_atomic(self.run_dir / LOGS_DIR / f"{cell.id}.log", text.encode())
 
     def _agreed_backend(self, enforcement: str) -> tuple[str, bool]:
         """Every node must cap cells the same way, or records from different nodes would not compare."""
