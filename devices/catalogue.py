@@ -34,15 +34,29 @@ def _load_file(text: str, origin: str) -> dict[str, DeviceProfile]:
     return profiles
 
 
-def parse_profile(entry: object, where: str) -> DeviceProfile:
+def parse_profile(entry: object, where: str, catalogue: dict[str, DeviceProfile] | None = None) -> DeviceProfile:
     """Validate one profile mapping, turning pydantic's report into one line that names the field (a rule across
-    fields names the profile)."""
+    fields names the profile). `like: <device>` starts from that device of `catalogue` (e.g. to choose its cooling)."""
+    if isinstance(entry, dict) and "like" in entry:
+        entry = _like(entry, where, catalogue or {})
     try:
         return DeviceProfile.model_validate(entry)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = "".join(f".{p}" for p in err["loc"])
         raise CatalogueError(f"{where}{field}: {err['msg'].removeprefix('Value error, ')}") from None
+
+
+def _like(entry: dict, where: str, catalogue: dict[str, DeviceProfile]) -> dict:
+    """The named device's fields under the entry's own (a size given as `memory` replaces the base's bytes)."""
+    try:
+        base = resolve_device(str(entry["like"]), catalogue).model_dump(exclude_none=True)
+    except CatalogueError as exc:
+        raise CatalogueError(f"{where}.like: {exc}") from None
+    for short, full in (("memory", "memory_bytes"), ("gpu_memory", "gpu_memory_bytes")):
+        if short in entry:
+            base.pop(full, None)
+    return {**base, **{k: v for k, v in entry.items() if k != "like"}}
 
 
 def load_catalogue(extra_files: list[Path] | None = None) -> dict[str, DeviceProfile]:
