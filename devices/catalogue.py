@@ -17,7 +17,8 @@ class CatalogueError(ValueError):
     """A device file that cannot be read, or a device name that is not known."""
 
 
-def _load_file(text: str, origin: str) -> dict[str, DeviceProfile]:
+def _load_file(text: str, origin: str, known: dict[str, DeviceProfile] | None = None) -> dict[str, DeviceProfile]:
+    """The profiles of one file; an entry's `like:` may name one of `known` or one defined earlier in the file."""
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -29,7 +30,7 @@ def _load_file(text: str, origin: str) -> dict[str, DeviceProfile]:
         raise CatalogueError(f"{origin}: expected a top-level `devices:` list of profiles")
     profiles: dict[str, DeviceProfile] = {}
     for i, entry in enumerate(entries):
-        profiles_entry = parse_profile(entry, f"{origin}: devices[{i}]")
+        profiles_entry = parse_profile(entry, f"{origin}: devices[{i}]", {**(known or {}), **profiles})
         profiles[profiles_entry.name] = profiles_entry
     return profiles
 
@@ -68,7 +69,7 @@ def load_catalogue(extra_files: list[Path] | None = None) -> dict[str, DevicePro
             user_text = Path(path).read_text()
         except OSError as exc:
             raise CatalogueError(f"{path}: cannot read device file ({exc.strerror})") from None
-        profiles.update(_load_file(user_text, str(path)))
+        profiles.update(_load_file(user_text, str(path), profiles))
     return profiles
 
 

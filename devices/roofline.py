@@ -31,10 +31,14 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.cache import cpu_model, measured_once
+
+if TYPE_CHECKING:
+    from devices.profile import DeviceProfile
 
 COPY_BYTES = 64 * 2**20
 CALIBRATION_SECONDS = 1.0
@@ -80,6 +84,19 @@ class Roofline(BaseModel):
         """Device seconds per host CPU-second for a phase of `flops` and `traffic` bytes; None for an empty one."""
         host = self.host_seconds(flops, traffic)
         return None if host <= 0 else self.device_seconds(flops, traffic) / host
+
+
+def plan_roofline(profile: DeviceProfile, host_gflops: float, host_gbs: float | None) -> Roofline | None:
+    """The roofline figures of a scaled cell: None (FLOPs only) where the device or the host lacks a bandwidth."""
+    if profile.gflops is None or profile.bandwidth_gbs is None or host_gbs is None:
+        return None
+    return Roofline(
+        device_gflops=profile.gflops,
+        device_bandwidth_gbs=profile.bandwidth_gbs,
+        host_gflops_per_core=host_gflops,
+        host_bandwidth_gbs_per_core=host_gbs,
+        source=profile.bandwidth_source or "the device profile",
+    )
 
 
 @dataclass

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from devices.board import ThermalCurve
 from devices.cache import cpu_model, measured_once
-from devices.roofline import HostBandwidth, PhaseMeter, Roofline
+from devices.roofline import HostBandwidth, PhaseMeter, Roofline, plan_roofline
 
 if TYPE_CHECKING:
     from devices.profile import DeviceProfile
@@ -143,7 +143,10 @@ class CellClock(BaseModel):
         if self.scaled:
             ratio, curve = self.ratio, self.thermal
             work = (lambda: time.process_time() * ratio + meter.extra) if meter else (lambda: time.process_time() * ratio)
-            return (lambda: curve.elapsed_for_work(work())) if curve and curve.throttles else work
+            if curve is None or not curve.throttles:
+                return work
+            start = work()  # the board heats from here (the cell's first step), cool before
+            return lambda: start + curve.elapsed_for_work(work() - start)
         return time.perf_counter
 
     def burst_work(self, wall_seconds: float, cpu_seconds: float | None, extra: float = 0.0) -> float | None:
@@ -152,13 +155,16 @@ class CellClock(BaseModel):
             return wall_seconds
         return None if cpu_seconds is None else cpu_seconds * self.ratio + extra
 
-    def device_seconds(self, wall_seconds: float, cpu_seconds: float | None, extra: float = 0.0) -> float | None:
+    def device_seconds(
+        self, wall_seconds: float, cpu_seconds: float | None, extra: float = 0.0, heated_from: float = 0.0
+    ) -> float | None:
         """A whole cell's time in this clock's seconds, from what the executor observed (`extra`: the roofline's
-        correction the cell reported)."""
+        correction the cell reported; `heated_from`: the work done before its first step, at burst speed)."""
         work = self.burst_work(wall_seconds, cpu_seconds, extra)
         if work is None or not self.scaled or self.thermal is None:
             return work
-        return self.thermal.elapsed_for_work(work)
+        start = min(heated_from, work)
+        return start + self.thermal.elapsed_for_work(work - start)
 
     def elapsed(self, wall_seconds: float, cpu_seconds: float | None) -> float:
         """How far a running cell is towards its timeout: device time, or host wall-clock for a hung cell
@@ -255,23 +261,10 @@ def plan_clock(
         cpu_quota_cores=quota if requested == "device-throttled" else profile.cpus,
         threads=threads,
         source=profile.gflops_source or "the device profile",
-        roofline=plan_roofline(profile, per_core, threads, bandwidth) if requested == "device-scaled" else None,
+        roofline=plan_roofline(profile, per_core, bandwidth.per_core(threads) if bandwidth else None)
+        if requested == "device-scaled"
+        else None,
         thermal=curve if requested == "device-scaled" and curve.throttles else None,
-    )
-
-
-def plan_roofline(
-    profile: DeviceProfile, per_core: float, threads: int, bandwidth: HostBandwidth | None
-) -> Roofline | None:
-    """The roofline figures of a scaled cell: None (FLOPs only) where the device or the host lacks a bandwidth."""
-    if profile.gflops is None or profile.bandwidth_gbs is None or bandwidth is None:
-        return None
-    return Roofline(
-        device_gflops=profile.gflops,
-        device_bandwidth_gbs=profile.bandwidth_gbs,
-        host_gflops_per_core=per_core,
-        host_bandwidth_gbs_per_core=bandwidth.per_core(threads),
-        source=profile.bandwidth_source or "the device profile",
     )
 
 

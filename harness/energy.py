@@ -15,7 +15,9 @@ from devices.speed import CellClock
 class ThroughputPoint(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    step: int = Field(description="steps taken by then")
     device_seconds: float = Field(description="since the cell's process started, in its clock's seconds")
+    work_seconds: float = Field(description="the work done by then, in device seconds at burst speed")
     gflops: float = Field(description="the throughput the clock ran the cell at then")
 
 
@@ -33,11 +35,19 @@ class Energy(BaseModel):
     source: str
 
 
-def roofline_extra(metrics: dict[str, Any]) -> float:
-    """The roofline's correction to the FLOPs-only device seconds the cell reported (0 without one)."""
+class ClockReport(BaseModel):
+    """What a cell reported of its device clock (workloads.throughput): the roofline's correction to the FLOPs-only
+    device seconds and the work done before its first step, when the board was still cool."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    roofline_extra_s: float = 0.0
+    heated_from_s: float = 0.0
+
+
+def clock_report(metrics: dict[str, Any]) -> ClockReport:
     report = metrics.get("device_clock")
-    extra = report.get("roofline_extra_s") if isinstance(report, dict) else None
-    return float(extra) if isinstance(extra, (int, float)) else 0.0
+    return ClockReport.model_validate(report) if isinstance(report, dict) else ClockReport()
 
 
 def throughput_points(metrics: dict[str, Any]) -> list[ThroughputPoint]:
@@ -47,14 +57,14 @@ def throughput_points(metrics: dict[str, Any]) -> list[ThroughputPoint]:
 
 
 def cell_energy(
-    device: DeviceProfile, clock: CellClock, wall: float, cpu: float | None, extra: float, earlier: float
+    device: DeviceProfile, clock: CellClock, wall: float, cpu: float | None, report: ClockReport, earlier: float
 ) -> Energy | None:
     """Joules of a cell on a device clock whose device gives power figures; None on the host clock or without them.
     `earlier`: device seconds of a resumed cell's earlier processes, charged at full load."""
     if device.power is None or clock.kind == "host":
         return None
-    work = clock.burst_work(wall, cpu, extra)
-    elapsed = clock.device_seconds(wall, cpu, extra)
+    work = clock.burst_work(wall, cpu, report.roofline_extra_s)
+    elapsed = clock.device_seconds(wall, cpu, report.roofline_extra_s, report.heated_from_s)
     if work is None or elapsed is None:
         return None
     total_work, total_elapsed = work + earlier, elapsed + earlier

@@ -123,6 +123,7 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
             reporter.progress(loop.step, force=True, resumed_from=loop.step, segment=len(loop.segments) + 1)
         clock = saver.clock
         meter.ratio = clock.ratio
+    heated_from = clock.burst_work(0.0, time.process_time(), meter.extra) or 0.0  # a cool board until now
     now = clock.timer(meter)
     origin = 0.0 if clock.scaled else now()  # the scaled clock reads the process's CPU time from its very start
     if saver is not None:
@@ -156,7 +157,7 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
     if evaluates and not trace.curve:
         evaluate(0)
     targets = eval_targets(params)
-    throughput = ThroughputTrace(clock)
+    throughput = ThroughputTrace(clock, heated_from if clock.scaled else 0.0)
     while _within_budget(params, loop.step, trace.train_seconds):
         batch = {k: v.to(device) for k, v in task.batch(loop.step).items()}
         t0, host0 = now(), time.perf_counter()
@@ -169,7 +170,7 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
         trace.padded_tokens += batch["input_ids"].numel()
         trace.real_tokens += int(batch["attention_mask"].sum())
         loop.step += 1
-        throughput.sample(now() - origin)
+        throughput.sample(loop.step, now() - origin, work_done(clock, meter, now() - origin))
         loop.segments[-1].steps += 1
         loop.segments[-1].train_seconds += spent
         reporter.progress(loop.step, loss=round(loss, 5))
@@ -182,11 +183,16 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
         evaluate(loop.step)
     loop.segments[-1].device_seconds = now() - origin
     metrics = _metrics(params, model, named, task, built, threads, loop, saver)
-    metrics |= {"device_clock": clock_metrics(meter, throughput)}
+    metrics |= {"device_clock": clock_metrics(meter, throughput, heated_from if clock.scaled else 0.0)}
     outcome = CellOutcome(steps=loop.step, metrics={**facts, **metrics})
     if evaluates:
         outcome.predictions = loop.predictions.encode()
     return outcome
+
+
+def work_done(clock: CellClock, meter, elapsed: float) -> float:
+    """Burst-seconds of work so far: the scaled clock's charge before throttling; the elapsed time on the others."""
+    return (clock.burst_work(0.0, time.process_time(), meter.extra) or 0.0) if clock.scaled else elapsed
 
 
 def checkpointer(params: WorkloadParams, clock: CellClock) -> Checkpointer | None:

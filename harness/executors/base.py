@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.cells import Cell
-from harness.energy import cell_energy, roofline_extra, throughput_points
+from harness.energy import cell_energy, clock_report, throughput_points
 from harness.records import CellRecord, MemoryFigures, Status, judged, now_iso
 from harness.store import write_bytes_atomic
 from workloads.memory_model import head_size, is_lm
@@ -120,7 +120,7 @@ class Executor(ABC):
             cpu_seconds=_rounded(out.cpu_seconds),
             device_seconds=_rounded(device_seconds(cell, out, metrics)),
             energy=cell_energy(
-                cell.device, cell.clock, out.wall_seconds, out.cpu_seconds, roofline_extra(metrics), earlier(metrics)
+                cell.device, cell.clock, out.wall_seconds, out.cpu_seconds, clock_report(metrics), earlier(metrics)
             ),
             throughput=throughput_points(metrics),
             steps=steps,
@@ -167,7 +167,8 @@ def keep_predictions(run_dir: Path, cell_id: str, result: dict[str, Any] | None)
 def device_seconds(cell: Cell, out: ChildOutcome, metrics: dict[str, Any]) -> float | None:
     """The cell's time in its clock's seconds: this process's, and that of the earlier segments of a resumed
     cell up to their last checkpoints (their work after it was redone here)."""
-    own = cell.clock.device_seconds(out.wall_seconds, out.cpu_seconds, roofline_extra(metrics))
+    report = clock_report(metrics)
+    own = cell.clock.device_seconds(out.wall_seconds, out.cpu_seconds, report.roofline_extra_s, report.heated_from_s)
     return None if own is None else own + earlier(metrics)
 
 
