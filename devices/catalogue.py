@@ -17,7 +17,8 @@ class CatalogueError(ValueError):
     """A device file that cannot be read, or a device name that is not known."""
 
 
-def _load_file(text: str, origin: str) -> dict[str, DeviceProfile]:
+def _load_file(text: str, origin: str, known: dict[str, DeviceProfile] | None = None) -> dict[str, DeviceProfile]:
+    """The profiles of one file; an entry's `like:` may name one of `known` or one defined earlier in the file."""
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -29,20 +30,34 @@ def _load_file(text: str, origin: str) -> dict[str, DeviceProfile]:
         raise CatalogueError(f"{origin}: expected a top-level `devices:` list of profiles")
     profiles: dict[str, DeviceProfile] = {}
     for i, entry in enumerate(entries):
-        profiles_entry = parse_profile(entry, f"{origin}: devices[{i}]")
+        profiles_entry = parse_profile(entry, f"{origin}: devices[{i}]", {**(known or {}), **profiles})
         profiles[profiles_entry.name] = profiles_entry
     return profiles
 
 
-def parse_profile(entry: object, where: str) -> DeviceProfile:
+def parse_profile(entry: object, where: str, catalogue: dict[str, DeviceProfile] | None = None) -> DeviceProfile:
     """Validate one profile mapping, turning pydantic's report into one line that names the field (a rule across
-    fields names the profile)."""
+    fields names the profile). `like: <device>` starts from that device of `catalogue` (e.g. to choose its cooling)."""
+    if isinstance(entry, dict) and "like" in entry:
+        entry = _like(entry, where, catalogue or {})
     try:
         return DeviceProfile.model_validate(entry)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = "".join(f".{p}" for p in err["loc"])
         raise CatalogueError(f"{where}{field}: {err['msg'].removeprefix('Value error, ')}") from None
+
+
+def _like(entry: dict, where: str, catalogue: dict[str, DeviceProfile]) -> dict:
+    """The named device's fields under the entry's own (a size given as `memory` replaces the base's bytes)."""
+    try:
+        base = resolve_device(str(entry["like"]), catalogue).model_dump(exclude_none=True)
+    except CatalogueError as exc:
+        raise CatalogueError(f"{where}.like: {exc}") from None
+    for short, full in (("memory", "memory_bytes"), ("gpu_memory", "gpu_memory_bytes")):
+        if short in entry:
+            base.pop(full, None)
+    return {**base, **{k: v for k, v in entry.items() if k != "like"}}
 
 
 def load_catalogue(extra_files: list[Path] | None = None) -> dict[str, DeviceProfile]:
@@ -54,7 +69,7 @@ def load_catalogue(extra_files: list[Path] | None = None) -> dict[str, DevicePro
             user_text = Path(path).read_text()
         except OSError as exc:
             raise CatalogueError(f"{path}: cannot read device file ({exc.strerror})") from None
-        profiles.update(_load_file(user_text, str(path)))
+        profiles.update(_load_file(user_text, str(path), profiles))
     return profiles
 
 

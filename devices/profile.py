@@ -7,6 +7,8 @@ import re
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from devices.board import DEFAULT_COOLING, Cooling, Power, Thermal, ThermalCurve
+
 _UNITS = {
     "": 1,
     "b": 1,
@@ -105,6 +107,13 @@ class DeviceProfile(BaseModel):
         default=None, gt=0, allow_inf_nan=False, description="memory bandwidth, GB/s"
     )
     bandwidth_source: str = ""
+    cooling: Cooling = Field(
+        default=DEFAULT_COOLING, description="the cooling the board runs with: none, heatsink or fan (see `thermal`)"
+    )
+    thermal: Thermal | None = Field(
+        default=None, description="sustained / burst throughput per cooling and its time constant, with the source"
+    )
+    power: Power | None = Field(default=None, description="idle and full-load watts, with the source")
     resources: dict[str, float] = Field(
         default_factory=dict,
         description="Ray custom resources a cell of this device asks for, e.g. {arm64: 1} to pin it to such nodes",
@@ -156,6 +165,27 @@ class DeviceProfile(BaseModel):
         if self.unified_memory and self.gpu_memory_bytes is not None:
             raise ValueError("a unified_memory device's GPU shares its `memory`; remove gpu_memory")
         return self
+
+    @model_validator(mode="after")
+    def _cooling_known(self) -> DeviceProfile:
+        """A cooling other than the default needs the board's figures for it: a guess would be a made-up clock."""
+        if self.thermal is not None and self.cooling not in self.thermal.sustained:
+            known = ", ".join(sorted(self.thermal.sustained))
+            raise ValueError(f"cooling {self.cooling} has no sustained figure in `thermal` (it gives: {known})")
+        if self.thermal is None and self.cooling != DEFAULT_COOLING:
+            raise ValueError(f"cooling {self.cooling} needs the board's `thermal` figures; this profile gives none")
+        return self
+
+    @property
+    def thermal_curve(self) -> ThermalCurve:
+        """The throttling a cell of this profile runs under (none without thermal figures)."""
+        if self.thermal is None:
+            return ThermalCurve(cooling=self.cooling)
+        return ThermalCurve(
+            cooling=self.cooling,
+            sustained_share=self.thermal.share(self.cooling),
+            time_constant_s=self.thermal.time_constant_s,
+        )
 
     @property
     def gpu_cap_bytes(self) -> int | None:

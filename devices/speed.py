@@ -34,7 +34,9 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from devices.board import ThermalCurve
 from devices.cache import cpu_model, measured_once
+from devices.roofline import HostBandwidth, PhaseMeter, Roofline, plan_roofline
 
 if TYPE_CHECKING:
     from devices.profile import DeviceProfile
@@ -106,6 +108,12 @@ class CellClock(BaseModel):
     cpu_quota_cores: float = Field(gt=0, description="the cell's CFS quota, in cores")
     threads: int = Field(ge=1, description="torch's intra-op threads in the cell")
     source: str = Field(description="where the device figure came from, or why the cell runs at host speed")
+    roofline: Roofline | None = Field(
+        None, description="device-scaled: each phase charged by FLOPs and bytes (devices.roofline); None: FLOPs only"
+    )
+    thermal: ThermalCurve | None = Field(
+        None, description="device-scaled: the sustained-speed curve the device's cooling gives; None: burst speed"
+    )
 
     @property
     def scaled(self) -> bool:
@@ -124,18 +132,39 @@ class CellClock(BaseModel):
             "host": "host seconds",
         }[self.kind]
 
-    def timer(self) -> Callable[[], float]:
-        """A monotonic reading in this clock's seconds, for timing steps inside the cell."""
+    def meter(self) -> PhaseMeter:
+        """The phase meter a cell's methods report to: it charges the roofline's correction on the scaled clock."""
+        return PhaseMeter(self.ratio, self.roofline if self.scaled else None)
+
+    def timer(self, meter: PhaseMeter | None = None) -> Callable[[], float]:
+        """A monotonic reading in this clock's seconds, for timing steps inside the cell: on the scaled clock the
+        CPU seconds at the ratio, plus the roofline's correction of the phases `meter` timed, through the thermal
+        curve (burst-seconds of work -> device seconds)."""
         if self.scaled:
-            ratio = self.ratio
-            return lambda: time.process_time() * ratio
+            ratio, curve = self.ratio, self.thermal
+            work = (lambda: time.process_time() * ratio + meter.extra) if meter else (lambda: time.process_time() * ratio)
+            if curve is None or not curve.throttles:
+                return work
+            start = work()  # the board heats from here (the cell's first step), cool before
+            return lambda: start + curve.elapsed_for_work(work() - start)
         return time.perf_counter
 
-    def device_seconds(self, wall_seconds: float, cpu_seconds: float | None) -> float | None:
-        """A whole cell's time in this clock's seconds, from what the executor observed."""
+    def burst_work(self, wall_seconds: float, cpu_seconds: float | None, extra: float = 0.0) -> float | None:
+        """A whole cell's work in burst-device-seconds: what its clock charged before thermal throttling."""
         if not self.scaled:
             return wall_seconds
-        return None if cpu_seconds is None else cpu_seconds * self.ratio
+        return None if cpu_seconds is None else cpu_seconds * self.ratio + extra
+
+    def device_seconds(
+        self, wall_seconds: float, cpu_seconds: float | None, extra: float = 0.0, heated_from: float = 0.0
+    ) -> float | None:
+        """A whole cell's time in this clock's seconds, from what the executor observed (`extra`: the roofline's
+        correction the cell reported; `heated_from`: the work done before its first step, at burst speed)."""
+        work = self.burst_work(wall_seconds, cpu_seconds, extra)
+        if work is None or not self.scaled or self.thermal is None:
+            return work
+        start = min(heated_from, work)
+        return start + self.thermal.elapsed_for_work(work - start)
 
     def elapsed(self, wall_seconds: float, cpu_seconds: float | None) -> float:
         """How far a running cell is towards its timeout: device time, or host wall-clock for a hung cell
@@ -184,7 +213,11 @@ def unplanned_clock(profile: DeviceProfile) -> CellClock:
 
 
 def plan_clock(
-    profile: DeviceProfile, requested: Clock, host: HostSpeed | None, host_cores: int
+    profile: DeviceProfile,
+    requested: Clock,
+    host: HostSpeed | None,
+    host_cores: int,
+    bandwidth: HostBandwidth | None = None,
 ) -> CellClock:
     """The clock of every cell of `profile`. Raises ClockError where the device cannot be simulated here."""
     if requested == "host":
@@ -213,6 +246,12 @@ def plan_clock(
             f"can hold on this host ({host.gflops_per_core * CFS_MIN_QUOTA_US / CFS_LONG_PERIOD_US:.2f} GFLOPS); "
             "use clock: device-scaled"
         )
+    curve = profile.thermal_curve
+    if requested == "device-throttled" and curve.throttles:
+        raise ClockError(
+            f"device {profile.name} throttles with cooling {curve.cooling}: the throttled clock holds one quota for "
+            "the whole cell; use clock: device-scaled (or cooling: fan)"
+        )
     return CellClock(
         kind=requested,
         requested=requested,
@@ -222,6 +261,10 @@ def plan_clock(
         cpu_quota_cores=quota if requested == "device-throttled" else profile.cpus,
         threads=threads,
         source=profile.gflops_source or "the device profile",
+        roofline=plan_roofline(profile, per_core, bandwidth.per_core(threads) if bandwidth else None)
+        if requested == "device-scaled"
+        else None,
+        thermal=curve if requested == "device-scaled" and curve.throttles else None,
     )
 
 

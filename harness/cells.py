@@ -13,11 +13,13 @@ from workloads.memory_model import predict_peak_bytes
 from workloads.params import WorkloadParams
 
 #: The device fields that change a measurement: its name (a report's row; two named devices are two cells),
-#: the caps imposed (memory, cores, GPU memory and whether it is unified; swap is always off) and the throughput
-#: the clock converts time with. Descriptions, sources and the memory bandwidth (no clock uses it) only describe.
-DEVICE_IDENTITY = ("name", "memory_bytes", "cpus", "gpu_memory_bytes", "unified_memory", "gflops", "pids")
+#: the caps imposed (memory, cores, processes, GPU memory and whether it is unified; swap is always off) and the
+#: throughput the clock converts time with. Descriptions and sources only describe. The cooling enters with its
+#: thermal curve (sustained share, time constant) when it throttles. The memory bandwidth is a figure of the
+#: roofline clock, like the host's calibration, and stays out (committed ids hold).
+DEVICE_IDENTITY = ("name", "memory_bytes", "cpus", "gpu_memory_bytes", "unified_memory", "gflops", "cooling", "pids")
 #: Fields added after ids were first hashed, with their defaults: at its default a field stays out of the id.
-LATER_DEVICE_FIELDS = {"gpu_memory_bytes": None, "unified_memory": False, "pids": None}
+LATER_DEVICE_FIELDS = {"gpu_memory_bytes": None, "unified_memory": False, "cooling": "fan", "pids": None}
 #: The GPU share ids were first hashed with, always empty since: it stays in every id so that no id changes.
 RETIRED_DEVICE_FIELDS = {"gpu_memory_fraction": None}
 
@@ -31,6 +33,9 @@ def device_identity(device: DeviceProfile) -> dict[str, object]:
     field added later keeps every id of the devices that leave it at its default."""
     fields = {field: getattr(device, field) for field in DEVICE_IDENTITY}
     changed = {k: v for k, v in fields.items() if k not in LATER_DEVICE_FIELDS or v != LATER_DEVICE_FIELDS[k]}
+    curve = device.thermal_curve
+    if curve.throttles:
+        changed["thermal"] = [curve.sustained_share, curve.time_constant_s]
     return {**RETIRED_DEVICE_FIELDS, **changed}
 
 

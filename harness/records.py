@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from devices.profile import DeviceProfile
 from devices.speed import CellClock
+from harness.energy import Energy, ThroughputPoint
 from workloads.params import WorkloadParams
 from workloads.registry import is_known_name
 
@@ -126,6 +127,13 @@ class CellRecord(BaseModel):
     cpu_seconds: float | None = Field(None, description="the cell process's user + system CPU time on this host")
     device_seconds: float | None = Field(
         None, description="the cell's time in its clock's seconds (scaled: CPU seconds x ratio); None if unknown"
+    )
+    energy: Energy | None = Field(
+        None, description="device joules and the model that gave them; None on the host clock, for a device without "
+        "power figures, or in a record written before energy"
+    )
+    throughput: list[ThroughputPoint] = Field(
+        default_factory=list, description="the throughput the device clock ran the cell at over its device time"
     )
     steps: int = 0
     metrics: dict[str, Any] = Field(

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from devices.catalogue import USER_FILE, CatalogueError, load_catalogue, parse_profile, resolve_device
 from devices.profile import DeviceProfile, format_bytes
+from devices.roofline import host_bandwidth
 from devices.speed import DEFAULT_CLOCK, CellClock, Clock, ClockError, HostSpeed, host_speed, plan_clock
 from harness.cells import Cell, content_hash, device_identity, planned_cell
 from harness.errors import UserError
@@ -353,9 +354,10 @@ def plan_clocks(
     needs it (measured once per environment, then cached)."""
     needs_host = clock != "host" and any(d.gflops is not None for d in devices)
     host = host_speed() if needs_host else None
+    bandwidth = host_bandwidth() if needs_host and clock == "device-scaled" else None
     cores = os.cpu_count() or 1
     try:
-        return host, {d.name: plan_clock(d, clock, host, cores) for d in devices}
+        return host, {d.name: plan_clock(d, clock, host, cores, bandwidth) for d in devices}
     except ClockError as exc:
         raise UserError(f"{origin}: clock: {exc}") from None
 
@@ -368,7 +370,7 @@ def _resolve_devices(spec: Spec, spec_path: Path) -> list[DeviceProfile]:
     try:
         catalogue = load_catalogue(files)
         devices = [
-            parse_profile(entry, f"{spec_path}: devices[{i}]")
+            parse_profile(entry, f"{spec_path}: devices[{i}]", catalogue)
             if isinstance(entry, dict)
             else resolve_device(entry, catalogue)
             for i, entry in enumerate(spec.devices)

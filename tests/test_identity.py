@@ -10,7 +10,12 @@ from workloads.params import WorkloadParams
 
 #: The profile fields that only describe a device; every other field must be in DEVICE_IDENTITY.
 # Fields that only describe or place a device (Ray custom resources pick a node, they do not change the cell).
-DESCRIPTIVE = {"gflops_source", "bandwidth_gbs", "bandwidth_source", "description", "source", "resources"}
+# The power figures only give joules (derived from device seconds, never measured); the bandwidth is the roofline
+# clock's figure, kept out like the host's calibration so that committed ids hold.
+DESCRIPTIVE = {"gflops_source", "bandwidth_gbs", "bandwidth_source", "description", "source", "resources", "power"}
+#: Enters the id through the cooling: the thermal curve of a cooling that throttles.
+THROUGH_COOLING = {"thermal"}
+THERMAL = {"sustained": {"none": 0.5, "fan": 1.0}, "time_constant_s": 300, "source": "a measurement"}
 
 CATALOGUE = """
 devices:
@@ -33,9 +38,9 @@ matrix:
 """
 
 
-def pi() -> DeviceProfile:
+def pi(**extra) -> DeviceProfile:
     return DeviceProfile(
-        name="pi", memory="1GiB", cpus=4, gflops=8, description="a board", source="https://x"
+        name="pi", memory="1GiB", cpus=4, gflops=8, description="a board", source="https://x", **extra
     )
 
 
@@ -69,17 +74,28 @@ def test_each_measured_device_field_changes_the_id():
     base = pi()
     changed = {
         "name": "pi2", "memory_bytes": 2 << 30, "cpus": 2.0, "gpu_memory_bytes": 4 << 30, "unified_memory": True,
-        "gflops": 9.0, "pids": 64,
+        "gflops": 9.0, "cooling": "none", "pids": 64,
     }  # fmt: skip
     assert set(changed) == set(DEVICE_IDENTITY)
     params = WorkloadParams(model="opt-1m")
+    base = pi(thermal=THERMAL)
     for field, value in changed.items():
         assert Cell(base.model_copy(update={field: value}), params).id != Cell(base, params).id, field
 
 
+def test_thermal_and_power_figures_enter_ids_only_when_the_cooling_throttles():
+    params = WorkloadParams(model="opt-1m")
+    plain = Cell(pi(), params).id
+    assert Cell(pi(thermal=THERMAL), params).id == plain  # fan: no throttling, the committed ids hold
+    assert Cell(pi(power={"idle_watts": 1, "load_watts": 5, "source": "s"}), params).id == plain
+    bare = Cell(pi(thermal=THERMAL, cooling="none"), params).id
+    hotter = {**THERMAL, "sustained": {"none": 0.6, "fan": 1.0}}
+    assert bare != plain and Cell(pi(thermal=hotter, cooling="none"), params).id != bare
+
+
 def test_every_device_field_is_either_identity_or_descriptive():
     """A new profile field must be classified here: a cap that stays out of the id would merge two devices."""
-    assert set(DEVICE_IDENTITY) | DESCRIPTIVE == set(DeviceProfile.model_fields)
+    assert set(DEVICE_IDENTITY) | DESCRIPTIVE | THROUGH_COOLING == set(DeviceProfile.model_fields)
     assert not set(DEVICE_IDENTITY) & DESCRIPTIVE
 
 

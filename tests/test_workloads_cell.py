@@ -126,8 +126,8 @@ def test_each_step_is_given_the_training_seconds_before_it(monkeypatch):
 
     calls = []
 
-    def recording(params, model, named):
-        method = make_method(params, model, named)
+    def recording(params, model, named, meter=None):
+        method = make_method(params, model, named, meter)
         step = method.step
         method.step = lambda batch, i, seconds: calls.append((i, seconds)) or step(batch, i, seconds)
         return method

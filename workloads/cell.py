@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ from workloads.models import (
     trainable_parameters,
 )
 from workloads.params import WorkloadParams
+from workloads.phases import PhaseCosts, batch_shape
 from workloads.predictions import Predictions, SplitPredictions
 from workloads.registry import resolve
 from workloads.resumable import StatePlan
@@ -31,6 +33,7 @@ from workloads.resume import Checkpointer, Loop, Segment, say
 from workloads.runner import Reporter
 from workloads.sources import LABEL_WORDS, SYNTHETIC
 from workloads.tasks import EVAL_SPLITS, WORST_CASE_STEPS, Task, real_task, synthetic_task
+from workloads.throughput import ThroughputTrace, clock_metrics
 from workloads.versions import library_versions
 
 #: Losses kept in the record: every step up to this many, then evenly thinned.
@@ -45,15 +48,19 @@ class CellOutcome:
 
 
 @torch.inference_mode()
-def score(model: torch.nn.Module, task: Task, split: str, device: torch.device) -> tuple[float, np.ndarray, np.ndarray]:
+def score(
+    model: torch.nn.Module, task: Task, split: str, device: torch.device, on_batch: Callable[[dict], None] | None = None
+) -> tuple[float, np.ndarray, np.ndarray]:
     """Percent of `split`'s evaluated examples the model classifies right, and per example (in the split's order)
-    the predicted class and its margin over the runner-up."""
+    the predicted class and its margin over the runner-up. `on_batch` sees every batch (the roofline's costs)."""
     was_training = model.training
     model.eval()
     n = len(task.evaluated[split])
     predicted, margin = np.zeros(n, dtype=np.int8), np.zeros(n, dtype=np.float16)
     for rows, batch in task.held_out_batches(split):
         batch = {k: v.to(device) for k, v in batch.items()}
+        if on_batch is not None:
+            on_batch(batch)
         logits = model(**batch).logits.float()
         top = logits.topk(min(2, logits.shape[-1]), dim=-1).values
         predicted[rows.numpy()] = logits.argmax(-1).cpu().numpy()
@@ -99,8 +106,10 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
     facts = {"param_count": param_count(model), "dataset": dataset_facts(params, task)}
     reporter.progress(0, force=True, facts=facts)  # before any step: the record of a killed cell keeps them
     named = trainable_parameters(model)
-    method = make_method(params, model, named)
     clock, loop = CellClock.from_env(), Loop(next_eval_s=params.eval_seconds)
+    meter = clock.meter()
+    method = make_method(params, model, named, meter)
+    costs = PhaseCosts(params, 0)
     evaluates = task.has_accuracy and params.evaluate
     if evaluates:
         loop.predictions = empty_predictions(task)
@@ -113,7 +122,9 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
             say(f"resumed from the checkpoint at step {loop.step} (segment {len(loop.segments) + 1})")
             reporter.progress(loop.step, force=True, resumed_from=loop.step, segment=len(loop.segments) + 1)
         clock = saver.clock
-    now = clock.timer()
+        meter.ratio = clock.ratio
+    heated_from = clock.burst_work(0.0, time.process_time(), meter.extra) or 0.0  # a cool board until now
+    now = clock.timer(meter)
     origin = 0.0 if clock.scaled else now()  # the scaled clock reads the process's CPU time from its very start
     if saver is not None:
         saver.origin = origin
@@ -123,7 +134,13 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
     def evaluate(step: int) -> None:
         t0 = now()
         method.ready_for_eval()
-        scored = {split: score(model, task, split, device) for split in EVAL_SPLITS}
+        with meter.phase("evaluation") as phase:
+
+            def charge(batch: dict) -> None:
+                cost = costs.forward(*batch_shape(batch))
+                phase.add(cost.flops, cost.traffic)
+
+            scored = {split: score(model, task, split, device, charge) for split in EVAL_SPLITS}
         point = {
             "seconds": round(trace.train_seconds, 3),
             "step": step,
@@ -140,6 +157,7 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
     if evaluates and not trace.curve:
         evaluate(0)
     targets = eval_targets(params)
+    throughput = ThroughputTrace(clock, heated_from if clock.scaled else 0.0)
     while _within_budget(params, loop.step, trace.train_seconds):
         batch = {k: v.to(device) for k, v in task.batch(loop.step).items()}
         t0, host0 = now(), time.perf_counter()
@@ -152,6 +170,7 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
         trace.padded_tokens += batch["input_ids"].numel()
         trace.real_tokens += int(batch["attention_mask"].sum())
         loop.step += 1
+        throughput.sample(loop.step, now() - origin, work_done(clock, meter, now() - origin))
         loop.segments[-1].steps += 1
         loop.segments[-1].train_seconds += spent
         reporter.progress(loop.step, loss=round(loss, 5))
@@ -164,10 +183,16 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
         evaluate(loop.step)
     loop.segments[-1].device_seconds = now() - origin
     metrics = _metrics(params, model, named, task, built, threads, loop, saver)
+    metrics |= {"device_clock": clock_metrics(meter, throughput, heated_from if clock.scaled else 0.0)}
     outcome = CellOutcome(steps=loop.step, metrics={**facts, **metrics})
     if evaluates:
         outcome.predictions = loop.predictions.encode()
     return outcome
+
+
+def work_done(clock: CellClock, meter, elapsed: float) -> float:
+    """Burst-seconds of work so far: the scaled clock's charge before throttling; the elapsed time on the others."""
+    return (clock.burst_work(0.0, time.process_time(), meter.extra) or 0.0) if clock.scaled else elapsed
 
 
 def checkpointer(params: WorkloadParams, clock: CellClock) -> Checkpointer | None:

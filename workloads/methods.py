@@ -12,9 +12,11 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from devices.roofline import PhaseMeter, null_meter
 from workloads.mezo import MeZO, no_decay
 from workloads.models import SequenceClassifier, checkpointing_enabled, enable_checkpointing
 from workloads.params import WorkloadParams
+from workloads.phases import PhaseCosts, batch_shape
 from workloads.schedule import lr_factor
 
 #: What a method keeps between steps besides the trained tensors, for a checkpoint: JSON-able values, and
@@ -43,24 +45,39 @@ class Stateless:
         pass
 
 
+class Metered:
+    """A method that reports its phases (FLOPs, bytes, CPU time) to the cell's meter: the roofline clock's input."""
+
+    meter: PhaseMeter = null_meter()
+    costs: PhaseCosts | None = None
+
+    def metered(self, meter: PhaseMeter, costs: PhaseCosts) -> None:
+        self.meter, self.costs = meter, costs
+
+    def forward_cost(self, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
+        cost = self.costs.forward(*batch_shape(batch)) if self.costs else None
+        return (cost.flops, cost.traffic) if cost else (0.0, 0.0)
+
+
 def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> float:
     """One forward in eval mode under inference_mode: what inference and MeZO both pay per pass."""
     with torch.inference_mode():
         return float(model(**batch).loss)
 
 
-class Inference(Stateless):
+class Inference(Stateless, Metered):
     def __init__(self, model: nn.Module) -> None:
         self.model = model.eval().requires_grad_(False)
 
     def step(self, batch: dict[str, torch.Tensor], step: int, seconds: float = 0.0) -> float:
-        return forward_loss(self.model, batch)
+        with self.meter.phase("forward", *self.forward_cost(batch)):
+            return forward_loss(self.model, batch)
 
     def ready_for_eval(self) -> None:
         pass
 
 
-class ZerothOrder:
+class ZerothOrder(Metered):
     def __init__(
         self, model: nn.Module, named: list[tuple[str, nn.Parameter]], params: WorkloadParams
     ) -> None:
@@ -84,10 +101,10 @@ class ZerothOrder:
     def step(self, batch: dict[str, torch.Tensor], step: int, seconds: float = 0.0) -> float:
         lr = self.params.learning_rate * lr_factor(self.params, step, seconds)
         if not self.head_only:
-            return self.optimizer.step(lambda: forward_loss(self.model, batch), step, lr)
+            return self._passes(lambda: self._forward(batch), step, lr)
         # Only the head is perturbed: the backbone's features are the same for every perturbed forward, so
         # they are computed once per step and each query costs two evaluations of the head alone.
-        with torch.inference_mode():
+        with self.meter.phase("forward", *self.forward_cost(batch)), torch.inference_mode():
             features = self.model.pool(batch["input_ids"], batch["attention_mask"])
 
         def head_loss() -> float:
@@ -95,10 +112,28 @@ class ZerothOrder:
                 logits = self.model.scores(features)
                 return float(nn.functional.cross_entropy(logits.float(), batch["labels"]))
 
-        return self.optimizer.step(head_loss, step, lr)
+        return self._passes(head_loss, step, lr)
+
+    def _forward(self, batch: dict[str, torch.Tensor]) -> float:
+        with self.meter.phase("forward", *self.forward_cost(batch)):
+            return forward_loss(self.model, batch)
+
+    def _passes(self, loss_fn, step: int, lr: float) -> float:
+        """The optimizer's step, its perturb / restore / update passes timed as one phase (the forwards inside it
+        are their own), charged the bytes and FLOPs the passes counted."""
+        opt = self.optimizer
+        traffic, flops = opt.traffic, opt.flops
+        with self.meter.phase("mezo passes") as passes:
+            loss = opt.step(loss_fn, step, lr)
+            passes.add(opt.flops - flops, opt.traffic - traffic)
+        return loss
 
     def ready_for_eval(self) -> None:
-        self.optimizer.restore()
+        opt = self.optimizer
+        traffic, flops = opt.traffic, opt.flops
+        with self.meter.phase("mezo passes") as passes:
+            opt.restore()
+            passes.add(opt.flops - flops, opt.traffic - traffic)
 
     def state(self) -> MethodState:
         """The step whose +eps*z the weights carry (saved as they are: a resumed run stays bit-identical)."""
@@ -124,7 +159,7 @@ def make_optimizer(named: list[tuple[str, nn.Parameter]], params: WorkloadParams
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, foreach=False)
 
 
-class Backprop:
+class Backprop(Metered):
     def __init__(
         self,
         model: nn.Module,
@@ -143,9 +178,16 @@ class Backprop:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.model(**batch).loss
-        loss.backward()
-        self.optimizer.step()
+        rows, seq = batch_shape(batch)
+        costs = self.costs
+        with self.meter.phase("forward", *self.forward_cost(batch)):
+            loss = self.model(**batch).loss
+        backward = costs.backward(rows, seq) if costs else None
+        with self.meter.phase("backward", *((backward.flops, backward.traffic) if backward else ())):
+            loss.backward()
+        update = costs.optimizer() if costs else None
+        with self.meter.phase("optimizer", *((update.flops, update.traffic) if update else ())):
+            self.optimizer.step()
         return float(loss.detach())
 
     def ready_for_eval(self) -> None:
@@ -166,7 +208,18 @@ class Backprop:
         self.optimizer.load_state_dict({"state": per, "param_groups": values["param_groups"]})
 
 
-def make_method(params: WorkloadParams, model: nn.Module, named: list[tuple[str, nn.Parameter]]) -> Method:
+def make_method(
+    params: WorkloadParams, model: nn.Module, named: list[tuple[str, nn.Parameter]], meter: PhaseMeter | None = None
+) -> Method:
+    """The method of `params`; with a `meter`, it reports its phases to it (the roofline clock)."""
+    method = _build(params, model, named)
+    if meter is not None:
+        trainable = sum(p.numel() for _, p in named) if params.method != "inference" else 0
+        method.metered(meter, PhaseCosts(params, trainable))
+    return method
+
+
+def _build(params: WorkloadParams, model: nn.Module, named: list[tuple[str, nn.Parameter]]) -> Inference | ZerothOrder | Backprop:
     if params.method == "inference":
         return Inference(model)
     if params.method == "mezo":

@@ -179,6 +179,8 @@ class MeZO:
         self._plan = functools.lru_cache(maxsize=2 * n_queries + 2)(self._compute_plan)
         self.pending: Key | None = None  # the (step, query) whose +eps*z the weights currently carry
         self.last_projected_grads: list[float] = []
+        self._bytes = sum(t.numel() * t.element_size() for t in self.tensors)
+        self.traffic, self.flops = 0.0, 0.0  # what the passes moved and computed so far (the roofline clock's)
 
     # -- z -------------------------------------------------------------------------------------------------
 
@@ -242,6 +244,9 @@ class MeZO:
         multiplies by 1 - lr * weight decay, (ESTIMATE, a) adds a * sign(sum_k w_k z(k)) over `estimate`."""
         plans = {k: self._plan(k) for k, _ in [*ops, *estimate] if k not in (SHRINK, ESTIMATE)}
         groups = group_ops(ops)
+        draws = sum(1 for head, _ in groups if isinstance(head, tuple)) + len(estimate)
+        self.traffic += self._bytes * (2 + draws)  # read and write the weights, read each z once
+        self.flops += 2.0 * self._bytes / self.tensors[0].element_size() * len(ops) if self.tensors else 0.0
 
         @torch.no_grad()
         def work(p: int) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
 from harness.cells import Cell
+from harness.energy import cell_energy, clock_report, throughput_points
 from harness.records import CellRecord, MemoryFigures, Status, judged, now_iso
 from harness.store import write_bytes_atomic
 from workloads.memory_model import head_size, is_lm
@@ -139,6 +140,10 @@ class Executor(ABC):
             host_seconds=round(out.wall_seconds, 3),
             cpu_seconds=_rounded(out.cpu_seconds),
             device_seconds=_rounded(device_seconds(cell, out, metrics)),
+            energy=cell_energy(
+                cell.device, cell.clock, out.wall_seconds, out.cpu_seconds, clock_report(metrics), earlier(metrics)
+            ),
+            throughput=throughput_points(metrics),
             steps=steps,
             metrics=metrics,
             enforcement=self.enforcement,
@@ -185,11 +190,17 @@ def keep_predictions(run_dir: Path, cell_id: str, result: dict[str, Any] | None)
 def device_seconds(cell: Cell, out: ChildOutcome, metrics: dict[str, Any]) -> float | None:
     """The cell's time in its clock's seconds: this process's, and that of the earlier segments of a resumed
     cell up to their last checkpoints (their work after it was redone here)."""
-    own = cell.clock.device_seconds(out.wall_seconds, out.cpu_seconds)
+    report = clock_report(metrics)
+    own = cell.clock.device_seconds(out.wall_seconds, out.cpu_seconds, report.roofline_extra_s, report.heated_from_s)
+    return None if own is None else own + earlier(metrics)
+
+
+def earlier(metrics: dict[str, Any]) -> float:
+    """Device seconds of a resumed cell's earlier processes, up to their last checkpoints."""
     segments = metrics.get("segments")
-    if own is None or not isinstance(segments, list) or len(segments) < 2:
-        return own
-    return own + sum(float(s.get("device_seconds") or 0.0) for s in segments[:-1] if isinstance(s, dict))
+    if not isinstance(segments, list) or len(segments) < 2:
+        return 0.0
+    return sum(float(s.get("device_seconds") or 0.0) for s in segments[:-1] if isinstance(s, dict))
 
 
 def cell_metrics(params: WorkloadParams, facts: dict[str, Any], reported: dict[str, Any]) -> dict[str, Any]:
