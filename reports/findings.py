@@ -18,7 +18,7 @@ from reports.pairs import Pairing, Unpaired, change_text, gap
 from reports.rundata import RunData, accuracy_curve
 from reports.style import arm_label, count_of, format_params
 from reports.validity import failed_checks
-from workloads.registry import model_shape
+from workloads.registry import model_shape, truncation
 from workloads.sources import SYNTHETIC
 
 OPTIMIZER_LABELS = {"adamw": "AdamW", "sgd": "SGD", "sgd-momentum": "SGD with momentum"}
@@ -50,14 +50,14 @@ class DeviceAnswer:
         best = self.best
         assert best.test is not None
         text = (
-            f"{best.arm} on {best.model} ({params_of(best.model)}) reaches {best.test.describe(unit=' %')} test "
+            f"{best.arm} on {accuracy_model(best.model)} reaches {best.test.describe(unit=' %')} test "
             f"accuracy after {best.budget}{_from_start(best)}"
         )
         for other, pairing in zip(self.ranked[1:], self.gaps, strict=True):
             assert other.test is not None
             gap = best.test.mean - other.test.mean
             text += (
-                f"; {other.arm} on {other.model} ({params_of(other.model)}) {other.test.describe(unit=' %')}"
+                f"; {other.arm} on {accuracy_model(other.model)} {other.test.describe(unit=' %')}"
                 f"{_from_start(other)}, {gap:.1f} points lower{_gap_text(pairing, best, other)}"
             )
         return text
@@ -111,6 +111,12 @@ def _from_start(row: AccuracyRow) -> str:
 def params_of(model: str) -> str:
     shape = model_shape(model)
     return format_params(shape.params) if shape else "size unknown"
+
+
+def accuracy_model(model: str) -> str:
+    """A model beside an accuracy: its size, and whether it is a truncated rung rather than a whole checkpoint."""
+    cut = truncation(model)
+    return f"{model} ({params_of(model)}{'; ' + cut if cut else ''})"
 
 
 def device_answers(run: RunData, rows: list[AccuracyRow]) -> list[DeviceAnswer]:
@@ -284,15 +290,15 @@ def time_to_reach(row: AccuracyRow, target: float) -> float | None:
 def passing_table(answers: list[DeviceAnswer]) -> str:
     """Markdown: per device, how long each MeZO arm's mean curve takes to reach each backprop arm's final test
     accuracy (0 s: it starts above it, before any training)."""
-    lines = ["| device | MeZO arm (model) | reaches | after (device s) |", "|---|---|---|---|"]
+    lines = ["| device | MeZO arm, model | reaches | after (device s) |", "|---|---|---|---|"]
     for answer in answers:
         for mezo in (r for r in answer.ranked if r.method == "mezo"):
             for bp in (r for r in answer.ranked if r.method != "mezo"):
                 assert bp.test is not None
                 seconds = time_to_reach(mezo, bp.test.mean)
                 after = f"{seconds:.0f}" if seconds is not None else "not within the budget"
-                target = f"{bp.arm} on {bp.model}: {bp.test.mean:.1f} %"
-                lines.append(f"| {answer.device} | {mezo.arm} ({mezo.model}) | {target} | {after} |")
+                target = f"{bp.arm} on {accuracy_model(bp.model)}: {bp.test.mean:.1f} %"
+                lines.append(f"| {answer.device} | {mezo.arm} on {accuracy_model(mezo.model)} | {target} | {after} |")
     return "\n".join(lines)
 
 
@@ -314,7 +320,7 @@ def answer_table(run: RunData, rows: list[AccuracyRow]) -> str:
             start = f"{row.start.mean:.1f}" if row.start else "-"
             gained = change_text(row.gain) if row.start else "-"
             behind = change_text(versus) if versus else "-"
-            model = f"{row.model} ({params_of(row.model)})"
+            model = accuracy_model(row.model)
             lines.append(
                 f"| {answer.device} | {row.arm} | {model} | {test} | {start} | {gained} | {behind} | {val} "
                 f"| {majority} |"
@@ -322,7 +328,7 @@ def answer_table(run: RunData, rows: list[AccuracyRow]) -> str:
         for (arm, model, status), count in arm_counts(answer.unmeasured, _status).items():
             cells = f"{status} ({count_of(count, 'cell')})"
             lines.append(
-                f"| {answer.device} | {arm} | {model} ({params_of(model)}) | {cells} | - | - | - | - | - |"
+                f"| {answer.device} | {arm} | {accuracy_model(model)} | {cells} | - | - | - | - | - |"
             )
     return "\n".join(lines)
 

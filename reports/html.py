@@ -30,6 +30,7 @@ from reports.style import METHOD_COLOURS, MIB, count_of, format_params, method_l
 from reports.summary import DeviceHeadline, device_headlines
 from reports.table import CellRow, cell_rows, rows_csv
 from reports.validity import invalid_cells, remote_code_cells, unchecked_cells
+from workloads.registry import truncation
 
 TEMPLATES = Path(__file__).parent / "templates"
 TEMPLATE = "report.html.j2"
@@ -61,6 +62,7 @@ def _environment() -> Environment:
         recipe_value=format_value,
         cells=lambda n: count_of(n, "cell"),
         change=change_text,
+        truncation=lambda model: truncation(model) or "",
     )
     env.filters["apply"] = lambda value, name: "-" if value is None else env.filters[name](value)
     return env

@@ -37,6 +37,7 @@ from reports.style import (
     spans_decades,
 )
 from reports.summary import DeviceHeadline
+from workloads.registry import truncation
 
 LINESTYLES = ("-", "--", ":", "-.")
 MAJORITY_COLOUR = "#555555"
@@ -223,8 +224,9 @@ def largest_model_plot(headlines: list[DeviceHeadline]) -> Plot | None:
 def curve_variant(record: CellRecord) -> str:
     """The line style's key: the model, and what of it is tuned when that is not all of it (the head and the
     whole of one model are different curves, whichever method tunes them)."""
-    tuning = record.params.tuning
-    return record.params.model if tuning == "full" else f"{record.params.model} ({tuning})"
+    tuning, model = record.params.tuning, record.params.model
+    model = f"{model}, truncated" if truncation(model) else model
+    return model if tuning == "full" else f"{model} ({tuning})"
 
 
 def _draw_band(ax: Axes, band: Band, colour: str, linestyle: str) -> None:

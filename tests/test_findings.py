@@ -95,8 +95,8 @@ def test_the_device_time_mezo_needs_to_pass_each_backprop_arm_is_read_off_its_me
     assert mean_curve(mezo) == [(0, 71.0), (300, 75.0), (600, 79.0)]
     assert time_to_reach(mezo, 75.0) == 300 and time_to_reach(mezo, 71.0) == 0
     table = passing_table([answer])
-    assert "| BP (checkpointed) on minilm-l6: 75.0 % | 300 |" in table
-    assert "| BP on minilm-l6: 90.5 % | not within the budget |" in table
+    assert "| BP (checkpointed) on minilm-l6 (22.6M): 75.0 % | 300 |" in table
+    assert "| BP on minilm-l6 (22.6M): 90.5 % | not within the budget |" in table
 
 
 # Paired intervals (reports.paired): records that kept per-example predictions, written through the real store.
@@ -240,3 +240,10 @@ def test_a_malformed_reference_is_named_not_fatal(tmp_path):
         assert text in line
         (row,) = accuracy_rows(run)
         assert row.gain.figures() == "no paired interval (no predictions)"
+
+
+def test_an_accuracy_of_a_truncated_rung_is_labelled_truncated_wherever_the_findings_show_it():
+    from reports.findings import accuracy_model
+
+    assert accuracy_model("mpnet-l8") == "mpnet-l8 (80.5M; truncated: first 8 of 12 layers)"
+    assert accuracy_model("mpnet-l12") == "mpnet-l12 (109M)"

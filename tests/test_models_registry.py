@@ -152,3 +152,11 @@ def test_a_local_checkpoint_is_known_by_the_sha256_of_its_weight_files(tmp_path)
     assert local.weights_sha256() not in (None, first)
     assert Location("local", str(tmp_path / "empty")).weights_sha256() is None
     assert Location("hub", "no-such-org/no-such-model").weights_sha256() is None  # offline, not cached
+
+
+def test_a_truncated_rung_says_so_and_a_complete_checkpoint_does_not():
+    from workloads.registry import truncation
+
+    assert truncation("mpnet-l8") == "truncated: first 8 of 12 layers"
+    assert truncation("minilm-l5") == "truncated: first 5 of 6 layers"
+    assert [truncation(m) for m in ("mpnet-l12", "mpnet-base", "minilm-l6", "opt-8m", "org/model")] == [None] * 5

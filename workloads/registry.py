@@ -176,6 +176,16 @@ def _rung(name: str) -> tuple[str, int | None] | None:
     return match.group(1), int(match.group(2))
 
 
+def truncation(name: str) -> str | None:
+    """How a pretrained rung is cut from its checkpoint ("truncated: first 8 of 12 layers"); None for a complete
+    checkpoint and any other model. A truncated rung is a size proxy for memory fits, not a pretrained model of its
+    size (its zero-shot accuracy is not monotone in depth), so an accuracy of one must say so."""
+    rung = _rung(name)
+    if rung is None or rung[1] is None or rung[1] >= BUNDLES[rung[0]].layers:
+        return None
+    return f"truncated: first {rung[1]} of {BUNDLES[rung[0]].layers} layers"
+
+
 def is_known_name(name: str) -> bool:
     """A name of the registry's own (a ladder rung or a bundled checkpoint), not a directory or hub id."""
     return name in LADDER or _rung(name) is not None
