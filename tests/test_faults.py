@@ -114,8 +114,8 @@ def cgroupfs(tmp_path, monkeypatch):
     mount = tmp_path / "cg"
     base = mount / "jobs" / "me"
     base.mkdir(parents=True)
-    (mount / "cgroup.controllers").write_text("cpu memory io\n")
-    (base / "cgroup.controllers").write_text("cpu memory io\n")
+    (mount / "cgroup.controllers").write_text("cpu memory io pids\n")
+    (base / "cgroup.controllers").write_text("cpu memory io pids\n")
     (base / "cgroup.subtree_control").write_text("\n")
     (base / "cgroup.procs").write_text("101\n102\n")
     real_mkdir, real_write, real_rmdir = Path.mkdir, Path.write_text, Path.rmdir
@@ -126,7 +126,7 @@ def cgroupfs(tmp_path, monkeypatch):
             controllers = (self.parent / "cgroup.subtree_control").read_text()
             for name, text in {"cgroup.controllers": controllers, "cgroup.subtree_control": "", "cgroup.procs": ""}.items():
                 real_write(self / name, text)
-            for name in ("memory.max", "memory.swap.max", "cpu.max", "memory.peak", "memory.events"):
+            for name in ("memory.max", "memory.swap.max", "cpu.max", "memory.peak", "memory.events", "pids.max"):
                 real_write(self / name, "")
 
     def write_text(self, data, *args, **kwargs):
@@ -181,7 +181,7 @@ def test_a_run_delegates_for_its_cells_then_puts_the_host_back(cgroupfs):
     mount, base = cgroupfs
     before = snapshot(mount)
     restore = CgroupV2.prepare_host()
-    assert (base / "cgroup.subtree_control").read_text().split() == ["cpu", "memory"]
+    assert (base / "cgroup.subtree_control").read_text().split() == ["cpu", "memory", "pids"]
     assert (base / HARNESS_LEAF / "cgroup.procs").read_text().split() == ["101", "102"]
     with CgroupV2(DeviceProfile(name="pi", memory="512MiB"), "cell", mounts=(mount,), proc_cgroup=PROC) as cap:
         assert (cap.directory / "memory.max").read_text() == str(512 << 20)
@@ -194,7 +194,7 @@ def test_the_delegation_stays_while_another_runs_cells_are_below(cgroupfs):
     restore = CgroupV2.prepare_host()
     (base / "edgebench-4242-other-run").mkdir()
     restore()
-    assert (base / "cgroup.subtree_control").read_text().split() == ["cpu", "memory"]
+    assert (base / "cgroup.subtree_control").read_text().split() == ["cpu", "memory", "pids"]
 
 
 class FakeContainer:

@@ -2,8 +2,9 @@
 forks without end is stopped and recorded `error` with the reason, the harness (which has no cap) stays small,
 the other cell of the run and the records are untouched, and nothing is left behind.
 
-The harness runs as a subprocess (the real CLI, each cell's workload replaced by `python -c CODE`), so that its own
-peak RSS is read from wait4 (an upper bound: it is the largest of the harness and its reaped children)."""
+The harness runs as a subprocess (the real CLI, each cell's workload replaced by `python -c CODE`); its own peak
+RSS is its VmHWM, read until it exits. Not wait4's ru_maxrss: Linux keeps, across exec, the high-water mark of the
+memory a vforked child shared with its parent, so under pytest-xdist a harness read the worker's 212 MiB."""
 
 from __future__ import annotations
 
@@ -67,9 +68,11 @@ def run_hostile(tmp_path: Path, hostile: str, jobs: int = 2, spec: str = SPEC) -
     deadline = time.monotonic() + 300
     stderr = b""
     os.set_blocking(harness.stderr.fileno(), False)
+    peak = 0
     while True:
         stderr += harness.stderr.read() or b""
-        pid, status, rusage = os.wait4(harness.pid, os.WNOHANG)
+        peak = max(peak, high_water_bytes(harness.pid))
+        pid, status, _ = os.wait4(harness.pid, os.WNOHANG)
         if pid:
             break
         if time.monotonic() > deadline:
@@ -78,7 +81,16 @@ def run_hostile(tmp_path: Path, hostile: str, jobs: int = 2, spec: str = SPEC) -
         time.sleep(0.05)
     harness.returncode = os.waitstatus_to_exitcode(status)
     stderr += harness.stderr.read() or b""
-    return harness.returncode, rusage.ru_maxrss * 1024, stderr.decode(errors="replace"), out
+    return harness.returncode, peak, stderr.decode(errors="replace"), out
+
+
+def high_water_bytes(pid: int) -> int:
+    """The process's own peak RSS so far (VmHWM), 0 once it is gone."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def check_contained(out: Path, rss: int, reason: str) -> None:

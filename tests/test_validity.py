@@ -197,9 +197,9 @@ def test_cgroup_v2_limits_swap_where_the_kernel_accounts_it_and_says_when_not(
     mount, base = tmp_path / "cg", tmp_path / "cg/jobs/me"
     base.mkdir(parents=True)
     for directory in (mount, base):
-        (directory / "cgroup.controllers").write_text("cpu memory\n")
-    (base / "cgroup.subtree_control").write_text("cpu memory\n")
-    files = ["memory.max", "cpu.max", "memory.events", *(["memory.swap.max"] if swap_accounted else [])]
+        (directory / "cgroup.controllers").write_text("cpu memory pids\n")
+    (base / "cgroup.subtree_control").write_text("cpu memory pids\n")
+    files = ["memory.max", "cpu.max", "memory.events", "pids.max", *(["memory.swap.max"] if swap_accounted else [])]
     real_mkdir = type(base).mkdir
 
     def mkdir(self, *args, **kwargs):  # a cgroupfs makes a new group's interface files
