@@ -92,6 +92,13 @@ def test_docker_executor_runs_its_cell_in_a_hardened_container_and_the_cell_comp
     assert quota / period == record.device.cpus  # the CPU quota holds beside the hardening
 
 
+def scaled_seconds(record) -> float:
+    """The scaled clock's figure: CPU seconds at the device's ratio, plus the roofline's correction the cell
+    reported (none for a device without a memory bandwidth)."""
+    extra = (record.metrics.get("device_clock") or {}).get("roofline_extra_s") or 0.0
+    return record.cpu_seconds * record.clock.ratio + extra
+
+
 def test_docker_executor_over_cap_is_oom_and_under_cap_is_ok(engine, tmp_path):
     out = tmp_path / "run"
     spec = write_spec(tmp_path, OOM_AND_OK)
@@ -108,9 +115,10 @@ def test_docker_executor_over_cap_is_oom_and_under_cap_is_ok(engine, tmp_path):
     assert large.peak_memory_source == "rss" and 300e6 < large.peak_memory_bytes < large.device.memory_bytes
     assert 300e6 < large.memory.cgroup_peak_bytes < large.device.memory_bytes
     assert (out / "logs" / f"{large.cell_id}.log").exists()
-    # The default clock, inside the container: the cell's CPU seconds converted at the device's ratio.
+    # The default clock, inside the container: the cell's CPU seconds converted at the device's ratio, plus the
+    # roofline's correction of its phases (devices.roofline), which the cell reports.
     assert large.clock.kind == "device-scaled" and large.clock.device_gflops == large.device.gflops
-    assert large.device_seconds == pytest.approx(large.cpu_seconds * large.clock.ratio, rel=1e-3)
+    assert large.device_seconds == pytest.approx(scaled_seconds(large), rel=1e-3)
     assert not engine.client().containers.list(all=True, filters={"label": LABEL})
 
 
@@ -193,7 +201,7 @@ def test_compose_runs_each_device_in_its_own_hardened_capped_container_then_the_
     assert {r.enforcement for r in records} == {"container"}
     for record in records:  # each device container ran its cells on its own scaled clock
         assert record.clock.kind == "device-scaled" and record.clock.device_gflops == record.device.gflops
-        assert record.device_seconds == pytest.approx(record.cpu_seconds * record.clock.ratio, rel=1e-3)
+        assert record.device_seconds == pytest.approx(scaled_seconds(record), rel=1e-3)
     assert read_run_info(run_dir)["spec"]["name"] == "two-by-two"  # merged from the device slices' run info
     assert "<html" in (run_dir / "report.html").read_text()[:2000].lower()
     left = [(c.name, c.image.tags, c.labels) for c in client.containers.list(all=True) if c.id not in before]
