@@ -27,6 +27,7 @@ import psutil
 
 from devices.cache import cache_dir
 from devices.caps.base import CapUnavailable, pid_alive
+from devices.caps.rlimit import RlimitAS
 from devices.caps.select import choose_backend
 from devices.launch import ENV_RUN_AS
 from devices.pyexec import code_argv, module_argv
@@ -64,6 +65,12 @@ open(os.path.join(os.environ["HOME"], ".probe"), "w").close()
 sys.stdout.write("\\0".join(path for path in sys.argv[1:] if not os.access(path, os.R_OK)))
 """
 PROBE_TIMEOUT_S = 120
+#: Said whenever the rlimit fallback caps cells (the record's enforcement says rlimit, and its validity fails).
+SOFT_CAP = (
+    "cells are capped by the rlimit fallback (no usable cgroup here): RLIMIT_AS caps each process's address "
+    "space, not the cell's memory (N children get N caps), and a child that leaves the cell's process group "
+    "outlives it; the records are marked not capped by the kernel"
+)
 
 
 def runner_argv(cell: Cell) -> list[str]:
@@ -92,6 +99,8 @@ class LocalExecutor(Executor):
             self._restore_host = self.backend.prepare_host()
         except CapUnavailable as exc:
             raise UserError(str(exc)) from None
+        if self.backend is RlimitAS:
+            print(f"edgebench: warning: {SOFT_CAP}", file=sys.stderr)
         if self.cell_user is not None:
             sweep_homes()
             reach.sweep()
@@ -164,6 +173,7 @@ class LocalExecutor(Executor):
                     if returncode is None:  # timeout, overrun, Ctrl-C or an error in the harness: kill, then reap
                         returncode, rusage = _kill(proc.pid)
                     proc.returncode = returncode
+                    _kill_group(proc.pid)  # what the cell left in its process group (the rlimit fallback's only sweep)
                 if self.stop.is_set():
                     raise KeyboardInterrupt  # an interrupted cell is not a result; resume redoes it
                 wall = time.perf_counter() - t0
@@ -371,6 +381,13 @@ def _wait(
         if past_timeout(pid, time.perf_counter() - t0) or stop.is_set() or (overrun and overrun.is_set()):
             return None, None
         time.sleep(POLL_S)
+
+
+def _kill_group(pgid: int) -> None:
+    """Kill whatever is left in a finished cell's process group: under a cgroup its destruction does that too, under
+    the rlimit fallback nothing else would (a child that left the group escapes even this: SOFT_CAP says so)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def _kill(pid: int):
