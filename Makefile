@@ -64,17 +64,10 @@ BROWSERS     := chromium chromium-browser google-chrome google-chrome-stable
 AS_ROOT       = $(if $(filter 0,$(shell id -u)),,sudo -n)
 APT_GET       = $(AS_ROOT) env DEBIAN_FRONTEND=noninteractive apt-get
 
-# As root, cells run as `nobody` (README, "How a cell runs"), who must reach the interpreter (python3's, and the
-# venv's once there is one), this checkout and the edgebench cache: each directory above them gets the search
-# bit (chmod o+x: no listing, files keep their modes; chmod -c names each change), e.g. a pyenv under /root.
-REACH = $$(readlink -f "$$(command -v python3)") $$(readlink -f $(PY) 2>/dev/null) $(CURDIR)/Makefile \
-	$${EDGEBENCH_CACHE:-$$HOME/.cache/edgebench}/-
-
+# It changes no permission: as root, cells run as `nobody`, and `edgebench run` itself opens the directories above the
+# interpreter, the venv, this checkout and the caches that `nobody` cannot search (a pyenv under a private /root) to
+# that user alone, with an ACL entry it puts back when the run ends (README, "How a cell runs"; harness/reach.py).
 test-deps:
-	@if [ "$$(id -u)" = 0 ] && command -v chmod >/dev/null; then for path in $(REACH); do \
-		case "$$path" in /*) ;; *) continue ;; esac; \
-		dir="$${path%/*}"; while [ -n "$$dir" ]; do [ ! -d "$$dir" ] || chmod -c o+x "$$dir"; dir="$${dir%/*}"; done; \
-	done; fi
 	@missing=""; \
 	for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	browser=""; for b in $(BROWSERS); do command -v $$b >/dev/null && browser=$$b; done; \

@@ -30,7 +30,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -285,9 +285,10 @@ def cfs_quota(cores: float) -> tuple[int, int]:
 
 
 def matmul_throughput(
-    seconds: float, n: int = MATMUL_N, before: Callable[[], None] | None = None
-) -> dict[str, float]:
-    """fp32 matmul FLOPs per wall second and per CPU second over a fixed loop, on torch's current threads.
+    seconds: float, n: int = MATMUL_N, before: Callable[[], None] | None = None, windows: int = 1
+) -> dict[str, Any]:
+    """fp32 matmul FLOPs per wall second and per CPU second over a fixed loop, on torch's current threads, and
+    the same for each of `windows` consecutive parts of the loop (the throttle proof's spread).
 
     `before` runs after the warm-up, right before the timed loop (the throttle proof joins its cap there,
     so that the proof times the throttle rather than torch's import under it)."""
@@ -300,10 +301,21 @@ def matmul_throughput(
     if before is not None:
         before()
     flops = 2.0 * n**3
+    parts = []
     wall0, cpu0, count = time.perf_counter(), time.process_time(), 0
-    while time.perf_counter() - wall0 < seconds:
-        torch.mm(a, b, out=out)
-        count += 1
+    for part in range(1, windows + 1):
+        part_wall, part_cpu, part_count = time.perf_counter(), time.process_time(), count
+        while time.perf_counter() - wall0 < seconds * part / windows:
+            torch.mm(a, b, out=out)
+            count += 1
+        wall, cpu = time.perf_counter() - part_wall, time.process_time() - part_cpu
+        parts.append(
+            {
+                "wall_seconds": wall,
+                "cpu_seconds": cpu,
+                "gflops_per_wall_second": flops * (count - part_count) / wall / 1e9,
+            }
+        )
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     return {
         "gflops_per_wall_second": flops * count / wall / 1e9,
@@ -311,6 +323,7 @@ def matmul_throughput(
         "wall_seconds": wall,
         "cpu_seconds": cpu,
         "threads": torch.get_num_threads(),
+        "windows": parts,
     }
 
 
@@ -365,7 +378,7 @@ def host_speed() -> HostSpeed | None:
     return None if figure is None else HostSpeed.model_validate(figure)
 
 
-def measure_under_cap(seconds: float) -> dict[str, float]:
+def measure_under_cap(seconds: float, windows: int = 1) -> dict[str, Any]:
     """The throttle proof's child: warm up unthrottled, join the cap the harness made, then time the loop
     on the clock's thread count."""
     import torch
@@ -377,13 +390,15 @@ def measure_under_cap(seconds: float) -> dict[str, float]:
         join_cgroups()
         torch.set_num_threads(int(os.environ.get(ENV_THREADS) or 1))
 
-    return matmul_throughput(seconds, before=enter_cap)
+    return matmul_throughput(seconds, before=enter_cap, windows=windows)
 
 
 if __name__ == "__main__":  # --calibrate: this host's figure; --measure S: the loop's throughput under a cap
     if sys.argv[1:2] == ["--calibrate"]:
         print(calibrate().model_dump_json())
-    elif sys.argv[1:2] == ["--measure"] and len(sys.argv) == 3:
-        print(json.dumps(measure_under_cap(float(sys.argv[2]))))
+    elif sys.argv[1:2] == ["--measure"] and len(sys.argv) in (3, 4):
+        print(
+            json.dumps(measure_under_cap(float(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) == 4 else 1))
+        )
     else:
-        sys.exit("usage: python -m devices.speed --calibrate | --measure SECONDS")
+        sys.exit("usage: python -m devices.speed --calibrate | --measure SECONDS [WINDOWS]")

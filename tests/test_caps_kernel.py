@@ -34,7 +34,10 @@ def test_doctor_proves_the_kernel_backend():
     cores = report["throttle"]["host"]["cores"]
     assert all(p["quota_cores"] <= max(1, cores - 1) for p in proofs.values()), report["throttle"]
     for proof in proofs.values():
-        assert abs(proof["measured_gflops"] / proof["target_gflops"] - 1) <= 0.15, proof
+        assert abs(proof["share"] - 1) <= 0.15, proof
+        spread = proof["spread"]  # the parts of the loop, each a third of it: their shares are in the output
+        assert spread["windows"] == 3 and spread["min"] <= proof["share"] <= spread["max"], proof
+        assert proof["host_drift"] > 0 and proof["ratio"] > 0, proof
 
 
 def test_rlimit_fallback_turns_overrun_into_memory_error():

@@ -171,3 +171,30 @@ def test_throttled_cells_run_at_the_device_speed_through_the_kernel(tmp_path):
     assert record.device_seconds == record.host_seconds
     # The kernel held the cell to its quota: wall-clock is its CPU time divided by the share.
     assert record.host_seconds * record.clock.cpu_quota_cores == pytest.approx(record.cpu_seconds, rel=0.2)
+
+
+def test_a_throttle_proof_is_decided_by_the_share_the_kernel_gave_and_fails_past_the_tolerance():
+    """Issue 26, finding 12: the verdict is the quota share (CPU seconds per wall second over the quota), which the
+    kernel enforces; the device ratio, which drifts with the host's load since its calibration, is reported beside."""
+    from devices.verify import ThrottleProof
+
+    def proof(share: float, ratio: float = 1.0) -> ThrottleProof:
+        return ThrottleProof("d", 10.0, 10.0 * ratio, 0.1, 1, "", share, [share * 0.97, share, share * 1.02], ratio)
+
+    assert proof(1.0).verified and proof(0.86).verified and proof(1.14, ratio=0.8).verified
+    assert not proof(0.84).verified and not proof(1.5).verified and not proof(10.0).verified  # no throttle at all
+    assert proof(1.0).as_dict()["spread"] == {"min": 0.97, "max": 1.02, "windows": 3}
+
+
+def test_a_quota_too_small_for_this_host_to_prove_is_refused_with_the_reason_before_anything_runs():
+    from devices.verify import MIN_PROVABLE_QUOTA_US, UnprovableThrottle, prove_throttle
+
+    class NeverStarted:
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("a proof that cannot hold its verdict was run")
+
+    host = HostSpeed(gflops_per_core=150.0, cores=2, cpu="test", method="test")
+    tiny = DeviceProfile(name="tiny", memory="512MiB", cpus=1, gflops=1.5)  # 0.01 cores: 10 ms per 1 s period
+    with pytest.raises(UnprovableThrottle, match=r"0\.010-core quota is 10 ms per 1 s period on this host, under the 25 ms"):
+        prove_throttle(NeverStarted, tiny, host)
+    assert MIN_PROVABLE_QUOTA_US == 25_000

@@ -15,8 +15,8 @@ from devices.caps.cuda import cuda_unavailable_reason
 from devices.caps.select import choose_backend, probe_all
 from devices.catalogue import CatalogueError, resolve_device
 from devices.profile import DeviceProfile, format_bytes
-from devices.speed import ClockError, HostSpeed, host_speed, plan_clock
-from devices.verify import prove, prove_throttle
+from devices.speed import ClockError, HostSpeed, cfs_quota, host_speed, plan_clock
+from devices.verify import MIN_PROVABLE_QUOTA_US, UnprovableThrottle, prove, prove_throttle
 from harness.commands.devices import user_catalogue
 from harness.errors import UserError
 from harness.spec import host_capacity_problem, host_memory_bytes
@@ -90,8 +90,8 @@ def handle(args: argparse.Namespace) -> int:
         for t in throttle["proofs"]:
             mark = "[green]verified[/]" if t["verified"] else "[red]NOT verified[/]"
             console.print(
-                f"throttle {t['device']}: {mark}, a matmul loop under its quota ran at {t['detail']}, "
-                f"{t['target_gflops']:g} GFLOPS in the catalogue (ratio {t['ratio'] or 0:.3f}, tolerance 15%)"
+                f"throttle {t['device']}: {mark}, a matmul loop under its quota got {t['detail']}; "
+                f"{t['target_gflops']:g} GFLOPS in the catalogue (ratio {t['ratio'] or 0:.3f}); tolerance 15% on the share"
             )
         for problem in report["too_large_for_host"].values():
             console.print(f"[yellow]cannot simulate[/]: {problem}")
@@ -123,7 +123,8 @@ def throttle_devices(names: list[str]) -> list[DeviceProfile] | None:
 
 
 def default_throttle_devices(host: HostSpeed, cores: int) -> list[DeviceProfile]:
-    """The catalogue's slowest device and its fastest whose quota leaves this host a core to spare: a quota of
+    """The catalogue's slowest device that this host can prove (devices.verify.MIN_PROVABLE_QUOTA_US) and its
+    fastest whose quota leaves this host a core to spare: a quota of
     nearly every core competes with the harness and the system, so its proof measures them, not the throttle
     (measured on 2 cores: phone-6gb's 1.67-core quota ran at 84-96 % of its target from one run to the next)."""
     spare = max(1.0, cores - 1.0)
@@ -131,7 +132,8 @@ def default_throttle_devices(host: HostSpeed, cores: int) -> list[DeviceProfile]
     fits = []
     for device in rated:
         with contextlib.suppress(ClockError):
-            if plan_clock(device, "device-throttled", host, cores).cpu_quota_cores <= spare:
+            quota = plan_clock(device, "device-throttled", host, cores).cpu_quota_cores
+            if quota <= spare and cfs_quota(quota)[1] >= MIN_PROVABLE_QUOTA_US:
                 fits.append(device)
     return [fits[0], fits[-1]] if len(fits) > 1 else fits
 
@@ -153,6 +155,6 @@ def prove_throttles(backend: type[CapBackend], devices: list[DeviceProfile] | No
     for device in devices:
         try:
             proofs.append(prove_throttle(backend, device, host).as_dict())
-        except (ClockError, CapUnavailable) as exc:
+        except (ClockError, CapUnavailable, UnprovableThrottle) as exc:
             unprovable[device.name] = str(exc)
     return {"reason": None, "host": host.model_dump(), "proofs": proofs, "unprovable": unprovable}

@@ -27,9 +27,11 @@ import psutil
 
 from devices.cache import cache_dir
 from devices.caps.base import CapUnavailable, pid_alive
+from devices.caps.rlimit import RlimitAS
 from devices.caps.select import choose_backend
 from devices.launch import ENV_RUN_AS
 from devices.pyexec import code_argv, module_argv
+from harness import reach
 from harness.cells import Cell
 from harness.errors import UserError
 from harness.executors.base import (
@@ -63,6 +65,12 @@ open(os.path.join(os.environ["HOME"], ".probe"), "w").close()
 sys.stdout.write("\\0".join(path for path in sys.argv[1:] if not os.access(path, os.R_OK)))
 """
 PROBE_TIMEOUT_S = 120
+#: Said whenever the rlimit fallback caps cells (the record's enforcement says rlimit, and its validity fails).
+SOFT_CAP = (
+    "cells are capped by the rlimit fallback (no usable cgroup here): RLIMIT_AS caps each process's address "
+    "space, not the cell's memory (N children get N caps), and a child that leaves the cell's process group "
+    "outlives it; the records are marked not capped by the kernel"
+)
 
 
 def runner_argv(cell: Cell) -> list[str]:
@@ -84,14 +92,18 @@ class LocalExecutor(Executor):
         #: Where cells' state directories are: the run directory's, or where a container or Ray node keeps them.
         self.state_root = state_root or self.run_dir / CHECKPOINTS_DIR
         self.cell_user = cell_user()
+        self._grant = reach.Grant(os.getpid())
         self.cells_run_as = self.cell_user.name if self.cell_user else ("root" if os.geteuid() == 0 else None)
         try:
             self.backend = choose_backend(enforcement)
             self._restore_host = self.backend.prepare_host()
         except CapUnavailable as exc:
             raise UserError(str(exc)) from None
+        if self.backend is RlimitAS:
+            print(f"edgebench: warning: {SOFT_CAP}", file=sys.stderr)
         if self.cell_user is not None:
             sweep_homes()
+            reach.sweep()
 
     @property
     def enforcement(self) -> str:
@@ -102,23 +114,26 @@ class LocalExecutor(Executor):
         return self.backend.can_throttle()
 
     def close(self) -> None:
+        self._grant.revert()
         self._restore_host()
 
     def admit(self, cells: list[Cell]) -> None:
-        """Refuse up front, before anything is written, a cell user who could not run these cells. The default
-        user is not refused but given up, loudly (the warning and run.json's `cell_user` say why): `make run` as
-        root must work on a host whose interpreter sits under a private /root, where no unprivileged user can run
-        it; a user named with --cell-user is refused."""
+        """Refuse up front, before anything is written, a cell user who could not run these cells: cells never
+        fall back to root (only `--cell-user root` makes them root). The directories above the installation and
+        the caches that deny the cell user are opened to it alone for the run (harness.reach, put back by close)."""
         if self.cell_user is None:
             return
+        user = self.cell_user
         paths = set().union(*(ready_inputs(cell.params) for cell in cells))
         try:
-            check_cell_user(self.cell_user, sorted(paths))
-        except UserError as exc:
-            if os.environ.get(ENV_CELL_USER):
-                raise
-            self.cell_user, self.cells_run_as = None, f"root: {exc}"
-            warn_root(str(exc))
+            self._grant = reach.grant(user.uid, user.gid, [*reach.installation_paths(), *cache_paths()])
+        except reach.ReachError as exc:
+            raise UserError(_refusal(user, f"search {exc.filename} ({exc.strerror})")) from None
+        try:
+            check_cell_user(user, sorted(paths))
+        except UserError:
+            self._grant.revert()
+            raise
 
     def execute(self, cell: Cell, progress: ProgressFn) -> ChildOutcome:
         ready_inputs(cell.params)
@@ -158,6 +173,7 @@ class LocalExecutor(Executor):
                     if returncode is None:  # timeout, overrun, Ctrl-C or an error in the harness: kill, then reap
                         returncode, rusage = _kill(proc.pid)
                     proc.returncode = returncode
+                    _kill_group(proc.pid)  # what the cell left in its process group (the rlimit fallback's only sweep)
                 if self.stop.is_set():
                     raise KeyboardInterrupt  # an interrupted cell is not a result; resume redoes it
                 wall = time.perf_counter() - t0
@@ -251,23 +267,24 @@ def own_state_dir(directory: Path, user: CellUser | None) -> None:
 
 
 def cell_user() -> CellUser | None:
-    """Whom cells run as: None (the harness's own user) unless the harness is root, or when root is named."""
+    """Whom cells run as: None (the harness's own user) unless the harness is root; root only when named."""
     if os.geteuid() != 0:
         return None
     name = os.environ.get(ENV_CELL_USER) or DEFAULT_CELL_USER
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
-        if name == os.environ.get(ENV_CELL_USER):
-            raise UserError(f"--cell-user {name}: no such user here; name an unprivileged user for cells") from None
-        warn_root(f"there is no user {name} here; name an unprivileged one with --cell-user")
-        return None
+        flag = f"--cell-user {name}" if name == os.environ.get(ENV_CELL_USER) else f"the default cell user {name}"
+        raise UserError(
+            f"{flag}: no such user here; create it or name an unprivileged user with --cell-user "
+            "(root: cells run as root, able to lift their own caps)"
+        ) from None
     return None if entry.pw_uid == 0 else CellUser(name, entry.pw_uid, entry.pw_gid)
 
 
-def warn_root(why: str) -> None:
-    """The default cell user given up: cells run as root, which a run must say rather than hide."""
-    print(f"edgebench: warning: cells will run as root, able to lift their own caps: {why}", file=sys.stderr)
+def cache_paths() -> list[Path]:
+    """The caches cells load from that exist: the edgebench cache (checkpoints the harness readied) and the hub's."""
+    return [path for path in (cache_dir(), hub_cache()) if path.is_dir()]
 
 
 @contextlib.contextmanager
@@ -335,7 +352,7 @@ def check_cell_user(user: CellUser, paths: list[str]) -> None:
 def _refusal(user: CellUser, what: str) -> str:
     return (
         f"cells run as {user.name} when edgebench runs as root, and {user.name} cannot {what}; make it readable "
-        f"by {user.name} (every directory above it searchable too, e.g. chmod o+x /root), or name another user "
+        f"by {user.name} (and every directory above it searchable by {user.name}), or name another user "
         "with --cell-user (root: cells run as root, able to lift their own caps)"
     )
 
@@ -364,6 +381,13 @@ def _wait(
         if past_timeout(pid, time.perf_counter() - t0) or stop.is_set() or (overrun and overrun.is_set()):
             return None, None
         time.sleep(POLL_S)
+
+
+def _kill_group(pgid: int) -> None:
+    """Kill whatever is left in a finished cell's process group: under a cgroup its destruction does that too, under
+    the rlimit fallback nothing else would (a child that left the group escapes even this: SOFT_CAP says so)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def _kill(pid: int):

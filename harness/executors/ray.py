@@ -143,7 +143,7 @@ def run_cell(
         scratch = Path(name)
         states = node_state_root(state_root) if checkpoint_s else None
         executor = LocalExecutor(scratch, timeout_s, enforcement, checkpoint_s, states)
-        executor.admit([cell])  # as root: can this node's cell user run it (else root, with a warning)?
+        executor.admit([cell])  # as root: can this node's cell user run it (else refused, never root)?
         items: queue.Queue = queue.Queue()
         thread = threading.Thread(target=_execute_into, args=(executor, cell, items), daemon=True)
         thread.start()
@@ -166,6 +166,7 @@ def run_cell(
         finally:
             executor.stop.set()
             thread.join()
+            executor.close()  # puts back what admit opened to the cell user, and the host's cgroup setup
 
 
 def node_state_root(driver_root: str | None) -> Path:

@@ -1,0 +1,54 @@
+"""The rlimit fallback is a soft cap (issue 26, finding 6): what a cell leaves in its process group is killed at its
+end, and choosing the fallback is said in the output, as the record's enforcement and validity say it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from harness import cli
+from harness.executors import local
+from harness.records import cap_by_kernel
+from harness.store import load_records
+from tests.helpers import write_spec
+
+ONE_CELL = """
+name: soft-cap
+devices: [{name: small, memory: 2GiB, cpus: 1}]
+timeout_s: 120
+clock: host
+matrix: {model: opt-1m, method: mezo, max_steps: 2, batch: 2, seq_len: 16}
+"""
+#: The stand-in cell leaves a child behind in its process group and reports its pid.
+LEAVE_A_CHILD = """
+import json, subprocess
+child = subprocess.Popen(["sleep", "300"])
+print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": {"child": child.pid}}))
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_the_rlimit_fallback_kills_what_a_cell_left_in_its_group_and_says_it_is_a_soft_cap(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(local, "runner_argv", lambda cell: [sys.executable, "-c", LEAVE_A_CHILD])
+    out = tmp_path / "run"
+    code = cli.main(["run", str(write_spec(tmp_path, ONE_CELL)), "--out", str(out), "--no-report", "--enforcement", "rlimit"])
+    assert code == 0, capsys.readouterr().err
+    (record,) = load_records(out)
+    child = record.metrics["child"]
+    try:
+        assert not alive(child), "the cell's child outlived it under the rlimit fallback"
+    finally:
+        if alive(child):
+            os.kill(child, signal.SIGKILL)
+    assert f"edgebench: warning: {local.SOFT_CAP}" in capsys.readouterr().err
+    assert record.enforcement == "rlimit" and not cap_by_kernel(record)
