@@ -41,11 +41,11 @@ recipes: install
 
 # The suite in two passes: everything that does not time itself on $(JOBS) workers (the docker tests share one, as
 # they share one engine), then alone the tests that assert a measured speed and the Ray cluster's, which a second
-# worker's load would skew. Pass PYTEST_ARGS to narrow both passes (e.g. PYTEST_ARGS=tests/test_spec.py).
+# worker's load would skew, and those that snapshot or change host-wide state (the cell user's search ACLs). Pass PYTEST_ARGS to narrow both passes (e.g. PYTEST_ARGS=tests/test_spec.py).
 test: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -q -m "not timing and not ray" -n $(JOBS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
-	$(VENV)/bin/pytest -q -m "timing or ray" --durations=5 $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -m "not timing and not ray and not alone" -n $(JOBS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -m "timing or ray or alone" --durations=5 $(PYTEST_ARGS)
 
 # CI's regression gate (docs/ci.md): the `ci` matrix, compared with its committed reference run by the limits in
 # that reference's spec; exit 1 on a regression.

@@ -23,7 +23,7 @@ from harness.executors import local
 from harness.store import load_records
 from tests.helpers import require_kernel_caps, write_spec
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_cgroups")]
+pytestmark = [pytest.mark.integration, pytest.mark.alone, pytest.mark.usefixtures("no_leftover_cgroups")]
 
 ROOT = Path(__file__).resolve().parents[1]
 ONE_CELL = """

@@ -7,11 +7,16 @@ import os
 import signal
 import sys
 
+import pytest
+
 from harness import cli
 from harness.executors import local
 from harness.records import cap_by_kernel
 from harness.store import load_records
 from tests.helpers import write_spec
+
+#: Its cell runs as the cell user, through the search ACLs test_cell_reach snapshots: not beside that test.
+pytestmark = pytest.mark.alone
 
 ONE_CELL = """
 name: soft-cap
