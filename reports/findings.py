@@ -15,7 +15,7 @@ from devices.profile import format_bytes
 from harness.records import CellRecord
 from reports.accuracy import AccuracyRow
 from reports.pairs import Pairing, Unpaired, change_text, gap
-from reports.rundata import RunData, accuracy_curve
+from reports.rundata import JOULES, RunData, curve
 from reports.style import arm_label, count_of, format_params
 from reports.validity import failed_checks
 from workloads.registry import model_shape, truncation
@@ -270,11 +270,12 @@ def fit_table(run: RunData, task: str) -> str:
     return "\n".join(lines)
 
 
-def mean_curve(row: AccuracyRow) -> list[tuple[float, float]]:
-    """Test accuracy against device seconds, averaged over the chosen recipe's seeds at each evaluation (the
-    seeds evaluate at the same budgeted times; a seed with fewer points shortens the curve)."""
-    curves = [c for r in row.choice.shown if (c := accuracy_curve(r, "seconds"))]
-    if not curves:
+def mean_curve(row: AccuracyRow, x_key: str = "seconds") -> list[tuple[float, float]]:
+    """Test accuracy against device seconds (or `x_key`: reports.rundata.curve, e.g. device joules), averaged
+    over the chosen recipe's seeds at each evaluation (the seeds evaluate at the same budgeted times; a seed with
+    fewer points shortens the curve, and one without the figure leaves the curve empty)."""
+    curves = [curve(r, x_key) for r in row.choice.shown]
+    if not curves or not all(curves):
         return []
     return [
         (statistics.fmean(c[i][0] for c in curves), statistics.fmean(c[i][1] for c in curves))
@@ -282,9 +283,10 @@ def mean_curve(row: AccuracyRow) -> list[tuple[float, float]]:
     ]
 
 
-def time_to_reach(row: AccuracyRow, target: float) -> float | None:
-    """Device seconds until the row's mean test curve first reaches `target`; None: not within its budget."""
-    return next((seconds for seconds, accuracy in mean_curve(row) if accuracy >= target), None)
+def time_to_reach(row: AccuracyRow, target: float, x_key: str = "seconds") -> float | None:
+    """Device seconds (or `x_key`) until the row's mean test curve first reaches `target`; None: not within its
+    budget (or no such figure)."""
+    return next((x for x, accuracy in mean_curve(row, x_key) if accuracy >= target), None)
 
 
 def passing_table(answers: list[DeviceAnswer]) -> str:
@@ -300,6 +302,77 @@ def passing_table(answers: list[DeviceAnswer]) -> str:
                 target = f"{bp.arm} on {accuracy_model(bp.model)}: {bp.test.mean:.1f} %"
                 lines.append(f"| {answer.device} | {mezo.arm} on {accuracy_model(mezo.model)} | {target} | {after} |")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Reach:
+    """What one arm spends to reach another arm's final test accuracy on the same device."""
+
+    device: str
+    arm: AccuracyRow
+    target: AccuracyRow
+    seconds: float | None  # device seconds of training; None: not within the budget
+    joules: float | None  # device joules of training; None: not within the budget, or no energy figures
+    has_energy: bool
+
+    @property
+    def after_joules(self) -> str:
+        if not self.has_energy:
+            return "no energy figures"
+        return f"{self.joules:,.0f}" if self.joules is not None else "not within the budget"
+
+    @property
+    def after_seconds(self) -> str:
+        return f"{self.seconds:,.0f}" if self.seconds is not None else "not within the budget"
+
+
+def reaches(answers: list[DeviceAnswer]) -> list[Reach]:
+    """Per device, every arm against every other arm's final test accuracy: the device seconds and the device
+    joules (reports.rundata.energy_curve) its mean curve takes to reach it."""
+    found = []
+    for answer in answers:
+        for arm in answer.ranked:
+            energy = bool(mean_curve(arm, JOULES))
+            for target in (r for r in answer.ranked if r is not arm):
+                assert target.test is not None
+                found.append(
+                    Reach(
+                        answer.device,
+                        arm,
+                        target,
+                        time_to_reach(arm, target.test.mean),
+                        time_to_reach(arm, target.test.mean, JOULES),
+                        energy,
+                    )
+                )
+    return found
+
+
+def energy_table(answers: list[DeviceAnswer]) -> str:
+    """Markdown: per device, the device joules (and seconds) each arm's mean curve takes to reach each other arm's
+    final test accuracy; a plain note when no arm's records carry energy (written before energy figures, or on the
+    host clock)."""
+    found = reaches(answers)
+    if not any(r.has_energy for r in found):
+        return NO_ENERGY
+    lines = [
+        "| device | arm, model | reaches | after (device s) | after (device J) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in found:
+        assert r.target.test is not None
+        target = f"{r.target.arm} on {accuracy_model(r.target.model)}: {r.target.test.mean:.1f} %"
+        lines.append(
+            f"| {r.device} | {r.arm.arm} on {accuracy_model(r.arm.model)} | {target} | {r.after_seconds} | "
+            f"{r.after_joules} |"
+        )
+    return "\n".join(lines)
+
+
+NO_ENERGY = (
+    "No device energy: these records carry no joules (written before energy figures, on the host clock, or on a "
+    "device without power figures)."
+)
 
 
 def answer_table(run: RunData, rows: list[AccuracyRow]) -> str:
@@ -346,6 +419,6 @@ if __name__ == "__main__":  # print a reference run's README tables: python -m r
         print(f"{task}:\n{fit_table(loaded, task)}\n")
     if accuracy := accuracy_rows(loaded):
         answers = device_answers(loaded, accuracy)
-        print(f"{answer_table(loaded, accuracy)}\n\n{passing_table(answers)}\n")
+        print(f"{answer_table(loaded, accuracy)}\n\n{passing_table(answers)}\n\n{energy_table(answers)}\n")
         for answer in answers:
             print(f"{answer.device}: {answer.sentence()}")

@@ -21,7 +21,7 @@ from reports.accuracy import AccuracyRow, accuracy_rows
 from reports.clocks import clock_summary
 from reports.compare import ALPHA, MIN_SEEDS, Comparison, compare_runs, describe_figure
 from reports.figures import Plot
-from reports.findings import arm_fits, device_answers, params_of, size_ratios
+from reports.findings import NO_ENERGY, arm_fits, device_answers, params_of, reaches, size_ratios
 from reports.pairs import change_text
 from reports.plots import PLOT_NAMES, render_plots
 from reports.rundata import RunData, load_run
@@ -111,7 +111,10 @@ def render_html(
         "prediction_problems": run.predictions.problems,
         "headlines": headlines,
         "accuracy": accuracy,
-        "answers": device_answers(run, accuracy),
+        "answers": (answers := device_answers(run, accuracy)),
+        "reaches": (reached := reaches(answers)),
+        "energy_shown": any(r.has_energy for r in reached),
+        "no_energy": NO_ENERGY,
         "fits": (fits := arm_fits(run)),
         "ratios": size_ratios(fits),
         "params_of": params_of,

@@ -25,7 +25,7 @@ from reports.figures import (
     single,
     to_png,
 )
-from reports.rundata import RunData, accuracy_curve, metric_number
+from reports.rundata import JOULES, RunData, curve, metric_number
 from reports.selection import GroupChoice
 from reports.spread import Band, mean_band
 from reports.style import (
@@ -42,11 +42,13 @@ from workloads.registry import truncation
 LINESTYLES = ("-", "--", ":", "-.")
 MAJORITY_COLOUR = "#555555"
 OOM_DODGE = 1.12  # OOM markers of different methods share the cap line: shift each method a little
+X_LABELS = {"step": "step", JOULES: "device energy spent training (J)"}
 PLOT_NAMES = (
     "peak-memory",
     "largest-model",
     "accuracy-time",
     "accuracy-step",
+    "accuracy-energy",
     "step-time",
     "predicted-vs-measured",
 )
@@ -273,9 +275,10 @@ def _draw_majority(ax: Axes, records: list[CellRecord]) -> bool:
 
 
 def accuracy_plot(run: RunData, choices: list[GroupChoice], x_key: str) -> Plot | None:
-    """Test accuracy over training time in the records' clock (the paper's trade-off) or over steps, one panel
-    per device: per setting, its chosen recipe's seeds as a mean line with a ± std band."""
-    bands = [(c, b) for c in choices if (b := mean_band([accuracy_curve(r, x_key) for r in c.shown]))]
+    """Test accuracy over training time in the records' clock (the paper's trade-off), over device energy
+    (`JOULES`) or over steps, one panel per device: per setting, its chosen recipe's seeds as a mean line with a
+    ± std band."""
+    bands = [(c, b) for c in choices if (b := mean_band([curve(r, x_key) for r in c.shown]))]
     devices = [d for d in run.devices if any(c.sample.device.name == d.name for c, _ in bands)]
     if not devices:
         return None
@@ -296,7 +299,7 @@ def accuracy_plot(run: RunData, choices: list[GroupChoice], x_key: str) -> Plot 
         majority = _draw_majority(ax, drawn) or majority
         ax.set_title(device.name, fontsize=11)
         ax.set_ylabel("test accuracy (%)")
-        ax.set_xlabel(f"training time, {time_label(drawn)}" if x_key == "seconds" else "step")
+        ax.set_xlabel(X_LABELS.get(x_key) or f"training time, {time_label(drawn)}")
     if x_key == "step" and spans_decades(xs, factor=100):
         for ax in axes:
             ax.set_xscale("symlog", linthresh=10)
@@ -322,6 +325,15 @@ def accuracy_plot(run: RunData, choices: list[GroupChoice], x_key: str) -> Plot 
             "Test accuracy vs training time",
             f"Test accuracy against training time in {_clock_phrase(plotted)}: MeZO's cheap steps against "
             f"backprop's informative ones. {how}",
+            to_png(fig),
+        )
+    if x_key == JOULES:
+        return Plot(
+            "accuracy-energy",
+            "Test accuracy vs device energy",
+            "Test accuracy against the device joules spent training (derived: each cell's training device seconds "
+            "times its mean power, its record's joules over its device seconds, from the catalogue's idle and "
+            f"full-load watts; a throttled board draws less): what a battery pays for each arm's accuracy. {how}",
             to_png(fig),
         )
     return Plot(
@@ -425,6 +437,11 @@ def render_plots(
         (
             "accuracy vs step (no finished cell of a chosen recipe recorded an accuracy curve)",
             lambda: accuracy_plot(run, choices, "step"),
+        ),
+        (
+            "accuracy vs device energy (no finished cell of a chosen recipe carries device joules: records on the "
+            "host clock, of a device without power figures, or written before energy figures)",
+            lambda: accuracy_plot(run, choices, JOULES),
         ),
         ("step time (no finished cell recorded step_time_s)", lambda: step_time_plot(run)),
         ("predicted vs measured memory (no cell has both figures)", lambda: predicted_vs_measured_plot(run)),

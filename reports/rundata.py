@@ -21,6 +21,7 @@ from workloads.predictions import Predictions, PredictionsError, PredictionsRef,
 from workloads.registry import model_shape
 
 TEST = "test"
+JOULES = "joules"  # the x of an accuracy curve in device energy (`curve`)
 
 
 class ArmParams(BaseModel):
@@ -100,6 +101,30 @@ def accuracy_curve(record: CellRecord, x_key: str) -> list[tuple[float, float]]:
         if x is not None and y is not None:
             points.append((x, y))
     return sorted(points)
+
+
+def mean_watts(record: CellRecord) -> float | None:
+    """The cell's mean device power: its joules over its device seconds (derived from the record's energy, which
+    follows the clock: a throttling board draws less); None for a record without energy (host clock, a device
+    without power figures, or written before energy)."""
+    energy = record.energy
+    if energy is None or energy.device_seconds <= 0:
+        return None
+    return energy.joules / energy.device_seconds
+
+
+def energy_curve(record: CellRecord) -> list[tuple[float, float]]:
+    """Test accuracy against device joules spent training by each evaluation: its training device seconds times
+    the cell's mean power (derived, see `mean_watts`); [] for a record without energy."""
+    watts = mean_watts(record)
+    if watts is None:
+        return []
+    return [(seconds * watts, accuracy) for seconds, accuracy in accuracy_curve(record, "seconds")]
+
+
+def curve(record: CellRecord, x_key: str) -> list[tuple[float, float]]:
+    """Test accuracy against `x_key`: a curve point's own key (seconds, step), or `joules` (`energy_curve`)."""
+    return energy_curve(record) if x_key == JOULES else accuracy_curve(record, x_key)
 
 
 def cell_label(record: CellRecord) -> str:

@@ -66,7 +66,7 @@ def report(tmp_path_factory) -> tuple[Path, int]:
     too); returns (report, cells)."""
     from reports.html import write_report
 
-    records = sweep() + [sweep_record("rpi-4-2gb", EVIL_MODEL, "mezo", params=8_000_000)]
+    records = sweep(energy=True) + [sweep_record("rpi-4-2gb", EVIL_MODEL, "mezo", params=8_000_000)]
     baseline = write_run(tmp_path_factory.mktemp("baseline"), records[1:])
     run_dir = write_run(tmp_path_factory.mktemp("run"), records)
     return write_report(run_dir, baseline=baseline), len(records)
@@ -86,7 +86,7 @@ def test_report_loads_cleanly_in_chromium(browser, report):
     images = browser.execute_script(
         "return Array.from(document.images, i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])"
     )
-    assert len(images) == 6
+    assert len(images) == 7  # every plot, accuracy vs device energy included
     for alt, complete, width, height in images:
         assert complete and width > 0 and height > 0, alt
     rows = browser.execute_script("return document.querySelectorAll('#cells-table tbody tr').length")
@@ -139,8 +139,9 @@ def accuracy_report(tmp_path_factory) -> Path:
     """The accuracy experiment (4 arms x recipes x 3 seeds) compared with an identical baseline."""
     from reports.html import write_report
 
-    baseline = write_run(tmp_path_factory.mktemp("accuracy-baseline"), accuracy_run())
-    return write_report(write_run(tmp_path_factory.mktemp("accuracy"), accuracy_run()), baseline=baseline)
+    baseline = write_run(tmp_path_factory.mktemp("accuracy-baseline"), accuracy_run(energy=True))
+    run_dir = write_run(tmp_path_factory.mktemp("accuracy"), accuracy_run(energy=True))
+    return write_report(run_dir, baseline=baseline)
 
 
 def _visible_text(browser, selector: str) -> str:
@@ -171,7 +172,9 @@ def test_accuracy_summary_reads_as_seeds_with_spread_chosen_on_validation(browse
     # The gain over step 0 stands with its paired interval (the fixtures keep per-example predictions).
     headers = [th.text for th in table.find_elements(By.CSS_SELECTOR, "thead th")]
     gain = mezo[headers.index("gain over step 0 (points, paired 95% CI)")]
-    assert gain.startswith("+25.2 (paired 95% CI +") and "bootstrap p<0.001, 400 examples, 3 vs 3 seeds" in gain
+    assert (
+        gain.startswith("+25.2 (paired 95% CI +") and "bootstrap p<0.001, 400 examples, 3 vs 3 seeds" in gain
+    )
 
 
 def test_the_answer_names_a_winner_only_with_an_interval_that_excludes_zero(browser, accuracy_report):
@@ -186,7 +189,7 @@ def test_the_answer_names_a_winner_only_with_an_interval_that_excludes_zero(brow
 
 def test_accuracy_plots_show_the_band_and_the_majority_line(browser, accuracy_report):
     _open(browser, accuracy_report)
-    for name in ("accuracy-time", "accuracy-step"):
+    for name in ("accuracy-time", "accuracy-step", "accuracy-energy"):
         figure = f"#plot-{name}"
         loaded = browser.execute_script(
             f"const i = document.querySelector('{figure} img'); return i.complete && i.naturalWidth > 0"
@@ -196,6 +199,24 @@ def test_accuracy_plots_show_the_band_and_the_majority_line(browser, accuracy_re
         assert "shaded mean ± std band" in caption and "n, the number of seeds" in caption
         assert "The dashed grey line is the majority-class accuracy of the test split." in caption
         assert "recipe chosen on validation accuracy" in caption
+
+
+def test_the_energy_plot_and_the_joules_to_reach_each_other_arm_are_shown(browser, accuracy_report):
+    from selenium.webdriver.common.by import By
+
+    _open(browser, accuracy_report)
+    figure = browser.find_element(By.ID, "plot-accuracy-energy")
+    assert figure.is_displayed() and "device joules spent training" in figure.text
+    image = figure.find_element(By.TAG_NAME, "img")
+    assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 400", image)
+    rows = [
+        [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+        for row in browser.find_elements(By.CSS_SELECTOR, "#reach-table tbody tr")
+    ]
+    assert len(rows) == 12  # 4 arms, each against the other 3
+    joules = [row[4] for row in rows]
+    assert all(j == "not within the budget" or float(j.replace(",", "")) >= 0 for j in joules)
+    assert any(j != "not within the budget" for j in joules)
 
 
 def test_baseline_section_judges_seeds_together(browser, accuracy_report):

@@ -11,6 +11,7 @@ from reports.findings import (
     answer_table,
     arm_fits,
     device_answers,
+    energy_table,
     mean_curve,
     passing_table,
     size_ratios,
@@ -18,6 +19,7 @@ from reports.findings import (
 )
 from reports.rundata import RunData
 from tests.records_factory import make_record
+from tests.test_reports_fixtures import with_energy
 from workloads.registry import model_shape
 
 
@@ -37,7 +39,10 @@ def accuracy_record(model: str, method: str, seed: int, test: float, val: float,
 def test_each_device_names_its_best_arm_with_the_spread_and_the_gap_to_the_others():
     records = [
         *(accuracy_record("mpnet-l12", "mezo", s, t, 80.0) for s, t in enumerate((83.0, 84.0, 85.0))),
-        *(accuracy_record("minilm-l6", "bp-checkpointed", s, t, 78.0) for s, t in enumerate((75.0, 76.0, 77.0))),
+        *(
+            accuracy_record("minilm-l6", "bp-checkpointed", s, t, 78.0)
+            for s, t in enumerate((75.0, 76.0, 77.0))
+        ),
     ]
     run = RunData(Path("run"), {}, records)
     (answer,) = device_answers(run, accuracy_rows(run))
@@ -76,7 +81,11 @@ def test_probed_fits_give_mezos_size_ratio_measured_and_predicted_per_device():
     run = RunData(Path("run"), info, [])
     fits = arm_fits(run)
     assert len(fits) == 5
-    assert [f.arm for f in fits if f.device == "a"] == ["MeZO", "BP (checkpointed) + AdamW", "BP (checkpointed) + SGD"]
+    assert [f.arm for f in fits if f.device == "a"] == [
+        "MeZO",
+        "BP (checkpointed) + AdamW",
+        "BP (checkpointed) + SGD",
+    ]
     ratio_a, ratio_b = size_ratios(fits)
     params = {m: model_shape(m).params for m in ("opt-350m", "opt-60m", "opt-125m")}
     assert ratio_a.measured == pytest.approx(params["opt-350m"] / params["opt-60m"])
@@ -87,7 +96,9 @@ def test_probed_fits_give_mezos_size_ratio_measured_and_predicted_per_device():
 def test_the_device_time_mezo_needs_to_pass_each_backprop_arm_is_read_off_its_mean_curve():
     curves = [((0, 70.0), (300, 74.0), (600, 78.0)), ((0, 72.0), (300, 76.0), (600, 80.0))]
     records = [accuracy_record("mpnet-l12", "mezo", s, c[-1][1], 75.0, c) for s, c in enumerate(curves)]
-    records += [accuracy_record("minilm-l6", "bp-checkpointed", s, t, 70.0) for s, t in enumerate((74.5, 75.5))]
+    records += [
+        accuracy_record("minilm-l6", "bp-checkpointed", s, t, 70.0) for s, t in enumerate((74.5, 75.5))
+    ]
     records += [accuracy_record("minilm-l6", "bp", s, t, 70.0) for s, t in enumerate((90.0, 91.0))]
     run = RunData(Path("run"), {}, records)
     (answer,) = device_answers(run, accuracy_rows(run))
@@ -247,3 +258,28 @@ def test_an_accuracy_of_a_truncated_rung_is_labelled_truncated_wherever_the_find
 
     assert accuracy_model("mpnet-l8") == "mpnet-l8 (80.5M; truncated: first 8 of 12 layers)"
     assert accuracy_model("mpnet-l12") == "mpnet-l12 (109M)"
+
+
+def test_the_joules_each_arm_needs_to_reach_each_other_arm_are_read_off_its_energy_curve():
+    curves = [((0, 70.0), (300, 74.0), (600, 78.0)), ((0, 72.0), (300, 76.0), (600, 80.0))]
+    mezo = [accuracy_record("mpnet-l12", "mezo", s, c[-1][1], 75.0, c) for s, c in enumerate(curves)]
+    bp = [accuracy_record("minilm-l6", "bp-checkpointed", s, t, 70.0) for s, t in enumerate((74.5, 75.5))]
+    # 600 device seconds each; MeZO at 5.85 W (half way from idle to load), backprop at full load 7.2 W
+    mezo = [with_energy(r.model_copy(update={"device_seconds": 600.0}), 0.5) for r in mezo]
+    bp = [with_energy(r.model_copy(update={"device_seconds": 600.0})) for r in bp]
+    run = RunData(Path("run"), {}, mezo + bp)
+    answers = device_answers(run, accuracy_rows(run))
+    (row,) = (r for r in answers[0].ranked if r.method == "mezo")
+    assert mean_curve(row, "joules") == pytest.approx([(0, 71.0), (300 * 4.95, 75.0), (600 * 4.95, 79.0)])
+    table = energy_table(answers)
+    assert "| MeZO on mpnet-l12 (109M) | BP (checkpointed) on minilm-l6 (22.6M): 75.0 % | 300 | 1,485 |" in table
+    assert "| BP (checkpointed) on minilm-l6 (22.6M) | MeZO on mpnet-l12 (109M): 79.0 % | not within the budget |" in table
+    # One seed without energy leaves its arm without a joules figure, never a figure from the other seed alone.
+    run = RunData(Path("run"), {}, [mezo[0], mezo[1].model_copy(update={"energy": None}), *bp])
+    assert (
+        "| MeZO on mpnet-l12 (109M) | BP (checkpointed) on minilm-l6 (22.6M): 75.0 % | 300 | no energy figures |"
+        in energy_table(device_answers(run, accuracy_rows(run)))
+    )
+    # Records written before energy: a plain note instead of the table.
+    legacy = RunData(Path("run"), {}, [r.model_copy(update={"energy": None}) for r in mezo + bp])
+    assert energy_table(device_answers(legacy, accuracy_rows(legacy))).startswith("No device energy")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from devices.speed import CellClock
+from harness.energy import Energy
 from harness.records import CellRecord, judged
 from harness.store import RunStore
 from tests.records_factory import make_record
@@ -185,9 +186,12 @@ def accuracy_record(
     return with_predictions(done) if predictions and not legacy else done
 
 
-def accuracy_run(seeds=(0, 1, 2), arms=ACCURACY_ARMS, legacy: bool = False) -> list[CellRecord]:
-    """Every arm x recipe x seed of ACCURACY_ARMS, each seed off its recipe's mean by SEED_NOISE."""
-    return [
+def accuracy_run(
+    seeds=(0, 1, 2), arms=ACCURACY_ARMS, legacy: bool = False, energy: bool = False
+) -> list[CellRecord]:
+    """Every arm x recipe x seed of ACCURACY_ARMS, each seed off its recipe's mean by SEED_NOISE; with `energy`,
+    each record carries device joules (`with_energy`), MeZO's at a lower mean power than backprop's."""
+    records = [
         accuracy_record(
             method,
             lr,
@@ -201,6 +205,14 @@ def accuracy_run(seeds=(0, 1, 2), arms=ACCURACY_ARMS, legacy: bool = False) -> l
         for lr, (val, test) in recipes.items()
         for seed in seeds
     ]
+    if not energy:
+        return records
+    return [with_energy(r, BURST_SHARE.get(r.params.method, 1.0)) for r in records]
+
+
+#: A mean power below full load (a share of the way from idle), as if MeZO's cells throttled more: arms then
+#: differ in joules per device second, so energy does not merely rescale time.
+BURST_SHARE = {"mezo": 0.8}
 
 
 def scaled_clock(gflops: float = 22.9, host_gflops: float = 190.0) -> CellClock:
@@ -224,9 +236,34 @@ def on_clock(record: CellRecord, clock: CellClock) -> CellRecord:
 
 
 def sweep(
-    devices=tuple(DEVICES), models=tuple(LADDER), methods=("mezo", "bp-checkpointed", "bp"), seeds=(0,)
+    devices=tuple(DEVICES),
+    models=tuple(LADDER),
+    methods=("mezo", "bp-checkpointed", "bp"),
+    seeds=(0,),
+    energy: bool = False,
 ) -> list[CellRecord]:
-    return [sweep_record(d, m, x, s) for d in devices for m in models for x in methods for s in seeds]
+    records = [sweep_record(d, m, x, s) for d in devices for m in models for x in methods for s in seeds]
+    return [with_energy(r) for r in records] if energy else records
+
+
+#: A Pi 4's figures (devices/catalogue.yaml); a fixture's cell draws `burst_share` of the way from idle to load.
+IDLE_W, LOAD_W = 2.7, 7.2
+
+
+def with_energy(record: CellRecord, burst_share: float = 1.0) -> CellRecord:
+    """`record` with the energy a device clock gives it: joules over its device seconds, at a mean power
+    `burst_share` of the way from idle to full load (1: no throttling)."""
+    seconds = record.device_seconds or 0.0
+    work = seconds * burst_share
+    energy = Energy(
+        joules=round(IDLE_W * seconds + (LOAD_W - IDLE_W) * work, 3),
+        device_seconds=seconds,
+        burst_seconds=work,
+        idle_watts=IDLE_W,
+        load_watts=LOAD_W,
+        source="test fixture",
+    )
+    return record.model_copy(update={"energy": energy})
 
 
 def write_run(run_dir: Path, records: list[CellRecord], expected: list[str] | None = None, **info) -> Path:

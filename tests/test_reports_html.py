@@ -48,7 +48,7 @@ class Resources(HTMLParser):
 
 @pytest.fixture(scope="module")
 def full_report(tmp_path_factory) -> Path:
-    run_dir = write_run(tmp_path_factory.mktemp("run"), sweep())
+    run_dir = write_run(tmp_path_factory.mktemp("run"), sweep(energy=True))
     return write_report(run_dir)
 
 
@@ -376,7 +376,11 @@ def test_accuracy_table_shows_each_settings_gain_over_step_0_with_its_paired_int
     gains = html.split('<td class="gain">')[1:]
     assert len(gains) == 4
     for cell in gains:
-        assert cell.startswith("+") and "(paired 95% CI +" in cell and "bootstrap p&lt;0.001, 400 examples" in cell
+        assert (
+            cell.startswith("+")
+            and "(paired 95% CI +" in cell
+            and "bootstrap p&lt;0.001, 400 examples" in cell
+        )
     assert 'id="predictions"' not in html  # every file is there and its record's
     assert "wins)" in html  # the answer names the best arm's wins over the others
 
@@ -398,3 +402,20 @@ def test_records_without_predictions_say_so_and_broken_files_are_named(tmp_path,
     assert 'id="predictions"' in html and "1 predictions file is missing, altered" in html
     assert f"({lost.cell_id}): {run_dir / lost.metrics['predictions']['file']}: cannot read" in html
     assert "2 vs 2 seeds" in html  # the two seeds whose files are intact are paired
+
+
+def test_accuracy_vs_energy_and_the_joules_each_arm_needs_to_reach_the_others(tmp_path):
+    report = write_report(write_run(tmp_path, accuracy_run(energy=True))).read_text()
+    assert (tmp_path / "plot-accuracy-energy.png").exists() and "Test accuracy vs device energy" in report
+    table = report.split('id="reach-table"')[1].split("</table>")[0]
+    assert table.count("<tr>") == 1 + 4 * 3  # the header, then every arm against the 3 others
+    assert "accuracy vs device energy" not in report.split("Not drawn, for lack of data")[-1]
+
+
+def test_records_without_energy_render_as_before_with_a_plain_note(tmp_path):
+    report = write_report(write_run(tmp_path, accuracy_run())).read_text()
+    assert 'id="reach-table"' not in report and 'id="reach-no-energy"' in report
+    assert "No device energy: these records carry no joules" in report
+    assert "accuracy vs device energy (no finished cell of a chosen recipe carries device joules" in report
+    assert not (tmp_path / "plot-accuracy-energy.png").exists()
+    assert (tmp_path / "plot-accuracy-time.png").exists()
