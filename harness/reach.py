@@ -8,7 +8,8 @@ user, and puts each back as it was (its ACL and its mode, to the bit) when the r
 
 What was granted is recorded first in a state file named by the harness's pid, so that a later harness puts back
 what a SIGKILLed one left. Harnesses that run at once share a grant: each records its claim (with the original
-state the first one saw) under one lock, and the last to leave restores the directory.
+state the first one saw) under one lock, and the last to leave restores the directory. Harnesses whose cell users
+differ each take back only their own entry (a snapshot put back whole would restore or drop the other's).
 """
 
 from __future__ import annotations
@@ -95,14 +96,28 @@ class Claim:
 
 
 def _restore(claim: Claim) -> None:
-    """Put a directory back as it was: its ACL, then its mode (removing an ACL leaves the mask in the group bits)."""
+    """Take the claim's entry back out of the directory's ACL (its original permission, if it had one), leaving
+    other users' entries: another harness's cells may still need theirs. When no named entry is left, the ACL
+    goes and the mode's group bits come back from the owning group's entry (a mask had stood in them); when only
+    the directory's own entries are left, its original ACL comes back as it was."""
     with contextlib.suppress(FileNotFoundError):
-        if claim.acl is None:
-            with contextlib.suppress(OSError):
-                os.removexattr(claim.path, XATTR, follow_symlinks=False)
+        current = read_acl(claim.path)
+        if current is None:
+            return
+        original = bytes.fromhex(claim.acl) if claim.acl else None
+        before = decode_acl(original) if original else []
+        kept = [e for e in decode_acl(current) if not (e[0] == USER and e[2] == claim.uid)]
+        kept += [e for e in before if e[0] == USER and e[2] == claim.uid]
+        named = sorted(e for e in kept if e[0] in (USER, GROUP))
+        if not named:
+            group = next(perm for tag, perm, _ in kept if tag == GROUP_OBJ)
+            os.removexattr(claim.path, XATTR, follow_symlinks=False)
+            mode = stat.S_IMODE(os.stat(claim.path, follow_symlinks=False).st_mode)
+            os.chmod(claim.path, (mode & ~0o070) | (group << 3), follow_symlinks=False)
+        elif original is not None and named == sorted(e for e in before if e[0] in (USER, GROUP)):
+            os.setxattr(claim.path, XATTR, original, follow_symlinks=False)
         else:
-            os.setxattr(claim.path, XATTR, bytes.fromhex(claim.acl), follow_symlinks=False)
-        os.chmod(claim.path, claim.mode, follow_symlinks=False)
+            os.setxattr(claim.path, XATTR, encode_acl(kept), follow_symlinks=False)
 
 
 def _state_file(pid: int) -> Path:

@@ -171,6 +171,45 @@ def test_harnesses_at_once_share_a_grant_and_the_last_puts_it_back(tmp_path, as_
     assert reach.read_acl(str(private)) is None and private.stat().st_mode & 0o777 == 0o700
 
 
+@pytest.mark.parametrize("first", ["mine", "other"])
+def test_harnesses_of_two_cell_users_each_take_back_only_their_own_entry(tmp_path, as_root, first):
+    """Two runs at once with different cell users: whichever finishes first leaves the other's entry, and once both
+    are done the directory is as it was (no entry left behind, no group bit widened)."""
+    private = tmp_path / "private"
+    (private / "inner").mkdir(parents=True)
+    private.chmod(0o700)
+    nobody, daemon = pwd.getpwnam("nobody"), pwd.getpwnam("daemon")
+    other = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from harness import reach; import sys; "
+            f"g = reach.grant({daemon.pw_uid}, {daemon.pw_gid}, [{str(private / 'inner')!r}]); print(flush=True); "
+            "sys.stdin.read(); g.revert()",
+        ],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        other.stdout.readline()
+        mine = reach.grant(nobody.pw_uid, nobody.pw_gid, [private / "inner"])
+        if first == "mine":
+            mine.revert()
+            assert reach.unsearchable(daemon.pw_uid, daemon.pw_gid, [str(private)]) == [], "closed under its cells"
+            other.stdin.close()
+            assert other.wait(30) == 0
+        else:
+            other.stdin.close()
+            assert other.wait(30) == 0
+            assert reach.unsearchable(nobody.pw_uid, nobody.pw_gid, [str(private)]) == [], "closed under ours"
+            mine.revert()
+    finally:
+        other.kill()
+    assert reach.read_acl(str(private)) is None and private.stat().st_mode & 0o777 == 0o700
+
+
 def test_make_test_deps_changes_no_mode_outside_the_checkout():
     """Finding 2: `make test-deps` used to chmod o+x every directory above the interpreter, venv and cache."""
     if not shutil.which("make"):
