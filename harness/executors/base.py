@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import threading
@@ -296,19 +297,21 @@ class CellOutput:
             self.events.append(event)
 
     def copy_log(self, chunks: Iterable[bytes], log: BinaryIO) -> None:
-        """Write the cell's stderr to its log, up to MAX_LOG_BYTES."""
+        """Write the cell's stderr to its log, up to MAX_LOG_BYTES; until the executor closes the log, which it
+        does when it abandons the cell (Ctrl-C, SIGTERM: an interrupted cell is no result)."""
         written = 0
-        for chunk in chunks:
-            if self.violation is not None and written >= MAX_LOG_BYTES:
-                continue
-            room = MAX_LOG_BYTES - written
-            log.write(chunk[:room])
-            log.flush()  # the log is read while the cell runs (by people, and by tests)
-            written += min(len(chunk), room)
-            if len(chunk) > room:
-                log.write(b"\nedgebench: log cut here: the cell wrote over the limit\n")
-                self.violate(f"the cell wrote over {MAX_LOG_BYTES >> 20} MiB to stderr; stopped")
-        log.flush()
+        with contextlib.suppress(ValueError):  # I/O on the closed log
+            for chunk in chunks:
+                if self.violation is not None and written >= MAX_LOG_BYTES:
+                    continue
+                room = MAX_LOG_BYTES - written
+                log.write(chunk[:room])
+                log.flush()  # the log is read while the cell runs (by people, and by tests)
+                written += min(len(chunk), room)
+                if len(chunk) > room:
+                    log.write(b"\nedgebench: log cut here: the cell wrote over the limit\n")
+                    self.violate(f"the cell wrote over {MAX_LOG_BYTES >> 20} MiB to stderr; stopped")
+            log.flush()
 
     def results(self) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("event") == "result"]
