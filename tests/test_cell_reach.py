@@ -136,6 +136,18 @@ def test_what_a_sigkilled_harness_granted_is_put_back_by_the_next(tmp_path, as_r
     assert not (reach.STATE_DIR / f"{proc.pid}.json").exists()
 
 
+def harness_holding_a_grant(user: pwd.struct_passwd, path: Path) -> subprocess.Popen:
+    """Another harness process that has opened `path` to `user` and keeps the grant until its stdin closes; read
+    one line from its stdout first (the grant is in place then)."""
+    code = (
+        "from harness import reach; import sys; "
+        f"g = reach.grant({user.pw_uid}, {user.pw_gid}, [{str(path)!r}]); print(flush=True); sys.stdin.read(); g.revert()"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+
+
 def test_harnesses_at_once_share_a_grant_and_the_last_puts_it_back(tmp_path, as_root):
     """A second harness that finds a directory opened by a live one claims it too: the first to finish must not
     close it under the other's cells."""
@@ -143,19 +155,7 @@ def test_harnesses_at_once_share_a_grant_and_the_last_puts_it_back(tmp_path, as_
     (private / "inner").mkdir(parents=True)
     private.chmod(0o700)
     nobody = pwd.getpwnam("nobody")
-    other = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from harness import reach; import sys, time; "
-            f"g = reach.grant({nobody.pw_uid}, {nobody.pw_gid}, [{str(private / 'inner')!r}]); print(flush=True); "
-            "sys.stdin.read(); g.revert()",
-        ],
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    other = harness_holding_a_grant(nobody, private / "inner")
     try:
         other.stdout.readline()
         mine = reach.grant(nobody.pw_uid, nobody.pw_gid, [private / "inner"])
@@ -179,19 +179,7 @@ def test_harnesses_of_two_cell_users_each_take_back_only_their_own_entry(tmp_pat
     (private / "inner").mkdir(parents=True)
     private.chmod(0o700)
     nobody, daemon = pwd.getpwnam("nobody"), pwd.getpwnam("daemon")
-    other = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from harness import reach; import sys; "
-            f"g = reach.grant({daemon.pw_uid}, {daemon.pw_gid}, [{str(private / 'inner')!r}]); print(flush=True); "
-            "sys.stdin.read(); g.revert()",
-        ],
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    other = harness_holding_a_grant(daemon, private / "inner")
     try:
         other.stdout.readline()
         mine = reach.grant(nobody.pw_uid, nobody.pw_gid, [private / "inner"])
