@@ -112,7 +112,9 @@ class CellClock(BaseModel):
         None, description="device-scaled: each phase charged by FLOPs and bytes (devices.roofline); None: FLOPs only"
     )
     thermal: ThermalCurve | None = Field(
-        None, description="device-scaled: the sustained-speed curve the device's cooling gives; None: burst speed"
+        None,
+        description="the sustained-speed curve the device's cooling gives (scaled: charged through it; throttled: "
+        "the quota follows it, devices.governor); None: burst speed",
     )
 
     @property
@@ -122,6 +124,19 @@ class CellClock(BaseModel):
     @property
     def throttled(self) -> bool:
         return self.kind == "device-throttled"
+
+    @property
+    def governed(self) -> bool:
+        """A throttled clock whose quota falls along the device's thermal curve (devices.governor)."""
+        return self.throttled and self.thermal is not None and self.thermal.throttles
+
+    def cfs(self) -> tuple[int, int]:
+        """(period, quota) in microseconds of the cell's CFS quota; a governed clock keeps the period its lowest
+        (sustained) quota needs, since its quota falls to that."""
+        if self.governed and self.thermal is not None:
+            period, _ = cfs_quota(self.cpu_quota_cores * self.thermal.sustained_share)
+            return period, max(CFS_MIN_QUOTA_US, round(self.cpu_quota_cores * period))
+        return cfs_quota(self.cpu_quota_cores)
 
     @property
     def axis_label(self) -> str:
@@ -149,8 +164,14 @@ class CellClock(BaseModel):
             return lambda: start + curve.elapsed_for_work(work() - start)
         return time.perf_counter
 
-    def burst_work(self, wall_seconds: float, cpu_seconds: float | None, extra: float = 0.0) -> float | None:
-        """A whole cell's work in burst-device-seconds: what its clock charged before thermal throttling."""
+    def burst_work(
+        self, wall_seconds: float, cpu_seconds: float | None, extra: float = 0.0, heated_from: float = 0.0
+    ) -> float | None:
+        """A whole cell's work in burst-device-seconds: what its clock charged before thermal throttling (scaled),
+        or what the governed quota's curve allows in its wall-clock time after `heated_from` (throttled)."""
+        if self.governed and self.thermal is not None:
+            start = min(heated_from, wall_seconds)
+            return start + self.thermal.work_in(wall_seconds - start)
         if not self.scaled:
             return wall_seconds
         return None if cpu_seconds is None else cpu_seconds * self.ratio + extra
@@ -160,8 +181,10 @@ class CellClock(BaseModel):
     ) -> float | None:
         """A whole cell's time in this clock's seconds, from what the executor observed (`extra`: the roofline's
         correction the cell reported; `heated_from`: the work done before its first step, at burst speed)."""
+        if not self.scaled:
+            return wall_seconds
         work = self.burst_work(wall_seconds, cpu_seconds, extra)
-        if work is None or not self.scaled or self.thermal is None:
+        if work is None or self.thermal is None:
             return work
         start = min(heated_from, work)
         return start + self.thermal.elapsed_for_work(work - start)
@@ -247,10 +270,10 @@ def plan_clock(
             "use clock: device-scaled"
         )
     curve = profile.thermal_curve
-    if requested == "device-throttled" and curve.throttles:
+    if requested == "device-throttled" and quota * curve.sustained_share * CFS_LONG_PERIOD_US < CFS_MIN_QUOTA_US:
         raise ClockError(
-            f"device {profile.name} throttles with cooling {curve.cooling}: the throttled clock holds one quota for "
-            "the whole cell; use clock: device-scaled (or cooling: fan)"
+            f"device {profile.name} sustains {profile.gflops * curve.sustained_share:g} GFLOPS with cooling "
+            f"{curve.cooling}, slower than the smallest CFS quota can hold on this host; use clock: device-scaled"
         )
     return CellClock(
         kind=requested,
@@ -264,7 +287,7 @@ def plan_clock(
         roofline=plan_roofline(profile, per_core, bandwidth.per_core(threads) if bandwidth else None)
         if requested == "device-scaled"
         else None,
-        thermal=curve if requested == "device-scaled" and curve.throttles else None,
+        thermal=curve if curve.throttles else None,
     )
 
 

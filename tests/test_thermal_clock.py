@@ -96,3 +96,147 @@ def test_bad_board_figures_are_one_line_exit_2_and_nothing_written(tmp_path, dev
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "Traceback" not in proc.stderr and not out.exists()
+
+
+# --- the throttled clock: the kernel's quota follows the curve (devices.governor) ---------------------------------
+
+TAU = 8.0
+SUSTAINED = 0.5
+
+
+def hot_and_fanned(gflops: float) -> str:
+    """Two boards alike but for their cooling: one falls to half its speed with a time constant of TAU seconds."""
+    thermal = f"thermal: {{sustained: {{none: {SUSTAINED}, fan: 1.0}}, time_constant_s: {TAU}, source: test}}"
+    power = "power: {idle_watts: 2, load_watts: 6, source: test}"
+    board = f"memory: 2GB, cpus: 4, gflops: {gflops}, gflops_source: test, {thermal}, {power}"
+    return f"[{{name: hot, cooling: none, {board}}}, {{name: fanned, cooling: fan, {board}}}]"
+
+
+def simulated_usage(plan, write_refills: bool, seconds: float, governed: bool = True) -> list[tuple[float, float]]:
+    """A busy cell under a kernel that, like CFS, refills a period's runtime at every quota write: (device seconds,
+    CPU seconds used) at each tick, the quota set by the governor's plan or, `governed` False, open-loop by the
+    curve's share at that moment."""
+    used, elapsed, points = 0.0, 0.0, []
+    while elapsed < seconds:
+        cores = plan.cores_for(elapsed, used) if governed else plan.burst_cores * plan.curve.share_at(elapsed)
+        used += cores * plan.tick_s + (cores * plan.period_us / 1e6 if write_refills else 0.0)
+        elapsed += plan.tick_s
+        points.append((elapsed, used))
+    return points
+
+
+def test_the_governor_holds_a_busy_cell_to_its_curve_through_the_kernels_refills():
+    from devices.governor import GovernorPlan
+
+    curve = ThermalCurve(cooling="none", sustained_share=0.6, time_constant_s=120)
+    plan = GovernorPlan(curve, burst_cores=0.5, period_us=100_000, min_quota_us=1_000)
+    for refills in (False, True):
+        for elapsed, used in simulated_usage(plan, refills, 1800):
+            assert used / plan.burst_cores == pytest.approx(curve.work_in(elapsed), abs=plan.tick_s * 0.15)
+    # open loop, the refills run the cell a tenth of a period per tick ahead of its curve, and it never catches up
+    elapsed, used = simulated_usage(plan, True, 1800, governed=False)[-1]
+    assert used / plan.burst_cores > 1.09 * curve.work_in(elapsed)
+
+
+def test_a_throttled_clock_plans_its_governor_from_the_sustained_quota():
+    from devices.governor import governor_plan
+    from devices.profile import DeviceProfile
+    from devices.speed import ClockError, HostSpeed, plan_clock
+
+    host = HostSpeed(gflops_per_core=100.0, cores=2, cpu="test", method="test")
+    thermal = {"sustained": {"none": 0.25, "fan": 1.0}, "time_constant_s": 60, "source": "s"}
+    hot = DeviceProfile(name="hot", memory="1GB", cpus=4, gflops=40.0, cooling="none", thermal=thermal)
+    clock = plan_clock(hot, "device-throttled", host, host_cores=2)
+    assert clock.governed and clock.cpu_quota_cores == pytest.approx(0.4)
+    plan = governor_plan(clock)
+    assert plan is not None and plan.period_us == 500_000  # 0.1 sustained cores hold 50 ms in a 500 ms period
+    assert clock.cfs() == (500_000, 200_000)
+    fanned = plan_clock(hot.model_copy(update={"cooling": "fan"}), "device-throttled", host, host_cores=2)
+    assert not fanned.governed and governor_plan(fanned) is None and fanned.cfs() == (125_000, 50_000)
+    # energy and device time: the wall clock, and the curve's work after the first step
+    assert clock.device_seconds(100.0, None, heated_from=10.0) == 100.0
+    assert clock.burst_work(100.0, None, heated_from=10.0) == pytest.approx(10 + clock.thermal.work_in(90.0))
+    with pytest.raises(ClockError, match="sustains 0.05 GFLOPS with cooling none"):
+        plan_clock(hot.model_copy(update={"gflops": 0.2}), "device-throttled", host, host_cores=2)
+
+
+def test_a_governed_cgroup_v2_quota_is_written_and_its_cpu_time_read(tmp_path):
+    from devices.caps.cgroup_v2 import CgroupV2
+    from devices.profile import DeviceProfile
+    from devices.speed import HostSpeed, plan_clock
+
+    host = HostSpeed(gflops_per_core=100.0, cores=2, cpu="test", method="test")
+    thermal = {"sustained": {"none": 0.5}, "time_constant_s": 60, "source": "s"}
+    hot = DeviceProfile(name="hot", memory="1GB", cpus=4, gflops=60.0, cooling="none", thermal=thermal)
+    cap = CgroupV2(hot, "cell", plan_clock(hot, "device-throttled", host, host_cores=2))
+    cap.directory, cap.period_us = tmp_path, 166_667
+    (tmp_path / "cpu.stat").write_text("usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n")
+    cap.write_quota(50_000)
+    assert (tmp_path / "cpu.max").read_text() == "50000 166667" and cap.cpu_usage_seconds() == 2.5
+
+
+def test_only_an_executor_that_can_lower_a_running_quota_takes_a_throttled_board_that_heats(tmp_path):
+    from harness.commands.run import check_clocks
+    from harness.errors import UserError
+    from harness.spec import load_spec
+
+    spec = opt_1m_spec("hot", hot_and_fanned(1.0)).replace("timeout_s: 300", "timeout_s: 300\nclock: device-throttled")
+    (tmp_path / "spec.yaml").write_text(spec)
+    loaded = load_spec(tmp_path / "spec.yaml")
+
+    class FixedQuota:
+        name, enforcement, throttles, governs = "docker", "container", True, False
+
+    with pytest.raises(UserError, match="device hot throttles with cooling none, and the docker executor cannot"):
+        check_clocks(FixedQuota(), loaded.cells, loaded.path)
+    check_clocks(FixedQuota(), [c for c in loaded.cells if c.device.name == "fanned"], loaded.path)
+
+
+@pytest.mark.timing
+@pytest.mark.integration
+@pytest.mark.usefixtures("no_leftover_cgroups")
+def test_a_throttled_board_without_cooling_slows_along_its_curve_through_the_kernels_quota(tmp_path):
+    """Both boards side by side (so the host's load falls on both): the hot one's work per device second, which the
+    cell measures as CPU time the kernel gave it, starts at its burst rate and falls to its sustained share, as the
+    curve says; the fanned twin keeps its rate."""
+    from devices.speed import host_speed
+    from harness.store import load_records
+    from tests.helpers import edgebench
+
+    require_kernel_caps()
+    gflops = round(0.6 * host_speed().gflops_per_core, 1)
+    spec = opt_1m_spec("hot", hot_and_fanned(gflops), "[mezo]").replace("max_steps: 2", "max_steps: null")
+    spec = spec.replace("timeout_s: 300", "timeout_s: 600\nclock: device-throttled") + f"  max_seconds: {5 * TAU}\n"
+    (tmp_path / "spec.yaml").write_text(spec)
+    out = tmp_path / "run"
+    edgebench("run", str(tmp_path / "spec.yaml"), "--out", str(out), "--no-report", "--jobs", "2", check=True)
+    records = {r.device.name: r for r in load_records(out)}
+    hot, fanned = records["hot"], records["fanned"]
+    for record in (hot, fanned):
+        assert record.status == "ok" and record.clock.kind == "device-throttled", record.error
+        assert len(record.throughput) >= 32
+    assert hot.clock.governed and not fanned.clock.governed
+    heated = hot.metrics["device_clock"]["heated_from_s"]
+    curve = hot.clock.thermal
+    speed = lambda window: rate(window, lambda p: p.work_seconds)  # noqa: E731
+    early = [p for p in hot.throughput if p.device_seconds - heated <= 2.0]
+    late = [p for p in hot.throughput if p.device_seconds - heated >= 3 * TAU]
+    fan_rate = speed(fanned.throughput)
+    print(f"fanned {fan_rate:.3f}; hot early {speed(early):.3f} late {speed(late):.3f} (curve: 1 -> {SUSTAINED})")
+    assert fan_rate == pytest.approx(1.0, abs=0.1)
+    assert speed(early) > 0.85 * fan_rate
+    assert speed(late) / fan_rate == pytest.approx(curve.share_at(3 * TAU), rel=0.12)
+    assert hot.steps < 0.8 * fanned.steps
+    for point in hot.throughput:
+        assert point.gflops == pytest.approx(gflops * curve.share_at(point.device_seconds - heated), rel=1e-3)
+    assert hot.energy is not None and hot.energy.burst_seconds < 0.8 * hot.energy.device_seconds
+
+
+def test_compose_refuses_a_throttled_board_that_heats_in_one_line(tmp_path):
+    from tests.helpers import edgebench, write_spec
+
+    spec = "name: hot\nclock: device-throttled\ndevices: [{name: pi, like: rpi-4-4gb, cooling: none}]\n"
+    write_spec(tmp_path, spec + "matrix: {model: opt-1m}\n")
+    proc = edgebench("compose", "spec.yaml", "--no-engine-check", cwd=tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "device pi throttles with cooling none: a compose container's quota" in proc.stderr

@@ -33,7 +33,7 @@ from workloads.resume import Checkpointer, Loop, Segment, say
 from workloads.runner import Reporter
 from workloads.sources import LABEL_WORDS, SYNTHETIC
 from workloads.tasks import EVAL_SPLITS, WORST_CASE_STEPS, Task, real_task, synthetic_task
-from workloads.throughput import ThroughputTrace, clock_metrics
+from workloads.throughput import ThroughputTrace, WorkMeter, clock_metrics, heat_start
 from workloads.versions import library_versions
 
 #: Losses kept in the record: every step up to this many, then evenly thinned.
@@ -123,11 +123,13 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
             reporter.progress(loop.step, force=True, resumed_from=loop.step, segment=len(loop.segments) + 1)
         clock = saver.clock
         meter.ratio = clock.ratio
-    heated_from = clock.burst_work(0.0, time.process_time(), meter.extra) or 0.0  # a cool board until now
+    heated_from = heat_start(clock, meter)  # a cool board until now
     now = clock.timer(meter)
-    origin = 0.0 if clock.scaled else now()  # the scaled clock reads the process's CPU time from its very start
+    clock_reading = WorkMeter(clock, meter, now, heated_from)
+    if clock.governed:  # the harness's governor lowers the quota along the board's curve from here
+        reporter.progress(loop.step, force=True, heating=True)
     if saver is not None:
-        saver.origin = origin
+        saver.origin = clock_reading.origin
     loop.segments.append(Segment(from_step=loop.step, clock_ratio=clock.ratio))
     trace = loop.trace
 
@@ -157,7 +159,7 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
     if evaluates and not trace.curve:
         evaluate(0)
     targets = eval_targets(params)
-    throughput = ThroughputTrace(clock, heated_from if clock.scaled else 0.0)
+    throughput = ThroughputTrace(clock, heated_from)
     while _within_budget(params, loop.step, trace.train_seconds):
         batch = {k: v.to(device) for k, v in task.batch(loop.step).items()}
         t0, host0 = now(), time.perf_counter()
@@ -170,7 +172,7 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
         trace.padded_tokens += batch["input_ids"].numel()
         trace.real_tokens += int(batch["attention_mask"].sum())
         loop.step += 1
-        throughput.sample(loop.step, now() - origin, work_done(clock, meter, now() - origin))
+        throughput.sample(loop.step, clock_reading.since_start(), clock_reading.work())
         loop.segments[-1].steps += 1
         loop.segments[-1].train_seconds += spent
         reporter.progress(loop.step, loss=round(loss, 5))
@@ -181,18 +183,13 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
             reporter.progress(loop.step, force=True, checkpoint=saver.saves, checkpoint_bytes=saver.bytes_written)
     if evaluates and trace.curve[-1]["step"] != loop.step:
         evaluate(loop.step)
-    loop.segments[-1].device_seconds = now() - origin
+    loop.segments[-1].device_seconds = clock_reading.elapsed()
     metrics = _metrics(params, model, named, task, built, threads, loop, saver)
-    metrics |= {"device_clock": clock_metrics(meter, throughput, heated_from if clock.scaled else 0.0)}
+    metrics |= {"device_clock": clock_metrics(meter, throughput, heated_from)}
     outcome = CellOutcome(steps=loop.step, metrics={**facts, **metrics})
     if evaluates:
         outcome.predictions = loop.predictions.encode()
     return outcome
-
-
-def work_done(clock: CellClock, meter, elapsed: float) -> float:
-    """Burst-seconds of work so far: the scaled clock's charge before throttling; the elapsed time on the others."""
-    return (clock.burst_work(0.0, time.process_time(), meter.extra) or 0.0) if clock.scaled else elapsed
 
 
 def checkpointer(params: WorkloadParams, clock: CellClock) -> Checkpointer | None:

@@ -1,13 +1,20 @@
 """What a cell's device clock did: the throughput it ran at over device time, and where the roofline charged more.
 
-The record keeps (device seconds, GFLOPS) at most MAX_POINTS times, evenly spread over the steps: on the scaled
-clock the throughput is the device's burst figure times its thermal curve at that moment (devices.board); on the
-throttled clock the quota's figure, constant; none on the host clock.
+The record keeps (device seconds, work done, GFLOPS) at most MAX_POINTS times, evenly spread over the steps, all
+counted from the cell's process start. The throughput is the device's burst figure times its thermal curve at that
+moment (devices.board) on both device clocks: the scaled clock charges the cell through the curve, the throttled
+clock's quota follows it (devices.governor); none on the host clock. The work done is what the clock charged on the
+scaled clock, and on the throttled one the CPU time the kernel let the cell use since its first step at the burst
+quota's rate (so the points show what the quota really gave, not the curve it was told).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
+
+import psutil
 
 from devices.roofline import PhaseMeter
 from devices.speed import CellClock
@@ -26,7 +33,7 @@ class ThroughputTrace:
         clock = self.clock
         if clock.kind == "host" or clock.device_gflops is None:
             return None
-        if clock.scaled and clock.thermal is not None:
+        if clock.thermal is not None:
             return clock.device_gflops * clock.thermal.share_at(elapsed - self.heated_from)
         return clock.device_gflops
 
@@ -41,6 +48,42 @@ class ThroughputTrace:
         if len(self.points) >= MAX_POINTS:
             self.points = self.points[::2]
             self._stride *= 2
+
+
+def heat_start(clock: CellClock, meter: PhaseMeter) -> float:
+    """Device seconds from the process's start to the cell's first step, where its board starts to heat (cool
+    before): what the scaled clock charged so far; the process's wall-clock age on the throttled clock."""
+    if clock.scaled:
+        return clock.burst_work(0.0, time.process_time(), meter.extra) or 0.0
+    if clock.throttled:
+        return max(0.0, time.time() - psutil.Process().create_time())
+    return 0.0
+
+
+class WorkMeter:
+    """A cell's device seconds and work done since its process start, read at each step (see the module)."""
+
+    def __init__(self, clock: CellClock, meter: PhaseMeter, now: Callable[[], float], heated_from: float) -> None:
+        self.clock, self.meter, self.now, self.heated_from = clock, meter, now, heated_from
+        #: The scaled clock reads the process's CPU time from its very start; the others count from here.
+        self.origin = 0.0 if clock.scaled else now()
+        self._cpu0 = time.process_time()
+
+    def elapsed(self) -> float:
+        """Device seconds since the first step (the scaled clock: since the process started)."""
+        return self.now() - self.origin
+
+    def since_start(self) -> float:
+        return self.elapsed() + (self.heated_from if self.clock.throttled else 0.0)
+
+    def work(self) -> float:
+        """Burst-seconds of work since the process started."""
+        clock = self.clock
+        if clock.scaled:
+            return clock.burst_work(0.0, time.process_time(), self.meter.extra) or 0.0
+        if clock.throttled:
+            return self.heated_from + (time.process_time() - self._cpu0) * clock.ratio
+        return self.elapsed()
 
 
 def clock_metrics(meter: PhaseMeter, trace: ThroughputTrace, heated_from: float) -> dict[str, Any]:

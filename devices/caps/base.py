@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from devices.caps.cuda import gpu_env
+from devices.governor import QuotaGovernor, governor_plan
 from devices.pyexec import module_argv
 from devices.speed import CellClock, unplanned_clock
 
@@ -68,6 +69,7 @@ class CapBackend(ABC):
         self.label = re.sub(r"[^A-Za-z0-9_.-]", "_", label)
         #: The CPU share and threads come from the cell's clock (a throttle for device-throttled cells).
         self.clock = clock or unplanned_clock(profile)
+        self.governor: QuotaGovernor | None = None
 
     @classmethod
     @abstractmethod
@@ -77,6 +79,29 @@ class CapBackend(ABC):
     @classmethod
     def can_throttle(cls) -> bool:
         """Whether this backend imposes a CPU quota (needed by the device-throttled clock)."""
+        return False
+
+    def cpu_usage_seconds(self) -> float:
+        """CPU seconds the cell's group has used so far (backends that throttle read their accounting)."""
+        raise CapUnavailable(f"the {self.name} backend cannot read a cell's CPU time")
+
+    def write_quota(self, quota_us: int) -> None:
+        """Set the cell's CFS quota (microseconds per the clock's period) while it runs."""
+        raise CapUnavailable(f"the {self.name} backend cannot change a running cell's CPU quota")
+
+    def heat(self) -> None:
+        """The cell took its first step: a governed clock's quota starts to follow the device's thermal curve
+        (devices.governor); nothing on any other clock. Called once or more; the board heats once."""
+        plan = governor_plan(self.clock)
+        if plan is None:
+            return
+        if self.governor is None:
+            self.governor = QuotaGovernor(plan, self.cpu_usage_seconds, self.write_quota)
+        self.governor.start()
+
+    @classmethod
+    def can_govern(cls) -> bool:
+        """Whether this backend can lower a running cell's quota along a thermal curve (devices.governor)."""
         return False
 
     @classmethod
@@ -122,6 +147,8 @@ class CapBackend(ABC):
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.governor is not None:
+            self.governor.stop()
         self.destroy()
 
 

@@ -16,9 +16,10 @@ from devices.caps.base import (
     kill_and_remove,
     sweep_stale,
 )
-from devices.speed import cfs_quota
 
 MOUNT = Path("/sys/fs/cgroup")
+#: The controllers a cell gets a cgroup under (cpuacct only on a governed clock), swept for dead harnesses' cells.
+CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer")
 
 
 def own_path(controller: str, proc_cgroup: str | None = None) -> str | None:
@@ -52,6 +53,7 @@ class CgroupV1(CapBackend):
         self.cpu_dir: Path | None = None
         self.pids_dir: Path | None = None  # pids.max: a fork bomb exhausts the cell's pids, not the host's
         self.freezer_dir: Path | None = None  # stops every process of the cell at once before they are killed
+        self.cpuacct_dir: Path | None = None  # a governed clock's reading of the cell's CPU time
         self.swap_guarded = False
 
     @classmethod
@@ -74,23 +76,24 @@ class CgroupV1(CapBackend):
         return controller_dir("cpu") is not None
 
     @classmethod
+    def can_govern(cls) -> bool:
+        return cls.can_throttle() and controller_dir("cpuacct") is not None
+
+    @classmethod
     def prepare_host(cls) -> Callable[[], None]:
         """A run first removes the cell cgroups (and processes) of harnesses that died, SIGKILLed say, even when
         it has no cell left to run; each cell's create() sweeps again for harnesses dying meanwhile."""
-        for controller in ("memory", "cpu", "pids", "freezer"):
+        for controller in CONTROLLERS:
             base = controller_dir(controller)
             if base is not None:
                 sweep_stale(base)
         return super().prepare_host()
 
     def create(self) -> None:
-        base = controller_dir("memory", self.mount, self.proc_cgroup)
-        if base is None:
+        self.memory_dir = self._cell_dir("memory")
+        if self.memory_dir is None:
             raise CapUnavailable("cgroup v1 memory controller not found")
-        sweep_stale(base)
         cap = str(self.profile.memory_bytes)
-        self.memory_dir = base / cell_cgroup_name(self.label)
-        self.memory_dir.mkdir()
         (self.memory_dir / "memory.limit_in_bytes").write_text(cap)
         memsw = self.memory_dir / "memory.memsw.limit_in_bytes"
         if memsw.exists():  # absent when the kernel does not account swap (no swapaccount=1)
@@ -98,32 +101,50 @@ class CgroupV1(CapBackend):
             self.swap_guarded = True
         else:
             (self.memory_dir / "memory.swappiness").write_text("0")
-        cpu_base = controller_dir("cpu", self.mount, self.proc_cgroup)
-        if cpu_base is None and self.clock.throttled:
+        self.cpu_dir = self._cell_dir("cpu")
+        if self.cpu_dir is None and self.clock.throttled:
             raise CapUnavailable("the device-throttled clock needs the cgroup v1 cpu controller, which is not mounted")
-        if cpu_base is not None:
-            sweep_stale(cpu_base)
-            self.cpu_dir = cpu_base / cell_cgroup_name(self.label)
-            self.cpu_dir.mkdir()
-            period, quota = cfs_quota(self.clock.cpu_quota_cores)
+        if self.cpu_dir is not None:
+            period, quota = self.clock.cfs()
             (self.cpu_dir / "cpu.cfs_period_us").write_text(str(period))
             (self.cpu_dir / "cpu.cfs_quota_us").write_text(str(quota))
-        pids_base = controller_dir("pids", self.mount, self.proc_cgroup)
-        if pids_base is None:
+        if self.clock.governed:
+            self.cpuacct_dir = self._cell_dir("cpuacct")
+            if self.cpuacct_dir is None:
+                raise CapUnavailable(
+                    "a throttled clock that follows a thermal curve reads the cell's CPU time from the cgroup v1 "
+                    "cpuacct controller, which is not mounted; use cooling: fan or clock: device-scaled"
+                )
+        self.pids_dir = self._cell_dir("pids")
+        if self.pids_dir is None:
             raise CapUnavailable("the cgroup v1 pids controller is not mounted: a cell could fork without limit")
-        sweep_stale(pids_base)
-        self.pids_dir = pids_base / cell_cgroup_name(self.label)
-        self.pids_dir.mkdir()
         (self.pids_dir / "pids.max").write_text(str(self.profile.pids_limit))
-        freezer_base = controller_dir("freezer", self.mount, self.proc_cgroup)
-        if freezer_base is not None:
-            sweep_stale(freezer_base)
-            self.freezer_dir = freezer_base / cell_cgroup_name(self.label)
-            self.freezer_dir.mkdir()
+        self.freezer_dir = self._cell_dir("freezer")
+
+    def _cell_dir(self, controller: str) -> Path | None:
+        """This cell's cgroup under a controller (dead harnesses' swept first); None where it is not mounted."""
+        base = controller_dir(controller, self.mount, self.proc_cgroup)
+        if base is None:
+            return None
+        sweep_stale(base)
+        directory = base / cell_cgroup_name(self.label)
+        directory.mkdir()
+        return directory
+
+    def cpu_usage_seconds(self) -> float:
+        assert self.cpuacct_dir is not None
+        return int((self.cpuacct_dir / "cpuacct.usage").read_text()) / 1e9
+
+    def write_quota(self, quota_us: int) -> None:
+        assert self.cpu_dir is not None
+        (self.cpu_dir / "cpu.cfs_quota_us").write_text(str(quota_us))
 
     def child_env(self) -> dict[str, str]:
-        dirs = [d for d in (self.memory_dir, self.cpu_dir, self.pids_dir, self.freezer_dir) if d is not None]
+        dirs = [d for d in self._dirs() if d is not None]
         return {**self.common_env(), ENV_JOIN: ":".join(str(d / "cgroup.procs") for d in dirs)}
+
+    def _dirs(self) -> tuple[Path | None, ...]:
+        return (self.memory_dir, self.cpu_dir, self.cpuacct_dir, self.pids_dir, self.freezer_dir)
 
     def reading(self) -> CapReading:
         assert self.memory_dir is not None
@@ -134,7 +155,7 @@ class CgroupV1(CapBackend):
     def destroy(self) -> None:
         if self.freezer_dir is not None:
             freeze_and_kill(self.freezer_dir)
-        for directory in (self.memory_dir, self.cpu_dir, self.pids_dir, self.freezer_dir):
+        for directory in self._dirs():
             if directory is not None:
                 kill_and_remove(directory)
 

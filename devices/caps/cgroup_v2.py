@@ -20,7 +20,6 @@ from devices.caps.base import (
     kill_and_remove,
     sweep_stale,
 )
-from devices.speed import cfs_quota
 
 MOUNTS = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
 # v2 forbids processes in an inner cgroup that delegates controllers, so the harness
@@ -118,6 +117,7 @@ class CgroupV2(CapBackend):
         self, profile, label, clock=None, mounts: tuple[Path, ...] = MOUNTS, proc_cgroup: str | None = None
     ) -> None:
         super().__init__(profile, label, clock)
+        self.period_us = 0  # the CFS period of cpu.max, once create() has set it
         self.mounts = mounts
         self.proc_cgroup = proc_cgroup
         self.directory: Path | None = None
@@ -134,6 +134,10 @@ class CgroupV2(CapBackend):
     def can_throttle(cls) -> bool:
         base = find_base()
         return base is not None and "cpu" in (base / "cgroup.controllers").read_text().split()
+
+    @classmethod
+    def can_govern(cls) -> bool:
+        return cls.can_throttle()  # cpu.stat's usage_usec comes with the cpu controller
 
     @classmethod
     def prepare_host(cls) -> Callable[[], None]:
@@ -167,10 +171,18 @@ class CgroupV2(CapBackend):
             raise CapUnavailable("the cgroup v2 pids controller is not delegated here: a cell could fork without limit")
         pids_max.write_text(str(self.profile.pids_limit))
         if (self.directory / "cpu.max").exists():
-            period, quota = cfs_quota(self.clock.cpu_quota_cores)
-            (self.directory / "cpu.max").write_text(f"{quota} {period}")
+            self.period_us, quota = self.clock.cfs()
+            self.write_quota(quota)
         elif self.clock.throttled:
             raise CapUnavailable("the device-throttled clock needs the cpu controller, which is not delegated here")
+
+    def cpu_usage_seconds(self) -> float:
+        assert self.directory is not None
+        return int(_keyed(self.directory / "cpu.stat")["usage_usec"]) / 1e6
+
+    def write_quota(self, quota_us: int) -> None:
+        assert self.directory is not None
+        (self.directory / "cpu.max").write_text(f"{quota_us} {self.period_us}")
 
     def child_env(self) -> dict[str, str]:
         assert self.directory is not None
@@ -180,10 +192,15 @@ class CgroupV2(CapBackend):
         assert self.directory is not None
         peak_file = self.directory / "memory.peak"
         peak = int(peak_file.read_text()) if peak_file.exists() else None
-        events = dict(line.split() for line in (self.directory / "memory.events").read_text().splitlines())
+        events = _keyed(self.directory / "memory.events")
         killed = int(events.get("oom_kill", 0)) > 0
         return CapReading(peak, killed, self.name, excludes_swap(self.swap_guarded))
 
     def destroy(self) -> None:
         if self.directory is not None:
             kill_and_remove(self.directory)
+
+
+def _keyed(path: Path) -> dict[str, str]:
+    """A flat-keyed cgroup file (`key value` lines: memory.events, cpu.stat)."""
+    return dict(line.split() for line in path.read_text().splitlines())

@@ -154,6 +154,13 @@ def compose_file(loaded: LoadedSpec, spec_arg: str) -> dict[str, Any]:
         raise UserError(
             f"{loaded.path}: device {sorted(clash)[0]!r} clashes with a compose service name; rename it"
         )
+    hot = next((d for d in loaded.devices if (c := loaded.clocks.get(d.name)) is not None and c.governed), None)
+    if hot is not None:
+        raise UserError(
+            f"{loaded.path}: device {hot.name} throttles with cooling {hot.cooling}: a compose container's quota is "
+            "the engine's, fixed for its life, and cannot follow the board's curve; use clock: device-scaled, "
+            "cooling: fan, or `edgebench run` (local executor)"
+        )
     previous: str | None = None
     for device in loaded.devices:
         services[device.name] = {

@@ -17,6 +17,7 @@ from rich.console import Console
 from harness.cells import Cell
 from harness.errors import UserError
 from harness.executors import EXECUTORS, executor_class
+from harness.executors.base import Executor
 from harness.executors.local import DEFAULT_CELL_USER, ENV_CELL_USER
 from harness.limits import MAX_CELLS
 from harness.records import CellRecord, ModelResolution
@@ -68,6 +69,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
 
 
+def check_clocks(executor: Executor, cells: list[Cell], path: Path) -> None:
+    """Refuse, before anything is written, cells whose clock this executor cannot honour."""
+    if not executor.throttles and any(c.clock.throttled for c in cells):
+        raise UserError(
+            f"{path}: clock: device-throttled needs a CPU quota, which the {executor.enforcement} backend "
+            "does not set here; run as root with a cgroup cpu controller, or use clock: device-scaled"
+        )
+    hot = next((c for c in cells if c.clock.governed), None)
+    if hot is not None and not executor.governs:
+        raise UserError(
+            f"{path}: device {hot.device.name} throttles with cooling {hot.device.cooling}, and the "
+            f"{executor.name} executor cannot lower a running cell's quota along its curve ({executor.enforcement}); "
+            "use the local or ray executor on cgroups, clock: device-scaled, or cooling: fan"
+        )
+
+
 def handle(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise UserError(f"--jobs {args.jobs}: give at least 1")
@@ -87,15 +104,10 @@ def handle(args: argparse.Namespace) -> int:
     arms = loaded.arms_for(args.device)
     try:
         executor.admit([*cells, *(probe for arm in arms for probe in arm.probes.values())])
+        check_clocks(executor, cells, loaded.path)
     except UserError:
         executor.close()
         raise
-    if not executor.throttles and any(c.clock.throttled for c in cells):
-        executor.close()
-        raise UserError(
-            f"{loaded.path}: clock: device-throttled needs a CPU quota, which the {executor.enforcement} backend "
-            "does not set here; run as root with a cgroup cpu controller, or use clock: device-scaled"
-        )
     console = Console(stderr=True, soft_wrap=True)
     try:
         store = RunStore(args.out, args.device)

@@ -87,6 +87,11 @@ class Executor(ABC):
     def throttles(self) -> bool:
         """Whether cells get a CPU quota, which the device-throttled clock needs."""
 
+    @property
+    def governs(self) -> bool:
+        """Whether a throttled cell's quota can follow its board's thermal curve while it runs (devices.governor)."""
+        return False
+
     @abstractmethod
     def execute(self, cell: Cell, progress: ProgressFn) -> ChildOutcome:
         """Run the cell's child under its caps and report what happened."""
@@ -243,10 +248,17 @@ CHUNK_BYTES = 1 << 16
 
 class CellOutput:
     """Reads a cell's JSON-lines channel and stderr within the bounds above. The first bound a cell crosses is its
-    `violation`; `on_violation` (the executor's) then stops the cell, and whatever else it sends is dropped."""
+    `violation`; `on_violation` (the executor's) then stops the cell, and whatever else it sends is dropped.
+    `on_heating` runs when the cell says it takes its first step (a governed clock's board starts to heat there)."""
 
-    def __init__(self, cell: Cell, progress: ProgressFn, on_violation: Callable[[str], None] = lambda why: None):
-        self.cell, self.progress, self.on_violation = cell, progress, on_violation
+    def __init__(
+        self,
+        cell: Cell,
+        progress: ProgressFn,
+        on_violation: Callable[[str], None] = lambda why: None,
+        on_heating: Callable[[], None] = lambda: None,
+    ):
+        self.cell, self.progress, self.on_violation, self.on_heating = cell, progress, on_violation, on_heating
         self.events: list[dict[str, Any]] = []
         self.violation: str | None = None
         self._kept = self._kept_bytes = 0  # events kept (not progress), and their size
@@ -292,6 +304,8 @@ class CellOutput:
                 self.violate(f"the cell sent over {MAX_EVENTS} events or {MAX_LINE_BYTES >> 20} MiB of them; stopped")
                 return
         if progress:
+            if event.get("heating"):
+                self.on_heating()
             self.progress(self.cell, event)
         else:
             self.events.append(event)

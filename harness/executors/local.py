@@ -113,6 +113,10 @@ class LocalExecutor(Executor):
     def throttles(self) -> bool:
         return self.backend.can_throttle()
 
+    @property
+    def governs(self) -> bool:
+        return self.backend.can_govern()
+
     def close(self) -> None:
         self._grant.revert()
         self._restore_host()
@@ -158,7 +162,7 @@ class LocalExecutor(Executor):
                     pass_fds=(plan.fd,) if plan else (),
                 )
                 overrun = threading.Event()
-                output = CellOutput(cell, progress, lambda why: overrun.set())
+                output = CellOutput(cell, progress, lambda why: overrun.set(), cap.heat)
                 readers = [
                     threading.Thread(target=output.read_events, args=(chunks_of(proc.stdout),), daemon=True),
                     threading.Thread(target=output.copy_log, args=(chunks_of(proc.stderr), log), daemon=True),

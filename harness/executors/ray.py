@@ -201,19 +201,19 @@ def _execute_into(executor: LocalExecutor, cell: Cell, items: queue.Queue) -> No
         items.put(exc)
 
 
-def node_backend(enforcement: str) -> tuple[str, bool]:
-    """The cap backend this node would use, and whether it can throttle."""
+def node_backend(enforcement: str) -> tuple[str, bool, bool]:
+    """The cap backend this node would use, whether it can throttle, and whether it can govern a throttle."""
     executor = LocalExecutor(Path(tempfile.gettempdir()), 0, enforcement)  # chooses; writes no run directory
-    return executor.enforcement, executor.throttles
+    return executor.enforcement, executor.throttles, executor.governs
 
 
 def sweep_node() -> list[str]:
     """Remove the cgroups of cells whose Ray worker died: a killed worker never ran its cap's cleanup."""
     from devices.caps.base import sweep_stale
-    from devices.caps.cgroup_v1 import controller_dir
+    from devices.caps.cgroup_v1 import CONTROLLERS, controller_dir
     from devices.caps.cgroup_v2 import find_base
 
-    parents = (*(controller_dir(c) for c in ("memory", "cpu", "pids", "freezer")), find_base())
+    parents = (*(controller_dir(c) for c in CONTROLLERS), find_base())
     return [name for parent in parents if parent is not None for name in sweep_stale(parent)]
 
 
@@ -239,7 +239,7 @@ class RayExecutor(Executor):
             connect(ray)
         self.needs_sweep = False  # set once a worker died or a task was cancelled
         self._task = ray.remote(num_returns="streaming")(run_cell)
-        self._enforcement, self._throttles = self._agreed_backend(enforcement)
+        self._enforcement, self._throttles, self._governs = self._agreed_backend(enforcement)
 
     @property
     def enforcement(self) -> str:
@@ -248,6 +248,10 @@ class RayExecutor(Executor):
     @property
     def throttles(self) -> bool:
         return self._throttles
+
+    @property
+    def governs(self) -> bool:
+        return self._governs
 
     def admit(self, cells: list[Cell]) -> None:
         """Refuse, in one line, a cell that no node of the cluster could ever run (it would wait forever)."""
@@ -309,11 +313,11 @@ class RayExecutor(Executor):
     def _write_log(self, cell: Cell, text: str) -> None:
         write_bytes_atomic(self.run_dir / LOGS_DIR / f"{cell.id}.log", text.encode())
 
-    def _agreed_backend(self, enforcement: str) -> tuple[str, bool]:
+    def _agreed_backend(self, enforcement: str) -> tuple[str, bool, bool]:
         """Every node must cap cells the same way, or records from different nodes would not compare."""
         backends = self._on_every_node(node_backend, enforcement)
         if len(set(backends.values())) > 1:
-            named = ", ".join(f"{node}: {name}" for node, (name, _) in sorted(backends.items()))
+            named = ", ".join(f"{node}: {name}" for node, (name, *_) in sorted(backends.items()))
             raise UserError(
                 f"the Ray nodes cap cells differently ({named}); give every node the same cgroup setup "
                 "or pass --enforcement with a backend all of them have"
