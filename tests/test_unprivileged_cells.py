@@ -199,3 +199,21 @@ def test_the_homes_of_dead_harnesses_are_swept_and_no_others(as_root):
         assert not dead.exists() and alive.exists()
     finally:
         alive.rmdir()
+
+
+def test_a_host_that_cannot_make_namespaces_refuses_unless_network_is_allowed(tmp_path, monkeypatch, capsys, as_root):
+    monkeypatch.setattr(local, "sandbox_unavailable", lambda: "unshare: Operation not permitted")
+    monkeypatch.setattr(local, "runner_argv", lambda cell: [sys.executable, "-c", ESCAPE])
+    out = tmp_path / "run"
+    assert cli.main(["run", str(write_spec(tmp_path, ONE_CELL)), "--out", str(out), "--no-report"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(
+        "edgebench: error: cells run without network here, in a namespace this host refuses (unshare: Operation not "
+        "permitted); run where root may create namespaces, or allow network with `network: true`"
+    )
+    assert not out.exists()
+    spec = write_spec(tmp_path, ONE_CELL + "network: true\n")
+    assert cli.main(["run", str(spec), "--out", str(out), "--no-report", "--allow-network"]) == 0
+    assert "edgebench: warning: cells share the host's /tmp, /var/tmp and /dev/shm" in capsys.readouterr().err
+    (record,) = load_records(out)
+    assert record.status == "ok", record.error

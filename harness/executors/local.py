@@ -133,11 +133,20 @@ class LocalExecutor(Executor):
     def admit(self, cells: list[Cell]) -> None:
         """Refuse up front, before anything is written, a cell user who could not run these cells: cells never
         fall back to root (only `--cell-user root` makes them root). The directories above the installation and
-        the caches that deny the cell user are opened to it alone for the run (harness.reach, put back by close)."""
-        if os.geteuid() == 0 and self.no_sandbox and not self.allow_network:
-            raise UserError(
-                f"cells run without network here, in a namespace this host refuses ({self.no_sandbox}); run where "
-                "root may create namespaces, or allow network with `network: true` in the spec and --allow-network"
+        the caches that deny the cell user are opened to it alone for the run (harness.reach, put back by close).
+        A root harness that cannot give cells their sandbox refuses, unless the run allows network (then it says
+        what the cells share)."""
+        if os.geteuid() == 0 and self.no_sandbox:
+            if not self.allow_network:
+                raise UserError(
+                    f"cells run without network here, in a namespace this host refuses ({self.no_sandbox}); run "
+                    "where root may create namespaces, or allow network with `network: true` in the spec and "
+                    "--allow-network"
+                )
+            print(
+                f"edgebench: warning: cells share the host's /tmp, /var/tmp and /dev/shm, as no namespace can be "
+                f"made here ({self.no_sandbox})",
+                file=sys.stderr,
             )
         if self.cell_user is None:
             return
