@@ -304,6 +304,7 @@ def test_network_true_and_allow_network_together_give_cells_the_hosts_network(tm
     [
         (NETWORK_SPEC, [], "network: true would give cells the host's network; pass --allow-network to allow it"),
         (SPEC, ["--allow-network"], "does not set network: true; add it, or drop --allow-network"),
+        (NETWORK_SPEC, ["--allow-network", "--executor", "docker"], "docker cells never have network; remove it, or use --executor local"),
     ],
 )
 def test_network_needs_both_the_spec_and_the_operator(tmp_path, spec, flags, line):

@@ -97,7 +97,7 @@ def handle(args: argparse.Namespace) -> int:
     args.out = args.out or Path("results") / loaded.spec.name
     cells = loaded.cells_for(args.device)
     check_remote_code(loaded.path, [*cells, *loaded.arms_for(args.device)], args.trust_remote_code)
-    check_network(loaded.path, loaded.spec.network, args.allow_network)
+    check_network(loaded.path, loaded.spec.network, args.allow_network, args.executor)
     if args.executor != "ray":  # a Ray cell runs on a node of the cluster: the executor's admission checks that
         check_host_capacity(loaded.devices_for(args.device))
     check_writable(args.out)
@@ -181,9 +181,11 @@ def check_remote_code(spec: object, cells: list, allowed: bool) -> None:
         )
 
 
-def check_network(spec: object, asked: bool, allowed: bool) -> None:
-    """Cells get the host's network only when the spec asks for it and the operator allows it: either alone is a
-    mistake to name, not a silent no."""
+def check_network(spec: object, asked: bool, allowed: bool, executor: str) -> None:
+    """Local cells get the host's network only when the spec asks for it and the operator allows it: either alone
+    is a mistake to name, not a silent no, as is asking where cells never have it (containers, Ray nodes)."""
+    if asked and executor != "local":
+        raise UserError(f"{spec}: network: true: {executor} cells never have network; remove it, or use --executor local")
     if asked and not allowed:
         raise UserError(f"{spec}: network: true would give cells the host's network; pass --allow-network to allow it")
     if allowed and not asked:
