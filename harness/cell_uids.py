@@ -16,7 +16,6 @@ CLAIMS_DIR is under /run, which a reboot empties as it ends every process.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import grp
 import os
 import pwd
@@ -29,6 +28,7 @@ import psutil
 
 from devices.caps.base import pid_alive
 from harness.errors import UserError
+from harness.reach import locked
 
 CELL_GID = 90000
 FIRST_UID, LAST_UID = 90001, 99999
@@ -60,14 +60,17 @@ def subordinate_ranges() -> list[range]:
 
 
 def usable(uid: int, taken: set[int], subordinate: list[range]) -> bool:
-    """Whether uid is no account here, nobody's subordinate id, and runs no process now."""
+    """Whether uid is no account and its number no group here (a cell's group is its uid's number), nobody's
+    subordinate id, and runs no process now."""
     if uid in taken or any(uid in r for r in subordinate):
         return False
-    try:
-        pwd.getpwuid(uid)
-    except KeyError:
-        return True
-    return False
+    for lookup in (pwd.getpwuid, grp.getgrgid):
+        try:
+            lookup(uid)
+        except KeyError:
+            continue
+        return False
+    return True
 
 
 def process_uids() -> set[int]:
@@ -78,17 +81,6 @@ def process_uids() -> set[int]:
     return uids
 
 
-@contextlib.contextmanager
-def _locked() -> Iterator[None]:
-    CLAIMS_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(CLAIMS_DIR / ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _claim_owner(uid: int) -> int | None:
     with contextlib.suppress(OSError, ValueError):
         return int((CLAIMS_DIR / str(uid)).read_text())
@@ -97,7 +89,7 @@ def _claim_owner(uid: int) -> int | None:
 
 def claim() -> int:
     """A uid no other cell, harness or account uses, recorded as this harness's before it is returned."""
-    with _locked():
+    with locked(CLAIMS_DIR):
         running = process_uids()
         subordinate = subordinate_ranges()
         for uid in range(FIRST_UID, LAST_UID + 1):
@@ -121,7 +113,7 @@ def claim() -> int:
 def release(uid: int) -> None:
     """Kill whatever still runs as uid (a child that left the cell's process group and cgroup), then free it."""
     kill_processes_of(uid)
-    with _locked():
+    with locked(CLAIMS_DIR):
         if _claim_owner(uid) == os.getpid():
             (CLAIMS_DIR / str(uid)).unlink(missing_ok=True)
 
@@ -136,8 +128,15 @@ def kill_processes_of(uid: int) -> None:
                 procs.append(proc)
     deadline = time.monotonic() + KILL_WAIT_S
     while procs and time.monotonic() < deadline:
-        procs = [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        procs = [p for p in procs if _alive(p)]
         time.sleep(0.02)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 @contextlib.contextmanager

@@ -149,14 +149,19 @@ def _save(pid: int, claims: list[Claim]) -> None:
 
 
 @contextlib.contextmanager
-def _locked() -> Iterator[None]:
-    STATE_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(STATE_DIR / ".lock", "a") as lock:
+def locked(directory: Path) -> Iterator[None]:
+    """Hold the exclusive lock of a state directory of root's (created 0700 if new), for one harness at a time."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(directory / ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _locked() -> contextlib.AbstractContextManager[None]:
+    return locked(STATE_DIR)
 
 
 def sweep() -> list[str]:

@@ -217,3 +217,21 @@ def test_a_host_that_cannot_make_namespaces_refuses_unless_network_is_allowed(tm
     assert "edgebench: warning: cells share the host's /tmp, /var/tmp and /dev/shm" in capsys.readouterr().err
     (record,) = load_records(out)
     assert record.status == "ok", record.error
+
+
+def test_a_uid_the_host_uses_is_never_a_cell_uid():
+    assert not cell_uids.usable(0, set(), []) and not cell_uids.usable(65534, set(), [])  # accounts
+    free = next(uid for uid in range(cell_uids.FIRST_UID, cell_uids.LAST_UID) if cell_uids.usable(uid, set(), []))
+    assert not cell_uids.usable(free, {free}, []), "a uid that runs a process"
+    assert not cell_uids.usable(free, set(), [range(free, free + 1)]), "a subordinate uid"
+
+
+def test_cell_uid_claims_are_exclusive_and_a_dead_harnesss_is_taken_over(tmp_path, monkeypatch, as_root):
+    monkeypatch.setattr(cell_uids, "CLAIMS_DIR", tmp_path / "claims")
+    first, second = cell_uids.claim(), cell_uids.claim()
+    assert first != second
+    (cell_uids.CLAIMS_DIR / str(second)).write_text(str(dead_pid()))  # as a SIGKILLed harness leaves it
+    assert cell_uids.claim() == second
+    cell_uids.release(first)
+    cell_uids.release(second)
+    assert sorted(p.name for p in cell_uids.CLAIMS_DIR.iterdir()) == [".lock"]
