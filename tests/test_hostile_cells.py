@@ -131,6 +131,7 @@ def high_water_bytes(pid: int) -> int:
 
 def check_contained(out: Path, rss: int, reason: str) -> None:
     assert rss < HARNESS_RSS_LIMIT, f"the harness peaked at {rss / 2**20:.0f} MiB"
+    print(f"harness peak RSS {rss / 2**20:.1f} MiB")
     records = {r.params.method: r for r in load_records(out)}
     assert set(records) == {"mezo", "inference"}
     assert records["inference"].status == "ok", records["inference"].error  # the other cell is untouched
