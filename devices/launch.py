@@ -6,18 +6,19 @@ with the cap described in environment variables set by the backend.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import resource
 import signal
 import sys
 
 from devices.caps.base import ENV_JOIN, ENV_RLIMIT_AS, ENV_THREADS
+from devices.sandbox import enter_from_env, libc_call
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-#: "UID:GID" the launcher becomes once the cell is in its cgroups (set by a harness that runs as root).
+#: "UID:GID:GROUPS" (GROUPS comma-separated supplementary gids, maybe none) the launcher becomes once the cell is
+#: in its cgroups and its sandbox (set by a harness that runs as root).
 ENV_RUN_AS = "EDGEBENCH_RUN_AS"
 
 
@@ -35,17 +36,16 @@ def drop_privileges() -> None:
     run_as = os.environ.pop(ENV_RUN_AS, None)
     if not run_as:
         return
-    uid, gid = (int(part) for part in run_as.split(":"))
-    os.setgroups([])
+    uid, gid, groups = run_as.split(":")
+    uid, gid = int(uid), int(gid)
+    os.setgroups([int(g) for g in groups.split(",") if g])
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
     prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
 def prctl(option: int, value: int) -> None:
-    if ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"prctl({option}): {os.strerror(errno)}")
+    libc_call("prctl", option, value, 0, 0, 0)
 
 
 def main(argv: list[str]) -> None:
@@ -57,6 +57,7 @@ def main(argv: list[str]) -> None:
     if threads := os.environ.get(ENV_THREADS):
         for var in THREAD_VARS:
             os.environ[var] = threads
+    enter_from_env()  # as root: namespaces and mounts need it
     drop_privileges()
     # Die with the harness: a SIGKILLed harness must not leave cells running. Set after the drop, which clears it.
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

@@ -3,8 +3,9 @@
 A root harness runs its cells as an unprivileged user, who must reach the interpreter, the venv, this checkout and
 the caches: on a host whose interpreter sits under a private /root (pyenv's), some directory above them denies that
 user the search bit. Rather than widen such a directory for every local user for good (`chmod o+x /root`), the
-harness adds one POSIX ACL entry, `u:UID:--x` (search, no listing), to exactly the directories that deny the cell
-user, and puts each back as it was (its ACL and its mode, to the bit) when the run ends.
+harness adds one POSIX ACL entry, `u:UID:--x` (search, no listing), or `g:GID:--x` for the group that all private
+cell uids share (harness.cell_uids), to exactly the directories that deny the cell user, and puts each back as it
+was (its ACL and its mode, to the bit) when the run ends.
 
 What was granted is recorded first in a state file named by the harness's pid, so that a later harness puts back
 what a SIGKILLed one left. Harnesses that run at once share a grant: each records its claim (with the original
@@ -61,8 +62,9 @@ def read_acl(path: str) -> bytes | None:
         return None
 
 
-def with_search(acl: bytes | None, mode: int, uid: int) -> bytes:
-    """The access ACL `acl` (or the one `mode` implies) with `u:uid:--x` added and the mask widened to pass it.
+def with_search(acl: bytes | None, mode: int, uid: int, tag: int = USER) -> bytes:
+    """The access ACL `acl` (or the one `mode` implies) with `u:uid:--x` (`g:uid:--x` for tag GROUP) added and the
+    mask widened to pass it.
     The mask is the group bits of the mode from then on: it lets the named entry through and nothing else, as the
     owning group's own entry keeps its bits."""
     if acl is None:
@@ -73,26 +75,27 @@ def with_search(acl: bytes | None, mode: int, uid: int) -> bytes:
         ]
     else:
         entries = decode_acl(acl)
-    users = {eid: perm for tag, perm, eid in entries if tag == USER}
-    users[uid] = users.get(uid, 0) | SEARCH
-    group_obj = next(perm for tag, perm, _ in entries if tag == GROUP_OBJ)
-    mask = next((perm for tag, perm, _ in entries if tag == MASK), group_obj) | SEARCH
-    kept = [e for e in entries if e[0] not in (USER, MASK)]
-    return encode_acl([*kept, *((USER, perm, eid) for eid, perm in users.items()), (MASK, mask, NO_ID)])
+    named = {(t, eid): perm for t, perm, eid in entries if t in (USER, GROUP)}
+    named[(tag, uid)] = named.get((tag, uid), 0) | SEARCH
+    group_obj = next(perm for t, perm, _ in entries if t == GROUP_OBJ)
+    mask = next((perm for t, perm, _ in entries if t == MASK), group_obj) | SEARCH
+    kept = [e for e in entries if e[0] not in (USER, GROUP, MASK)]
+    return encode_acl([*kept, *((t, perm, eid) for (t, eid), perm in named.items()), (MASK, mask, NO_ID)])
 
 
 @dataclass
 class Claim:
-    """One directory opened to one uid, and what it was before any harness opened it."""
+    """One directory opened to one uid (or, with tag GROUP, one gid), and what it was before any harness opened it."""
 
     path: str
     uid: int
     mode: int
     acl: str | None  # hex of the original xattr, or None for none
+    tag: int = USER
 
     @property
-    def key(self) -> tuple[str, int]:
-        return (self.path, self.uid)
+    def key(self) -> tuple[str, int, int]:
+        return (self.path, self.tag, self.uid)
 
 
 def _restore(claim: Claim) -> None:
@@ -106,8 +109,9 @@ def _restore(claim: Claim) -> None:
             return
         original = bytes.fromhex(claim.acl) if claim.acl else None
         before = decode_acl(original) if original else []
-        kept = [e for e in decode_acl(current) if not (e[0] == USER and e[2] == claim.uid)]
-        kept += [e for e in before if e[0] == USER and e[2] == claim.uid]
+        ours = (claim.tag, claim.uid)
+        kept = [e for e in decode_acl(current) if (e[0], e[2]) != ours]
+        kept += [e for e in before if (e[0], e[2]) == ours]
         named = sorted(e for e in kept if e[0] in (USER, GROUP))
         if not named:
             group = next(perm for tag, perm, _ in kept if tag == GROUP_OBJ)
@@ -145,14 +149,19 @@ def _save(pid: int, claims: list[Claim]) -> None:
 
 
 @contextlib.contextmanager
-def _locked() -> Iterator[None]:
-    STATE_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(STATE_DIR / ".lock", "a") as lock:
+def locked(directory: Path) -> Iterator[None]:
+    """Hold the exclusive lock of a state directory of root's (created 0700 if new), for one harness at a time."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(directory / ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _locked() -> contextlib.AbstractContextManager[None]:
+    return locked(STATE_DIR)
 
 
 def sweep() -> list[str]:
@@ -189,15 +198,15 @@ def ancestors(paths: Iterable[str | Path]) -> list[str]:
     return list(found)
 
 
-def unsearchable(uid: int, gid: int, directories: list[str]) -> list[str]:
-    """Those of the directories that uid (with gid and no other group, as cells run) may not search: asked of the
-    kernel by a forked child that becomes that user, so ACLs and every other rule count."""
+def unsearchable(uid: int, gid: int, directories: list[str], groups: tuple[int, ...] = ()) -> list[str]:
+    """Those of the directories that uid (with gid and the supplementary groups, as cells run) may not search: asked
+    of the kernel by a forked child that becomes that user, so ACLs and every other rule count."""
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child only makes system calls, then leaves without cleanup
         try:
             os.close(read)
-            os.setgroups([])
+            os.setgroups(list(groups))
             os.setresgid(gid, gid, gid)
             os.setresuid(uid, uid, uid)
             denied = [d for d in directories if not os.access(d, os.X_OK)]
@@ -232,9 +241,11 @@ class Grant:
             self.claims = []
 
 
-def grant(uid: int, gid: int, paths: Iterable[str | Path]) -> Grant:
-    """Let uid search every directory down to each of the paths, adding `u:uid:--x` where it may not; recorded
-    before the first change. A ReachError names a directory no ACL could open (the harness cannot help there)."""
+def grant(uid: int, gid: int, paths: Iterable[str | Path], group: int | None = None) -> Grant:
+    """Let uid search every directory down to each of the paths, adding `u:uid:--x` where it may not (with
+    `group`, `g:group:--x`, which opens them to every uid in that group, uid included); recorded before the first
+    change. A ReachError names a directory no ACL could open (the harness cannot help there)."""
+    tag, eid, groups = (USER, uid, ()) if group is None else (GROUP, group, (group,))
     pid = os.getpid()
     directories = ancestors(paths)
     result = Grant(pid)
@@ -244,24 +255,25 @@ def grant(uid: int, gid: int, paths: Iterable[str | Path]) -> Grant:
         others = {c.key: c for p, claims in every.items() if p != pid and pid_alive(p) for c in claims}
         mine = {c.key: c for c in every.get(pid, [])}
         for directory in directories:  # one another harness opened: ours too, with the original it recorded
-            if (directory, uid) in others and (directory, uid) not in mine:
-                mine[(directory, uid)] = others[(directory, uid)]
+            key = (directory, tag, eid)
+            if key in others and key not in mine:
+                mine[key] = others[key]
         _save(pid, list(mine.values()))
-        for directory in unsearchable(uid, gid, directories):
+        for directory in unsearchable(uid, gid, directories, groups):
             info = os.stat(directory, follow_symlinks=False)
             original = read_acl(directory)
-            claim = Claim(directory, uid, stat.S_IMODE(info.st_mode), original.hex() if original else None)
+            claim = Claim(directory, eid, stat.S_IMODE(info.st_mode), original.hex() if original else None, tag)
             mine[claim.key] = claim
             _save(pid, list(mine.values()))  # recorded before the change, so that a later harness can undo it
             try:
-                os.setxattr(directory, XATTR, with_search(original, info.st_mode, uid), follow_symlinks=False)
+                os.setxattr(directory, XATTR, with_search(original, info.st_mode, eid, tag), follow_symlinks=False)
             except OSError as exc:
                 del mine[claim.key]
                 _save(pid, list(mine.values()))
                 result.claims = list(mine.values())
                 result.revert()
                 raise ReachError(
-                    exc.errno, f"cannot add a search ACL entry for uid {uid}: {exc.strerror}", directory
+                    exc.errno, f"cannot add a search ACL entry for {'uid' if tag == USER else 'gid'} {eid}: {exc.strerror}", directory
                 ) from None
         result.claims = list(mine.values())
     return result

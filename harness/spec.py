@@ -69,6 +69,11 @@ class Spec(BaseModel):
         "an interrupted cell from its last save",
     )
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    network: bool = Field(
+        False,
+        description="let local cells use the host's network (they run in a namespace without one otherwise); the "
+        "operator must also pass --allow-network",
+    )
 
     @field_validator("matrix")
     @classmethod

@@ -1,5 +1,5 @@
-"""Cells cannot lift their own caps: a harness running as root starts each cell as an unprivileged user (nobody
-unless --cell-user names another) who cannot write its cgroup's files, through the real launcher, kernel caps and
+"""Cells cannot lift their own caps: a harness running as root starts each cell as an unprivileged user (a private
+uid of its own unless --cell-user names a user) who cannot write its cgroup's files, through the real launcher, kernel caps and
 executor. A stand-in cell reports what it is and what became of its attempts to escape; a real one still runs."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli
+from harness import cell_uids, cli
 from harness.executors import local
 from harness.store import load_records
 from tests.helpers import edgebench, require_kernel_caps, write_rows, write_spec
@@ -89,7 +89,7 @@ def run_stand_in(tmp_path: Path, monkeypatch, *options: str):
 
 
 def homes_of_this_harness() -> list[Path]:
-    return list(local.homes_root().glob(f"{local.HOME_PREFIX}{os.getpid()}-*"))
+    return list(local.CELLS_ROOT.glob(f"{local.HOME_PREFIX}{os.getpid()}-*"))
 
 
 def dead_pid() -> int:
@@ -99,17 +99,19 @@ def dead_pid() -> int:
     return child.pid
 
 
-def test_a_cell_runs_as_nobody_and_cannot_lift_its_cap_or_leave_its_cgroup(tmp_path, monkeypatch, as_root):
+def test_a_cell_runs_as_a_private_uid_and_cannot_lift_its_cap_or_leave_its_cgroup(tmp_path, monkeypatch, as_root):
     record = run_stand_in(tmp_path, monkeypatch)
-    nobody = pwd.getpwnam("nobody")
     m = record.metrics
-    assert m["uids"] == [nobody.pw_uid] * 3 and m["gids"] == [nobody.pw_gid] * 3 and m["groups"] == []
+    uid = m["uids"][0]
+    assert cell_uids.FIRST_UID <= uid <= cell_uids.LAST_UID and m["uids"] == [uid] * 3
+    assert m["gids"] == [uid] * 3 and m["groups"] == [cell_uids.CELL_GID]
     assert m["raise_cap"] == "PermissionError" and m["leave_cgroup"] == "PermissionError"
     assert m["cap_after"] == record.device.memory_bytes == 512 * 1024**2
     assert m["no_new_privs"] == 1, "a set-user-ID program could make the cell root again"
     assert m["pdeathsig"] == signal.SIGKILL, "the change of user cleared the death signal: set it after"
-    assert m["home_writable"] and Path(m["home"]).name.startswith(f"{local.HOME_PREFIX}{os.getpid()}-")
+    assert m["home_writable"] and Path(m["home"]).parent.name.startswith(f"{local.HOME_PREFIX}{os.getpid()}-")
     assert homes_of_this_harness() == [], "the cell's private home outlived it"
+    assert not (cell_uids.CLAIMS_DIR / str(uid)).exists(), "the cell's uid is still claimed"
 
 
 @pytest.mark.parametrize("user", ["daemon", "root"])
@@ -170,28 +172,66 @@ def test_the_default_cell_user_who_cannot_read_an_input_is_refused_never_replace
     proc = edgebench("run", str(write_spec(tmp_path, spec)), "--out", str(out), "--no-report")
     assert proc.returncode == 2, proc.stderr[-3000:]
     (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith(f"edgebench: error: cells run as nobody when edgebench runs as root, and nobody cannot read {task};")
+    assert line.startswith(
+        f"edgebench: error: cells run as {local.DEFAULT_CELL_USER} when edgebench runs as root, and others cannot "
+        f"read {task};"
+    )
     assert line.endswith("or name another user with --cell-user (root: cells run as root, able to lift their own caps)")
     assert not out.exists()
 
 
-def test_a_host_without_the_default_cell_user_refuses_rather_than_running_cells_as_root(
-    tmp_path, monkeypatch, capsys, as_root
-):
-    monkeypatch.setattr(local, "DEFAULT_CELL_USER", "no-such-default-user")
+def test_a_host_whose_groups_name_the_cells_gid_refuses_rather_than_sharing_it(tmp_path, monkeypatch, capsys, as_root):
+    monkeypatch.setattr(cell_uids, "CELL_GID", 0)
     out = tmp_path / "run"
     assert cli.main(["run", str(write_spec(tmp_path, ONE_CELL)), "--out", str(out), "--no-report"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith("edgebench: error: the default cell user no-such-default-user: no such user here; create it")
+    assert line.startswith("edgebench: error: gid 0 is the group root here, which edgebench gives every cell uid;")
     assert not out.exists()
 
 
 def test_the_homes_of_dead_harnesses_are_swept_and_no_others(as_root):
-    dead = Path(tempfile.mkdtemp(prefix=f"{local.HOME_PREFIX}{dead_pid()}-", dir=local.homes_root()))
-    alive = Path(tempfile.mkdtemp(prefix=f"{local.HOME_PREFIX}{os.getppid()}-", dir=local.homes_root()))
+    local.CELLS_ROOT.mkdir(parents=True, exist_ok=True)
+    dead = Path(tempfile.mkdtemp(prefix=f"{local.HOME_PREFIX}{dead_pid()}-", dir=local.CELLS_ROOT))
+    alive = Path(tempfile.mkdtemp(prefix=f"{local.HOME_PREFIX}{os.getppid()}-", dir=local.CELLS_ROOT))
     (dead / "left-behind").write_text(json.dumps({"by": "a SIGKILLed harness"}))
     try:
         local.LocalExecutor(Path(tempfile.gettempdir()), 60).close()
         assert not dead.exists() and alive.exists()
     finally:
         alive.rmdir()
+
+
+def test_a_host_that_cannot_make_namespaces_refuses_unless_network_is_allowed(tmp_path, monkeypatch, capsys, as_root):
+    monkeypatch.setattr(local, "sandbox_unavailable", lambda: "unshare: Operation not permitted")
+    monkeypatch.setattr(local, "runner_argv", lambda cell: [sys.executable, "-c", ESCAPE])
+    out = tmp_path / "run"
+    assert cli.main(["run", str(write_spec(tmp_path, ONE_CELL)), "--out", str(out), "--no-report"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(
+        "edgebench: error: cells run without network here, in a namespace this host refuses (unshare: Operation not "
+        "permitted); run where root may create namespaces, or allow network with `network: true`"
+    )
+    assert not out.exists()
+    spec = write_spec(tmp_path, ONE_CELL + "network: true\n")
+    assert cli.main(["run", str(spec), "--out", str(out), "--no-report", "--allow-network"]) == 0
+    assert "edgebench: warning: cells share the host's /tmp, /var/tmp and /dev/shm" in capsys.readouterr().err
+    (record,) = load_records(out)
+    assert record.status == "ok", record.error
+
+
+def test_a_uid_the_host_uses_is_never_a_cell_uid():
+    assert not cell_uids.usable(0, set(), []) and not cell_uids.usable(65534, set(), [])  # accounts
+    free = next(uid for uid in range(cell_uids.FIRST_UID, cell_uids.LAST_UID) if cell_uids.usable(uid, set(), []))
+    assert not cell_uids.usable(free, {free}, []), "a uid that runs a process"
+    assert not cell_uids.usable(free, set(), [range(free, free + 1)]), "a subordinate uid"
+
+
+def test_cell_uid_claims_are_exclusive_and_a_dead_harnesss_is_taken_over(tmp_path, monkeypatch, as_root):
+    monkeypatch.setattr(cell_uids, "CLAIMS_DIR", tmp_path / "claims")
+    first, second = cell_uids.claim(), cell_uids.claim()
+    assert first != second
+    (cell_uids.CLAIMS_DIR / str(second)).write_text(str(dead_pid()))  # as a SIGKILLed harness leaves it
+    assert cell_uids.claim() == second
+    cell_uids.release(first)
+    cell_uids.release(second)
+    assert sorted(p.name for p in cell_uids.CLAIMS_DIR.iterdir()) == [".lock"]

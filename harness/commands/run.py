@@ -51,6 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"else {DEFAULT_CELL_USER}; root runs them as root)",
     )
     parser.add_argument(
+        "--allow-network",
+        action="store_true",
+        help="let local cells use the host's network when the spec also sets network: true (else they have none)",
+    )
+    parser.add_argument(
         "--trust-remote-code",
         action="store_true",
         help="allow cells whose spec sets trust_remote_code: true to run their model repository's own Python code",
@@ -92,6 +97,7 @@ def handle(args: argparse.Namespace) -> int:
     args.out = args.out or Path("results") / loaded.spec.name
     cells = loaded.cells_for(args.device)
     check_remote_code(loaded.path, [*cells, *loaded.arms_for(args.device)], args.trust_remote_code)
+    check_network(loaded.path, loaded.spec.network, args.allow_network, args.executor)
     if args.executor != "ray":  # a Ray cell runs on a node of the cluster: the executor's admission checks that
         check_host_capacity(loaded.devices_for(args.device))
     check_writable(args.out)
@@ -101,6 +107,7 @@ def handle(args: argparse.Namespace) -> int:
         os.environ[ENV_CELL_USER] = args.cell_user  # read by the local executor, here and inside executors that use it
     spec = loaded.spec
     executor = executor_class(args.executor)(args.out, spec.timeout_s, args.enforcement, spec.checkpoint_seconds)
+    executor.allow_network = spec.network and args.allow_network
     arms = loaded.arms_for(args.device)
     try:
         executor.admit([*cells, *(probe for arm in arms for probe in arm.probes.values())])
@@ -172,6 +179,17 @@ def check_remote_code(spec: object, cells: list, allowed: bool) -> None:
             f"{spec}: trust_remote_code: true would run the Python code of {trusting[0].params.model}'s repository "
             "in its cells; pass --trust-remote-code to allow it, or remove trust_remote_code from the spec"
         )
+
+
+def check_network(spec: object, asked: bool, allowed: bool, executor: str) -> None:
+    """Local cells get the host's network only when the spec asks for it and the operator allows it: either alone
+    is a mistake to name, not a silent no, as is asking where cells never have it (containers, Ray nodes)."""
+    if asked and executor != "local":
+        raise UserError(f"{spec}: network: true: {executor} cells never have network; remove it, or use --executor local")
+    if asked and not allowed:
+        raise UserError(f"{spec}: network: true would give cells the host's network; pass --allow-network to allow it")
+    if allowed and not asked:
+        raise UserError(f"--allow-network: {spec} does not set network: true; add it, or drop --allow-network")
 
 
 def resolve_models(

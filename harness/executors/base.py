@@ -99,6 +99,8 @@ class Executor(ABC):
     #: Whom cells run as, when the executor chose (a root harness's unprivileged cell user, or "root: why not");
     #: None: as the harness's own user.
     cells_run_as: str | None = None
+    #: Whether cells may use the host's network (the spec and the operator both allowed it); only local cells can.
+    allow_network: bool = False
 
     def admit(self, cells: list[Cell]) -> None:  # noqa: B027 - optional hook, a local host runs any cell
         """Refuse up front, as a UserError, cells this executor could never run (before any cell runs)."""

@@ -1,10 +1,12 @@
 """Each cell in its own Python subprocess, inside a per-cell cap from devices.caps.
 
-A harness that runs as root starts its cells as an unprivileged user (CellUser): the launcher joins the cell's
-cgroups as root, then becomes that user before the workload starts, so that the workload cannot write its
-cgroup's files to lift its own cap. Such a cell reads the installation, its inputs and the caches (the harness
-readies the checkpoints in the edgebench cache first) and writes only its private home and the pipe and log the
-harness opened for it: the run directory stays the harness's.
+A harness that runs as root starts each cell as a private uid of its own (harness.cell_uids), or as the one user
+`--cell-user` names: the launcher joins the cell's cgroups as root, enters the cell's sandbox (devices.sandbox:
+private /tmp, /var/tmp and /dev/shm, no network unless allowed), then becomes that user before the workload
+starts, so that the workload cannot write its cgroup's files to lift its own cap. Such a cell reads the
+installation, its inputs and the caches (the harness readies the checkpoints in the edgebench cache first) and
+writes only its private home, its private temporary directories and the pipe and log the harness opened for it:
+the run directory stays the harness's.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from devices.caps.base import CapUnavailable, pid_alive
 from devices.caps.rlimit import RlimitAS
 from devices.caps.select import choose_backend
 from devices.launch import ENV_RUN_AS
-from devices.pyexec import code_argv, module_argv
-from harness import reach
+from devices.pyexec import SAFE_CWD, code_argv, module_argv
+from devices.sandbox import ENV_HOST_NETWORK, ENV_SANDBOX
+from harness import cell_uids, reach
 from harness.cells import Cell
 from harness.errors import UserError
 from harness.executors.base import (
@@ -48,13 +51,17 @@ from harness.store import open_log
 from workloads.checks import hub_cache
 from workloads.params import WorkloadParams
 from workloads.registry import resolve
-from workloads.resumable import CHECKPOINTS_DIR
+from workloads.resumable import CHECKPOINTS_DIR, StatePlan
 
 POLL_S = 0.05
 #: Whom cells run as when the harness is root (`edgebench run --cell-user` sets it); naming root keeps them root.
 ENV_CELL_USER = "EDGEBENCH_CELL_USER"
-DEFAULT_CELL_USER = "nobody"
-#: Private homes are /tmp/edgebench-home-HARNESSPID-*, so that a later run removes those of a SIGKILLed harness.
+#: What cells run as by default: a private uid each (harness.cell_uids).
+DEFAULT_CELL_USER = f"a private uid each ({cell_uids.FIRST_UID}-{cell_uids.LAST_UID})"
+#: Each cell's private directory (its home, and its sandbox's layers) is CELLS_ROOT/edgebench-home-HARNESSPID-*:
+#: root's, outside /tmp and /var/tmp (which the sandbox overlays), named so that a later run removes those of a
+#: SIGKILLed harness.
+CELLS_ROOT = Path("/var/lib/edgebench/cells")
 HOME_PREFIX = "edgebench-home-"
 #: Run as the cell user before the first cell: the interpreter, the packages and the code must import, its home
 #: must be writable, and it writes out, NUL-separated, those of the paths given (what cells read) it cannot read.
@@ -101,6 +108,8 @@ class LocalExecutor(Executor):
             raise UserError(str(exc)) from None
         if self.backend is RlimitAS:
             print(f"edgebench: warning: {SOFT_CAP}", file=sys.stderr)
+        #: Why cells run without their sandbox (devices.sandbox) here; None: they run in it.
+        self.no_sandbox = sandbox_unavailable() if os.geteuid() == 0 else "the harness is not root"
         if self.cell_user is not None:
             sweep_homes()
             reach.sweep()
@@ -124,31 +133,43 @@ class LocalExecutor(Executor):
     def admit(self, cells: list[Cell]) -> None:
         """Refuse up front, before anything is written, a cell user who could not run these cells: cells never
         fall back to root (only `--cell-user root` makes them root). The directories above the installation and
-        the caches that deny the cell user are opened to it alone for the run (harness.reach, put back by close)."""
+        the caches that deny the cell user are opened to it alone for the run (harness.reach, put back by close).
+        A root harness that cannot give cells their sandbox refuses, unless the run allows network (then it says
+        what the cells share)."""
+        if os.geteuid() == 0 and self.no_sandbox:
+            if not self.allow_network:
+                raise UserError(
+                    f"cells run without network here, in a namespace this host refuses ({self.no_sandbox}); run "
+                    "where root may create namespaces, or allow network with `network: true` in the spec and "
+                    "--allow-network"
+                )
+            print(
+                f"edgebench: warning: cells share the host's /tmp, /var/tmp and /dev/shm, as no namespace can be "
+                f"made here ({self.no_sandbox})",
+                file=sys.stderr,
+            )
         if self.cell_user is None:
             return
-        user = self.cell_user
         paths = set().union(*(ready_inputs(cell.params) for cell in cells))
-        try:
-            self._grant = reach.grant(user.uid, user.gid, [*reach.installation_paths(), *cache_paths()])
-        except reach.ReachError as exc:
-            raise UserError(_refusal(user, f"search {exc.filename} ({exc.strerror})")) from None
-        try:
-            check_cell_user(user, sorted(paths))
-        except UserError:
-            self._grant.revert()
-            raise
+        with self.cell_user.claim() as user:
+            try:
+                self._grant = reach.grant(
+                    user.uid, user.gid, [*reach.installation_paths(), *cache_paths()], self.cell_user.reach_group
+                )
+            except reach.ReachError as exc:
+                raise UserError(_refusal(self.cell_user.name, f"search {exc.filename} ({exc.strerror})")) from None
+            try:
+                check_cell_user(user, sorted(paths), self.cell_user.name)
+            except UserError:
+                self._grant.revert()
+                raise
 
     def execute(self, cell: Cell, progress: ProgressFn) -> ChildOutcome:
         ready_inputs(cell.params)
-        plan = self.state_plan(cell, self.state_root / cell.id)
-        if plan is not None:  # the cell gets its state directory open: it needs no path through the run directory
-            own_state_dir(Path(plan.directory), self.cell_user)
-            plan = plan.model_copy(update={"fd": os.open(plan.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)})
         with open_log(self.run_dir, f"{cell.id}.log") as log:  # outlives the cap: its reader ends after the cell
             with (
-                _closing_fd(plan.fd if plan else None),
-                self._as_cell_user() as user_env,  # left last: its home is removed once the cgroup's processes are dead
+                self._as_cell_user() as (user, user_env),  # left last: once the cgroup's processes are dead
+                self._state(cell, user) as plan,
                 self.backend(cell.device, cell.id, cell.clock) as cap,
             ):
                 started_at, t0 = now_iso(), time.perf_counter()
@@ -207,13 +228,39 @@ class LocalExecutor(Executor):
         )
 
     @contextlib.contextmanager
-    def _as_cell_user(self) -> Iterator[dict[str, str]]:
-        """What a cell's environment needs to run as the cell user (nothing without one), with its private home."""
+    def _as_cell_user(self) -> Iterator[tuple[CellUser | None, dict[str, str]]]:
+        """The user a cell runs as (None: the harness's own), claimed for it alone where users are private, and what
+        its environment needs: whom the launcher becomes, a private home, and the sandbox to enter."""
         if self.cell_user is None:
-            yield {}
+            yield None, self._sandbox_env(None)
             return
-        with private_home(self.cell_user) as home:
-            yield self.cell_user.env(home)
+        with self.cell_user.claim() as user, private_home(user) as home:
+            yield user, user.env(home) | self._sandbox_env(home.parent)
+
+    def _sandbox_env(self, private: Path | None) -> dict[str, str]:
+        """What tells the launcher to enter the cell's sandbox (devices.sandbox), its layers in `private`."""
+        if self.no_sandbox or private is None:
+            return {}
+        return {ENV_SANDBOX: str(private), **({ENV_HOST_NETWORK: "1"} if self.allow_network else {})}
+
+    @contextlib.contextmanager
+    def _state(self, cell: Cell, user: CellUser | None) -> Iterator[StatePlan | None]:
+        """A resumable cell's state plan with its state directory open (the cell needs no path through the run
+        directory), the directory the cell user's while it runs and the harness's again after: a later cell given
+        the same uid must not find it writable."""
+        plan = self.state_plan(cell, self.state_root / cell.id)
+        if plan is None:
+            yield None
+            return
+        directory = Path(plan.directory)
+        own_state_dir(directory, user)
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            yield plan.model_copy(update={"fd": fd})
+        finally:
+            os.close(fd)
+            if user is not None:
+                own_tree(directory, os.geteuid(), os.getegid())
 
     def _past_timeout(self, cell: Cell) -> Callable[[int, float], bool]:
         """Whether a running cell has used up its timeout, in its clock's seconds (see CellClock.elapsed)."""
@@ -227,11 +274,20 @@ class LocalExecutor(Executor):
 
 @dataclass(frozen=True)
 class CellUser:
-    """The unprivileged account a root harness runs its cells as."""
+    """The unprivileged account a root harness runs a cell as: its uid, its primary group and its supplementary
+    groups (a private uid's is the group cells reach the installation through)."""
 
     name: str
     uid: int
     gid: int
+    groups: tuple[int, ...] = ()
+    #: The group whose ACL entry opens the installation to these cells; None: the user's own entry.
+    reach_group = None
+
+    @contextlib.contextmanager
+    def claim(self) -> Iterator[CellUser]:
+        """A named user is every cell's."""
+        yield self
 
     def env(self, home: Path) -> dict[str, str]:
         """Whom the launcher becomes, and a home the cell may write for its libraries' caches (datasets' Arrow
@@ -239,7 +295,7 @@ class CellUser:
         spec checks looked in, and the edgebench cache with the checkpoints the harness readied (ready_inputs)."""
         cache = home / ".cache"
         return {
-            ENV_RUN_AS: f"{self.uid}:{self.gid}",
+            ENV_RUN_AS: ":".join([str(self.uid), str(self.gid), ",".join(map(str, self.groups))]),
             "HOME": str(home),
             "USER": self.name,
             "LOGNAME": self.name,
@@ -250,13 +306,18 @@ class CellUser:
         }
 
 
-@contextlib.contextmanager
-def _closing_fd(fd: int | None) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        if fd is not None:
-            os.close(fd)
+@dataclass(frozen=True)
+class PrivateUids:
+    """The default for a root harness: each cell a uid of its own, claimed while it runs (harness.cell_uids), in a
+    private group of the same number and in the cells' group, through which it reaches the installation."""
+
+    name: str = DEFAULT_CELL_USER
+    reach_group: int = cell_uids.CELL_GID
+
+    @contextlib.contextmanager
+    def claim(self) -> Iterator[CellUser]:
+        with cell_uids.claimed() as uid:
+            yield CellUser(f"edgebench-{uid}", uid, uid, (self.reach_group,))
 
 
 def own_state_dir(directory: Path, user: CellUser | None) -> None:
@@ -264,23 +325,32 @@ def own_state_dir(directory: Path, user: CellUser | None) -> None:
     left in it, given to the cell user (the harness keeps the run directory itself)."""
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
-    if user is None:
-        return
-    for path in [directory, *directory.iterdir()]:
-        os.lchown(path, user.uid, user.gid)
+    if user is not None:
+        own_tree(directory, user.uid, user.gid)
 
 
-def cell_user() -> CellUser | None:
-    """Whom cells run as: None (the harness's own user) unless the harness is root; root only when named."""
+def own_tree(directory: Path, uid: int, gid: int) -> None:
+    """Give a directory and everything in it (links themselves, never followed) to uid:gid."""
+    os.lchown(directory, uid, gid)
+    for root, dirs, files in os.walk(directory):
+        for name in [*dirs, *files]:
+            os.lchown(os.path.join(root, name), uid, gid)
+
+
+def cell_user() -> CellUser | PrivateUids | None:
+    """Whom cells run as: None (the harness's own user) unless the harness is root; a private uid each unless
+    --cell-user names a user; root only when named."""
     if os.geteuid() != 0:
         return None
-    name = os.environ.get(ENV_CELL_USER) or DEFAULT_CELL_USER
+    name = os.environ.get(ENV_CELL_USER)
+    if not name:
+        cell_uids.check_group()
+        return PrivateUids()
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
-        flag = f"--cell-user {name}" if name == os.environ.get(ENV_CELL_USER) else f"the default cell user {name}"
         raise UserError(
-            f"{flag}: no such user here; create it or name an unprivileged user with --cell-user "
+            f"--cell-user {name}: no such user here; create it or name an unprivileged user with --cell-user "
             "(root: cells run as root, able to lift their own caps)"
         ) from None
     return None if entry.pw_uid == 0 else CellUser(name, entry.pw_uid, entry.pw_gid)
@@ -293,28 +363,45 @@ def cache_paths() -> list[Path]:
 
 @contextlib.contextmanager
 def private_home(user: CellUser) -> Iterator[Path]:
-    """A fresh home that only the cell's user may write, removed with whatever the cell left in it."""
-    home = Path(tempfile.mkdtemp(prefix=f"{HOME_PREFIX}{os.getpid()}-", dir=homes_root()))
+    """A fresh home that only the cell's user may enter, in a private directory of root's that also holds its
+    sandbox's layers; removed, with whatever the cell left in either, after it."""
+    CELLS_ROOT.mkdir(parents=True, exist_ok=True)
+    os.chmod(CELLS_ROOT, 0o711)  # cells pass through to their own home, and list nothing
+    private = Path(tempfile.mkdtemp(prefix=f"{HOME_PREFIX}{os.getpid()}-", dir=CELLS_ROOT))
     try:
+        os.chmod(private, 0o711)
+        home = private / "home"
+        home.mkdir(mode=0o700)
         os.chown(home, user.uid, user.gid)
         yield home
     finally:
-        shutil.rmtree(home, ignore_errors=True)
-
-
-def homes_root() -> Path:
-    """Where private homes go: the temp directory, unless others cannot pass through it (a Ray node's
-    TMPDIR is the raylet's private scratch), then /tmp."""
-    temp = Path(tempfile.gettempdir())
-    return temp if all(p.stat().st_mode & 0o001 for p in (temp, *temp.parents)) else Path("/tmp")
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def sweep_homes() -> None:
-    """Remove the private homes of harnesses that died (SIGKILLed) before they could."""
-    for home in homes_root().glob(f"{HOME_PREFIX}*"):
-        pid = home.name.removeprefix(HOME_PREFIX).partition("-")[0]
+    """Remove the private directories of harnesses that died (SIGKILLed) before they could."""
+    for private in CELLS_ROOT.glob(f"{HOME_PREFIX}*"):
+        pid = private.name.removeprefix(HOME_PREFIX).partition("-")[0]
         if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(home, ignore_errors=True)
+            shutil.rmtree(private, ignore_errors=True)
+
+
+def sandbox_unavailable() -> str | None:
+    """Why this host cannot give cells their sandbox (devices.sandbox), asked of the real launcher once; None
+    when it can."""
+    CELLS_ROOT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sandbox-check-", dir=CELLS_ROOT) as layers:
+        try:
+            check = subprocess.run(
+                module_argv("devices.launch", "--", "true"),
+                env=cell_env({ENV_SANDBOX: layers}),
+                capture_output=True,
+                timeout=PROBE_TIMEOUT_S,
+                cwd=SAFE_CWD,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            return str(exc)
+    return None if check.returncode == 0 else _last_line(check.stderr) or f"exit {check.returncode}"
 
 
 def ready_inputs(params: WorkloadParams) -> set[str]:
@@ -330,9 +417,9 @@ def ready_inputs(params: WorkloadParams) -> set[str]:
     return {path for path in paths if os.path.exists(path)}
 
 
-def check_cell_user(user: CellUser, paths: list[str]) -> None:
-    """Run PROBE as the cell user: a UserError naming what it cannot use, so that a run refuses at once rather
-    than recording every cell as an error."""
+def check_cell_user(user: CellUser, paths: list[str], named: str) -> None:
+    """Run PROBE as the cell user: a UserError naming what it (`named` in the message) cannot use, so that a run
+    refuses at once rather than recording every cell as an error."""
     with private_home(user) as home:
         try:
             probe = subprocess.run(
@@ -340,23 +427,25 @@ def check_cell_user(user: CellUser, paths: list[str]) -> None:
                 env=cell_env(user.env(home)),
                 user=user.uid,
                 group=user.gid,
-                extra_groups=[],
+                extra_groups=list(user.groups),
                 capture_output=True,
                 timeout=PROBE_TIMEOUT_S,
             )
         except (OSError, subprocess.SubprocessError) as exc:
-            raise UserError(_refusal(user, f"run {sys.executable} ({exc})")) from None
+            raise UserError(_refusal(named, f"run {sys.executable} ({exc})")) from None
     if probe.returncode != 0:
-        raise UserError(_refusal(user, f"run this installation ({_last_line(probe.stderr)})"))
+        raise UserError(_refusal(named, f"run this installation ({_last_line(probe.stderr)})"))
     unreadable = [path for path in probe.stdout.decode().split("\0") if path]
     if unreadable:
-        raise UserError(_refusal(user, f"read {unreadable[0]}"))
+        raise UserError(_refusal(named, f"read {unreadable[0]}"))
 
 
-def _refusal(user: CellUser, what: str) -> str:
+def _refusal(named: str, what: str) -> str:
+    """`named`: the user cells run as, or the default (a private uid each), which anyone may read as."""
+    who = "others" if named == DEFAULT_CELL_USER else named
     return (
-        f"cells run as {user.name} when edgebench runs as root, and {user.name} cannot {what}; make it readable "
-        f"by {user.name} (and every directory above it searchable by {user.name}), or name another user "
+        f"cells run as {named} when edgebench runs as root, and {who} cannot {what}; make it readable "
+        f"by {who} (and every directory above it searchable by {who}), or name another user "
         "with --cell-user (root: cells run as root, able to lift their own caps)"
     )
 
