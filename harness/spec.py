@@ -20,6 +20,7 @@ from devices.speed import DEFAULT_CLOCK, CellClock, Clock, ClockError, HostSpeed
 from harness.cells import Cell, content_hash, device_identity, planned_cell
 from harness.errors import UserError
 from harness.limits import MAX_CELLS, check_matrix_size, one_line, read_yaml
+from harness.prepare_results import NAME_PATTERN
 from harness.resolve import Arm, LargestFitting
 from workloads.checks import check_params
 from workloads.flops import step_flops, step_seconds
@@ -46,7 +47,7 @@ class Spec(BaseModel):
 
     name: str = Field(
         "edgebench",
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+        pattern=NAME_PATTERN,
         description="letters, digits, '.', '_' and '-': it names the default run directory, results/<name>",
     )
     description: str = ""
