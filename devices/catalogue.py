@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from importlib import resources
-from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
 from devices.profile import DeviceProfile
 
+#: The usual name of a user's device file; read only when a spec names it (`device_files: [devices.yaml]`).
 USER_FILE = "devices.yaml"
 
 
@@ -17,21 +18,16 @@ class CatalogueError(ValueError):
     """A device file that cannot be read, or a device name that is not known."""
 
 
-def _load_file(text: str, origin: str, known: dict[str, DeviceProfile] | None = None) -> dict[str, DeviceProfile]:
-    """The profiles of one file; an entry's `like:` may name one of `known` or one defined earlier in the file."""
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise CatalogueError(f"{origin}{where}: not valid YAML; fix the syntax there") from None
-    entries = data.get("devices") if isinstance(data, dict) else None
+def _profiles(data: Any, origin: str, known: dict[str, DeviceProfile] | None = None) -> dict[str, DeviceProfile]:
+    """The profiles of one parsed device file; an entry's `like:` may name one of `known` or one defined earlier
+    in the file."""
+    entries = (data or {}).get("devices") if isinstance(data, dict) or data is None else None
     if not isinstance(entries, list):
         raise CatalogueError(f"{origin}: expected a top-level `devices:` list of profiles")
     profiles: dict[str, DeviceProfile] = {}
     for i, entry in enumerate(entries):
-        profiles_entry = parse_profile(entry, f"{origin}: devices[{i}]", {**(known or {}), **profiles})
-        profiles[profiles_entry.name] = profiles_entry
+        profile = parse_profile(entry, f"{origin}: devices[{i}]", {**(known or {}), **profiles})
+        profiles[profile.name] = profile
     return profiles
 
 
@@ -60,16 +56,13 @@ def _like(entry: dict, where: str, catalogue: dict[str, DeviceProfile]) -> dict:
     return {**base, **{k: v for k, v in entry.items() if k != "like"}}
 
 
-def load_catalogue(extra_files: list[Path] | None = None) -> dict[str, DeviceProfile]:
-    """Built-in devices, overridden or extended by the given user files (in order)."""
+def load_catalogue(documents: list[tuple[str, Any]] | None = None) -> dict[str, DeviceProfile]:
+    """Built-in devices, overridden or extended by the given device files, each as (its name, its parsed YAML),
+    in order. The caller reads them (harness.limits.read_yaml: bounded in size, aliases and depth)."""
     text = resources.files("devices").joinpath("catalogue.yaml").read_text()
-    profiles = _load_file(text, "devices/catalogue.yaml")
-    for path in extra_files or []:
-        try:
-            user_text = Path(path).read_text()
-        except OSError as exc:
-            raise CatalogueError(f"{path}: cannot read device file ({exc.strerror})") from None
-        profiles.update(_load_file(user_text, str(path), profiles))
+    profiles = _profiles(yaml.safe_load(text), "devices/catalogue.yaml")
+    for origin, data in documents or []:
+        profiles.update(_profiles(data, origin, profiles))
     return profiles
 
 
@@ -78,5 +71,6 @@ def resolve_device(name: str, catalogue: dict[str, DeviceProfile]) -> DeviceProf
         return catalogue[name]
     known = ", ".join(sorted(catalogue))
     raise CatalogueError(
-        f"unknown device {name!r}; use one of: {known} (or define it in {USER_FILE} next to the spec)"
+        f"unknown device {name!r}; use one of: {known} "
+        f"(or define it in {USER_FILE} and add `device_files: [{USER_FILE}]` to the spec)"
     )

@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from harness.errors import UserError
 
 #: Cells a spec may expand to unless the user lifts it (`edgebench run --max-cells N`).
@@ -15,6 +17,9 @@ MAX_CELLS = 10_000
 #: Values (scalars, lists, mappings, counted as often as aliases repeat them) and nesting levels of a spec.
 MAX_VALUES = 100_000
 MAX_DEPTH = 50
+#: Bytes of a YAML file the harness reads (a spec, a device file): the largest shipped spec is a few kilobytes, and
+#: reading is bounded so that a file of gigabytes (or a device such as /dev/zero) cannot fill the harness's memory.
+MAX_DOCUMENT_BYTES = 1 << 20
 #: Past this many cells a count is no longer worth printing (nor a --max-cells that lifts it: nothing runs that many).
 COUNTED_CELLS = 10**9
 #: Characters of a rejection: it echoes the user's values, which may be a megabyte string.
@@ -47,6 +52,36 @@ def check_matrix_size(blocks: list[dict[str, Any]], device_count: int, origin: P
         )
 
 
+def read_yaml(path: Path, kind: str, missing: str) -> Any:
+    """The parsed YAML document at `path` (`kind`: "spec file", "device file"), refused in one line when it cannot
+    be read, is over MAX_DOCUMENT_BYTES, cannot be parsed or is too big or deep to hold; `missing` is the fix for a
+    file that does not exist."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_DOCUMENT_BYTES + 1)
+    except FileNotFoundError:
+        raise UserError(f"{kind} {path} not found; {missing}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {kind} {path} ({exc.strerror})") from None
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise UserError(f"{path}: over {MAX_DOCUMENT_BYTES >> 20} MiB, too big for a {kind}; point at the right file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: byte {exc.start} is not UTF-8 text; save the {kind} as UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise UserError(f"{path}{where}: invalid YAML ({problem}); fix the syntax there") from None
+    except RecursionError:
+        raise too_deep(path) from None
+    check_document(data, path)
+    return data
+
+
 def check_document(data: Any, origin: Path | str) -> None:
     """Refuse a parsed document that is too big or too deep to handle, counting repeated aliases each time
     (the "billion laughs": a few lines of anchors that expand to billions of values). Stops at the limit, so
@@ -58,7 +93,7 @@ def check_document(data: Any, origin: Path | str) -> None:
         if values > MAX_VALUES:
             raise UserError(
                 f"{origin}: the document holds over {MAX_VALUES:,} values (YAML aliases repeat theirs); "
-                "write the spec out without aliases of aliases"
+                "write the file out without aliases of aliases"
             )
         if depth > MAX_DEPTH:
             raise too_deep(origin)
@@ -68,7 +103,7 @@ def check_document(data: Any, origin: Path | str) -> None:
 
 def too_deep(origin: Path | str) -> UserError:
     """The one refusal of deep nesting, whether the parser (its stack exhausted) or check_document finds it."""
-    return UserError(f"{origin}: values nested over {MAX_DEPTH} levels deep; flatten the spec")
+    return UserError(f"{origin}: values nested over {MAX_DEPTH} levels deep; flatten the file")
 
 
 def one_line(message: str) -> str:

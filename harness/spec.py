@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from devices.catalogue import USER_FILE, CatalogueError, load_catalogue, parse_profile, resolve_device
@@ -20,7 +19,8 @@ from devices.roofline import host_bandwidth
 from devices.speed import DEFAULT_CLOCK, CellClock, Clock, ClockError, HostSpeed, host_speed, plan_clock
 from harness.cells import Cell, content_hash, device_identity, planned_cell
 from harness.errors import UserError
-from harness.limits import MAX_CELLS, check_document, check_matrix_size, one_line, too_deep
+from harness.limits import MAX_CELLS, check_matrix_size, one_line, read_yaml
+from harness.prepare_results import NAME_PATTERN
 from harness.resolve import Arm, LargestFitting
 from workloads.checks import check_params
 from workloads.flops import step_flops, step_seconds
@@ -47,7 +47,7 @@ class Spec(BaseModel):
 
     name: str = Field(
         "edgebench",
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+        pattern=NAME_PATTERN,
         description="letters, digits, '.', '_' and '-': it names the default run directory, results/<name>",
     )
     description: str = ""
@@ -122,6 +122,7 @@ class LoadedSpec:
         clocks: dict[str, CellClock] | None = None,
         duplicates: dict[str, int] | None = None,
         arms: list[Arm] | None = None,
+        ignored: str | None = None,
     ) -> None:
         self.spec = spec
         self.path = path
@@ -132,14 +133,17 @@ class LoadedSpec:
         self.clocks = clocks or {}  # device name -> the clock of its cells
         self.duplicates = duplicates or {}  # cell id -> times listed, for cells the matrix lists more than once
         self.arms = arms or []  # workloads whose model is the largest that fits (harness.resolve), per device
+        self.ignored = ignored  # the note on a devices.yaml beside the spec that the spec does not name
 
-    def duplicate_note(self) -> str | None:
-        """One line for the user when matrix blocks overlap: their cells are merged, not run twice."""
-        if not self.duplicates:
-            return None
-        labels = {c.id: c.label for c in self.cells}
-        listed = some_of([f"{labels[cell_id]} (x{count})" for cell_id, count in self.duplicates.items()])
-        return f"the matrix lists a cell more than once; each runs once: {listed}"
+    def notes(self) -> list[str]:
+        """Lines for the user about how the spec was read: a devices.yaml beside it that it does not name (not
+        read), and matrix blocks that overlap (their cells are merged, not run twice)."""
+        notes = [self.ignored] if self.ignored else []
+        if self.duplicates:
+            labels = {c.id: c.label for c in self.cells}
+            listed = some_of([f"{labels[cell_id]} (x{count})" for cell_id, count in self.duplicates.items()])
+            notes.append(f"the matrix lists a cell more than once; each runs once: {listed}")
+        return notes
 
     def cells_for(self, device_names: list[str] | None) -> list[Cell]:
         """The cells of some devices only (a compose service's slice); all cells when none are named."""
@@ -229,26 +233,8 @@ def load_spec(path: str | Path | None, max_cells: int = MAX_CELLS) -> LoadedSpec
 
 def read_spec(spec_path: Path) -> Any:
     """The parsed YAML document of a spec file, refused when it cannot be read, parsed or held."""
-    try:
-        text = spec_path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        shipped = ", ".join(shipped_specs())
-        raise UserError(f"spec file {spec_path} not found; pass the path of a YAML spec or a shipped one ({shipped})") from None
-    except OSError as exc:
-        raise UserError(f"cannot read spec {spec_path} ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{spec_path}: byte {exc.start} is not UTF-8 text; save the spec as UTF-8") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise UserError(f"{spec_path}{where}: invalid YAML ({problem}); fix the syntax there") from None
-    except RecursionError:
-        raise too_deep(spec_path) from None
-    check_document(data, spec_path)
-    return data
+    shipped = ", ".join(shipped_specs())
+    return read_yaml(spec_path, "spec file", f"pass the path of a YAML spec or a shipped one ({shipped})")
 
 
 def _load_spec(spec_path: Path, max_cells: int) -> LoadedSpec:
@@ -286,7 +272,16 @@ def _load_spec(spec_path: Path, max_cells: int) -> LoadedSpec:
     unique, duplicates = merge_duplicates(cells)
     check_warmups(unique, list(arms.values()), spec_path)
     return LoadedSpec(
-        spec, str(spec_path), devices, unique, spec_hash(spec, devices), host, clocks, duplicates, list(arms.values())
+        spec,
+        str(spec_path),
+        devices,
+        unique,
+        spec_hash(spec, devices),
+        host,
+        clocks,
+        duplicates,
+        list(arms.values()),
+        ignored_device_file(spec, spec_path),
     )
 
 
@@ -367,13 +362,29 @@ def plan_clocks(
         raise UserError(f"{origin}: clock: {exc}") from None
 
 
+def device_catalogue(files: list[Path], missing: str) -> dict[str, DeviceProfile]:
+    """The built-in devices, then each device file in order, each read with a spec's limits (size, aliases,
+    depth); `missing` is the fix for a file that does not exist."""
+    documents = [(str(f), read_yaml(f, "device file", missing)) for f in files]
+    try:
+        return load_catalogue(documents)
+    except CatalogueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def ignored_device_file(spec: Spec, spec_path: Path) -> str | None:
+    """A note when a devices.yaml lies beside the spec but the spec does not name it: it is not read (whoever
+    can write beside a spec must not redefine its devices), and the note says how to read it."""
+    beside = spec_path.parent / USER_FILE
+    if not beside.is_file() or beside.resolve() in {(spec_path.parent / f).resolve() for f in spec.device_files}:
+        return None
+    return f"{beside} is not read: the spec does not name it; to use its devices, add `device_files: [{USER_FILE}]`"
+
+
 def _resolve_devices(spec: Spec, spec_path: Path) -> list[DeviceProfile]:
     files = [spec_path.parent / f for f in spec.device_files]
-    beside = spec_path.parent / USER_FILE
-    if beside.exists() and beside not in files:
-        files.insert(0, beside)
+    catalogue = device_catalogue(files, "fix device_files in the spec (paths are relative to the spec)")
     try:
-        catalogue = load_catalogue(files)
         devices = [
             parse_profile(entry, f"{spec_path}: devices[{i}]", catalogue)
             if isinstance(entry, dict)

@@ -29,7 +29,7 @@ from reports.selection import format_value
 from reports.style import METHOD_COLOURS, MIB, count_of, format_params, method_label
 from reports.summary import DeviceHeadline, device_headlines
 from reports.table import CellRow, cell_rows, rows_csv
-from reports.validity import invalid_cells, remote_code_cells, unchecked_cells
+from reports.validity import invalid_cells, remote_code_cells, soft_cap_cells, unchecked_cells
 from workloads.registry import truncation
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -108,6 +108,7 @@ def render_html(
         "invalid": invalid_cells(run),
         "unchecked": unchecked_cells(run),
         "remote_code": remote_code_cells(run),
+        "soft_cap": soft_cap_cells(run),
         "prediction_problems": run.predictions.problems,
         "headlines": headlines,
         "accuracy": accuracy,

@@ -1,13 +1,14 @@
 """What a report cannot vouch for, named rather than averaged in: invalid cells (left out of every headline, with
-the checks they failed), cells recorded before some checks existed (valid as far as their facts go), and cells
-that ran a model's own Python code (`trust_remote_code`)."""
+the checks they failed), cells recorded before some checks existed (valid as far as their facts go), cells whose
+memory cap was not the kernel's (the rlimit fallback), and cells that ran a model's own Python code
+(`trust_remote_code`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from harness.records import CellRecord
+from harness.records import CellRecord, cap_by_kernel
 from reports.rundata import RunData, cell_label
 from reports.style import count_of
 
@@ -49,3 +50,9 @@ def remote_code_cells(run: RunData) -> list[str]:
     """Cells that let the model's repository run its own Python code in the cell (the spec set
     trust_remote_code): whatever that code did is part of the result."""
     return [cell_label(r) for r in run.records if r.params.trust_remote_code]
+
+
+def soft_cap_cells(run: RunData) -> list[Flagged]:
+    """Cells whose memory cap was not the kernel's, by enforcement: the rlimit fallback caps each process's address
+    space, so their peaks and out-of-memory outcomes are not a device's (invalid too, but said on their own)."""
+    return flagged((r for r in run.records if not cap_by_kernel(r)), lambda r: [r.enforcement])

@@ -7,6 +7,9 @@ from pydantic import ValidationError
 
 from devices.catalogue import CatalogueError, load_catalogue, resolve_device
 from devices.profile import DeviceProfile, format_bytes, parse_bytes
+from harness.cli import main
+from harness.commands.devices import user_catalogue
+from harness.errors import UserError
 
 
 @pytest.mark.parametrize(
@@ -57,7 +60,7 @@ def test_catalogue_has_real_devices_with_sources():
 def test_user_file_extends_and_overrides(tmp_path):
     user = tmp_path / "devices.yaml"
     user.write_text("devices:\n  - {name: my-board, memory: 3GiB, cpus: 2}\n  - {name: rpi-zero-2w, memory: 256MiB}\n")
-    catalogue = load_catalogue([user])
+    catalogue = user_catalogue([user])
     assert catalogue["my-board"].memory_bytes == 3 * 1024**3
     assert catalogue["rpi-zero-2w"].memory_bytes == 256 * 1024**2
 
@@ -70,8 +73,8 @@ def test_unknown_device_names_the_known_ones():
 def test_bad_user_file_names_the_field(tmp_path):
     user = tmp_path / "devices.yaml"
     user.write_text("devices:\n  - {name: x, memory: -1GB}\n")
-    with pytest.raises(CatalogueError, match=r"devices\.yaml: devices\[0\]\.memory"):
-        load_catalogue([user])
+    with pytest.raises(UserError, match=r"devices\.yaml: devices\[0\]\.memory"):
+        user_catalogue([user])
 
 
 def test_gpu_memory_is_given_in_bytes_with_units():
@@ -101,8 +104,8 @@ def test_a_gpu_memory_fraction_is_refused_in_one_line_that_names_the_replacement
     """Half of the host's card is no device: the field that meant that is refused, never guessed into bytes."""
     user = tmp_path / "devices.yaml"
     user.write_text("devices:\n  - {name: old-jetson, memory: 4GB, gpu_memory_fraction: 0.5}\n")
-    with pytest.raises(CatalogueError) as caught:
-        load_catalogue([user])
+    with pytest.raises(UserError) as caught:
+        user_catalogue([user])
     message = str(caught.value)
     assert message.startswith(f"{user}: devices[0]: gpu_memory_fraction is no longer read")
     assert "gpu_memory: 4GB" in message and "\n" not in message and "Value error" not in message
@@ -111,3 +114,15 @@ def test_a_gpu_memory_fraction_is_refused_in_one_line_that_names_the_replacement
 def test_an_empty_gpu_memory_fraction_in_a_stored_record_still_loads():
     stored = {"name": "pi", "memory_bytes": 1 << 30, "cpus": 4, "gpu_memory_fraction": None}
     assert DeviceProfile.model_validate(stored) == DeviceProfile(name="pi", memory=1 << 30, cpus=4)
+
+
+def test_devices_lists_a_devices_yaml_of_the_current_directory_only_when_given(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "devices.yaml").write_text("devices:\n  - {name: my-board, memory: 3GiB, cpus: 2}\n")
+    assert main(["devices", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "my-board" not in captured.out
+    assert captured.err == "edgebench: note: ./devices.yaml is not read; pass --file devices.yaml to use its devices\n"
+    assert main(["devices", "--json", "--file", "devices.yaml"]) == 0
+    captured = capsys.readouterr()
+    assert "my-board" in captured.out and captured.err == ""

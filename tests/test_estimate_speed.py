@@ -65,7 +65,7 @@ def test_estimate_predicts_step_time_from_device_gflops():
 def test_estimate_on_a_device_without_throughput_predicts_no_time(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "devices.yaml").write_text("devices:\n  - {name: my-board, memory: 3GiB, cpus: 2}\n")
-    args = ["estimate", "--device", "my-board", "--model", "opt-1m", "--method", "mezo"]
+    args = ["estimate", "--device", "my-board", "--file", "devices.yaml", "--model", "opt-1m", "--method", "mezo"]
     assert main([*args, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["device_gflops"] is None and out["predicted_step_seconds"] is None

@@ -302,7 +302,7 @@ def test_an_alias_bomb_or_deep_nesting_is_refused_in_moments():
     deep: list = []
     for _ in range(10_000):
         deep = [deep]
-    with pytest.raises(UserError, match="nested over 50 levels deep; flatten the spec"):
+    with pytest.raises(UserError, match="nested over 50 levels deep; flatten the file"):
         check_document(deep, "spec.yaml")
     check_document(VALID, "spec.yaml")
 

@@ -74,7 +74,7 @@ def test_estimate_says_when_run_would_refuse_the_device(monkeypatch):
     monkeypatch.setattr(estimate, "host_memory_bytes", lambda: 1 * GB)
     args = argparse.Namespace(
         device="rpi-4-2gb", model="opt-1m", method="mezo", task="synthetic", batch=1, seq=16, dtype="fp32",
-        optimizer="adamw", tuning="full", json=True,
+        optimizer="adamw", tuning="full", json=True, file=[],
     )  # fmt: skip
     result = estimate.estimate(args)
     assert result["host_memory_bytes"] == GB

@@ -30,6 +30,7 @@ devices:
 SPEC = """
 name: t
 clock: host
+device_files: [devices.yaml]
 devices: [lab-board]
 matrix:
   model: opt-1m

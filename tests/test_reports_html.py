@@ -13,6 +13,7 @@ from matplotlib.image import imread
 import reports.plots
 from harness.cli import main
 from harness.errors import UserError
+from harness.records import judged
 from reports.html import write_report
 from reports.plots import PLOT_NAMES, curve_variant
 from reports.rundata import load_run
@@ -419,3 +420,23 @@ def test_records_without_energy_render_as_before_with_a_plain_note(tmp_path):
     assert "accuracy vs device energy (no finished cell of a chosen recipe carries device joules" in report
     assert not (tmp_path / "plot-accuracy-energy.png").exists()
     assert (tmp_path / "plot-accuracy-time.png").exists()
+
+
+def test_cells_under_the_rlimit_fallback_are_flagged_as_not_capped_by_the_kernel(tmp_path, capsys):
+    """The rlimit fallback is a soft cap (issue 26, finding 6): the report says so in its header and in a notice of
+    its own, and `edgebench report` warns, besides leaving the cells out of the headline as invalid."""
+    soft = [judged(make_record(model=m, method="mezo"), enforcement="rlimit") for m in ("opt-1m", "opt-8m")]
+    capped = make_record(model="opt-1m", method="bp")
+    run_dir = write_run(tmp_path / "soft", [*soft, capped], enforcement="rlimit")
+    html = " ".join(write_report(run_dir).read_text().split())
+    assert 'enforcement <strong>rlimit</strong> (<a href="#soft-cap">memory not capped by the kernel</a>)' in html
+    notice = html.split('id="soft-cap">', 1)[1].split("</div>", 1)[0]
+    assert "2 cells ran under the rlimit fallback" in notice and "N child processes get N caps" in notice
+    assert "enforcement rlimit: 2 cells (rpi-4-2gb/opt-1m/mezo" in notice and "/bp" not in notice
+    assert not all(r.validity.valid for r in soft) and "cap_by_kernel" in soft[0].validity.failed
+    assert main(["report", str(run_dir)]) == 0
+    assert "edgebench report: warning: memory not capped by the kernel: enforcement rlimit: 2 cells" in (
+        capsys.readouterr().err
+    )
+    kernel = " ".join(write_report(write_run(tmp_path / "kernel", [capped])).read_text().split())
+    assert 'id="soft-cap"' not in kernel and "not capped by the kernel" not in kernel

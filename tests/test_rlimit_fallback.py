@@ -1,5 +1,6 @@
 """The rlimit fallback is a soft cap (issue 26, finding 6): what a cell leaves in its process group is killed at its
-end, and choosing the fallback is said in the output, as the record's enforcement and validity say it."""
+end, and choosing the fallback is said in the output, the record (its enforcement, a failed validity check) and
+the report (a notice of its own)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from harness import cli
 from harness.executors import local
 from harness.records import cap_by_kernel
 from harness.store import load_records
+from reports.html import write_report
 from tests.helpers import write_spec
 
 #: Its cell runs as the cell user, through the search ACLs test_cell_reach snapshots: not beside that test.
@@ -56,4 +58,5 @@ def test_the_rlimit_fallback_kills_what_a_cell_left_in_its_group_and_says_it_is_
         if alive(child):
             os.kill(child, signal.SIGKILL)
     assert f"edgebench: warning: {local.SOFT_CAP}" in capsys.readouterr().err
-    assert record.enforcement == "rlimit" and not cap_by_kernel(record)
+    assert record.enforcement == "rlimit" and not cap_by_kernel(record) and "cap_by_kernel" in record.validity.failed
+    assert 'id="soft-cap"' in write_report(out).read_text()

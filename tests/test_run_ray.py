@@ -225,6 +225,11 @@ def test_ctrl_c_stops_the_local_cluster_that_edgebench_started(tmp_path):
     wait_for(lambda: runners([harness.pid]), "a cell to start on the local cluster")
     started = processes_under([harness.pid])
     assert any("raylet" in command(p) for p in started)
+    # The cluster listens on every interface: it demands a fresh token, which the cells never inherit.
+    (gcs,) = [p for p in started if "gcs_server" in command(p)]
+    environ = gcs.environ()
+    assert environ["RAY_AUTH_MODE"] == "token" and len(environ["RAY_AUTH_TOKEN"]) == 64
+    assert not [p for p in runners([harness.pid]) if "RAY_AUTH_TOKEN" in p.environ()]
     os.killpg(harness.pid, signal.SIGINT)
     _, stderr = harness.communicate(timeout=WAIT_S)
     assert harness.returncode == 130, stderr[-3000:]

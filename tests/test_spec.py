@@ -51,10 +51,49 @@ def test_device_slices_select_cells_of_the_whole_spec(tmp_path):
         loaded.cells_for(["nope"])
 
 
-def test_devices_yaml_next_to_the_spec_is_read(tmp_path):
+def test_a_device_file_the_spec_names_is_read(tmp_path):
     write(tmp_path, "devices:\n  - {name: lab-board, memory: 700MB, cpus: 1}\n", "devices.yaml")
-    loaded = load_spec(write(tmp_path, GOOD.replace("rpi-zero-2w", "lab-board")))
-    assert loaded.devices[0].memory_bytes == 700_000_000
+    text = GOOD.replace("rpi-zero-2w", "lab-board") + "device_files: [devices.yaml]\n"
+    loaded = load_spec(write(tmp_path, text))
+    assert loaded.devices[0].memory_bytes == 700_000_000 and loaded.notes() == []
+
+
+def test_a_devices_yaml_beside_a_spec_that_does_not_name_it_is_not_read_and_a_note_says_so(tmp_path):
+    """Whoever can write beside a spec must not redefine its devices: a catalogue device keeps its caps."""
+    write(tmp_path, "devices:\n  - {name: rpi-zero-2w, memory: 64GB, cpus: 64}\n", "devices.yaml")
+    loaded = load_spec(write(tmp_path, GOOD))
+    assert loaded.devices[0].memory_bytes == 512 * 1000**2
+    (note,) = loaded.notes()
+    assert note == (
+        f"{tmp_path / 'devices.yaml'} is not read: the spec does not name it; "
+        "to use its devices, add `device_files: [devices.yaml]`"
+    )
+    with pytest.raises(UserError, match="unknown device 'lab-board'.*device_files"):
+        load_spec(write(tmp_path, GOOD.replace("rpi-zero-2w", "lab-board"), "lab.yaml"))
+
+
+def _bomb() -> str:
+    """Nine levels of nine aliases each: 9**9 values from a few lines."""
+    anchors = ["&a0 [0, 0, 0, 0, 0, 0, 0, 0, 0]"] + [f"&a{n} [{', '.join([f'*a{n - 1}'] * 9)}]" for n in range(1, 8)]
+    return f"devices:\n  - {{name: b, memory: 1GB, x: [{', '.join(anchors)}], y: [{', '.join(['*a7'] * 9)}]}}\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (_bomb(), "over 100,000 values"),
+        ("devices: " + "[" * 60 + "]" * 60 + "\n", "nested over 50 levels deep"),
+        ("devices: []\n#" + "x" * (1 << 20) + "\n", "over 1 MiB, too big for a device file"),
+        (None, "device file .* not found; fix device_files in the spec"),
+    ],
+    ids=["alias-bomb", "deep", "huge", "missing"],
+)
+def test_a_named_device_file_has_the_limits_of_a_spec(tmp_path, content, problem):
+    if content is not None:
+        write(tmp_path, content, "devices.yaml")
+    with pytest.raises(UserError, match=problem) as caught:
+        load_spec(write(tmp_path, GOOD + "device_files: [devices.yaml]\n"))
+    assert "\n" not in str(caught.value)
 
 
 def test_default_spec_loads():
@@ -83,7 +122,7 @@ def test_specs_that_make_accuracy_claims_score_whole_splits_at_log_spaced_times(
     ("text", "message"),
     [
         ("devices: [rpi-zero-2w\nmatrix: {model: [opt-1m]}\n", r"spec\.yaml line \d+.*invalid YAML"),
-        (GOOD.replace("rpi-zero-2w,", "rpi-99,"), r"unknown device 'rpi-99'.*devices\.yaml next to the spec"),
+        (GOOD.replace("rpi-zero-2w,", "rpi-99,"), r"unknown device 'rpi-99'.*`device_files: \[devices\.yaml\]`"),
         (GOOD.replace("memory: 3GiB", "memory: -3GiB"), r"devices\[1\]\.memory.*positive"),
         (GOOD.replace("memory: 3GiB", "memory: 0"), r"devices\[1\]\.memory.*positive"),
         (GOOD.replace("batch: 4", "batchsize: 4"), r"matrix: unknown axis 'batchsize'; axes are: model"),

@@ -45,7 +45,7 @@ def test_a_bare_pi_slows_to_its_sustained_speed_and_a_fanned_one_does_not(tmp_pa
     require_kernel_caps()
     (tmp_path / "devices.yaml").write_text(DEVICES)
     text = opt_1m_spec("thermal", "[pi4-bare, pi4-fan]", "[mezo]").replace("max_steps: 2", "max_steps: null")
-    text = text.replace("timeout_s: 300", "timeout_s: 90000\nclock: device-scaled") + f"  max_seconds: {HOURS * 3600}\n"
+    text = text.replace("timeout_s: 300", "timeout_s: 90000\nclock: device-scaled\ndevice_files: [devices.yaml]") + f"  max_seconds: {HOURS * 3600}\n"
     records = {r.device.name: r for r in run_spec(tmp_path, text)}
     bare, fan = records["pi4-bare"], records["pi4-fan"]
     for record in (bare, fan):

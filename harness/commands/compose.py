@@ -11,7 +11,10 @@ ended error or timeout exits 3 and so stops the devices after it too, its record
 report.html there once every device service has succeeded. Every service, helpers included, has a
 memory limit without swap and the hardening of every edgebench container (an unprivileged user, no
 capabilities, no-new-privileges, a read-only root, no network); `prepare` alone runs as uid 0, with
-two capabilities back, to hand the results folder to that user.
+two capabilities back, to hand the results folder to that user, as a Python program given its values in its
+environment (no shell reads them). Besides the results and the cache, a device container mounts read-only only
+the files the spec reads (itself, its device files, task files and model folders), never the whole directory
+with its `.env` and `.git`.
 The committed docker-compose.yml is this command's output for the default spec.
 """
 
@@ -35,6 +38,7 @@ from devices.caps.container import (
 )
 from devices.speed import ENV_HOST_SPEED
 from harness.errors import UserError
+from harness.prepare_results import ENV_OWNER, ENV_RUN
 from harness.runinfo import ENV_SLICE_AFTER
 from harness.spec import LoadedSpec, load_spec
 
@@ -43,8 +47,11 @@ HELP = "write a docker-compose file (one service per device) for a spec"
 IMAGE = "${EDGEBENCH_IMAGE:-edgebench}"
 # The image's non-root user; EDGEBENCH_USER=$(id -u):$(id -g) gives the results to whoever runs compose.
 USER = f"${{EDGEBENCH_USER:-{CONTAINER_USER}}}"
-RESULTS = "/results/${EDGEBENCH_RUN:-%s}"
-# The directory of the compose file, read-only: a spec given by path (and its device files) is read there.
+RUN = "${EDGEBENCH_RUN:-%s}"
+RESULTS_MOUNT = "/results"
+RESULTS = f"{RESULTS_MOUNT}/{RUN}"
+# Where a device container sees the files the spec reads (read-only, each at its path relative to the compose
+# file's directory): its working directory, so relative paths in the spec resolve as they do here.
 PROJECT = "/project"
 # The helpers' memory limits (no swap either): `prepare` runs sh, mkdir and chown; `report` peaked at 185 MB
 # RSS on a 500-cell run and on the 93-cell paper-fit reference run alike (its imports, not the records).
@@ -57,8 +64,9 @@ HEADER = """\
 # ./results/{run}/report.html.
 # Every service has a memory limit without swap, no network, no capabilities, no-new-privileges and a
 # read-only root, and runs as EDGEBENCH_USER; `prepare` alone runs as uid 0 with CHOWN and DAC_OVERRIDE,
-# to hand it the results. Environment (or .env): EDGEBENCH_SPEC (a spec path under this directory),
-# EDGEBENCH_RUN (results subdirectory), EDGEBENCH_IMAGE, EDGEBENCH_USER (uid:gid that owns the results).
+# to hand it the results (no shell: it checks its values). Device containers mount read-only only the files
+# the spec reads. Environment (or .env): EDGEBENCH_RUN (results subdirectory), EDGEBENCH_IMAGE,
+# EDGEBENCH_USER (uid:gid that owns the results). For another spec, generate its own file.
 """
 
 
@@ -89,45 +97,67 @@ def run_name(loaded: LoadedSpec) -> str:
 
 
 def _spec_argument(spec: str | None) -> str:
-    """The spec as the containers see it: relative to this directory (mounted at /project), or '' for the default."""
-    if not spec:
-        return ""
-    relative = os.path.relpath(Path(spec).resolve(), Path.cwd())
+    """The spec as the containers see it: relative to this directory, or '' for the default."""
+    return _inside(spec) if spec else ""
+
+
+def _inside(path: str | Path) -> str:
+    """`path` relative to this directory, the compose file's, which is all a container can be given."""
+    relative = os.path.relpath(Path(path).resolve(), Path.cwd())
     if relative.startswith(".."):
         raise UserError(
-            f"spec {spec} is outside the current directory, which the containers mount; "
-            "run `edgebench compose` from a directory that holds the spec"
+            f"{path} is outside the current directory, whose files the containers mount; "
+            "run `edgebench compose` from a directory that holds the spec and the files it reads"
         )
     return Path(relative).as_posix()
 
 
-def _common(user: str = USER) -> dict[str, Any]:
+def spec_inputs(loaded: LoadedSpec, spec_arg: str) -> list[str]:
+    """The files and folders a device container reads besides the image: the spec, its device files, and the
+    task files and model folders its workloads name by path, each relative to this directory."""
+    if not spec_arg:
+        return []
+    spec_dir = Path(loaded.path).parent
+    paths = [Path(loaded.path), *(spec_dir / f for f in loaded.spec.device_files)]
+    named = [(c.params.task, c.params.model) for c in loaded.cells]
+    named += [(a.params.task, model) for a in loaded.arms for model in a.candidates]
+    for task, model in named:
+        paths += [Path(task)] if Path(task).is_file() else []
+        paths += [Path(model)] if Path(model).is_dir() else []
+    return sorted({_inside(p) for p in paths})
+
+
+def _common(user: str = USER, inputs: list[str] | None = None) -> dict[str, Any]:
     """Settings every service shares: the image, and every edgebench container's hardening with the results
-    folder and this directory mounted beside the cache volume (fresh lists each time: the YAML has no anchors)."""
+    folder beside the cache volume, and `inputs` read-only under PROJECT, then its working directory (fresh
+    lists each time: the YAML has no anchors)."""
     settings = container_settings(user)
+    mounts = [f"./{path}:{PROJECT}/{path}:ro" for path in inputs or []]
     return {
         "image": IMAGE,
         "build": ".",
         **settings,
-        "volumes": ["./results:/results", f".:{PROJECT}:ro", *settings["volumes"]],
-        "working_dir": PROJECT,
+        "volumes": [f"./results:{RESULTS_MOUNT}", *settings["volumes"], *mounts],
+        **({"working_dir": PROJECT} if inputs else {}),
     }
 
 
-def _prepare(results: str) -> dict[str, Any]:
+def _prepare(run: str) -> dict[str, Any]:
     """Hands the run's folder and the cache volume to USER, the services' user.
 
     The engine creates a missing bind-mount source as root, and a checkout's ./results belongs to whoever
     cloned it: USER may write to neither. Only uid 0 gets capabilities from the engine (an unprivileged
     user's CapEff is empty whatever cap_add says), so this one short step runs as uid 0 with the two it
     uses and no other: CAP_DAC_OVERRIDE to create the folder inside a ./results that uid 0 does not own,
-    CAP_CHOWN to give it away.
+    CAP_CHOWN to give it away. Its values reach it as environment variables of an exec-form command
+    (harness.prepare_results checks them), never through a shell.
     """
     return {
         **_common(user="0:0"),
         "cap_add": ["CHOWN", "DAC_OVERRIDE"],
-        "entrypoint": ["sh", "-c"],
-        "command": [f"mkdir -p {results} && chown {USER} {results} {CACHE_MOUNT}"],
+        "entrypoint": ["python", "-I", "-m", "harness.prepare_results"],
+        "command": [RESULTS_MOUNT, CACHE_MOUNT],
+        "environment": {ENV_RUN: run, ENV_OWNER: USER},
         **memory_limits(PREPARE_MEMORY),
     }
 
@@ -147,8 +177,8 @@ def _planned_speed(loaded: LoadedSpec, device: str) -> dict[str, str]:
 
 def compose_file(loaded: LoadedSpec, spec_arg: str) -> dict[str, Any]:
     results = RESULTS % run_name(loaded)
-    services: dict[str, Any] = {"prepare": _prepare(results)}
-    spec = f"${{EDGEBENCH_SPEC:-{spec_arg}}}"
+    services: dict[str, Any] = {"prepare": _prepare(RUN % run_name(loaded))}
+    inputs = spec_inputs(loaded, spec_arg)
     clash = {d.name for d in loaded.devices} & {"prepare", "report"}
     if clash:
         raise UserError(
@@ -164,11 +194,11 @@ def compose_file(loaded: LoadedSpec, spec_arg: str) -> dict[str, Any]:
     previous: str | None = None
     for device in loaded.devices:
         services[device.name] = {
-            **_common(),
+            **_common(inputs=inputs),
             "depends_on": _after(["prepare", *([previous] if previous else [])]),
             "command": [
                 "run",
-                spec,
+                *([spec_arg] if spec_arg else []),
                 "--device",
                 device.name,
                 "--out",

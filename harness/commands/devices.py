@@ -1,4 +1,4 @@
-"""List the device catalogue (built-in devices plus a devices.yaml in the current directory)."""
+"""List the device catalogue: the built-in devices plus the device files given with --file."""
 
 from __future__ import annotations
 
@@ -10,30 +10,39 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from devices.catalogue import USER_FILE, CatalogueError, load_catalogue
+from devices.catalogue import USER_FILE
 from devices.profile import DeviceProfile, format_bytes
-from harness.errors import UserError
+from harness.spec import device_catalogue
 
 HELP = "list the device catalogue"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--file", action="append", type=Path, default=[], help="extra device YAML file(s)")
+    add_file_argument(parser)
+
+
+def add_file_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--file", action="append", type=Path, default=[], help=f"a device YAML file to read (e.g. {USER_FILE})"
+    )
 
 
 def user_catalogue(files: list[Path] | None = None) -> dict[str, DeviceProfile]:
-    """The built-in devices, then a devices.yaml in the current directory, then `files`: as `run` reads them;
-    a bad device file is bad input."""
-    extra = [*([Path(USER_FILE)] if Path(USER_FILE).exists() else []), *(files or [])]
-    try:
-        return load_catalogue(extra)
-    except CatalogueError as exc:
-        raise UserError(str(exc)) from None
+    """The built-in devices, then `files` (read as `run` reads a spec's device_files)."""
+    return device_catalogue(files or [], "fix the --file path")
+
+
+def note_unread(files: list[Path]) -> None:
+    """A devices.yaml in the current directory is read only when given, as a spec reads one only when it names
+    it: say so (stderr), with the flag that reads it."""
+    if Path(USER_FILE).is_file() and Path(USER_FILE).resolve() not in {f.resolve() for f in files}:
+        print(f"edgebench: note: ./{USER_FILE} is not read; pass --file {USER_FILE} to use its devices", file=sys.stderr)
 
 
 def handle(args: argparse.Namespace) -> int:
-    catalogue = user_catalogue(list(args.file))
+    note_unread(args.file)
+    catalogue = user_catalogue(args.file)
     if args.json:
         print(json.dumps([p.model_dump() for p in catalogue.values()], indent=2))
         return 0

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from devices.catalogue import CatalogueError, resolve_device
 from devices.profile import format_bytes
-from harness.commands.devices import user_catalogue
+from harness.commands.devices import add_file_argument, note_unread, user_catalogue
 from harness.errors import UserError
 from harness.spec import host_capacity_problem, host_memory_bytes
 from workloads.checks import check_params
@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimizer", default="adamw", choices=typing.get_args(Optimizer))
     parser.add_argument("--tuning", default="full", choices=("full", "lora", "head"))
     parser.add_argument("--json", action="store_true", help="print JSON")
+    add_file_argument(parser)
 
 
 def _params(args: argparse.Namespace) -> WorkloadParams:
@@ -73,7 +74,8 @@ def _params(args: argparse.Namespace) -> WorkloadParams:
 
 def estimate(args: argparse.Namespace) -> dict:
     try:
-        device = resolve_device(args.device, user_catalogue())
+        note_unread(args.file)
+        device = resolve_device(args.device, user_catalogue(args.file))
     except CatalogueError as exc:
         raise UserError(str(exc)) from None
     params = _params(args)

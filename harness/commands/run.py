@@ -120,8 +120,7 @@ def handle(args: argparse.Namespace) -> int:
         store = RunStore(args.out, args.device)
         run_info = describe_run(loaded, executor, args.jobs, args.device, loaded.cells)
         done = store.prepare(run_info, fresh=args.fresh, retry_errors=args.retry_errors)
-        note = loaded.duplicate_note()
-        if note:
+        for note in loaded.notes():
             console.print(f"edgebench: note: {note}", markup=False, highlight=False)
         scheduler = Scheduler(executor, store, args.jobs, console)
         records: list[CellRecord] = []

@@ -16,8 +16,10 @@ import hashlib
 import math
 import os
 import queue
+import secrets
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -227,6 +229,8 @@ class RayExecutor(Executor):
         self, run_dir: Path, timeout_s: float, enforcement: str = "auto", checkpoint_s: float | None = None
     ) -> None:
         super().__init__(run_dir, timeout_s, enforcement, checkpoint_s)
+        if not os.environ.get("RAY_ADDRESS"):
+            local_cluster_token()
         try:
             import ray
         except ImportError:
@@ -350,6 +354,19 @@ class RayExecutor(Executor):
         finally:
             if self.connected_here:
                 self.ray.shutdown()
+
+
+def local_cluster_token() -> None:
+    """Token authentication for the local cluster edgebench is about to start, unless the operator chose an auth
+    mode: that cluster runs tasks as this (root) harness, and its GCS, raylet and workers listen on every
+    interface for the whole run (Ray 2.60 here, docs/ray.md), so without a token whoever reaches the machine runs
+    code as root. The token is fresh, held by this process and the cluster's own (cells never inherit RAY_*).
+    Ray reads the mode when it is imported, so a process that imported Ray already keeps Ray's default; Ray
+    releases before 2.52 ignore it."""
+    if "RAY_AUTH_MODE" in os.environ or "ray" in sys.modules:
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
 
 def connect(ray) -> None:
