@@ -39,18 +39,6 @@ THREE_BY_THREE = opt_1m_spec(
 )
 
 
-@pytest.fixture(scope="module")
-def engine():
-    with docker_engine.engine_with_image() as (engine, image):
-        saved = {k: os.environ.get(k) for k in ("DOCKER_HOST", "EDGEBENCH_IMAGE")}
-        os.environ.update(DOCKER_HOST=engine.host, EDGEBENCH_IMAGE=image)
-        try:
-            yield engine
-        finally:
-            for key, value in saved.items():
-                os.environ.pop(key) if value is None else os.environ.update({key: value})
-
-
 def assert_hardened(container, memory: int, user: str = "1000:1000", cap_add: tuple[str, ...] = ()) -> None:
     """What `docker inspect` must show of every edgebench container (issue 15): its memory limit and no swap,
     no network, no capabilities (but `cap_add`), no-new-privileges, a read-only root, an unprivileged user."""

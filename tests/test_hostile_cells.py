@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -68,15 +68,22 @@ HARNESS_RSS_LIMIT = 200 << 20
 
 
 def run_hostile(
-    tmp_path: Path, hostile: str, jobs: int = 2, spec: str = SPEC, flags: tuple[str, ...] = (), out: Path | None = None
+    tmp_path: Path,
+    hostile: str,
+    jobs: int = 2,
+    spec: str = SPEC,
+    flags: tuple[str, ...] = (),
+    out: Path | None = None,
+    launch: Callable[..., subprocess.Popen] = fake_cell_harness,
 ) -> tuple[int, int, str, Path]:
     """The run's exit code, the harness's peak RSS (bytes), its stderr, and the run directory (`out`, else one in
-    tmp_path)."""
-    require_kernel_caps()
+    tmp_path); `launch` starts the harness (tests.test_signals: fake_cell_harness, or fake_docker_harness)."""
+    if launch is fake_cell_harness:
+        require_kernel_caps()
     out = out or tmp_path / "run"
     code = CELL.replace("HOSTILE", hostile)
     argv = ["run", str(write_spec(tmp_path, spec)), "--out", str(out), "--no-report", "--jobs", str(jobs), *flags]
-    harness = fake_cell_harness(code, *argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    harness = launch(code, *argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     stderr = b""
     os.set_blocking(harness.stderr.fileno(), False)
