@@ -13,21 +13,26 @@ container, namespaces and /tmp; docs/docker.md, Hardening).
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 from harness.executors.base import MAX_LINE_BYTES, MAX_LOG_BYTES
 from harness.executors.docker import LABEL
 from harness.store import load_records
+from tests.docker_engine import Compose
 from tests.test_hostile_cells import (
     ATTEMPT,
     BOMB,
+    CELL,
     FORKS,
     ONE_LINE,
     PIDS_SPEC,
+    SPEC,
     STDERR,
     check_contained,
     connected,
@@ -35,7 +40,7 @@ from tests.test_hostile_cells import (
     run_hostile,
     socket_cell,
 )
-from tests.test_signals import fake_docker_harness
+from tests.test_signals import FAKE_CELL_HARNESS, fake_docker_harness
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration]
 
@@ -150,3 +155,54 @@ def attempt():
     code, rss, stderr, out = run_in_docker(engine, tmp_path, hostile)
     assert code == 3, stderr[-2000:]
     check_contained(out, rss, "contained: OSError: [Errno 30] Read-only file system")
+
+
+#: The mezo cell, in a compose device container, tries the results its harness writes there and to become the
+#: harness's user; each try's outcome is its error (an `ok` result says one got through).
+RESULTS_ATTACKER = """
+import json, os, sys
+run = "/results/hostile"
+tries = {}
+for name, act in [
+    ("append", lambda: open(os.path.join(run, "run.one-core.json"), "a").write("forged")),
+    ("create", lambda: open(os.path.join(run, "planted"), "w").close()),
+    ("log", lambda: open(os.path.join(run, "logs", "planted"), "w").close()),
+    ("setuid", lambda: os.setresuid(os.stat(run).st_uid, os.stat(run).st_uid, os.stat(run).st_uid)),
+]:
+    try:
+        act()
+        tries[name] = "done"
+    except OSError as exc:
+        tries[name] = type(exc).__name__
+if "done" in tries.values():
+    print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": tries}), flush=True)
+else:
+    sys.exit("contained: " + json.dumps(tries, sort_keys=True))
+"""
+
+
+def test_a_compose_cell_cannot_write_the_results_its_harness_writes(engine, tmp_path):
+    """Finding 11: on the code before, a device container's cells ran as its harness's user and wrote all four."""
+    compose = Compose(engine, tmp_path, SPEC, "edgebench-hostile")
+    generated = tmp_path / "docker-compose.yml"
+    services = yaml.safe_load(generated.read_text())
+    cell = CELL.replace("HOSTILE", RESULTS_ATTACKER)
+    services["services"]["one-core"]["entrypoint"] = ["python", "-c", FAKE_CELL_HARNESS, cell]
+    generated.write_text(yaml.safe_dump(services))
+    try:
+        up = compose.popen("up")
+        output, _ = up.communicate(timeout=600)
+        exits = {name: c.attrs["State"]["ExitCode"] for name, c in compose.containers().items()}
+    finally:
+        compose.down()
+    assert exits["prepare"] == 0 and exits["one-core"] == 3, f"{exits}\n{output[-3000:]}"  # 3: a cell failed
+    run_dir = tmp_path / "results" / "hostile"
+    records = {r.params.method: r for r in load_records(run_dir)}
+    assert records["inference"].status == "ok", records["inference"].error
+    mezo = records["mezo"]
+    assert mezo.status == "error" and "contained: " in (mezo.error or ""), (mezo.status, mezo.error, mezo.metrics)
+    tries = json.loads(mezo.error.partition("contained: ")[2].splitlines()[0])
+    assert tries == {"append": "PermissionError", "create": "PermissionError", "log": "PermissionError",
+                     "setuid": "PermissionError"}
+    assert not (run_dir / "planted").exists() and not (run_dir / "logs" / "planted").exists()
+    assert "forged" not in (run_dir / "run.one-core.json").read_text()
