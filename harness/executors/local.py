@@ -333,6 +333,15 @@ class SecondUid(CellUser):
     uid: int = SECOND_UID
     gid: int = SECOND_UID
 
+    @contextlib.contextmanager
+    def claim(self) -> Iterator[CellUser]:
+        """Every cell's, one after another: what one left running (a child that left its process group) is killed
+        before the next starts."""
+        try:
+            yield self
+        finally:
+            cell_uids.kill_processes_of(self.uid)
+
     def env(self, home: Path) -> dict[str, str]:
         return {k: v for k, v in super().env(home).items() if k != ENV_RUN_AS}
 
