@@ -183,12 +183,15 @@ def test_a_compose_cell_cannot_write_the_results_its_harness_writes(engine, tmp_
     try:
         up = compose.popen("up")
         output, _ = up.communicate(timeout=600)
-        exits = {name: c.attrs["State"]["ExitCode"] for name, c in compose.containers().items()}
+        containers = compose.containers()
+        exits = {name: c.attrs["State"]["ExitCode"] for name, c in containers.items()}
+        output += containers["one-core"].logs().decode(errors="replace")
     finally:
         compose.down()
-    assert exits["prepare"] == 0 and exits["one-core"] == 3, f"{exits}\n{output[-3000:]}"  # 3: a cell failed
     run_dir = tmp_path / "results" / "hostile"
     records = {r.params.method: r for r in load_records(run_dir)}
+    got = {m: (r.status, r.error, r.metrics) for m, r in records.items()}
+    assert exits["prepare"] == 0 and exits["one-core"] == 3, f"{exits} {got}\n{output[-3000:]}"  # 3: a cell failed
     assert records["inference"].status == "ok", records["inference"].error
     mezo = records["mezo"]
     assert mezo.status == "error" and "contained: " in (mezo.error or ""), (mezo.status, mezo.error, mezo.metrics)

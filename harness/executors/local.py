@@ -262,9 +262,12 @@ class LocalExecutor(Executor):
             yield None
             return
         directory = Path(plan.directory)
-        own_state_dir(directory, user)
+        own_state_dir(directory, None)
+        # Opened while the harness's: a harness that is not root may not open the cell user's 0700 directory.
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         try:
+            if user is not None:
+                own_tree(directory, user.uid, user.gid)
             yield plan.model_copy(update={"fd": fd})
         finally:
             os.close(fd)
