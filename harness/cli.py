@@ -7,6 +7,7 @@ import signal
 import sys
 from importlib import import_module
 
+from harness import harness_user
 from harness.errors import UserError
 from harness.interrupts import Interrupted, exit_code
 
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
+        harness_user.become_from_env()  # before any thread: the change of uid must reach the whole process
         return int(args.handler(args) or 0)
     except UserError as exc:
         print(f"edgebench: error: {exc}", file=sys.stderr)

@@ -23,7 +23,7 @@ from harness.executors.docker import LABEL
 from tests.helpers import edgebench, write_spec
 from tests.system_tools import missing, skip_without
 
-__all__ = ["Compose", "engine_with_image", "mounts_under", "require_tools", "skip_unless_engine", "stop_engine"]
+__all__ = ["Compose", "engine", "engine_with_image", "mounts_under", "require_tools", "skip_unless_engine", "stop_engine"]
 
 TOOLS = ("dockerd", "docker", "docker-compose", "debootstrap")
 
@@ -51,6 +51,19 @@ def skip_unless_engine() -> None:
         require_tools()
         if os.geteuid() != 0:
             pytest.skip("starting dockerd needs root; start a Docker engine or set DOCKER_HOST")
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Engine]:
+    """A running engine with the project image, named to the module's harnesses by DOCKER_HOST and EDGEBENCH_IMAGE."""
+    with engine_with_image() as (running, image):
+        saved = {k: os.environ.get(k) for k in ("DOCKER_HOST", "EDGEBENCH_IMAGE")}
+        os.environ.update(DOCKER_HOST=running.host, EDGEBENCH_IMAGE=image)
+        try:
+            yield running
+        finally:
+            for key, value in saved.items():
+                os.environ.pop(key) if value is None else os.environ.update({key: value})
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -68,15 +68,22 @@ HARNESS_RSS_LIMIT = 200 << 20
 
 
 def run_hostile(
-    tmp_path: Path, hostile: str, jobs: int = 2, spec: str = SPEC, flags: tuple[str, ...] = (), out: Path | None = None
+    tmp_path: Path,
+    hostile: str,
+    jobs: int = 2,
+    spec: str = SPEC,
+    flags: tuple[str, ...] = (),
+    out: Path | None = None,
+    launch: Callable[..., subprocess.Popen] = fake_cell_harness,
 ) -> tuple[int, int, str, Path]:
     """The run's exit code, the harness's peak RSS (bytes), its stderr, and the run directory (`out`, else one in
-    tmp_path)."""
-    require_kernel_caps()
+    tmp_path); `launch` starts the harness (tests.test_signals: fake_cell_harness, or fake_docker_harness)."""
+    if launch is fake_cell_harness:
+        require_kernel_caps()
     out = out or tmp_path / "run"
     code = CELL.replace("HOSTILE", hostile)
     argv = ["run", str(write_spec(tmp_path, spec)), "--out", str(out), "--no-report", "--jobs", str(jobs), *flags]
-    harness = fake_cell_harness(code, *argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    harness = launch(code, *argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     stderr = b""
     os.set_blocking(harness.stderr.fileno(), False)
@@ -331,20 +338,11 @@ time.sleep(3)
 metrics = {"home": sorted(os.listdir(home)), "secret": open(os.path.join(home, "secret")).read()}
 print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": metrics}), flush=True)
 """
-#: The attacker (the mezo cell), told the victim's home and pid: reads, lists and writes the home, signals the pid.
-ATTACKER = """
-import json, os, sys, time
-deadline = time.monotonic() + 120
-while "victim" not in os.listdir(sys.argv[2]) and time.monotonic() < deadline:
-    time.sleep(0.05)
-home, pid = open(os.path.join(sys.argv[2], "victim")).read().split()
+#: Tries each (name, act) of the cell's ACTS: one that gets done ends the cell ok with every outcome as its metrics
+#: (and the test fails); otherwise the cell fails with them, "contained: " and each OSError's type by name.
+TRIES = """
 tries = {}
-for name, act in [
-    ("read", lambda: open(os.path.join(home, "secret")).read()),
-    ("list", lambda: os.listdir(home)),
-    ("write", lambda: open(os.path.join(home, "planted"), "w").close()),
-    ("signal", lambda: os.kill(int(pid), 0)),
-]:
+for name, act in ACTS:
     try:
         act()
         tries[name] = "done"
@@ -355,6 +353,20 @@ if "done" in tries.values():
 else:
     sys.exit("contained: " + json.dumps(tries, sort_keys=True))
 """
+#: The attacker (the mezo cell), told the victim's home and pid: reads, lists and writes the home, signals the pid.
+ATTACKER = """
+import json, os, sys, time
+deadline = time.monotonic() + 120
+while "victim" not in os.listdir(sys.argv[2]) and time.monotonic() < deadline:
+    time.sleep(0.05)
+home, pid = open(os.path.join(sys.argv[2], "victim")).read().split()
+ACTS = [
+    ("read", lambda: open(os.path.join(home, "secret")).read()),
+    ("list", lambda: os.listdir(home)),
+    ("write", lambda: open(os.path.join(home, "planted"), "w").close()),
+    ("signal", lambda: os.kill(int(pid), 0)),
+]
+""" + TRIES
 def victim_of(harness_pid: int) -> tuple[Path, int] | None:
     """The running victim's home (it holds the secret) and pid, as root sees them; None until both are there."""
     homes = [

@@ -24,14 +24,16 @@ from tests.helpers import write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_cgroups")]
 
-#: The real CLI in a subprocess, each cell's workload replaced by `python -c argv[1]`.
-FAKE_CELL_HARNESS = """
+#: Replaces each cell's workload with `python -c argv[1]` (the cell's method its argv[1]), then runs MAIN on argv[2:].
+FAKE_CELL = """
 import sys
 from harness.executors import local
 local.runner_argv = lambda cell: [sys.executable, "-c", sys.argv[1], cell.params.method]
-from harness.cli import main
+from MAIN import main
 sys.exit(main(sys.argv[2:]))
 """
+#: The real CLI in a subprocess, each cell's workload replaced by `python -c argv[1]`.
+FAKE_CELL_HARNESS = FAKE_CELL.replace("MAIN", "harness.cli")
 #: Says its pid on stderr (the cell's log), then hangs without using CPU.
 HANG = "import os, sys, time; print('cell pid', os.getpid(), file=sys.stderr, flush=True); time.sleep(600)"
 SEGFAULT = "import ctypes; ctypes.string_at(0)"
@@ -55,6 +57,23 @@ def two_cells(clock: str = "host", timeout: float = 300) -> str:
 def fake_cell_harness(cell_code: str, *args: str, **popen) -> subprocess.Popen:
     """`edgebench ARGS` as a subprocess whose cells run `cell_code` (with the cell's method as argv[1])."""
     return subprocess.Popen([sys.executable, "-c", FAKE_CELL_HARNESS, cell_code, *args], **popen)
+
+
+#: The real CLI in a subprocess with the Docker executor's supervisor replaced by FAKE_CELL's: the containers run
+#: `python -c FAKE_CELL CELL_CODE JOB`, so that each cell's workload there is `python -c CELL_CODE`.
+FAKE_DOCKER_HARNESS = """
+import sys
+from harness.executors import docker
+docker.SUPERVISOR = ["python", "-c", sys.argv[1], sys.argv[2]]
+from harness.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def fake_docker_harness(cell_code: str, *args: str, **popen) -> subprocess.Popen:
+    """`edgebench ARGS` (with --executor docker) as a subprocess whose cells run `cell_code` in their containers."""
+    supervisor = FAKE_CELL.replace("MAIN", "harness.executors.in_container")
+    return subprocess.Popen([sys.executable, "-c", FAKE_DOCKER_HARNESS, supervisor, cell_code, *args], **popen)
 
 
 def cell_pids(out: Path, count: int, timeout: float = 60) -> list[int]:

@@ -209,9 +209,9 @@ def container_settings(user: str = CONTAINER_USER) -> dict[str, Any]:
     """What every edgebench container gets besides its caps, valid both as docker SDK arguments and
     compose keys (one definition for the Docker executor and `edgebench compose`).
 
-    The harness and its cells need no capability (they run unprivileged, never change users, and
-    PR_SET_PDEATHSIG, lowering rlimits and reading the cgroup's files need none): all are dropped, and
-    no-new-privileges keeps a setuid binary from getting any back. Only /tmp (a tmpfs) and the mounted
+    Cells need no capability (PR_SET_PDEATHSIG, lowering rlimits and reading the cgroup's files need none): all
+    are dropped, and no-new-privileges keeps a setuid binary from getting any back; compose adds back only what
+    its helpers and device harnesses use (harness.harness_user). Only /tmp (a tmpfs) and the mounted
     volumes are writable. No network: cells run offline. `init`: the harness must not be PID 1, since the
     cell's launcher takes a parent of 1 for a dead harness.
     """

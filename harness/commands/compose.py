@@ -10,9 +10,11 @@ host's cores, and a failed device stops the run rather than leaving others unatt
 ended error or timeout exits 3 and so stops the devices after it too, its records kept); the `report` service renders
 report.html there once every device service has succeeded. Every service, helpers included, has a
 memory limit without swap and the hardening of every edgebench container (an unprivileged user, no
-capabilities, no-new-privileges, a read-only root, no network); `prepare` alone runs as uid 0, with
+capabilities, no-new-privileges, a read-only root, no network); `prepare` runs as uid 0, with
 two capabilities back, to hand the results folder to that user, as a Python program given its values in its
-environment (no shell reads them). Besides the results and the cache, a device container mounts read-only only
+environment (no shell reads them). A device service starts as uid 0 with the four capabilities of
+harness_user.CELL_CAPS, which its harness keeps when it becomes that user at once, to run its cells as a second
+uid that cannot write the results. Besides the results and the cache, a device container mounts read-only only
 the files the spec reads (itself, its device files, task files and model folders), never the whole directory
 with its `.env` and `.git`.
 The committed docker-compose.yml is this command's output for the default spec.
@@ -38,6 +40,7 @@ from devices.caps.container import (
 )
 from devices.speed import ENV_HOST_SPEED
 from harness.errors import UserError
+from harness.harness_user import CELL_CAPS, ENV_HARNESS_USER
 from harness.prepare_results import ENV_OWNER, ENV_RUN
 from harness.runinfo import ENV_SLICE_AFTER
 from harness.spec import LoadedSpec, load_spec
@@ -194,7 +197,8 @@ def compose_file(loaded: LoadedSpec, spec_arg: str) -> dict[str, Any]:
     previous: str | None = None
     for device in loaded.devices:
         services[device.name] = {
-            **_common(inputs=inputs),
+            **_common(user="0:0", inputs=inputs),
+            "cap_add": sorted(CELL_CAPS),
             "depends_on": _after(["prepare", *([previous] if previous else [])]),
             "command": [
                 "run",
@@ -208,7 +212,11 @@ def compose_file(loaded: LoadedSpec, spec_arg: str) -> dict[str, Any]:
                 "container",
             ],
             **engine_limits(device, loaded.clocks.get(device.name)),
-            "environment": {**_planned_speed(loaded, device.name), ENV_SLICE_AFTER: previous or ""},
+            "environment": {
+                **_planned_speed(loaded, device.name),
+                ENV_SLICE_AFTER: previous or "",
+                ENV_HARNESS_USER: USER,
+            },
         }
         previous = device.name
     services["report"] = {

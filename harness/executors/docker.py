@@ -41,6 +41,8 @@ POLL_S = 0.2
 # The cell's own timeout is enforced inside the container; the engine gets this much longer.
 GRACE_S = 30.0
 OOM_EXIT = 137
+#: What a cell's container runs: the supervisor, given the job as its one argument.
+SUPERVISOR = ["python", "-m", "harness.executors.in_container"]
 
 
 def connect():
@@ -135,7 +137,7 @@ class DockerExecutor(Executor):
             settings["volumes"] = [*settings["volumes"], f"{state}:{STATE_MOUNT}/{cell.id}:rw"]
         container = self.client.containers.create(
             self.image,
-            entrypoint=["python", "-m", "harness.executors.in_container"],
+            entrypoint=SUPERVISOR,
             command=[job_json(cell, self.timeout_s, self.checkpoint_s if plan else None)],
             environment=OFFLINE_ENV,
             labels={LABEL: cell.id, OWNER_LABEL: self.owner},

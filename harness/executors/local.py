@@ -7,6 +7,10 @@ starts, so that the workload cannot write its cgroup's files to lift its own cap
 installation, its inputs and the caches (the harness readies the checkpoints in the edgebench cache first) and
 writes only its private home, its private temporary directories and the pipe and log the harness opened for it:
 the run directory stays the harness's.
+
+A harness that is not root but holds harness_user.CELL_CAPS (compose's device containers) runs its cells as one
+second uid (SecondUid), started under it directly, with private homes on the edgebench cache: the results it
+writes stay out of its cells' reach there too.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from devices.caps.select import choose_backend
 from devices.launch import ENV_RUN_AS
 from devices.pyexec import SAFE_CWD, code_argv, module_argv
 from devices.sandbox import ENV_HOST_NETWORK, ENV_SANDBOX
-from harness import cell_uids, reach
+from harness import cell_uids, harness_user, reach
 from harness.cells import Cell
 from harness.errors import UserError
 from harness.executors.base import (
@@ -152,17 +156,21 @@ class LocalExecutor(Executor):
             return
         paths = set().union(*(ready_inputs(cell.params) for cell in cells))
         with self.cell_user.claim() as user:
-            try:
-                self._grant = reach.grant(
-                    user.uid, user.gid, [*reach.installation_paths(), *cache_paths()], self.cell_user.reach_group
-                )
-            except reach.ReachError as exc:
-                raise UserError(_refusal(self.cell_user.name, f"search {exc.filename} ({exc.strerror})")) from None
+            if os.geteuid() == 0:  # only root may open directories to cells; a SecondUid's probe says what it lacks
+                self._open_installation(user)
             try:
                 check_cell_user(user, sorted(paths), self.cell_user.name)
             except UserError:
                 self._grant.revert()
                 raise
+
+    def _open_installation(self, user: CellUser) -> None:
+        try:
+            self._grant = reach.grant(
+                user.uid, user.gid, [*reach.installation_paths(), *cache_paths()], self.cell_user.reach_group
+            )
+        except reach.ReachError as exc:
+            raise UserError(_refusal(self.cell_user.name, f"search {exc.filename} ({exc.strerror})")) from None
 
     def execute(self, cell: Cell, progress: ProgressFn) -> ChildOutcome:
         ready_inputs(cell.params)
@@ -181,6 +189,7 @@ class LocalExecutor(Executor):
                     stderr=subprocess.PIPE,  # copied to the log within MAX_LOG_BYTES (CellOutput)
                     start_new_session=True,  # Ctrl-C reaches the harness only; it kills cells itself
                     pass_fds=(plan.fd,) if plan else (),
+                    **(user.popen_user() if user else {}),
                 )
                 overrun = threading.Event()
                 output = CellOutput(cell, progress, lambda why: overrun.set(), cap.heat)
@@ -253,9 +262,12 @@ class LocalExecutor(Executor):
             yield None
             return
         directory = Path(plan.directory)
-        own_state_dir(directory, user)
+        own_state_dir(directory, None)
+        # Opened while the harness's: a harness that is not root may not open the cell user's 0700 directory.
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         try:
+            if user is not None:
+                own_tree(directory, user.uid, user.gid)
             yield plan.model_copy(update={"fd": fd})
         finally:
             os.close(fd)
@@ -289,6 +301,10 @@ class CellUser:
         """A named user is every cell's."""
         yield self
 
+    def popen_user(self) -> dict[str, object]:
+        """What subprocess must switch to start the cell as this user: nothing, the launcher does it as root."""
+        return {}
+
     def env(self, home: Path) -> dict[str, str]:
         """Whom the launcher becomes, and a home the cell may write for its libraries' caches (datasets' Arrow
         files, transformers' modules, torch's kernels). The caches it reads stay the harness's: the hub cache the
@@ -304,6 +320,36 @@ class CellUser:
             "HF_HUB_CACHE": str(hub_cache()),
             "EDGEBENCH_CACHE": str(cache_dir()),
         }
+
+
+#: A SecondUid's number: no account's, below the private uids (harness.cell_uids) and their group.
+SECOND_UID = 89999
+
+
+@dataclass(frozen=True)
+class SecondUid(CellUser):
+    """Whom a harness that is not root but holds harness_user.CELL_CAPS (a compose device container) runs every
+    cell as: started under it by subprocess with the harness's capabilities (the launcher, a new program, has
+    none), so that the harness's files, the results, are not the cell's to write."""
+
+    name: str = "edgebench-cell"
+    uid: int = SECOND_UID
+    gid: int = SECOND_UID
+
+    @contextlib.contextmanager
+    def claim(self) -> Iterator[CellUser]:
+        """Every cell's, one after another: what one left running (a child that left its process group) is killed
+        before the next starts."""
+        try:
+            yield self
+        finally:
+            cell_uids.kill_processes_of(self.uid)
+
+    def env(self, home: Path) -> dict[str, str]:
+        return {k: v for k, v in super().env(home).items() if k != ENV_RUN_AS}
+
+    def popen_user(self) -> dict[str, object]:
+        return {"user": self.uid, "group": self.gid, "extra_groups": list(self.groups)}
 
 
 @dataclass(frozen=True)
@@ -338,10 +384,14 @@ def own_tree(directory: Path, uid: int, gid: int) -> None:
 
 
 def cell_user() -> CellUser | PrivateUids | None:
-    """Whom cells run as: None (the harness's own user) unless the harness is root; a private uid each unless
-    --cell-user names a user; root only when named."""
+    """Whom cells run as: None (the harness's own user) unless the harness is root or holds CELL_CAPS (then the
+    SecondUid); a private uid each unless --cell-user names a user; root only when named."""
     if os.geteuid() != 0:
-        return None
+        if not harness_user.holds_cell_caps():
+            return None
+        if os.geteuid() == SECOND_UID:
+            raise UserError(f"the harness runs as uid {SECOND_UID}, its cells' uid; run it as another user")
+        return SecondUid()
     name = os.environ.get(ENV_CELL_USER)
     if not name:
         cell_uids.check_group()
@@ -361,13 +411,20 @@ def cache_paths() -> list[Path]:
     return [path for path in (cache_dir(), hub_cache()) if path.is_dir()]
 
 
+def cells_root() -> Path:
+    """Where cells' private directories are: CELLS_ROOT for a root harness; for one with CELL_CAPS (its root file
+    system read-only, its /tmp memory charged to the cap), the edgebench cache, which is the harness's."""
+    return CELLS_ROOT if os.geteuid() == 0 else cache_dir() / "cells"
+
+
 @contextlib.contextmanager
 def private_home(user: CellUser) -> Iterator[Path]:
-    """A fresh home that only the cell's user may enter, in a private directory of root's that also holds its
+    """A fresh home that only the cell's user may enter, in a private directory of the harness's that also holds its
     sandbox's layers; removed, with whatever the cell left in either, after it."""
-    CELLS_ROOT.mkdir(parents=True, exist_ok=True)
-    os.chmod(CELLS_ROOT, 0o711)  # cells pass through to their own home, and list nothing
-    private = Path(tempfile.mkdtemp(prefix=f"{HOME_PREFIX}{os.getpid()}-", dir=CELLS_ROOT))
+    root = cells_root()
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o711)  # cells pass through to their own home, and list nothing
+    private = Path(tempfile.mkdtemp(prefix=f"{HOME_PREFIX}{os.getpid()}-", dir=root))
     try:
         os.chmod(private, 0o711)
         home = private / "home"
@@ -375,15 +432,23 @@ def private_home(user: CellUser) -> Iterator[Path]:
         os.chown(home, user.uid, user.gid)
         yield home
     finally:
-        shutil.rmtree(private, ignore_errors=True)
+        remove_private(private)
+
+
+def remove_private(private: Path) -> None:
+    """Remove a cell's private directory, first taking back what the cell made there (a harness that is not root may
+    not enter the cell's directories to remove their files)."""
+    with contextlib.suppress(OSError):
+        own_tree(private, os.geteuid(), os.getegid())
+    shutil.rmtree(private, ignore_errors=True)
 
 
 def sweep_homes() -> None:
     """Remove the private directories of harnesses that died (SIGKILLed) before they could."""
-    for private in CELLS_ROOT.glob(f"{HOME_PREFIX}*"):
+    for private in cells_root().glob(f"{HOME_PREFIX}*"):
         pid = private.name.removeprefix(HOME_PREFIX).partition("-")[0]
         if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(private, ignore_errors=True)
+            remove_private(private)
 
 
 def sandbox_unavailable() -> str | None:
