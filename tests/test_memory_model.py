@@ -299,3 +299,25 @@ def test_checkpointing_never_predicts_more_than_plain_backprop_and_frozen_weight
         method="bp", model="minilm-l1"
     )  # one layer
     assert acts(method="bp", tuning="head") < acts(method="bp", tuning="lora")  # nothing kept in the backbone
+
+
+def test_dynamic_padding_is_predicted_at_the_longest_batch_a_cell_draws(tmp_path):
+    """`padding: longest` trims a training batch to its longest example only from step WORST_CASE_STEPS on; the
+    first steps run at seq_len, so the peak is that of a full-width batch and the prediction is padding's to
+    seq_len (the random-shape benchmark's real-task cells measure it so)."""
+    from tests.helpers import write_rows
+    from workloads.models import load_tokenizer
+    from workloads.tasks import WORST_CASE_STEPS, real_task
+
+    rows = [{"text": f"review {i} " + "word " * (i % 5), "label": i % 2} for i in range(80)]
+    base = {"model": "minilm-l2", "batch": 4, "seq_len": 48, "method": "bp-checkpointed", "max_steps": 5}
+    params = WorkloadParams(task=write_rows(tmp_path / "short.csv", rows), **base)
+    task = real_task(params, load_tokenizer(params.model))
+    widths = [task.batch(step)["input_ids"].shape[1] for step in range(WORST_CASE_STEPS + 2)]
+    assert widths[:WORST_CASE_STEPS] == [params.seq_len] * WORST_CASE_STEPS
+    assert max(widths[WORST_CASE_STEPS:]) < params.seq_len  # later batches are cut to their longest example
+
+    def peak(**fields) -> int:
+        return predict_peak_bytes(WorkloadParams(**{**base, "task": "rotten_tomatoes", **fields}))
+
+    assert peak(padding="longest") == peak(padding="max_length") > peak(padding="max_length", seq_len=12)

@@ -74,9 +74,11 @@ NO_GRAD_RETENTION = 1.5
 #: layer's saved sets: HEAP_WORKING_LAYERS * L / (L + 1), growing with depth (0.5-0.9 measured at one layer, 1.3-1.4
 #: at three to six);
 HEAP_WORKING_LAYERS = 1.6
-#: checkpointed backprop: each recomputed layer's saved set lands partly in new memory, so the heap holds about this
-#: many of them (never more than plain backprop would);
-RECOMPUTED_LAYERS_RETAINED = 3.7
+#: checkpointed backprop holds every layer's input and one recomputed layer's saved set at a time; the heap
+#: retains freed recomputed sets besides, RECOMPUTED_RETAINED + RECOMPUTED_RETAINED_PER_LAYER * (L - 1) of the part of
+#: a set that is served from the heap (its tensors under MMAP_CEILING), never more than plain backprop would;
+RECOMPUTED_RETAINED = 0.6
+RECOMPUTED_RETAINED_PER_LAYER = 0.42
 #: plain backprop with frozen weights (LoRA, a tied LM head): no large gradients or optimizer states refill the first
 #: step's freed activations, so the next step's land in new memory: the heap holds two steps' kept tensors.
 FROZEN_STEPS_RETAINED = 2
@@ -216,6 +218,17 @@ def layer_saved(shape: ModelShape, params: WorkloadParams, b: int, s: int) -> in
     return b * s * per_token_elements(shape, s, counts) if counts else 0
 
 
+def heap_saved(shape: ModelShape, params: WorkloadParams, b: int, s: int) -> int:
+    """Elements of one layer's saved set in tensors glibc may serve from its heap (at most MMAP_CEILING bytes each:
+    B*S*H, B*A*S*S and B*S*F tensors, each kind counted where one tensor of it fits)."""
+    counts = saved_counts(shape, params)
+    if counts is None:
+        return 0
+    w = BYTES[params.dtype]
+    sizes = (b * s * shape.hidden, b * shape.heads * s * s, b * s * shape.ffn)
+    return sum(count * size for count, size in zip(counts, sizes, strict=True) if w * size <= MMAP_CEILING)
+
+
 def position_bias(shape: ModelShape, b: int, s: int) -> int:
     """MPNet's relative-position bias (B*A*S*S elements), computed once per forward and added to every layer's
     scores: live through the whole forward, and a checkpoint input of every layer."""
@@ -257,7 +270,8 @@ def backprop_activations(shape: ModelShape, params: WorkloadParams, b: int, s: i
         acts = FROZEN_STEPS_RETAINED * (kept + shape.layers * layer)
     if params.method == "bp-checkpointed":
         inputs = kept + shape.layers * b * s * shape.hidden
-        acts = min(acts, inputs + RECOMPUTED_LAYERS_RETAINED * layer)
+        retained = RECOMPUTED_RETAINED + RECOMPUTED_RETAINED_PER_LAYER * (shape.layers - 1)
+        acts = min(acts, inputs + layer + retained * heap_saved(shape, params, b, s))
     return acts
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import typing
+from dataclasses import asdict
 
 from pydantic import ValidationError
 from rich.console import Console
@@ -22,6 +23,7 @@ from workloads.flops import step_flops, step_seconds
 from workloads.memory_model import fit_ratio, largest_fitting, predict_breakdown
 from workloads.params import Method, Optimizer, WorkloadParams
 from workloads.registry import model_shape
+from workloads.validated import ValidatedRange, validated_range
 
 HELP = "predict peak memory and step time of a workload on a device, and the largest model that fits"
 METHODS = typing.get_args(Method)
@@ -88,6 +90,7 @@ def estimate(args: argparse.Namespace) -> dict:
     largest = {m: largest_fitting(params.model_copy(update={"method": m}), cap) for m in METHODS}
     flops = step_flops(params)
     host = host_memory_bytes()
+    checked = validated_range(params.model, params.method)
     return {
         "device": device.name,
         "cap_bytes": cap,
@@ -102,6 +105,8 @@ def estimate(args: argparse.Namespace) -> dict:
         "predicted_peak_bytes": parts.total,
         "fits": parts.total <= cap,
         "breakdown_bytes": {k: getattr(parts, k) for k in parts.__dataclass_fields__},
+        "validated_range": asdict(checked) if checked else None,
+        "validated_range_text": validation_line(params, checked),
         "largest_fitting": largest[params.method],
         "largest_fitting_per_method": largest,
         "mezo_over_bp_checkpointed_params": fit_ratio(params, cap),
@@ -109,6 +114,13 @@ def estimate(args: argparse.Namespace) -> dict:
         "device_gflops": device.gflops,
         "predicted_step_seconds": step_seconds(flops, device.gflops),
     }
+
+
+def validation_line(params: WorkloadParams, checked: ValidatedRange | None) -> str:
+    """How far the model was off, measured, on random shapes of this family and method (workloads.validated)."""
+    if checked is None:
+        return f"not validated on random shapes for {params.model}'s family with {params.method}"
+    return f"validated for this family and method: {checked.describe()}"
 
 
 def step_time_line(result: dict) -> str:
@@ -133,6 +145,7 @@ def handle(args: argparse.Namespace) -> int:
         f"batch {result['batch']} x seq {result['seq_len']} {result['dtype']} on {result['device']}: "
         f"predicted peak {format_bytes(result['predicted_peak_bytes'])}, cap {format_bytes(result['cap_bytes'])}: {verdict}"
     )
+    console.print(result["validated_range_text"], markup=False)
     table = Table(title="predicted peak, by term")
     table.add_column("term")
     table.add_column("bytes", justify="right")
