@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import typing
 from dataclasses import asdict
 
@@ -15,6 +16,7 @@ from rich.table import Table
 
 from devices.catalogue import CatalogueError, resolve_device
 from devices.profile import format_bytes
+from devices.speed import cell_threads
 from harness.commands.devices import user_catalogue
 from harness.errors import UserError
 from harness.spec import host_capacity_problem, host_memory_bytes
@@ -79,15 +81,17 @@ def estimate(args: argparse.Namespace) -> dict:
     except CatalogueError as exc:
         raise UserError(str(exc)) from None
     params = _params(args)
-    parts = predict_breakdown(params)
+    threads = cell_threads(device, os.cpu_count() or 1)
+    parts = predict_breakdown(params, threads)
     if parts is None:
         raise UserError(
-            "cannot measure the runtime baseline here (python -m workloads.baseline failed); check torch"
+            "cannot measure the runtime baseline or the allocator terms here (python -m workloads.baseline or "
+            "workloads.calibration failed); check torch"
         )
     cap = device.memory_bytes
     shape = model_shape(params.model)
     assert shape is not None
-    largest = {m: largest_fitting(params.model_copy(update={"method": m}), cap) for m in METHODS}
+    largest = {m: largest_fitting(params.model_copy(update={"method": m}), cap, threads=threads) for m in METHODS}
     flops = step_flops(params)
     host = host_memory_bytes()
     checked = validated_range(params.model, params.method)
@@ -109,7 +113,8 @@ def estimate(args: argparse.Namespace) -> dict:
         "validated_range_text": validation_line(params, checked),
         "largest_fitting": largest[params.method],
         "largest_fitting_per_method": largest,
-        "mezo_over_bp_checkpointed_params": fit_ratio(params, cap),
+        "mezo_over_bp_checkpointed_params": fit_ratio(params, cap, threads=threads),
+        "threads": threads,
         "step_flops": flops,
         "device_gflops": device.gflops,
         "predicted_step_seconds": step_seconds(flops, device.gflops),
