@@ -18,7 +18,8 @@ Run one seed per locked run (each takes a few minutes):
   EDGEBENCH_SHAPE_SEED=101 flock /tmp/edgebench-cpu.lock .venv/bin/python -m pytest \
       benchmarks/bench_memory_random.py -o python_files='bench_*.py' --benchmark-only -s
 EDGEBENCH_SHAPE_THREADS=1 runs the cells on one torch thread (a one-core device): another host's allocator
-behaviour; such a run is printed, not stored.
+behaviour, predicted with its own calibration (the records') and, printed beside it, with the default one (this
+host's thread count); such a run is not stored.
 """
 
 from __future__ import annotations
@@ -160,6 +161,9 @@ def test_memory_model_on_random_shapes(benchmark, tmp_path, capsys):
         print(f"seed {seed}: predicted / measured {distribution(list(ratio.values()))}")
         worst = sorted(ok, key=lambda r: -abs(ratio[r.cell_id] - 1))[:WORST_SHOWN]
         print("worst: " + "; ".join(f"{label(r.params)} {ratio[r.cell_id]:.3f}" for r in worst))
+        if threads is not None:
+            other = [predict_peak_bytes(r.params) / r.peak_memory_bytes for r in ok]
+            print(f"seed {seed}, without its own calibration: predicted / measured {distribution(other)}")
     if role == "validation" and threads is None:
         cells = [
             {
