@@ -1,11 +1,12 @@
 """Analytic peak-memory model (DESIGN.md), torch-free: the harness parent and `edgebench estimate` use it.
 
-peak RSS = R + data + resident weights + method terms, with R (interpreter + torch + allocator) measured once per
-environment (workloads.baseline). The activation terms are counts of the tensors transformers' OPT / BERT / MPNet
-layers keep in fp32 on CPU (saved for backward, or live at a no-grad forward's peak), taken with
-`torch.autograd.graph.saved_tensors_hooks` and the profiler's allocation events; the few constants that are not
-counts were fitted on a calibration sweep and are validated on a disjoint one (docs/workloads.md, "Analytic memory
-model"; benchmarks/bench_memory_model.py).
+peak RSS = R + data + resident weights + method terms, with R (interpreter + torch + allocator) and a no-grad
+forward's allocator retention measured once per environment and thread count (workloads.baseline,
+workloads.calibration). The activation terms are counts of the tensors transformers' OPT / BERT / MPNet layers keep
+in fp32 on CPU (saved for backward, or live at a no-grad forward's peak), taken with
+`torch.autograd.graph.saved_tensors_hooks` and the profiler's allocation events; the few other constants that are not
+counts were fitted on a calibration sweep and are validated on a disjoint one and on random shapes
+(docs/workloads.md, "Analytic memory model"; benchmarks/bench_memory_model.py, bench_memory_random.py).
 """
 
 from __future__ import annotations
