@@ -88,4 +88,4 @@ class Cell:
 
 def planned_cell(device: DeviceProfile, params: WorkloadParams, clock: CellClock, **extra: object) -> Cell:
     """A cell as the planner makes it: with its clock and its predicted peak, decided once, here."""
-    return Cell(device, params, clock, predicted_peak_bytes=predict_peak_bytes(params), **extra)  # type: ignore[arg-type]
+    return Cell(device, params, clock, predicted_peak_bytes=predict_peak_bytes(params, clock.threads), **extra)  # type: ignore[arg-type]

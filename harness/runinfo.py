@@ -15,6 +15,7 @@ from harness.cells import Cell
 from harness.executors.base import Executor
 from harness.records import SCHEMA_VERSION, now_iso
 from harness.spec import LoadedSpec
+from workloads.memory_model import host_memory_facts
 
 #: Set by `edgebench compose` in each device service: the device slice that ran before this one ("" for the first).
 #: Device containers run one after another, never beside each other, so no slice's step times are measured while
@@ -70,5 +71,7 @@ def describe_run(
         "slice": sorted(devices) if devices else None,
         "slice_after": os.environ.get(ENV_SLICE_AFTER),  # None outside compose; "" for compose's first slice
         "host": host_facts(),
+        # the memory model's measured terms (runtime baseline, allocator), per thread count the run's cells use
+        "memory_model": [host_memory_facts(n) for n in sorted({clock.threads for clock in loaded.clocks.values()})],
         "versions": library_versions(),
     }

@@ -28,9 +28,10 @@ from reports.rundata import RunData, load_run
 from reports.selection import format_value
 from reports.style import METHOD_COLOURS, MIB, count_of, format_params, method_label
 from reports.summary import DeviceHeadline, device_headlines
-from reports.table import CellRow, cell_rows, rows_csv
+from reports.table import CellRow, cell_rows, memory_misses, rows_csv
 from reports.validity import invalid_cells, remote_code_cells, soft_cap_cells, unchecked_cells
 from workloads.registry import truncation
+from workloads.validated import BAND
 
 TEMPLATES = Path(__file__).parent / "templates"
 TEMPLATE = "report.html.j2"
@@ -124,6 +125,9 @@ def render_html(
         "plot_prefix": PLOT_PREFIX,
         "skipped": skipped,
         "rows": rows,
+        "misses": memory_misses(rows),
+        "predicted_cells": sum(r.predicted_over_measured is not None for r in rows),
+        "band": BAND,
         "csv_name": CSV_NAME,
         "comparison": comparison,
         "alpha": ALPHA,

@@ -11,6 +11,7 @@ from harness.records import CellRecord
 from reports.rundata import RunData, cell_label, metric_number
 from reports.selection import GroupChoice, is_accuracy_record
 from reports.validity import failed_checks
+from workloads.validated import BAND
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,12 @@ def cell_rows(run: RunData, choices: list[GroupChoice]) -> list[CellRow]:
             )
         )
     return rows
+
+
+def memory_misses(rows: list[CellRow]) -> list[CellRow]:
+    """The ok cells whose predicted / measured peak leaves BAND, worst first: where the memory model was wrong."""
+    missed = [r for r in rows if (ratio := r.predicted_over_measured) and not BAND[0] <= ratio <= BAND[1]]
+    return sorted(missed, key=lambda r: -abs((r.predicted_over_measured or 1.0) - 1.0))
 
 
 def rows_csv(rows: list[CellRow]) -> str:

@@ -28,6 +28,7 @@ CHROMIUM_FLAGS = (
     "--window-size=1400,1000",
 )
 # Records every alert() instead of showing it, so a script that should never run leaves a trace.
+MISSED_RATIO = 1.324
 ALERT_TRAP = "window.__alerts = []; window.alert = (message) => window.__alerts.push(String(message));"
 
 
@@ -66,10 +67,16 @@ def report(tmp_path_factory) -> tuple[Path, int]:
     too); returns (report, cells)."""
     from reports.html import write_report
 
-    records = sweep(energy=True) + [sweep_record("rpi-4-2gb", EVIL_MODEL, "mezo", params=8_000_000)]
+    records = sweep(energy=True) + [sweep_record("rpi-4-2gb", EVIL_MODEL, "mezo", params=8_000_000), missed_record()]
     baseline = write_run(tmp_path_factory.mktemp("baseline"), records[1:])
     run_dir = write_run(tmp_path_factory.mktemp("run"), records)
     return write_report(run_dir, baseline=baseline), len(records)
+
+
+def missed_record():
+    """A cell the memory model over-predicted by MISSED_RATIO (the sweep's own cells are predicted within 10%)."""
+    record = sweep_record("rpi-4-2gb", "opt-8m", "inference", seed=1)
+    return record.model_copy(update={"predicted_peak_bytes": int(MISSED_RATIO * record.peak_memory_bytes)})
 
 
 def _open(browser, path: Path) -> list[dict]:
@@ -94,6 +101,27 @@ def test_report_loads_cleanly_in_chromium(browser, report):
     assert browser.execute_script("return document.querySelectorAll('#baseline-table tbody tr').length") > 0
     fetched = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert [url for url in fetched if not url.startswith("data:")] == []
+
+
+def test_memory_model_misses_are_listed_with_both_figures(browser, report):
+    from selenium.webdriver.common.by import By
+
+    path, _ = report
+    _open(browser, path)
+    table = browser.find_element(By.ID, "misses-table")
+    assert table.is_displayed()
+    rows = [
+        [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+        for row in table.find_elements(By.CSS_SELECTOR, "tbody tr")
+    ]
+    missed = missed_record()
+    assert len(rows) == 1  # every other cell of the fixture is predicted within 0.90-1.10
+    device, model, method, *_, shape, predicted, measured, ratio, cell_id = rows[0]
+    assert (device, model, cell_id) == ("rpi-4-2gb", "opt-8m", missed.cell_id)
+    assert float(predicted.replace(",", "")) == round(missed.predicted_peak_bytes / 2**20, 1)
+    assert float(measured.replace(",", "")) == round(missed.peak_memory_bytes / 2**20, 1)
+    assert ratio == f"{MISSED_RATIO:.3f}"
+    assert "1 of " in _visible_text(browser, "#memory-misses + .lede")
 
 
 def test_script_in_a_model_name_is_text_not_code(browser, report):

@@ -31,6 +31,9 @@ def test_over_cap_cell_is_oom_and_the_run_carries_on(tmp_path):
     assert large.predicted_peak_bytes and large.metrics["param_count"] > 100e6
     run_info = json.loads((out / "run.json").read_text())
     assert run_info["enforcement"] == backend and run_info["versions"]["torch"]
+    measured = {entry["threads"]: entry for entry in run_info["memory_model"]}  # the memory model's host terms
+    assert set(measured) == {r.clock.threads for r in records.values()}
+    assert all(m["runtime_synthetic_bytes"] > 100e6 and m["allocator"]["no_grad_retention"] > 0 for m in measured.values())
 
 
 @pytest.mark.parametrize("clock", ["host", "device-scaled"])

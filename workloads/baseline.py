@@ -1,14 +1,16 @@
 """The runtime baseline R of the memory model: measured, never assumed.
 
-`python -m workloads.baseline` imports what a cell imports, builds and runs a tiny model through
-the cell's own code path (so torch's thread pools, allocator and lazy kernels are initialised),
-and prints its peak RSS (VmHWM). The memory model runs it once per environment (Python,
-library versions, interpreter path) and caches the figure under ~/.cache/edgebench/.
+`python -m workloads.baseline THREADS` imports what a cell imports, builds and runs a tiny model
+through the cell's own code path on THREADS torch threads (so torch's thread pools, allocator and
+lazy kernels are initialised), and prints its peak RSS (VmHWM). The memory model runs it once per
+environment (Python, library versions, interpreter path, processor) and thread count and caches
+the figure under ~/.cache/edgebench/.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -36,10 +38,18 @@ def peak_rss_bytes() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def measure_in_this_process(real_task: bool = False) -> int:
-    """Peak RSS after the imports and first use of a cell's code path. With real_task, also what a real
-    task adds before its data: the datasets library loading a small labelled file, and a tokenizer."""
+def default_threads() -> int:
+    """torch's threads in a process that sets none: one per CPU (a cell's come from its clock)."""
+    return os.cpu_count() or 1
+
+
+def measure_in_this_process(real_task: bool = False, threads: int | None = None) -> int:
+    """Peak RSS after the imports and first use of a cell's code path on `threads` torch threads. With
+    real_task, also what a real task adds before its data: the datasets library loading a small labelled
+    file, and a tokenizer."""
     import torch
+
+    torch.set_num_threads(threads or default_threads())
     from transformers import AutoConfig, AutoModelForCausalLM
 
     import workloads.cell  # noqa: F401 - everything a cell imports
@@ -64,14 +74,15 @@ def measure_in_this_process(real_task: bool = False) -> int:
 
 
 @functools.cache
-def runtime_baseline_bytes(real_task: bool = False) -> int | None:
-    """R for this environment (and for real tasks, which also load datasets and a tokenizer): from the
-    cache, else measured now in a fresh subprocess (a few seconds).
+def runtime_baseline_bytes(real_task: bool = False, threads: int | None = None) -> int | None:
+    """R for this environment and thread count (default: one per CPU; and for real tasks, which also load
+    datasets and a tokenizer): from the cache, else measured now in a fresh subprocess (a few seconds).
     None when it cannot be measured here (then there is no prediction, rather than a guessed one)."""
     kind = "real-task" if real_task else "synthetic"
+    threads = threads or default_threads()
     figure = measured_once(
-        f"runtime-{kind}",
-        ["workloads.baseline", *(["--real-task"] if real_task else [])],
+        f"runtime-{kind}-{threads}t",
+        ["workloads.baseline", str(threads), *(["--real-task"] if real_task else [])],
         packages=LIBRARIES,
         valid=lambda value: isinstance(value, int) and value > 0,
     )
@@ -79,4 +90,4 @@ def runtime_baseline_bytes(real_task: bool = False) -> int | None:
 
 
 if __name__ == "__main__":
-    print(measure_in_this_process(real_task="--real-task" in sys.argv[1:]))
+    print(measure_in_this_process(real_task="--real-task" in sys.argv[1:], threads=int(sys.argv[1])))

@@ -1,22 +1,28 @@
 """Analytic peak-memory model (DESIGN.md), torch-free: the harness parent and `edgebench estimate` use it.
 
-peak RSS = R + data + resident weights + method terms, with R (interpreter + torch + allocator) measured once per
-environment (workloads.baseline). The activation terms are counts of the tensors transformers' OPT / BERT / MPNet
-layers keep in fp32 on CPU (saved for backward, or live at a no-grad forward's peak), taken with
-`torch.autograd.graph.saved_tensors_hooks` and the profiler's allocation events; the few constants that are not
-counts were fitted on a calibration sweep and are validated on a disjoint one (docs/workloads.md, "Analytic memory
-model"; benchmarks/bench_memory_model.py).
+peak RSS = R + data + resident weights + method terms, with R (interpreter + torch + allocator) and a no-grad
+forward's allocator retention measured once per environment and thread count (workloads.baseline,
+workloads.calibration). The activation terms are counts of the tensors transformers' OPT / BERT / MPNet layers keep
+in fp32 on CPU (saved for backward, or live at a no-grad forward's peak), taken with
+`torch.autograd.graph.saved_tensors_hooks` and the profiler's allocation events; the few other constants that are not
+counts were fitted on a calibration sweep and are validated on a disjoint one and on random shapes
+(docs/workloads.md, "Analytic memory model"; benchmarks/bench_memory_model.py, bench_memory_random.py).
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
-from workloads.baseline import runtime_baseline_bytes
+from devices.cache import measured_once
+from workloads.baseline import default_threads, runtime_baseline_bytes
+from workloads.calibration import REFERENCES
 from workloads.params import ZO_CHUNK, ZO_MAX_WORKERS, WorkloadParams, noise_table_size
 from workloads.registry import ModelShape, ladder_names, ladder_of, model_shape, resolve
 from workloads.sources import ROTTEN_TOMATOES, SYNTHETIC, split_sizes
+from workloads.versions import LIBRARIES
 
 BYTES = {"fp32": 4, "bf16": 2}
 OPTIMIZER_STATE = {"sgd": 0, "sgd-momentum": 1, "adamw": 2}  # states per trainable weight, in its dtype
@@ -66,17 +72,18 @@ LM_BACKWARD_LOGITS = 3
 #: freed; a smaller one may come from the heap, whose freed memory stays resident.
 MMAP_CEILING = 32 << 20
 # The allocator (glibc malloc) does not return every freed tensor: tensors up to its mmap threshold (which rises to
-# the largest freed one, up to 32 MiB) come from the heap, whose holes later tensors reuse only in part. Fitted on
-# the calibration sweep (3 steps; docs/workloads.md), in units of the counted live peak they retain:
-#: a no-grad forward's high-water mark, in working sets;
-NO_GRAD_RETENTION = 1.5
+# the largest freed one, up to 32 MiB) come from the heap, whose holes later tensors reuse only in part. A no-grad
+# forward's retention is measured on each host (`Allocator`, workloads.calibration); backprop's is fitted on the
+# calibration sweep (3 steps; docs/workloads.md), in units of the counted live tensors it retains:
 #: plain backprop: besides what is kept, the forward's freed temporaries and the backward's gradients, in one
 #: layer's saved sets: HEAP_WORKING_LAYERS * L / (L + 1), growing with depth (0.5-0.9 measured at one layer, 1.3-1.4
 #: at three to six);
 HEAP_WORKING_LAYERS = 1.6
-#: checkpointed backprop: each recomputed layer's saved set lands partly in new memory, so the heap holds about this
-#: many of them (never more than plain backprop would);
-RECOMPUTED_LAYERS_RETAINED = 3.7
+#: checkpointed backprop holds every layer's input and one recomputed layer's saved set at a time; the heap
+#: retains freed recomputed sets besides, RECOMPUTED_RETAINED + RECOMPUTED_RETAINED_PER_LAYER * (L - 1) of the part of
+#: a set that is served from the heap (its tensors under MMAP_CEILING), never more than plain backprop would;
+RECOMPUTED_RETAINED = 0.6
+RECOMPUTED_RETAINED_PER_LAYER = 0.42
 #: plain backprop with frozen weights (LoRA, a tied LM head): no large gradients or optimizer states refill the first
 #: step's freed activations, so the next step's land in new memory: the heap holds two steps' kept tensors.
 FROZEN_STEPS_RETAINED = 2
@@ -95,6 +102,19 @@ MAPPED_SHARE = 0.89
 TOKENIZED_RESIDENT = 1.5
 #: Deduplicated examples of the tasks whose size is known without loading them (docs/workloads.md, Tasks).
 KNOWN_TASK_EXAMPLES = {ROTTEN_TOMATOES: 12_752}
+
+
+@dataclass(frozen=True)
+class Allocator:
+    """The allocator terms measured per host and thread count (`host_allocator`). The defaults are the values fitted
+    on the host the model was built on (the calibration sweep of benchmarks/bench_memory_model.py): a prediction
+    uses them only where asked to."""
+
+    #: a no-grad forward's high-water mark, in working sets.
+    no_grad_retention: float = 1.5
+
+
+FITTED = Allocator()
 
 
 @dataclass(frozen=True)
@@ -216,6 +236,17 @@ def layer_saved(shape: ModelShape, params: WorkloadParams, b: int, s: int) -> in
     return b * s * per_token_elements(shape, s, counts) if counts else 0
 
 
+def heap_saved(shape: ModelShape, params: WorkloadParams, b: int, s: int) -> int:
+    """Elements of one layer's saved set in tensors glibc may serve from its heap (at most MMAP_CEILING bytes each:
+    B*S*H, B*A*S*S and B*S*F tensors, each kind counted where one tensor of it fits)."""
+    counts = saved_counts(shape, params)
+    if counts is None:
+        return 0
+    w = BYTES[params.dtype]
+    sizes = (b * s * shape.hidden, b * shape.heads * s * s, b * s * shape.ffn)
+    return sum(count * size for count, size in zip(counts, sizes, strict=True) if w * size <= MMAP_CEILING)
+
+
 def position_bias(shape: ModelShape, b: int, s: int) -> int:
     """MPNet's relative-position bias (B*A*S*S elements), computed once per forward and added to every layer's
     scores: live through the whole forward, and a checkpoint input of every layer."""
@@ -231,21 +262,21 @@ def working_set(shape: ModelShape, b: int, s: int, dropout: bool) -> int:
     return b * s * max(mlp, ATTENTION_PHASE_HIDDEN * shape.hidden + scores)
 
 
-def no_grad_activations(shape: ModelShape, b: int, s: int, dropout: bool) -> float:
+def no_grad_activations(shape: ModelShape, b: int, s: int, dropout: bool, alloc: Allocator) -> float:
     """Elements of a no-grad forward's high-water mark: one layer's working set with what the allocator retains of
     it, and the tensors that live through the whole forward, allocated once (OPT's key/value cache, MPNet's position
     bias)."""
     cache = KV_CACHE_PER_LAYER * shape.layers * b * s * shape.hidden if shape.is_decoder else 0
-    return NO_GRAD_RETENTION * working_set(shape, b, s, dropout) + cache + position_bias(shape, b, s)
+    return alloc.no_grad_retention * working_set(shape, b, s, dropout) + cache + position_bias(shape, b, s)
 
 
-def backprop_activations(shape: ModelShape, params: WorkloadParams, b: int, s: int) -> float:
+def backprop_activations(shape: ModelShape, params: WorkloadParams, b: int, s: int, alloc: Allocator) -> float:
     """Elements of activation memory at backprop's peak: what is kept for backward (every layer's saved set, or, when
     checkpointed, every layer's input and the recomputed layers' sets the heap retains) and the backward's working
     set; a classifier whose head alone trains keeps nothing and peaks in its training-mode forward instead."""
     layer = layer_saved(shape, params, b, s)
     if layer == 0:
-        return no_grad_activations(shape, b, s, dropout=True)
+        return no_grad_activations(shape, b, s, dropout=True, alloc=alloc)
     full = params.tuning == "full"
     embedding = ENCODER_EMBEDDING_SAVED * b * s * shape.hidden if not shape.is_decoder and full else 0
     # MPNet's position bias is a checkpoint input of every layer, and without checkpointing its gradient sums over
@@ -257,7 +288,8 @@ def backprop_activations(shape: ModelShape, params: WorkloadParams, b: int, s: i
         acts = FROZEN_STEPS_RETAINED * (kept + shape.layers * layer)
     if params.method == "bp-checkpointed":
         inputs = kept + shape.layers * b * s * shape.hidden
-        acts = min(acts, inputs + RECOMPUTED_LAYERS_RETAINED * layer)
+        retained = RECOMPUTED_RETAINED + RECOMPUTED_RETAINED_PER_LAYER * (shape.layers - 1)
+        acts = min(acts, inputs + layer + retained * heap_saved(shape, params, b, s))
     return acts
 
 
@@ -270,7 +302,12 @@ def zo_bytes(params: WorkloadParams, shape: ModelShape, trainable: int, w: int) 
 
 
 def breakdown(
-    params: WorkloadParams, shape: ModelShape, runtime: int, num_labels: int = 2, pretrained: bool = False
+    params: WorkloadParams,
+    shape: ModelShape,
+    runtime: int,
+    num_labels: int = 2,
+    pretrained: bool = False,
+    alloc: Allocator = FITTED,
 ) -> Breakdown:
     w = BYTES[params.dtype]
     b, s = params.batch, min(params.seq_len, shape.max_positions)
@@ -284,12 +321,12 @@ def breakdown(
         zo = zo_bytes(params, shape, trainable, w) if params.method == "mezo" else 0
         # An LM keeps its logits and their log-softmax, and holds LM_HEAD_PACKING of its tied embedding matrix.
         head = int(LM_HEAD_PACKING * largest) if lm else 0
-        acts = int(w * no_grad_activations(shape, b, s, dropout=False))
+        acts = int(w * no_grad_activations(shape, b, s, dropout=False, alloc=alloc))
         return Breakdown(runtime, data, weights, 0, 0, acts, 2 * logits + head, zo)
     grads = trainable * w
     # torch keeps optimizer states in the parameter's dtype (exp_avg, exp_avg_sq of a bf16 weight are bf16)
     optimizer = OPTIMIZER_STATE[params.optimizer] * w * trainable
-    acts = int(w * backprop_activations(shape, params, b, s))
+    acts = int(w * backprop_activations(shape, params, b, s, alloc))
     temporaries = 0
     if params.tuning == "full" or (params.tuning == "head" and lm):  # the largest tensor trains
         temporaries = OPTIMIZER_TEMPORARIES[params.optimizer] + (TIED_GRADIENT_TEMPORARIES if lm else 0)
@@ -301,43 +338,93 @@ def breakdown(
     return Breakdown(runtime, data, weights, grads, optimizer, acts + extra, logits_phase, 0)
 
 
-def predict_breakdown(params: WorkloadParams) -> Breakdown | None:
-    """None when the model's shape is unknown or the runtime baseline cannot be measured here."""
+@functools.cache
+def host_allocator(threads: int | None = None) -> Allocator | None:
+    """This host's allocator on `threads` torch threads (default one per CPU): each of calibration.ALLOCATOR_TERMS
+    the value that makes the model predict the difference of its reference cells' peaks, measured once per
+    environment and thread count and cached; the other terms at their fitted values. The difference is linear in
+    the term: solved from its values at 0 and 1. None when a peak cannot be measured here."""
+    threads = threads or default_threads()
+    alloc = FITTED
+    for term, pair in REFERENCES.items():
+        peaks = [reference_peak_bytes(term, index, threads) for index in range(len(pair))]
+        if None in peaks:
+            return None
+        zero, one = (growth(pair, replace(alloc, **{term: value})) for value in (0.0, 1.0))
+        alloc = replace(alloc, **{term: max(0.0, (peaks[1] - peaks[0] - zero) / (one - zero))})
+    return alloc
+
+
+def growth(pair: tuple[WorkloadParams, ...], alloc: Allocator) -> int:
+    """How much more the model predicts for the large reference cell of `pair` than for the small one."""
+    small, large = (breakdown(p, model_shape(p.model), 0, alloc=alloc).total for p in pair)
+    return large - small
+
+
+def reference_peak_bytes(term: str, index: int, threads: int) -> int | None:
+    """The median peak of a calibration reference cell here (workloads.calibration), measured once and cached."""
+    return measured_once(
+        f"allocator-{term}-{index}-{threads}t",
+        ["workloads.calibration", term, str(index), str(threads)],
+        packages=LIBRARIES,
+        valid=lambda value: isinstance(value, int) and value > 0,
+        timeout_s=600,
+    )
+
+
+def host_memory_facts(threads: int | None = None) -> dict[str, Any]:
+    """What the model measured on this host for `threads` torch threads (run.json records it per thread count)."""
+    alloc = host_allocator(threads)
+    return {
+        "threads": threads or default_threads(),
+        "runtime_synthetic_bytes": runtime_baseline_bytes(False, threads),
+        "runtime_real_task_bytes": runtime_baseline_bytes(True, threads),
+        "allocator": asdict(alloc) if alloc else None,
+    }
+
+
+def predict_breakdown(params: WorkloadParams, threads: int | None = None) -> Breakdown | None:
+    """The prediction for a cell on `threads` torch threads (default one per CPU). None when the model's shape is
+    unknown or the runtime baseline or allocator terms cannot be measured here."""
     entry = resolve(params.model)
     shape = entry.shape
-    runtime = runtime_baseline_bytes(params.task != SYNTHETIC) if shape is not None else None
-    if shape is None or runtime is None:
+    if shape is None:
         return None
-    return breakdown(params, shape, runtime, pretrained=entry.pretrained)
+    runtime = runtime_baseline_bytes(params.task != SYNTHETIC, threads)
+    alloc = host_allocator(threads)
+    if runtime is None or alloc is None:
+        return None
+    return breakdown(params, shape, runtime, pretrained=entry.pretrained, alloc=alloc)
 
 
-def predict_peak_bytes(params: WorkloadParams) -> int | None:
+def predict_peak_bytes(params: WorkloadParams, threads: int | None = None) -> int | None:
     """Predicted peak process memory (bytes) of the cell, or None for a model whose shape is unknown."""
-    result = predict_breakdown(params)
+    result = predict_breakdown(params, threads)
     return result.total if result else None
 
 
-def largest_fitting(params: WorkloadParams, cap_bytes: int, ladder: str | None = None) -> str | None:
+def largest_fitting(
+    params: WorkloadParams, cap_bytes: int, ladder: str | None = None, threads: int | None = None
+) -> str | None:
     """The largest rung of `ladder` (opt, bert, pretrained; default the params' model's own, see
     `registry.ladder_of`) predicted to fit under the cap."""
     ladder = ladder or ladder_of(resolve(params.model))
-    runtime = runtime_baseline_bytes(params.task != SYNTHETIC)
-    if runtime is None:
-        return None
     best = None
     for name in ladder_names(ladder):
-        candidate = params.model_copy(update={"model": name})
-        rung = resolve(name)
-        assert rung.shape is not None
-        if breakdown(candidate, rung.shape, runtime, pretrained=rung.pretrained).total <= cap_bytes:
+        total = predict_peak_bytes(params.model_copy(update={"model": name}), threads)
+        if total is None:
+            return None
+        if total <= cap_bytes:
             best = name
     return best
 
 
-def fit_ratio(params: WorkloadParams, cap_bytes: int, ladder: str | None = None) -> float | None:
+def fit_ratio(
+    params: WorkloadParams, cap_bytes: int, ladder: str | None = None, threads: int | None = None
+) -> float | None:
     """Parameters of the largest MeZO-trainable model / of the largest checkpointed-BP one under the cap."""
-    mezo = largest_fitting(params.model_copy(update={"method": "mezo"}), cap_bytes, ladder)
-    bp = largest_fitting(params.model_copy(update={"method": "bp-checkpointed"}), cap_bytes, ladder)
+    mezo = largest_fitting(params.model_copy(update={"method": "mezo"}), cap_bytes, ladder, threads)
+    bp = largest_fitting(params.model_copy(update={"method": "bp-checkpointed"}), cap_bytes, ladder, threads)
     if mezo is None or bp is None:
         return None
     mezo_shape, bp_shape = model_shape(mezo), model_shape(bp)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import typing
+from dataclasses import asdict
 
 from pydantic import ValidationError
 from rich.console import Console
@@ -14,6 +16,7 @@ from rich.table import Table
 
 from devices.catalogue import CatalogueError, resolve_device
 from devices.profile import format_bytes
+from devices.speed import cell_threads
 from harness.commands.devices import add_file_argument, note_unread, user_catalogue
 from harness.errors import UserError
 from harness.spec import host_capacity_problem, host_memory_bytes
@@ -22,6 +25,7 @@ from workloads.flops import step_flops, step_seconds
 from workloads.memory_model import fit_ratio, largest_fitting, predict_breakdown
 from workloads.params import Method, Optimizer, WorkloadParams
 from workloads.registry import model_shape
+from workloads.validated import ValidatedRange, validated_range
 
 HELP = "predict peak memory and step time of a workload on a device, and the largest model that fits"
 METHODS = typing.get_args(Method)
@@ -79,17 +83,20 @@ def estimate(args: argparse.Namespace) -> dict:
     except CatalogueError as exc:
         raise UserError(str(exc)) from None
     params = _params(args)
-    parts = predict_breakdown(params)
+    threads = cell_threads(device, os.cpu_count() or 1)
+    parts = predict_breakdown(params, threads)
     if parts is None:
         raise UserError(
-            "cannot measure the runtime baseline here (python -m workloads.baseline failed); check torch"
+            "cannot measure the runtime baseline or the allocator terms here (python -m workloads.baseline or "
+            "workloads.calibration failed); check torch"
         )
     cap = device.memory_bytes
     shape = model_shape(params.model)
     assert shape is not None
-    largest = {m: largest_fitting(params.model_copy(update={"method": m}), cap) for m in METHODS}
+    largest = {m: largest_fitting(params.model_copy(update={"method": m}), cap, threads=threads) for m in METHODS}
     flops = step_flops(params)
     host = host_memory_bytes()
+    checked = validated_range(params.model, params.method)
     return {
         "device": device.name,
         "cap_bytes": cap,
@@ -104,13 +111,23 @@ def estimate(args: argparse.Namespace) -> dict:
         "predicted_peak_bytes": parts.total,
         "fits": parts.total <= cap,
         "breakdown_bytes": {k: getattr(parts, k) for k in parts.__dataclass_fields__},
+        "validated_range": asdict(checked) if checked else None,
+        "validated_range_text": validation_line(params, checked),
         "largest_fitting": largest[params.method],
         "largest_fitting_per_method": largest,
-        "mezo_over_bp_checkpointed_params": fit_ratio(params, cap),
+        "mezo_over_bp_checkpointed_params": fit_ratio(params, cap, threads=threads),
+        "threads": threads,
         "step_flops": flops,
         "device_gflops": device.gflops,
         "predicted_step_seconds": step_seconds(flops, device.gflops),
     }
+
+
+def validation_line(params: WorkloadParams, checked: ValidatedRange | None) -> str:
+    """How far the model was off, measured, on random shapes of this family and method (workloads.validated)."""
+    if checked is None:
+        return f"not validated on random shapes for {params.model}'s family with {params.method}"
+    return f"validated for this family and method: {checked.describe()}"
 
 
 def step_time_line(result: dict) -> str:
@@ -135,6 +152,7 @@ def handle(args: argparse.Namespace) -> int:
         f"batch {result['batch']} x seq {result['seq_len']} {result['dtype']} on {result['device']}: "
         f"predicted peak {format_bytes(result['predicted_peak_bytes'])}, cap {format_bytes(result['cap_bytes'])}: {verdict}"
     )
+    console.print(result["validated_range_text"], markup=False)
     table = Table(title="predicted peak, by term")
     table.add_column("term")
     table.add_column("bytes", justify="right")
