@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from rich.console import Console
 
 from harness import cli, scheduler
@@ -295,3 +296,16 @@ def test_trust_remote_code_in_a_spec_alone_is_refused_in_one_line(tmp_path, monk
     assert cli.main(["run", str(spec), "--out", str(out), "--no-report", "--trust-remote-code"]) == 0
     (record,) = load_records(out)
     assert record.status == "ok" and record.params.trust_remote_code
+
+
+def test_compose_takes_the_operators_word_for_remote_code_and_passes_it_to_each_device(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the containers mount the spec from the current directory
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(REMOTE_CODE)
+    assert cli.main(["compose", str(spec), "--no-engine-check"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "trust_remote_code: true would run the Python code" in line and "--trust-remote-code" in line
+    assert cli.main(["compose", str(spec), "--no-engine-check", "--trust-remote-code"]) == 0
+    services = yaml.safe_load(capsys.readouterr().out)["services"]
+    devices = [s for name, s in services.items() if name not in ("prepare", "report")]
+    assert devices and all(s["command"][-1] == "--trust-remote-code" for s in devices)

@@ -39,6 +39,7 @@ from devices.caps.container import (
     memory_limits,
 )
 from devices.speed import ENV_HOST_SPEED
+from harness.commands.run import check_remote_code
 from harness.errors import UserError
 from harness.harness_user import CELL_CAPS, ENV_HARNESS_USER
 from harness.prepare_results import ENV_OWNER, ENV_RUN
@@ -81,17 +82,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="write the file without checking that a Docker engine answers",
     )
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="pass --trust-remote-code to the device containers' runs (the spec must set trust_remote_code too)",
+    )
 
 
 def handle(args: argparse.Namespace) -> int:
     loaded = load_spec(args.spec)
+    check_remote_code(loaded.path, loaded.cells, args.trust_remote_code)
     spec_arg = _spec_argument(args.spec)
     if args.engine_check:
         from harness.executors.docker import connect
 
         connect().close()
     header = HEADER.format(args=f" {spec_arg}" if spec_arg else "", run=run_name(loaded))
-    print(header + yaml.safe_dump(compose_file(loaded, spec_arg), sort_keys=False, width=120), end="")
+    services = compose_file(loaded, spec_arg, args.trust_remote_code)
+    print(header + yaml.safe_dump(services, sort_keys=False, width=120), end="")
     return 0
 
 
@@ -178,7 +186,9 @@ def _planned_speed(loaded: LoadedSpec, device: str) -> dict[str, str]:
     return {ENV_HOST_SPEED: loaded.host.model_dump_json()}
 
 
-def compose_file(loaded: LoadedSpec, spec_arg: str) -> dict[str, Any]:
+def compose_file(loaded: LoadedSpec, spec_arg: str, trust_remote_code: bool = False) -> dict[str, Any]:
+    """The compose file of a spec: a results folder prepared, one capped container per device in turn, then the
+    report. `trust_remote_code`: the operator's word, passed on to each device's run."""
     results = RESULTS % run_name(loaded)
     services: dict[str, Any] = {"prepare": _prepare(RUN % run_name(loaded))}
     inputs = spec_inputs(loaded, spec_arg)
@@ -210,6 +220,7 @@ def compose_file(loaded: LoadedSpec, spec_arg: str) -> dict[str, Any]:
                 "--no-report",
                 "--enforcement",
                 "container",
+                *(["--trust-remote-code"] if trust_remote_code else []),
             ],
             **engine_limits(device, loaded.clocks.get(device.name)),
             "environment": {
