@@ -50,11 +50,16 @@ class ThroughputTrace:
             self._stride *= 2
 
 
+def scaled_work(clock: CellClock, meter: PhaseMeter) -> float:
+    """Burst-seconds the scaled clock has charged since the process started."""
+    return clock.burst_work(0.0, time.process_time(), meter.extra) or 0.0
+
+
 def heat_start(clock: CellClock, meter: PhaseMeter) -> float:
     """Device seconds from the process's start to the cell's first step, where its board starts to heat (cool
     before): what the scaled clock charged so far; the process's wall-clock age on the throttled clock."""
     if clock.scaled:
-        return clock.burst_work(0.0, time.process_time(), meter.extra) or 0.0
+        return scaled_work(clock, meter)
     if clock.throttled:
         return max(0.0, time.time() - psutil.Process().create_time())
     return 0.0
@@ -80,7 +85,7 @@ class WorkMeter:
         """Burst-seconds of work since the process started."""
         clock = self.clock
         if clock.scaled:
-            return clock.burst_work(0.0, time.process_time(), self.meter.extra) or 0.0
+            return scaled_work(clock, self.meter)
         if clock.throttled:
             return self.heated_from + (time.process_time() - self._cpu0) * clock.ratio
         return self.elapsed()
