@@ -17,23 +17,27 @@ the three validation seeds: at least 60 ok cells across OPT, BERT, MiniLM and MP
 Run one seed per locked run (each takes a few minutes):
   EDGEBENCH_SHAPE_SEED=101 flock /tmp/edgebench-cpu.lock .venv/bin/python -m pytest \
       benchmarks/bench_memory_random.py -o python_files='bench_*.py' --benchmark-only -s
-EDGEBENCH_SHAPE_THREADS=1 runs the cells on one torch thread (a one-core device): another host's allocator
-behaviour, predicted with its own calibration (the records') and, printed beside it, with the default one (this
-host's thread count); such a run is not stored.
+Another host: EDGEBENCH_SHAPE_THREADS=1 runs the cells on one torch thread (a one-core device), and a tuned C
+allocator (GLIBC_TUNABLES or MALLOC_*_ in the environment, which the cells inherit) changes what freed tensors leave
+resident, e.g. GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072. Such a run is predicted with its own calibration
+(the records') and, printed beside it, with this host's default one (its thread count, no tuning); it is not stored.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import statistics
+from collections.abc import Iterator
 
 import pytest
 
+from devices.cache import allocator_environment
 from harness.runinfo import host_facts, library_versions
 from tests.helpers import run_spec
 from workloads.flops import step_flops
-from workloads.memory_model import predict_peak_bytes
+from workloads.memory_model import host_allocator, predict_peak_bytes
 from workloads.params import WorkloadParams
 from workloads.registry import model_shape
 from workloads.validated import BAND, family_of_model, record_seed
@@ -125,6 +129,21 @@ def distribution(ratios: list[float]) -> str:
     )
 
 
+@contextlib.contextmanager
+def default_host() -> Iterator[None]:
+    """This host untuned: without the allocator's tuning, the memory model reads the default environment's cached
+    calibration (or measures it)."""
+    tuning = allocator_environment()
+    for name in tuning:
+        del os.environ[name]
+    host_allocator.cache_clear()
+    try:
+        yield
+    finally:
+        os.environ.update(tuning)
+        host_allocator.cache_clear()
+
+
 def seed_and_threads() -> tuple[int, int | None]:
     seed = int(os.environ.get("EDGEBENCH_SHAPE_SEED") or VALIDATION_SEEDS[0])
     threads = os.environ.get("EDGEBENCH_SHAPE_THREADS")
@@ -144,13 +163,16 @@ def test_every_seed_draws_every_family_and_method_cheaply():
 @pytest.mark.timeout(3600)
 def test_memory_model_on_random_shapes(benchmark, tmp_path, capsys):
     seed, threads = seed_and_threads()
+    tuning = allocator_environment()
+    variant = threads is not None or bool(tuning)
     records = benchmark.pedantic(run_spec, args=(tmp_path, spec(seed, threads)), rounds=1, iterations=1)
     ok = [r for r in records if r.status == "ok" and r.predicted_peak_bytes and r.peak_memory_bytes]
     ratio = {r.cell_id: r.predicted_peak_bytes / r.peak_memory_bytes for r in ok}
     role = "validation" if seed in VALIDATION_SEEDS else "fit" if seed in FIT_SEEDS else "unregistered"
     benchmark.extra_info.update(seed=seed, role=role, threads=threads, cells=len(records), ok=len(ok))
     with capsys.disabled():
-        print(f"\nseed {seed} ({role}), {'one-core device, ' * (threads == 1)}{len(ok)} ok cells of {len(records)}")
+        host = "".join([f"{threads} torch thread(s), " * (threads is not None), *(f"{k}={v}, " for k, v in tuning.items())])
+        print(f"\nseed {seed} ({role}), {host}{len(ok)} ok cells of {len(records)}")
         print(f"{'cell':56} {'measured MiB':>12} {'predicted MiB':>13} {'ratio':>6}")
         for r in sorted(ok, key=lambda r: label(r.params)):
             mib = r.peak_memory_bytes / 2**20, r.predicted_peak_bytes / 2**20
@@ -161,10 +183,11 @@ def test_memory_model_on_random_shapes(benchmark, tmp_path, capsys):
         print(f"seed {seed}: predicted / measured {distribution(list(ratio.values()))}")
         worst = sorted(ok, key=lambda r: -abs(ratio[r.cell_id] - 1))[:WORST_SHOWN]
         print("worst: " + "; ".join(f"{label(r.params)} {ratio[r.cell_id]:.3f}" for r in worst))
-        if threads is not None:
-            other = [predict_peak_bytes(r.params) / r.peak_memory_bytes for r in ok]
+        if variant:
+            with default_host():
+                other = [predict_peak_bytes(r.params) / r.peak_memory_bytes for r in ok]
             print(f"seed {seed}, without its own calibration: predicted / measured {distribution(other)}")
-    if role == "validation" and threads is None:
+    if role == "validation" and not variant:
         cells = [
             {
                 "model": r.params.model,

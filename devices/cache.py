@@ -42,13 +42,21 @@ def _version(name: str) -> str:
         return "missing"
 
 
+def allocator_environment() -> dict[str, str]:
+    """The C allocator's tuning in this environment (glibc reads GLIBC_TUNABLES and the MALLOC_*_ variables at
+    start-up): it changes what a freed tensor leaves resident, so cells inherit it and cached memory figures are
+    keyed on it."""
+    return {k: v for k, v in os.environ.items() if k == "GLIBC_TUNABLES" or k.startswith("MALLOC_")}
+
+
 def environment(packages: tuple[str, ...]) -> dict[str, str]:
-    """What a cached measurement depends on: interpreter, the packages it uses, and processor."""
+    """What a cached measurement depends on: interpreter, the packages it uses, processor and allocator tuning."""
     return {
         "python": sys.executable,
         "python_version": platform.python_version(),
         "cpu": cpu_model(),
         **{name: _version(name) for name in packages},
+        **allocator_environment(),
     }
 
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from devices.cache import measured_once
+from devices.cache import allocator_environment, measured_once
 from workloads.baseline import default_threads, runtime_baseline_bytes
 from workloads.calibration import REFERENCES
 from workloads.params import ZO_CHUNK, ZO_MAX_WORKERS, WorkloadParams, noise_table_size
@@ -71,13 +72,23 @@ LM_BACKWARD_LOGITS = 3
 #: glibc's largest dynamic mmap threshold (64-bit): a larger tensor is always mapped on its own and returned when
 #: freed; a smaller one may come from the heap, whose freed memory stays resident.
 MMAP_CEILING = 32 << 20
+#: glibc's initial mmap threshold, where it stays when tuning pins it (`mmap_ceiling`).
+MMAP_THRESHOLD_DEFAULT = 128 << 10
+#: glibc's tunables (GLIBC_TUNABLES) and their legacy MALLOC_*_ variables; setting any of the four turns the dynamic
+#: threshold off.
+PINNING_TUNABLES = {
+    "glibc.malloc.mmap_threshold": "MALLOC_MMAP_THRESHOLD_",
+    "glibc.malloc.trim_threshold": "MALLOC_TRIM_THRESHOLD_",
+    "glibc.malloc.top_pad": "MALLOC_TOP_PAD_",
+    "glibc.malloc.mmap_max": "MALLOC_MMAP_MAX_",
+}
 # The allocator (glibc malloc) does not return every freed tensor: tensors up to its mmap threshold (which rises to
 # the largest freed one, up to 32 MiB) come from the heap, whose holes later tensors reuse only in part. A no-grad
 # forward's retention is measured on each host (`Allocator`, workloads.calibration); backprop's is fitted on the
 # calibration sweep (3 steps; docs/workloads.md), in units of the counted live tensors it retains:
-#: plain backprop: besides what is kept, the forward's freed temporaries and the backward's gradients, in one
-#: layer's saved sets: HEAP_WORKING_LAYERS * L / (L + 1), growing with depth (0.5-0.9 measured at one layer, 1.3-1.4
-#: at three to six);
+#: plain backprop: besides what is kept, the forward's freed temporaries and the backward's gradients, in the part of
+#: one layer's saved set served from the heap: HEAP_WORKING_LAYERS * L / (L + 1), growing with depth (0.5-0.9 measured
+#: at one layer, 1.3-1.4 at three to six);
 HEAP_WORKING_LAYERS = 1.6
 #: checkpointed backprop holds every layer's input and one recomputed layer's saved set at a time; the heap
 #: retains freed recomputed sets besides, RECOMPUTED_RETAINED + RECOMPUTED_RETAINED_PER_LAYER * (L - 1) of the part of
@@ -85,7 +96,8 @@ HEAP_WORKING_LAYERS = 1.6
 RECOMPUTED_RETAINED = 0.6
 RECOMPUTED_RETAINED_PER_LAYER = 0.42
 #: plain backprop with frozen weights (LoRA, a tied LM head): no large gradients or optimizer states refill the first
-#: step's freed activations, so the next step's land in new memory: the heap holds two steps' kept tensors.
+#: step's freed activations, so the next step's land in new memory: the heap holds two steps' kept tensors (of those
+#: it serves; a mapped tensor is returned when freed).
 FROZEN_STEPS_RETAINED = 2
 #: A real task's examples as Python strings and the datasets library's table, per example (fitted).
 TEXT_BYTES_PER_EXAMPLE = 675
@@ -112,6 +124,8 @@ class Allocator:
 
     #: a no-grad forward's high-water mark, in working sets.
     no_grad_retention: float = 1.5
+    #: the largest tensor glibc may serve from its heap (derived from its tuning: `mmap_ceiling`).
+    mmap_ceiling: int = MMAP_CEILING
 
 
 FITTED = Allocator()
@@ -236,15 +250,15 @@ def layer_saved(shape: ModelShape, params: WorkloadParams, b: int, s: int) -> in
     return b * s * per_token_elements(shape, s, counts) if counts else 0
 
 
-def heap_saved(shape: ModelShape, params: WorkloadParams, b: int, s: int) -> int:
-    """Elements of one layer's saved set in tensors glibc may serve from its heap (at most MMAP_CEILING bytes each:
+def heap_saved(shape: ModelShape, params: WorkloadParams, b: int, s: int, ceiling: int = MMAP_CEILING) -> int:
+    """Elements of one layer's saved set in tensors glibc may serve from its heap (at most `ceiling` bytes each:
     B*S*H, B*A*S*S and B*S*F tensors, each kind counted where one tensor of it fits)."""
     counts = saved_counts(shape, params)
     if counts is None:
         return 0
     w = BYTES[params.dtype]
     sizes = (b * s * shape.hidden, b * shape.heads * s * s, b * s * shape.ffn)
-    return sum(count * size for count, size in zip(counts, sizes, strict=True) if w * size <= MMAP_CEILING)
+    return sum(count * size for count, size in zip(counts, sizes, strict=True) if w * size <= ceiling)
 
 
 def position_bias(shape: ModelShape, b: int, s: int) -> int:
@@ -282,14 +296,16 @@ def backprop_activations(shape: ModelShape, params: WorkloadParams, b: int, s: i
     # MPNet's position bias is a checkpoint input of every layer, and without checkpointing its gradient sums over
     # every layer's backward: one B*A*S*S tensor either way.
     kept = embedding + position_bias(shape, b, s)
+    heap = heap_saved(shape, params, b, s, alloc.mmap_ceiling)
     if full:
-        acts = kept + (shape.layers + HEAP_WORKING_LAYERS * shape.layers / (shape.layers + 1)) * layer
-    else:
-        acts = FROZEN_STEPS_RETAINED * (kept + shape.layers * layer)
+        acts = kept + shape.layers * layer + HEAP_WORKING_LAYERS * shape.layers / (shape.layers + 1) * heap
+    else:  # kept is the position bias alone, one tensor
+        kept_heap = kept if BYTES[params.dtype] * kept <= alloc.mmap_ceiling else 0
+        acts = kept + shape.layers * layer + (FROZEN_STEPS_RETAINED - 1) * (kept_heap + shape.layers * heap)
     if params.method == "bp-checkpointed":
         inputs = kept + shape.layers * b * s * shape.hidden
         retained = RECOMPUTED_RETAINED + RECOMPUTED_RETAINED_PER_LAYER * (shape.layers - 1)
-        acts = min(acts, inputs + layer + retained * heap_saved(shape, params, b, s))
+        acts = min(acts, inputs + layer + retained * heap)
     return acts
 
 
@@ -333,9 +349,31 @@ def breakdown(
     logits_phase = LM_BACKWARD_LOGITS * logits
     # The optimizer's temporaries come after the LM's logits phase is freed: mapped on their own, they reuse its
     # memory and the peak holds the larger of the two; from the heap, they stay beside it.
-    mapped = largest > MMAP_CEILING
+    mapped = largest > alloc.mmap_ceiling
     extra = max(0, temporaries * largest - logits_phase) if mapped else temporaries * largest
     return Breakdown(runtime, data, weights, grads, optimizer, acts + extra, logits_phase, 0)
+
+
+def mmap_ceiling(tuning: dict[str, str]) -> int:
+    """The largest tensor glibc serves from its heap under `tuning` (devices.cache.allocator_environment): its
+    dynamic threshold's ceiling by default; a pinned threshold (at most the ceiling: glibc ignores a larger one) or,
+    where other tuning turns the dynamic threshold off, its initial one; no limit where mmap is off."""
+    settings = dict(item.partition("=")[::2] for item in tuning.get("GLIBC_TUNABLES", "").split(":") if "=" in item)
+    given = {name: settings.get(name, tuning.get(legacy)) for name, legacy in PINNING_TUNABLES.items()}
+    pinned = {name: number for name, value in given.items() if (number := _glibc_number(value)) is not None}
+    if pinned.get("glibc.malloc.mmap_max") == 0:
+        return sys.maxsize
+    if pinned.get("glibc.malloc.mmap_threshold", 0) > MMAP_CEILING:
+        del pinned["glibc.malloc.mmap_threshold"]
+    return pinned.get("glibc.malloc.mmap_threshold", MMAP_THRESHOLD_DEFAULT) if pinned else MMAP_CEILING
+
+
+def _glibc_number(value: str | None) -> int | None:
+    """A tunable's value as glibc parses it (decimal, 0x hex or 0 octal); None where it is unset or not a number."""
+    try:
+        return int(value, 0) if value else None
+    except ValueError:
+        return None
 
 
 @functools.cache
@@ -345,7 +383,7 @@ def host_allocator(threads: int | None = None) -> Allocator | None:
     environment and thread count and cached; the other terms at their fitted values. The difference is linear in
     the term: solved from its values at 0 and 1. None when a peak cannot be measured here."""
     threads = threads or default_threads()
-    alloc = FITTED
+    alloc = replace(FITTED, mmap_ceiling=mmap_ceiling(allocator_environment()))
     for term, pair in REFERENCES.items():
         peaks = [reference_peak_bytes(term, index, threads) for index in range(len(pair))]
         if None in peaks:

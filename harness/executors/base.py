@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
+from devices.cache import allocator_environment
 from harness.cells import Cell
 from harness.energy import cell_energy, clock_report, throughput_points
 from harness.records import CellRecord, MemoryFigures, Status, judged, now_iso
@@ -27,7 +28,8 @@ ProgressFn = Callable[[Cell, dict[str, Any]], None]
 
 # No network at run time: cells load models and datasets from local files, whatever the operator's environment says.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-#: The only variables of the harness's environment a cell inherits: locale, PATH and where caches are. Tokens
+#: The only variables of the harness's environment a cell inherits: locale, PATH, where caches are and the C
+#: allocator's tuning (`devices.cache.allocator_environment`, part of the host the cells measure). Tokens
 #: (HF_TOKEN), cloud and CI secrets, proxies and PYTHON* stay with the harness.
 INHERITED_ENV = frozenset(
     {
@@ -43,6 +45,7 @@ def cell_env(*layers: dict[str, str]) -> dict[str, str]:
     """A cell's environment: the allow-listed part of the harness's (INHERITED_ENV), then `layers` (the cap's, the
     cell user's, the state plan's), then OFFLINE_ENV, which always wins."""
     env = {k: v for k, v in os.environ.items() if k in INHERITED_ENV or k.startswith(INHERITED_PREFIXES)}
+    env.update(allocator_environment())
     for layer in layers:
         env.update(layer)
     return env | OFFLINE_ENV
