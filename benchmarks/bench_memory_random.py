@@ -37,7 +37,7 @@ from devices.cache import allocator_environment
 from harness.runinfo import host_facts, library_versions
 from tests.helpers import run_spec
 from workloads.flops import step_flops
-from workloads.memory_model import host_allocator, predict_peak_bytes
+from workloads.host_memory import host_allocator, predict_peak_bytes
 from workloads.params import WorkloadParams
 from workloads.registry import model_shape
 from workloads.validated import BAND, family_of_model, record_seed

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from devices.profile import DeviceProfile
 from devices.speed import CellClock, unplanned_clock
 from harness.records import ModelResolution, Role
-from workloads.memory_model import predict_peak_bytes
+from workloads.host_memory import predict_peak_bytes
 from workloads.params import WorkloadParams
 
 #: The device fields that change a measurement: its name (a report's row; two named devices are two cells),

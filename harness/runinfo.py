@@ -15,7 +15,7 @@ from harness.cells import Cell
 from harness.executors.base import Executor
 from harness.records import SCHEMA_VERSION, now_iso
 from harness.spec import LoadedSpec
-from workloads.memory_model import host_memory_facts
+from workloads.host_memory import host_memory_facts
 
 #: Set by `edgebench compose` in each device service: the device slice that ran before this one ("" for the first).
 #: Device containers run one after another, never beside each other, so no slice's step times are measured while

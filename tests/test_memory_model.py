@@ -5,22 +5,23 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
-from workloads import baseline
+from devices.cache import environment
+from workloads import baseline, host_memory
+from workloads.allocator import FITTED, mmap_ceiling
+from workloads.host_memory import fit_ratio, largest_fitting, predict_breakdown, predict_peak_bytes
 from workloads.memory_model import (
     MAPPED_SHARE,
     SAVED_PER_TOKEN,
     TEXT_BYTES_PER_EXAMPLE,
     TOKENIZED_RESIDENT,
+    breakdown,
     data_bytes,
-    fit_ratio,
-    largest_fitting,
     per_token_elements,
     position_bias,
-    predict_breakdown,
-    predict_peak_bytes,
     working_set,
 )
 from workloads.params import WorkloadParams
@@ -45,7 +46,7 @@ B, S = 2, 24
 
 
 def test_memory_model_checks_and_estimate_do_not_import_torch():
-    code = "import sys, harness.commands.estimate, workloads.memory_model, workloads.checks; print('torch' in sys.modules)"
+    code = "import sys, harness.commands.estimate, workloads.host_memory, workloads.checks; print('torch' in sys.modules)"
     assert (
         subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True
@@ -324,19 +325,18 @@ def test_dynamic_padding_is_predicted_at_the_longest_batch_a_cell_draws(tmp_path
 def test_host_allocator_predicts_the_measured_growth_of_its_reference_cells(monkeypatch):
     """The measured term is the value at which the model predicts the difference between its reference cells'
     peaks (what does not grow with the shape cancels); other measured peaks give other values."""
-    from workloads import memory_model
     from workloads.calibration import REFERENCES
 
     pair = REFERENCES["no_grad_retention"]
     for growth_mib in (100, 160):
         monkeypatch.setattr(
-            memory_model, "reference_peak_bytes", lambda term, index, threads, g=growth_mib: (500 + index * g) << 20
+            host_memory, "reference_peak_bytes", lambda term, index, threads, g=growth_mib: (500 + index * g) << 20
         )
-        memory_model.host_allocator.cache_clear()
-        alloc = memory_model.host_allocator(2)
-        assert memory_model.growth(pair, alloc) == pytest.approx(growth_mib << 20, abs=16)
-    assert alloc.no_grad_retention > memory_model.FITTED.no_grad_retention  # 160 MiB is more than it predicts
-    memory_model.host_allocator.cache_clear()
+        host_memory.host_allocator.cache_clear()
+        alloc = host_memory.host_allocator(2)
+        assert host_memory.growth(pair, alloc) == pytest.approx(growth_mib << 20, abs=16)
+    assert alloc.no_grad_retention > FITTED.no_grad_retention  # 160 MiB is more than it predicts
+    host_memory.host_allocator.cache_clear()
 
 
 def test_validated_range_is_read_from_the_benchmark_cells(tmp_path):
@@ -357,7 +357,8 @@ def test_checkpointed_backprop_holds_one_recomputed_set_and_the_heap_retains_mor
     """Every layer's input plus one live recomputed set (SGD: no optimizer temporaries), and retained sets growing
     with depth, counting only the tensors under glibc's mmap ceiling (MiniLM's B*A*S*S probabilities at 16 x 256
     are 48 MiB: mapped, returned)."""
-    from workloads.memory_model import MMAP_CEILING, heap_saved, layer_saved
+    from workloads.allocator import MMAP_CEILING
+    from workloads.memory_model import heap_saved, layer_saved
 
     def acts(model: str, b: int, s: int) -> int:
         params = WorkloadParams(
@@ -379,3 +380,44 @@ def test_checkpointed_backprop_holds_one_recomputed_set_and_the_heap_retains_mor
     shape = model_shape("minilm-l3")
     assert 4 * 16 * shape.heads * 256 * 256 > MMAP_CEILING
     assert heap_saved(shape, params, 16, 256) == layer_saved(shape, params, 16, 256) - 3 * 16 * shape.heads * 256**2
+
+
+@pytest.mark.parametrize(
+    ("tuning", "ceiling"),
+    [
+        ({}, 32 << 20),
+        ({"MALLOC_ARENA_MAX": "2"}, 32 << 20),  # tuning that leaves the threshold dynamic
+        ({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=131072"}, 131072),
+        ({"MALLOC_MMAP_THRESHOLD_": "0x400000"}, 4 << 20),
+        ({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=268435456"}, 32 << 20),  # above the ceiling: ignored
+        ({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0"}, 128 << 10),  # pins the initial threshold
+        ({"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0"}, sys.maxsize),  # no mmap: the heap serves everything
+    ],
+)
+def test_the_heap_ceiling_follows_glibc_tuning(tuning, ceiling):
+    assert mmap_ceiling(tuning) == ceiling
+
+
+def test_a_host_whose_allocator_maps_activations_is_predicted_to_retain_none_of_them(monkeypatch, tmp_path):
+    """A pinned low mmap threshold (measured: the no-grad calibration pair grows 92 MB instead of 171) maps every
+    activation on its own: backprop's heap terms vanish, and cached figures are the tuned environment's own."""
+    monkeypatch.setenv("EDGEBENCH_CACHE", str(tmp_path))
+    params = WorkloadParams(model="opt-125m", method="bp", tuning="lora", batch=6, seq_len=128)
+    shape = model_shape(params.model)
+    default = breakdown(params, shape, 0)
+    mapped = breakdown(params, shape, 0, alloc=replace(FITTED, mmap_ceiling=128 << 10))
+    assert mapped.activations < default.activations
+    kept = breakdown(params, shape, 0, alloc=replace(FITTED, mmap_ceiling=0)).activations
+    assert mapped.activations == kept  # every saved tensor of this shape is over 128 KiB
+    before = environment(("torch",))
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=131072")
+    assert environment(("torch",)) != before
+
+
+def test_cells_inherit_the_allocators_tuning(monkeypatch):
+    from harness.executors.base import cell_env
+
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=131072")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    env = cell_env()
+    assert env["GLIBC_TUNABLES"] == "glibc.malloc.mmap_threshold=131072" and env["MALLOC_ARENA_MAX"] == "2"

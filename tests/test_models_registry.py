@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from workloads.checks import check_params
-from workloads.memory_model import breakdown, largest_fitting, predict_peak_bytes
+from workloads.host_memory import largest_fitting, predict_peak_bytes
+from workloads.memory_model import breakdown
 from workloads.params import WorkloadParams
 from workloads.registry import (
     LADDER,

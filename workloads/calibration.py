@@ -5,7 +5,7 @@ host: its C library, torch's build and thread count. So each of ALLOCATOR_TERMS 
 and thread count: a pair of reference cells of one model, small and large (REFERENCES, a few seconds each), runs
 through the cells' own code path, each in REPEATS fresh processes (`python -m workloads.calibration TERM INDEX
 THREADS` prints the median peak RSS: one run moves by up to about 5%), and the term is the value that makes the
-model predict the difference of their peaks (`memory_model.host_allocator`; the difference cancels what does not
+model predict the difference of their peaks (`host_memory.host_allocator`; the difference cancels what does not
 grow with the shape: the runtime, the weights, first-use buffers). Cached like the runtime baseline
 (`devices.cache`).
 """

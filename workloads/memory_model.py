@@ -1,8 +1,8 @@
-"""Analytic peak-memory model (DESIGN.md), torch-free: the harness parent and `edgebench estimate` use it.
+"""Analytic peak-memory model, torch-free: its terms, given a host's measured figures (workloads.host_memory).
 
 peak RSS = R + data + resident weights + method terms, with R (interpreter + torch + allocator) and a no-grad
 forward's allocator retention measured once per environment and thread count (workloads.baseline,
-workloads.calibration). The activation terms are counts of the tensors transformers' OPT / BERT / MPNet layers keep
+workloads.calibration), and what the allocator keeps derived from its tuning (workloads.allocator). The activation terms are counts of the tensors transformers' OPT / BERT / MPNet layers keep
 in fp32 on CPU (saved for backward, or live at a no-grad forward's peak), taken with
 `torch.autograd.graph.saved_tensors_hooks` and the profiler's allocation events; the few other constants that are not
 counts were fitted on a calibration sweep and are validated on a disjoint one and on random shapes
@@ -11,19 +11,13 @@ counts were fitted on a calibration sweep and are validated on a disjoint one an
 
 from __future__ import annotations
 
-import functools
 import math
-import sys
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import dataclass
 
-from devices.cache import allocator_environment, measured_once
-from workloads.baseline import default_threads, runtime_baseline_bytes
-from workloads.calibration import REFERENCES
+from workloads.allocator import FITTED, MMAP_CEILING, Allocator
 from workloads.params import ZO_CHUNK, ZO_MAX_WORKERS, WorkloadParams, noise_table_size
-from workloads.registry import ModelShape, ladder_names, ladder_of, model_shape, resolve
+from workloads.registry import ModelShape
 from workloads.sources import ROTTEN_TOMATOES, SYNTHETIC, split_sizes
-from workloads.versions import LIBRARIES
 
 BYTES = {"fp32": 4, "bf16": 2}
 OPTIMIZER_STATE = {"sgd": 0, "sgd-momentum": 1, "adamw": 2}  # states per trainable weight, in its dtype
@@ -69,19 +63,6 @@ TIED_GRADIENT_TEMPORARIES = 1
 #: An LM's backward starts with its log-softmax kept for backward and two B*S*V gradients (of the log-softmax and of
 #: the logits): the logits phase; the optimizer's temporaries come later, after those are freed.
 LM_BACKWARD_LOGITS = 3
-#: glibc's largest dynamic mmap threshold (64-bit): a larger tensor is always mapped on its own and returned when
-#: freed; a smaller one may come from the heap, whose freed memory stays resident.
-MMAP_CEILING = 32 << 20
-#: glibc's initial mmap threshold, where it stays when tuning pins it (`mmap_ceiling`).
-MMAP_THRESHOLD_DEFAULT = 128 << 10
-#: glibc's tunables (GLIBC_TUNABLES) and their legacy MALLOC_*_ variables; setting any of the four turns the dynamic
-#: threshold off.
-PINNING_TUNABLES = {
-    "glibc.malloc.mmap_threshold": "MALLOC_MMAP_THRESHOLD_",
-    "glibc.malloc.trim_threshold": "MALLOC_TRIM_THRESHOLD_",
-    "glibc.malloc.top_pad": "MALLOC_TOP_PAD_",
-    "glibc.malloc.mmap_max": "MALLOC_MMAP_MAX_",
-}
 # The allocator (glibc malloc) does not return every freed tensor: tensors up to its mmap threshold (which rises to
 # the largest freed one, up to 32 MiB) come from the heap, whose holes later tensors reuse only in part. A no-grad
 # forward's retention is measured on each host (`Allocator`, workloads.calibration); backprop's is fitted on the
@@ -114,21 +95,6 @@ MAPPED_SHARE = 0.89
 TOKENIZED_RESIDENT = 1.5
 #: Deduplicated examples of the tasks whose size is known without loading them (docs/workloads.md, Tasks).
 KNOWN_TASK_EXAMPLES = {ROTTEN_TOMATOES: 12_752}
-
-
-@dataclass(frozen=True)
-class Allocator:
-    """The allocator terms measured per host and thread count (`host_allocator`). The defaults are the values fitted
-    on the host the model was built on (the calibration sweep of benchmarks/bench_memory_model.py): a prediction
-    uses them only where asked to."""
-
-    #: a no-grad forward's high-water mark, in working sets.
-    no_grad_retention: float = 1.5
-    #: the largest tensor glibc may serve from its heap (derived from its tuning: `mmap_ceiling`).
-    mmap_ceiling: int = MMAP_CEILING
-
-
-FITTED = Allocator()
 
 
 @dataclass(frozen=True)
@@ -352,119 +318,3 @@ def breakdown(
     mapped = largest > alloc.mmap_ceiling
     extra = max(0, temporaries * largest - logits_phase) if mapped else temporaries * largest
     return Breakdown(runtime, data, weights, grads, optimizer, acts + extra, logits_phase, 0)
-
-
-def mmap_ceiling(tuning: dict[str, str]) -> int:
-    """The largest tensor glibc serves from its heap under `tuning` (devices.cache.allocator_environment): its
-    dynamic threshold's ceiling by default; a pinned threshold (at most the ceiling: glibc ignores a larger one) or,
-    where other tuning turns the dynamic threshold off, its initial one; no limit where mmap is off."""
-    settings = dict(item.partition("=")[::2] for item in tuning.get("GLIBC_TUNABLES", "").split(":") if "=" in item)
-    given = {name: settings.get(name, tuning.get(legacy)) for name, legacy in PINNING_TUNABLES.items()}
-    pinned = {name: number for name, value in given.items() if (number := _glibc_number(value)) is not None}
-    if pinned.get("glibc.malloc.mmap_max") == 0:
-        return sys.maxsize
-    if pinned.get("glibc.malloc.mmap_threshold", 0) > MMAP_CEILING:
-        del pinned["glibc.malloc.mmap_threshold"]
-    return pinned.get("glibc.malloc.mmap_threshold", MMAP_THRESHOLD_DEFAULT) if pinned else MMAP_CEILING
-
-
-def _glibc_number(value: str | None) -> int | None:
-    """A tunable's value as glibc parses it (decimal, 0x hex or 0 octal); None where it is unset or not a number."""
-    try:
-        return int(value, 0) if value else None
-    except ValueError:
-        return None
-
-
-@functools.cache
-def host_allocator(threads: int | None = None) -> Allocator | None:
-    """This host's allocator on `threads` torch threads (default one per CPU): each of calibration.ALLOCATOR_TERMS
-    the value that makes the model predict the difference of its reference cells' peaks, measured once per
-    environment and thread count and cached; the other terms at their fitted values. The difference is linear in
-    the term: solved from its values at 0 and 1. None when a peak cannot be measured here."""
-    threads = threads or default_threads()
-    alloc = replace(FITTED, mmap_ceiling=mmap_ceiling(allocator_environment()))
-    for term, pair in REFERENCES.items():
-        peaks = [reference_peak_bytes(term, index, threads) for index in range(len(pair))]
-        if None in peaks:
-            return None
-        zero, one = (growth(pair, replace(alloc, **{term: value})) for value in (0.0, 1.0))
-        alloc = replace(alloc, **{term: max(0.0, (peaks[1] - peaks[0] - zero) / (one - zero))})
-    return alloc
-
-
-def growth(pair: tuple[WorkloadParams, ...], alloc: Allocator) -> int:
-    """How much more the model predicts for the large reference cell of `pair` than for the small one."""
-    small, large = (breakdown(p, model_shape(p.model), 0, alloc=alloc).total for p in pair)
-    return large - small
-
-
-def reference_peak_bytes(term: str, index: int, threads: int) -> int | None:
-    """The median peak of a calibration reference cell here (workloads.calibration), measured once and cached."""
-    return measured_once(
-        f"allocator-{term}-{index}-{threads}t",
-        ["workloads.calibration", term, str(index), str(threads)],
-        packages=LIBRARIES,
-        valid=lambda value: isinstance(value, int) and value > 0,
-        timeout_s=600,
-    )
-
-
-def host_memory_facts(threads: int | None = None) -> dict[str, Any]:
-    """What the model measured on this host for `threads` torch threads (run.json records it per thread count)."""
-    alloc = host_allocator(threads)
-    return {
-        "threads": threads or default_threads(),
-        "runtime_synthetic_bytes": runtime_baseline_bytes(False, threads),
-        "runtime_real_task_bytes": runtime_baseline_bytes(True, threads),
-        "allocator": asdict(alloc) if alloc else None,
-    }
-
-
-def predict_breakdown(params: WorkloadParams, threads: int | None = None) -> Breakdown | None:
-    """The prediction for a cell on `threads` torch threads (default one per CPU). None when the model's shape is
-    unknown or the runtime baseline or allocator terms cannot be measured here."""
-    entry = resolve(params.model)
-    shape = entry.shape
-    if shape is None:
-        return None
-    runtime = runtime_baseline_bytes(params.task != SYNTHETIC, threads)
-    alloc = host_allocator(threads)
-    if runtime is None or alloc is None:
-        return None
-    return breakdown(params, shape, runtime, pretrained=entry.pretrained, alloc=alloc)
-
-
-def predict_peak_bytes(params: WorkloadParams, threads: int | None = None) -> int | None:
-    """Predicted peak process memory (bytes) of the cell, or None for a model whose shape is unknown."""
-    result = predict_breakdown(params, threads)
-    return result.total if result else None
-
-
-def largest_fitting(
-    params: WorkloadParams, cap_bytes: int, ladder: str | None = None, threads: int | None = None
-) -> str | None:
-    """The largest rung of `ladder` (opt, bert, pretrained; default the params' model's own, see
-    `registry.ladder_of`) predicted to fit under the cap."""
-    ladder = ladder or ladder_of(resolve(params.model))
-    best = None
-    for name in ladder_names(ladder):
-        total = predict_peak_bytes(params.model_copy(update={"model": name}), threads)
-        if total is None:
-            return None
-        if total <= cap_bytes:
-            best = name
-    return best
-
-
-def fit_ratio(
-    params: WorkloadParams, cap_bytes: int, ladder: str | None = None, threads: int | None = None
-) -> float | None:
-    """Parameters of the largest MeZO-trainable model / of the largest checkpointed-BP one under the cap."""
-    mezo = largest_fitting(params.model_copy(update={"method": "mezo"}), cap_bytes, ladder, threads)
-    bp = largest_fitting(params.model_copy(update={"method": "bp-checkpointed"}), cap_bytes, ladder, threads)
-    if mezo is None or bp is None:
-        return None
-    mezo_shape, bp_shape = model_shape(mezo), model_shape(bp)
-    assert mezo_shape and bp_shape
-    return mezo_shape.params / bp_shape.params

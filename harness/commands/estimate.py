@@ -22,7 +22,7 @@ from harness.errors import UserError
 from harness.spec import host_capacity_problem, host_memory_bytes
 from workloads.checks import check_params
 from workloads.flops import step_flops, step_seconds
-from workloads.memory_model import fit_ratio, largest_fitting, predict_breakdown
+from workloads.host_memory import fit_ratio, largest_fitting, predict_breakdown
 from workloads.params import Method, Optimizer, WorkloadParams
 from workloads.registry import model_shape
 from workloads.validated import ValidatedRange, validated_range
