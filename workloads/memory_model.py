@@ -250,29 +250,45 @@ def no_grad_activations(shape: ModelShape, b: int, s: int, dropout: bool, alloc:
     return alloc.no_grad_retention * working_set(shape, b, s, dropout) + cache + position_bias(shape, b, s)
 
 
-def backprop_activations(shape: ModelShape, params: WorkloadParams, b: int, s: int, alloc: Allocator) -> float:
-    """Elements of activation memory at backprop's peak: what is kept for backward (every layer's saved set, or, when
-    checkpointed, every layer's input and the recomputed layers' sets the heap retains) and the backward's working
-    set; a classifier whose head alone trains keeps nothing and peaks in its training-mode forward instead."""
+@dataclass(frozen=True)
+class Activations:
+    """Elements of activation memory at backprop's peak: `resident` stays through the optimizer's step (the heap's
+    share and what it retains), `returned` is in tensors glibc maps on their own, which the backward returns as it
+    goes while the gradients are allocated."""
+
+    resident: float
+    returned: float = 0
+
+
+def backprop_activations(shape: ModelShape, params: WorkloadParams, b: int, s: int, alloc: Allocator) -> Activations:
+    """What is kept for backward (every layer's saved set, or, when checkpointed, every layer's input and the
+    recomputed layers' sets the heap retains) and the backward's working set; a classifier whose head alone trains
+    keeps nothing and peaks in its training-mode forward instead."""
     layer = layer_saved(shape, params, b, s)
     if layer == 0:
-        return no_grad_activations(shape, b, s, dropout=True, alloc=alloc)
+        return Activations(no_grad_activations(shape, b, s, dropout=True, alloc=alloc))
     full = params.tuning == "full"
-    embedding = ENCODER_EMBEDDING_SAVED * b * s * shape.hidden if not shape.is_decoder and full else 0
+    hidden = b * s * shape.hidden
+    embedding = ENCODER_EMBEDDING_SAVED * hidden if not shape.is_decoder and full else 0
     # MPNet's position bias is a checkpoint input of every layer, and without checkpointing its gradient sums over
     # every layer's backward: one B*A*S*S tensor either way.
-    kept = embedding + position_bias(shape, b, s)
+    bias = position_bias(shape, b, s)
+    kept = embedding + bias
+    served = BYTES[params.dtype] * hidden <= alloc.mmap_ceiling, BYTES[params.dtype] * bias <= alloc.mmap_ceiling
+    kept_heap = embedding * served[0] + bias * served[1]
     heap = heap_saved(shape, params, b, s, alloc.mmap_ceiling)
+    returned = kept - kept_heap + shape.layers * (layer - heap)
     if full:
-        acts = kept + shape.layers * layer + HEAP_WORKING_LAYERS * shape.layers / (shape.layers + 1) * heap
-    else:  # kept is the position bias alone, one tensor
-        kept_heap = kept if BYTES[params.dtype] * kept <= alloc.mmap_ceiling else 0
-        acts = kept + shape.layers * layer + (FROZEN_STEPS_RETAINED - 1) * (kept_heap + shape.layers * heap)
+        resident = kept_heap + shape.layers * heap + HEAP_WORKING_LAYERS * shape.layers / (shape.layers + 1) * heap
+    else:
+        resident = FROZEN_STEPS_RETAINED * (kept_heap + shape.layers * heap)
     if params.method == "bp-checkpointed":
-        inputs = kept + shape.layers * b * s * shape.hidden
+        inputs = kept + shape.layers * hidden
         retained = RECOMPUTED_RETAINED + RECOMPUTED_RETAINED_PER_LAYER * (shape.layers - 1)
-        acts = min(acts, inputs + layer + retained * heap)
-    return acts
+        checkpointed = inputs + layer + retained * heap
+        if checkpointed < resident + returned:
+            return Activations(checkpointed)
+    return Activations(resident, returned)
 
 
 def zo_bytes(params: WorkloadParams, shape: ModelShape, trainable: int, w: int) -> int:
@@ -308,7 +324,7 @@ def breakdown(
     grads = trainable * w
     # torch keeps optimizer states in the parameter's dtype (exp_avg, exp_avg_sq of a bf16 weight are bf16)
     optimizer = OPTIMIZER_STATE[params.optimizer] * w * trainable
-    acts = int(w * backprop_activations(shape, params, b, s, alloc))
+    acts = backprop_activations(shape, params, b, s, alloc)
     temporaries = 0
     if params.tuning == "full" or (params.tuning == "head" and lm):  # the largest tensor trains
         temporaries = OPTIMIZER_TEMPORARIES[params.optimizer] + (TIED_GRADIENT_TEMPORARIES if lm else 0)
@@ -317,4 +333,6 @@ def breakdown(
     # memory and the peak holds the larger of the two; from the heap, they stay beside it.
     mapped = largest > alloc.mmap_ceiling
     extra = max(0, temporaries * largest - logits_phase) if mapped else temporaries * largest
-    return Breakdown(runtime, data, weights, grads, optimizer, acts + extra, logits_phase, 0)
+    # Returned activations and the gradients replacing them peak at the backward's start or at the optimizer's step.
+    beyond = max(w * acts.returned - grads, extra)
+    return Breakdown(runtime, data, weights, grads, optimizer, int(w * acts.resident + beyond), logits_phase, 0)
