@@ -15,7 +15,7 @@ from workloads.cell import run_cell
 from workloads.methods import make_method
 from workloads.params import WorkloadParams
 from workloads.registry import model_shape
-from workloads.runner import Reporter
+from workloads.reporter import Reporter
 
 #: minilm-l1's parameters with a two-label head, as a cell builds it.
 MINILM_L1_CLASSIFIER = model_shape("minilm-l1").params + 384 * 2 + 2

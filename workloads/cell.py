@@ -28,7 +28,7 @@ from workloads.params import WorkloadParams
 from workloads.phases import PhaseCosts, batch_shape
 from workloads.predictions import Predictions, SplitPredictions
 from workloads.registry import resolve
-from workloads.runner import Reporter
+from workloads.reporter import Reporter
 from workloads.resumable import StatePlan
 from workloads.resume import Checkpointer, Loop, Segment, say
 from workloads.sources import LABEL_WORDS, SYNTHETIC
