@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from devices.profile import format_bytes
 from harness.cells import Cell
-from harness.executors.base import Executor
+from harness.executors.base import Executor, cpu_need
 from harness.interrupts import Interrupted
 from harness.records import CellRecord, CpuSharing, judged
 from harness.store import RunStore
@@ -32,12 +32,6 @@ def host_budget_bytes() -> int:
 def host_cores() -> int:
     """The cores parallel cells may share: those this process may run on (a container's cpuset, taskset)."""
     return len(os.sched_getaffinity(0))
-
-
-def cpu_need(cell: Cell) -> float:
-    """The cores a cell keeps busy: on a throttled clock its CFS quota, otherwise its torch threads (the device's
-    cores on this host's, or fewer on a scaled clock: devices.speed.cell_threads)."""
-    return cell.clock.cpu_quota_cores if cell.clock.throttled else cell.clock.threads
 
 
 def describe(record: CellRecord) -> str:

@@ -39,6 +39,12 @@ INHERITED_ENV = frozenset(
 INHERITED_PREFIXES = ("LC_",)
 
 
+def cpu_need(cell: Cell) -> float:
+    """The cores a cell keeps busy: on a throttled clock its CFS quota, otherwise its torch threads (the device's
+    cores on this host's, or fewer on a scaled clock: devices.speed.cell_threads)."""
+    return cell.clock.cpu_quota_cores if cell.clock.throttled else cell.clock.threads
+
+
 def cell_env(*layers: dict[str, str]) -> dict[str, str]:
     """A cell's environment: the allow-listed part of the harness's (INHERITED_ENV), then `layers` (the cap's, the
     cell user's, the state plan's), then OFFLINE_ENV, which always wins."""

@@ -32,10 +32,9 @@ from devices.cache import cache_dir
 from devices.profile import format_bytes
 from harness.cells import Cell
 from harness.errors import UserError
-from harness.executors.base import CHUNK_BYTES, MAX_LOG_BYTES, ChildOutcome, Executor, ProgressFn
+from harness.executors.base import CHUNK_BYTES, MAX_LOG_BYTES, ChildOutcome, Executor, ProgressFn, cpu_need
 from harness.executors.local import LocalExecutor
 from harness.records import now_iso
-from harness.scheduler import cpu_need
 from harness.store import LOGS_DIR, write_bytes_atomic
 from workloads.resumable import CHECKPOINTS_DIR
 
