@@ -27,8 +27,8 @@ from pathlib import Path
 import psutil
 
 from devices.caps.base import pid_alive
-from harness.errors import UserError
 from harness.reach import locked
+from harness.record.errors import UserError
 
 CELL_GID = 90000
 FIRST_UID, LAST_UID = 90001, 99999

@@ -8,8 +8,8 @@ import sys
 from importlib import import_module
 
 from harness import harness_user
-from harness.errors import UserError
 from harness.interrupts import Interrupted, exit_code
+from harness.record.errors import UserError
 
 COMMANDS = ("run", "doctor", "devices", "estimate", "report", "compare", "compose", "docker-up")
 

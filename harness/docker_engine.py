@@ -37,7 +37,7 @@ from pathlib import Path
 import docker
 
 from devices.cache import cache_dir
-from harness.errors import UserError
+from harness.record.errors import UserError
 from workloads.weights import MPNET_PARTS, part_package
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 
 from devices.sandbox import libc_call
-from harness.errors import UserError
 from harness.prepare_results import PrepareError, parse_owner
+from harness.record.errors import UserError
 
 #: "uid:gid" the harness becomes, keeping CELL_CAPS (set only where it starts as uid 0 for that purpose).
 ENV_HARNESS_USER = "EDGEBENCH_HARNESS_USER"

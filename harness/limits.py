@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from harness.errors import UserError
+from harness.record.errors import UserError
 
 #: Cells a spec may expand to unless the user lifts it (`edgebench run --max-cells N`).
 MAX_CELLS = 10_000

@@ -12,8 +12,8 @@ import stat
 import sys
 from pathlib import Path
 
-#: A spec's name and a run folder's: one path component, never `.` or `..`.
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+from harness.record.names import NAME_PATTERN
+
 #: The environment variables compose hands in (exec form: no shell reads them).
 ENV_RUN, ENV_OWNER = "EDGEBENCH_RUN", "EDGEBENCH_OWNER"
 

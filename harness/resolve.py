@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from devices.profile import DeviceProfile, format_bytes
 from devices.speed import CellClock
-from harness.cells import Cell, planned_cell
-from harness.records import CellRecord, ModelResolution, ProbeOutcome
+from harness.record.cells import Cell, planned_cell
+from harness.record.records import CellRecord, ModelResolution, ProbeOutcome
 from workloads.params import WorkloadParams
 from workloads.registry import PRETRAINED, ladder_names
 

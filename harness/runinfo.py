@@ -1,5 +1,5 @@
 """run.json: what a run was, on what, with which versions; written by each writer (a `--device` slice writes
-its own run.DEVICE.json, see harness.store) at its start."""
+its own run.DEVICE.json, see harness.record.store) at its start."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 
 import psutil
 
-from harness.cells import Cell
 from harness.executors.base import Executor
-from harness.records import SCHEMA_VERSION, now_iso
+from harness.record.cells import Cell
+from harness.record.records import SCHEMA_VERSION, now_iso
 from harness.spec import LoadedSpec
 from workloads.memory_model import host_memory_facts
 

@@ -17,10 +17,11 @@ from devices.catalogue import USER_FILE, CatalogueError, load_catalogue, parse_p
 from devices.profile import DeviceProfile, format_bytes
 from devices.roofline import host_bandwidth
 from devices.speed import DEFAULT_CLOCK, CellClock, Clock, ClockError, HostSpeed, host_speed, plan_clock
-from harness.cells import Cell, content_hash, device_identity, planned_cell
-from harness.errors import UserError
 from harness.limits import MAX_CELLS, check_matrix_size, one_line, read_yaml
-from harness.prepare_results import NAME_PATTERN
+from harness.record.cells import Cell, content_hash, device_identity, planned_cell
+from harness.record.errors import UserError
+from harness.record.names import NAME_PATTERN
+from harness.record.thresholds import Thresholds
 from harness.resolve import Arm, LargestFitting
 from workloads.checks import check_params
 from workloads.flops import step_flops, step_seconds
@@ -30,16 +31,6 @@ from workloads.resumable import DEFAULT_CHECKPOINT_SECONDS
 DEFAULT_SPEC = "quick.yaml"
 #: Twin cells a run's note names before it says how many more there are.
 NOTE_NAMES = 3
-
-
-class Thresholds(BaseModel):
-    """Regression limits for `edgebench compare` (fractions; accuracy in points)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    max_memory_regression: float = Field(0.05, ge=0)
-    max_time_regression: float = Field(0.20, ge=0)
-    max_accuracy_drop: float = Field(1.0, ge=0)
 
 
 class Spec(BaseModel):

@@ -28,9 +28,9 @@ from pathlib import Path
 from pydantic import ValidationError
 from scipy.stats import mannwhitneyu
 
-from harness.errors import UserError
-from harness.records import CellRecord
-from harness.spec import Thresholds
+from harness.record.errors import UserError
+from harness.record.records import CellRecord
+from harness.record.thresholds import Thresholds
 from reports.paired import PairedDifference
 from reports.pairs import Pairing, pair
 from reports.rundata import RunData, RunPredictions, cell_label, load_run, metric_number

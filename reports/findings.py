@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from devices.profile import format_bytes
-from harness.records import CellRecord
+from harness.record.records import CellRecord
 from reports.accuracy import AccuracyRow
 from reports.pairs import Pairing, Unpaired, change_text, gap
 from reports.rundata import JOULES, RunData, curve

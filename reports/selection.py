@@ -12,8 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.cells import canonical_json
-from harness.records import CellRecord
+from harness.record.cells import canonical_json
+from harness.record.records import CellRecord
 from reports.rundata import metric_number
 from reports.spread import Spread, spread
 

@@ -19,7 +19,7 @@ from devices.caps.base import harness_pid, pid_alive
 from devices.caps.cgroup_v1 import controller_dir
 from devices.caps.select import probe_all
 from harness.executors.base import ChildOutcome, Executor
-from harness.records import now_iso
+from harness.record.records import now_iso
 
 # A 512 MB device that cannot hold opt-125m beside a 2 GB one that can.
 OOM_AND_OK = """
@@ -144,7 +144,7 @@ def no_leftover_cgroups():
 
 def run_spec(directory: Path, text: str) -> list:
     """Run a spec afresh through the real CLI (no report) and return its records."""
-    from harness.store import load_records
+    from harness.record.store import load_records
 
     out = directory / "run"
     edgebench(

@@ -20,7 +20,7 @@ import pytest
 from devices.cache import cache_dir
 from harness import cell_uids, cli, reach
 from harness.executors import local
-from harness.store import load_records
+from harness.record.store import load_records
 from tests.helpers import require_kernel_caps, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.alone, pytest.mark.usefixtures("no_leftover_cgroups")]

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.errors import UserError
-from harness.records import MemoryFigures
-from harness.spec import Thresholds
+from harness.record.errors import UserError
+from harness.record.records import MemoryFigures
+from harness.record.thresholds import Thresholds
 from reports.compare import compare_cell, compare_runs, parse_fraction
 from tests.records_factory import make_record
 from tests.test_reports_fixtures import accuracy_record, accuracy_run, sweep, with_predictions, write_run

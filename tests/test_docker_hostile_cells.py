@@ -23,7 +23,7 @@ import yaml
 
 from harness.executors.base import MAX_LINE_BYTES, MAX_LOG_BYTES
 from harness.executors.docker import LABEL
-from harness.store import load_records
+from harness.record.store import load_records
 from tests.docker_engine import Compose
 from tests.test_hostile_cells import (
     ATTEMPT,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness.executors.docker import LABEL
-from harness.store import iter_records, load_records, read_run_info
+from harness.record.store import iter_records, load_records, read_run_info
 from tests import docker_engine
 from tests.docker_engine import Compose
 from tests.helpers import OOM_AND_OK, edgebench, fast_board, opt_1m_spec, write_spec

@@ -17,7 +17,7 @@ import pytest
 from harness import docker_engine
 from harness.commands import docker_up
 from harness.docker_engine import Engine, context_files, shielded, source_tag
-from harness.errors import UserError
+from harness.record.errors import UserError
 from tests.docker_engine import skip_unless_engine
 from tests.helpers import edgebench
 

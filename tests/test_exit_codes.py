@@ -9,7 +9,7 @@ import pytest
 
 from harness import cli
 from harness.commands import run as run_command
-from harness.store import load_records
+from harness.record.store import load_records
 from tests.helpers import write_spec
 
 SPEC = """

@@ -10,7 +10,7 @@ import pytest
 from devices.profile import DeviceProfile
 from harness import cli
 from harness.commands import doctor, estimate
-from harness.errors import UserError
+from harness.record.errors import UserError
 from harness.spec import check_host_capacity, host_capacity_problem, load_spec
 from tests.helpers import write_spec
 

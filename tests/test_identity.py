@@ -4,7 +4,7 @@ device better or adding a workload field with a default never orphans a resume o
 from __future__ import annotations
 
 from devices.profile import DeviceProfile
-from harness.cells import DEVICE_IDENTITY, Cell
+from harness.record.cells import DEVICE_IDENTITY, Cell
 from harness.spec import load_spec
 from workloads.params import WorkloadParams
 

@@ -6,7 +6,6 @@ import pytest
 
 from devices.profile import DeviceProfile
 from devices.speed import CellClock, host_clock
-from harness.cells import Cell
 from harness.executors.base import outcome_status
 from harness.executors.ray import (
     ATTEMPTS,
@@ -16,6 +15,7 @@ from harness.executors.ray import (
     placement_problem,
     task_options,
 )
+from harness.record.cells import Cell
 from workloads.params import WorkloadParams
 
 GIB = 1 << 30

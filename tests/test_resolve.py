@@ -9,12 +9,12 @@ import pytest
 
 from devices.profile import DeviceProfile
 from devices.speed import unplanned_clock
-from harness.cells import Cell
-from harness.errors import UserError
-from harness.records import CellRecord, ModelResolution
+from harness.record.cells import Cell
+from harness.record.errors import UserError
+from harness.record.records import CellRecord, ModelResolution
+from harness.record.store import load_records
 from harness.resolve import PROBE_HEADROOM, Arm, advance, killed_cells, probe_params, resolve_arms
 from harness.spec import load_spec
-from harness.store import load_records
 from tests.helpers import edgebench, write_spec
 from tests.records_factory import make_record
 from workloads.params import WorkloadParams

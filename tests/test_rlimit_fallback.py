@@ -12,8 +12,8 @@ import pytest
 
 from harness import cli
 from harness.executors import local
-from harness.records import cap_by_kernel
-from harness.store import load_records
+from harness.record.records import cap_by_kernel
+from harness.record.store import load_records
 from reports.html import write_report
 from tests.helpers import write_spec
 

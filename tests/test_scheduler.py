@@ -9,10 +9,10 @@ import pytest
 
 from devices.profile import DeviceProfile
 from harness import scheduler
-from harness.cells import Cell
 from harness.executors.base import ChildOutcome, Executor, cpu_need
-from harness.records import now_iso
-from harness.store import RunStore, load_records
+from harness.record.cells import Cell
+from harness.record.records import now_iso
+from harness.record.store import RunStore, load_records
 from workloads.params import WorkloadParams
 
 

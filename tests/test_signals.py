@@ -19,7 +19,7 @@ import pytest
 
 from harness import cli
 from harness.executors import local
-from harness.store import load_records
+from harness.record.store import load_records
 from tests.helpers import write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_cgroups")]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from devices.profile import DeviceProfile
-from harness.cells import Cell
-from harness.errors import UserError
+from harness.record.cells import Cell
+from harness.record.errors import UserError
 from harness.spec import default_spec_path, load_spec
 from workloads.params import WorkloadParams
 

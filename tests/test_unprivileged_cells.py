@@ -17,7 +17,7 @@ import pytest
 
 from harness import cell_uids, cli
 from harness.executors import local
-from harness.store import load_records
+from harness.record.store import load_records
 from tests.helpers import edgebench, require_kernel_caps, write_rows, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_cgroups")]

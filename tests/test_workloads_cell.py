@@ -9,7 +9,7 @@ import json
 import pytest
 
 from harness import cli
-from harness.store import load_records
+from harness.record.store import load_records
 from tests.helpers import edgebench, readable_directory, write_spec
 from workloads.cell import run_cell
 from workloads.methods import make_method

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from devices.catalogue import load_catalogue, resolve_device
-from harness.errors import UserError
+from harness.record.errors import UserError
 from harness.spec import load_spec
 from tests.helpers import write_rows, write_spec
 from workloads.checks import check_params, file_summary

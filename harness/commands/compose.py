@@ -40,9 +40,9 @@ from devices.caps.container import (
 )
 from devices.speed import ENV_HOST_SPEED
 from harness.commands.run import check_remote_code
-from harness.errors import UserError
 from harness.harness_user import CELL_CAPS, ENV_HARNESS_USER
 from harness.prepare_results import ENV_OWNER, ENV_RUN
+from harness.record.errors import UserError
 from harness.runinfo import ENV_SLICE_AFTER
 from harness.spec import LoadedSpec, load_spec
 

@@ -18,7 +18,7 @@ from devices.catalogue import CatalogueError, resolve_device
 from devices.profile import format_bytes
 from devices.speed import cell_threads
 from harness.commands.devices import add_file_argument, note_unread, user_catalogue
-from harness.errors import UserError
+from harness.record.errors import UserError
 from harness.spec import host_capacity_problem, host_memory_bytes
 from workloads.checks import check_params
 from workloads.flops import step_flops, step_seconds

@@ -14,18 +14,18 @@ from pathlib import Path
 
 from rich.console import Console
 
-from harness.cells import Cell
-from harness.errors import UserError
 from harness.executors import EXECUTORS, executor_class
 from harness.executors.base import Executor
 from harness.executors.local import DEFAULT_CELL_USER, ENV_CELL_USER
 from harness.limits import MAX_CELLS
-from harness.records import CellRecord, ModelResolution
+from harness.record.cells import Cell
+from harness.record.errors import UserError
+from harness.record.records import CellRecord, ModelResolution
+from harness.record.store import UNMEASURED, RunStore, check_writable, load_records
 from harness.resolve import Arm, killed_cells, resolve_arms
 from harness.runinfo import describe_run
 from harness.scheduler import Scheduler
 from harness.spec import check_host_capacity, load_spec, some_of
-from harness.store import UNMEASURED, RunStore, check_writable, load_records
 
 HELP = "run a spec's matrix of cells"
 #: Some cell gave no measurement (error or timeout); 1 is Python's own failure, 2 is bad input.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from harness.errors import UserError
 from harness.executors.base import Executor
+from harness.record.errors import UserError
 
 # name -> "module:class"; imported on demand so the lean parent loads only what it uses.
 EXECUTORS = {

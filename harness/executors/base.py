@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
-from harness.cells import Cell
-from harness.energy import cell_energy, clock_report, throughput_points
-from harness.records import CellRecord, MemoryFigures, Status, judged, now_iso
-from harness.store import write_bytes_atomic
+from harness.record.cells import Cell
+from harness.record.energy import cell_energy, clock_report, throughput_points
+from harness.record.records import CellRecord, MemoryFigures, Status, judged, now_iso
+from harness.record.store import write_bytes_atomic
 from workloads.memory_model import head_size, is_lm
 from workloads.params import WorkloadParams
 from workloads.predictions import PredictionsError, decode, ref_for

@@ -24,13 +24,13 @@ import docker
 import psutil
 
 from devices.caps.container import CONTAINER_USER, container_settings, engine_limits
-from harness.cells import Cell
-from harness.errors import UserError
 from harness.executors.base import OFFLINE_ENV, CellOutput, ChildOutcome, Executor, ProgressFn, tail_of
 from harness.executors.in_container import STATE_MOUNT, job_json, outcome_from_event
 from harness.executors.local import CellUser, _last_line, own_state_dir
-from harness.records import now_iso
-from harness.store import open_log
+from harness.record.cells import Cell
+from harness.record.errors import UserError
+from harness.record.records import now_iso
+from harness.record.store import open_log
 from workloads.resumable import CHECKPOINTS_DIR
 
 IMAGE_ENV = "EDGEBENCH_IMAGE"

@@ -20,10 +20,10 @@ from typing import Any
 
 from devices.profile import DeviceProfile
 from devices.speed import CellClock
-from harness.cells import Cell
 from harness.executors.base import ChildOutcome
 from harness.executors.local import LocalExecutor
-from harness.records import MemoryFigures
+from harness.record.cells import Cell
+from harness.record.records import MemoryFigures
 from workloads.params import WorkloadParams
 
 #: Where a resumable cell's state directory (RUN_DIR/checkpoints/<cell id> on the host) is mounted.

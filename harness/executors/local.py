@@ -39,8 +39,6 @@ from devices.launch import ENV_RUN_AS
 from devices.pyexec import SAFE_CWD, code_argv, module_argv
 from devices.sandbox import ENV_HOST_NETWORK, ENV_SANDBOX
 from harness import cell_uids, harness_user, reach
-from harness.cells import Cell
-from harness.errors import UserError
 from harness.executors.base import (
     CellOutput,
     ChildOutcome,
@@ -50,8 +48,10 @@ from harness.executors.base import (
     chunks_of,
     tail_of,
 )
-from harness.records import MemoryFigures, now_iso
-from harness.store import open_log
+from harness.record.cells import Cell
+from harness.record.errors import UserError
+from harness.record.records import MemoryFigures, now_iso
+from harness.record.store import open_log
 from workloads.checks import hub_cache
 from workloads.params import WorkloadParams
 from workloads.registry import resolve

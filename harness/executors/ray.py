@@ -30,12 +30,12 @@ from typing import Any
 
 from devices.cache import cache_dir
 from devices.profile import format_bytes
-from harness.cells import Cell
-from harness.errors import UserError
 from harness.executors.base import CHUNK_BYTES, MAX_LOG_BYTES, ChildOutcome, Executor, ProgressFn, cpu_need
 from harness.executors.local import LocalExecutor
-from harness.records import now_iso
-from harness.store import LOGS_DIR, write_bytes_atomic
+from harness.record.cells import Cell
+from harness.record.errors import UserError
+from harness.record.records import now_iso
+from harness.record.store import LOGS_DIR, write_bytes_atomic
 from workloads.resumable import CHECKPOINTS_DIR
 
 POLL_S = 0.2

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from devices.profile import DeviceProfile
 from devices.speed import CellClock, unplanned_clock
-from harness.records import ModelResolution, Role
+from harness.record.records import ModelResolution, Role
 from workloads.memory_model import predict_peak_bytes
 from workloads.params import WorkloadParams
 

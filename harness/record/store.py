@@ -25,8 +25,8 @@ from typing import Any, BinaryIO, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from harness.errors import UserError
-from harness.records import CellRecord
+from harness.record.errors import UserError
+from harness.record.records import CellRecord
 from workloads.predictions import PREDICTIONS_DIR
 from workloads.resumable import CHECKPOINTS_DIR
 

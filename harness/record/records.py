@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from devices.profile import DeviceProfile
 from devices.speed import CellClock
-from harness.energy import Energy, ThroughputPoint
+from harness.record.energy import Energy, ThroughputPoint
 from workloads.params import WorkloadParams
 from workloads.registry import is_known_name
 
@@ -161,7 +161,7 @@ class CellRecord(BaseModel):
     )
     validity: Validity = Field(
         default_factory=lambda: Validity(valid=False, checks={}),
-        description="the verdict of harness.records.judge; a record not judged yet is not valid",
+        description="the verdict of harness.record.records.judge; a record not judged yet is not valid",
     )
     started_at: str
     finished_at: str
@@ -321,7 +321,7 @@ def record_json_schema() -> dict[str, Any]:
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
-if __name__ == "__main__":  # regenerate: python -m harness.records > harness/schemas/result.schema.json
+if __name__ == "__main__":  # regenerate: python -m harness.record.records > harness/schemas/result.schema.json
     import json
 
     print(json.dumps(record_json_schema(), indent=2))

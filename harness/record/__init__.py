@@ -1,0 +1,3 @@
+"""What a run leaves behind: a cell's identity (cells), its result record and validity (records, energy), the
+store that writes and reads a run directory (store), and the limits a comparison applies (thresholds). The lowest
+layer of harness: it imports only devices and workloads, and reports read runs through it alone."""
