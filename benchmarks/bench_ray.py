@@ -26,7 +26,7 @@ import pytest
 
 from harness.executors.base import Executor
 from harness.executors.local import LocalExecutor
-from harness.spec import load_spec
+from harness.plan.spec import load_spec
 from tests.helpers import require_kernel_caps, write_spec
 from tests.ray_cluster import HEAD, SIX, WORKER, TwoNodeCluster, can_start_cluster, start_cluster
 

@@ -1,6 +1,6 @@
 """The answers a run gives to the paper's question, per device: which arm, on which model, reaches what test
 accuracy (from the accuracy rows, whose recipes validation chose), and, where the harness resolved models by
-probing (harness.resolve), the largest model each arm trains, measured and predicted, with MeZO's size ratio
+probing (harness.plan.resolve), the largest model each arm trains, measured and predicted, with MeZO's size ratio
 over checkpointed backprop's."""
 
 from __future__ import annotations

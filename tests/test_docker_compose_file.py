@@ -13,7 +13,7 @@ import yaml
 from devices.caps.base import CapUnavailable
 from devices.caps.container import ContainerLimit, engine_limits
 from devices.profile import DeviceProfile
-from harness.spec import load_spec
+from harness.plan.spec import load_spec
 from tests.helpers import write_spec
 
 ROOT = Path(__file__).resolve().parent.parent

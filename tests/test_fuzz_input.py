@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from harness import cli
 from harness.commands import run as run_command
-from harness.limits import MAX_CELLS, check_document, check_matrix_size, matrix_size, one_line
+from harness.plan.input_guards import MAX_CELLS, check_document, check_matrix_size, matrix_size, one_line
 from harness.record.errors import UserError
 from reports.rundata import metric_number
 from tests.helpers import Scripted

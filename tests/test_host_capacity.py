@@ -10,8 +10,9 @@ import pytest
 from devices.profile import DeviceProfile
 from harness import cli
 from harness.commands import doctor, estimate
+from harness.plan.host_capacity import check_host_capacity, host_capacity_problem
+from harness.plan.spec import load_spec
 from harness.record.errors import UserError
-from harness.spec import check_host_capacity, host_capacity_problem, load_spec
 from tests.helpers import write_spec
 
 GB = 1000**3

@@ -41,10 +41,10 @@ from devices.caps.container import (
 from devices.speed import ENV_HOST_SPEED
 from harness.commands.run import check_remote_code
 from harness.harness_user import CELL_CAPS, ENV_HARNESS_USER
+from harness.plan.spec import LoadedSpec, load_spec
 from harness.prepare_results import ENV_OWNER, ENV_RUN
 from harness.record.errors import UserError
 from harness.runinfo import ENV_SLICE_AFTER
-from harness.spec import LoadedSpec, load_spec
 
 HELP = "write a docker-compose file (one service per device) for a spec"
 

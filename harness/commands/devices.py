@@ -12,7 +12,7 @@ from rich.table import Table
 
 from devices.catalogue import USER_FILE
 from devices.profile import DeviceProfile, format_bytes
-from harness.spec import device_catalogue
+from harness.plan.spec_devices import device_catalogue
 
 HELP = "list the device catalogue"
 

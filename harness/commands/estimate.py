@@ -18,8 +18,8 @@ from devices.catalogue import CatalogueError, resolve_device
 from devices.profile import format_bytes
 from devices.speed import cell_threads
 from harness.commands.devices import add_file_argument, note_unread, user_catalogue
+from harness.plan.host_capacity import host_capacity_problem, host_memory_bytes
 from harness.record.errors import UserError
-from harness.spec import host_capacity_problem, host_memory_bytes
 from workloads.checks import check_params
 from workloads.flops import step_flops, step_seconds
 from workloads.memory_model import fit_ratio, largest_fitting, predict_breakdown

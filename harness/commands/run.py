@@ -17,15 +17,16 @@ from rich.console import Console
 from harness.executors import EXECUTORS, executor_class
 from harness.executors.base import Executor
 from harness.executors.local import DEFAULT_CELL_USER, ENV_CELL_USER
-from harness.limits import MAX_CELLS
+from harness.plan.host_capacity import check_host_capacity
+from harness.plan.input_guards import MAX_CELLS
+from harness.plan.resolve import Arm, killed_cells, resolve_arms
+from harness.plan.spec import load_spec, some_of
 from harness.record.cells import Cell
 from harness.record.errors import UserError
 from harness.record.records import CellRecord, ModelResolution
 from harness.record.store import UNMEASURED, RunStore, check_writable, load_records
-from harness.resolve import Arm, killed_cells, resolve_arms
 from harness.runinfo import describe_run
 from harness.scheduler import Scheduler
-from harness.spec import check_host_capacity, load_spec, some_of
 
 HELP = "run a spec's matrix of cells"
 #: Some cell gave no measurement (error or timeout); 1 is Python's own failure, 2 is bad input.
@@ -195,7 +196,7 @@ def resolve_models(
     arms: list[Arm], finished: set[str], out: Path, scheduler: Scheduler, console: Console
 ) -> tuple[list[tuple[Arm, ModelResolution]], list[CellRecord], list[Cell]]:
     """Probe each arm's candidates, reusing the probes already recorded and counting a resolved cell the kernel
-    killed as its model's verdict (harness.resolve.killed_cells): the arms' resolutions, the records of the
+    killed as its model's verdict (harness.plan.resolve.killed_cells): the arms' resolutions, the records of the
     probes run now and the probes that failed (their arms have no cell; the run exits as for any unmeasured cell)."""
     latest = {r.cell_id: r for r in load_records(out) if r.cell_id in finished}
     known = {**latest, **killed_cells(latest.values())}

@@ -47,7 +47,7 @@ def content_hash(data: object, length: int) -> str:
 class Cell:
     device: DeviceProfile
     params: WorkloadParams
-    #: Planned with the spec (harness.spec); a cell made without one runs at host speed.
+    #: Planned with the spec (harness.plan.spec); a cell made without one runs at host speed.
     clock: CellClock = None  # type: ignore[assignment]
     role: Role = "cell"
     resolution: ModelResolution | None = None
