@@ -66,7 +66,7 @@ APT_GET       = $(AS_ROOT) env DEBIAN_FRONTEND=noninteractive apt-get
 
 # It changes no permission: as root, cells run as `nobody`, and `edgebench run` itself opens the directories above the
 # interpreter, the venv, this checkout and the caches that `nobody` cannot search (a pyenv under a private /root) to
-# that user alone, with an ACL entry it puts back when the run ends (README, "How a cell runs"; harness/reach.py).
+# that user alone, with an ACL entry it puts back when the run ends (README, "How a cell runs"; harness/run/reach.py).
 test-deps:
 	@missing=""; \
 	for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \

@@ -7,9 +7,9 @@ import signal
 import sys
 from importlib import import_module
 
-from harness import harness_user
-from harness.interrupts import Interrupted, exit_code
 from harness.record.errors import UserError
+from harness.run import harness_user
+from harness.run.interrupts import Interrupted, exit_code
 
 COMMANDS = ("run", "doctor", "devices", "estimate", "report", "compare", "compose", "docker-up")
 

@@ -44,7 +44,7 @@ class ProbeEntry(BaseModel):
 
 
 class ArmResolution(BaseModel):
-    """One entry of run.json's `resolutions` (harness.commands.run.resolution_entry), as reports use it."""
+    """One entry of run.json's `resolutions` (harness.run.matrix.resolution_entry), as reports use it."""
 
     model_config = ConfigDict(extra="allow")
 

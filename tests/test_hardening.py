@@ -16,11 +16,12 @@ import pytest
 import yaml
 from rich.console import Console
 
-from harness import cli, scheduler
-from harness.executors import local
+from harness import cli
 from harness.plan.spec import load_spec
 from harness.record.errors import UserError
 from harness.record.store import RESULTS, RunStore, load_records, open_log, write_bytes_atomic
+from harness.run import scheduler
+from harness.run.executors import local
 from tests.records_factory import make_record
 from tests.test_reports_fixtures import sweep, write_run
 

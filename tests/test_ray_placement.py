@@ -6,8 +6,9 @@ import pytest
 
 from devices.profile import DeviceProfile
 from devices.speed import CellClock, host_clock
-from harness.executors.base import outcome_status
-from harness.executors.ray import (
+from harness.record.cells import Cell
+from harness.run.executors.base import outcome_status
+from harness.run.executors.ray import (
     ATTEMPTS,
     log_header,
     lost_outcome,
@@ -15,7 +16,6 @@ from harness.executors.ray import (
     placement_problem,
     task_options,
 )
-from harness.record.cells import Cell
 from workloads.params import WorkloadParams
 
 GIB = 1 << 30

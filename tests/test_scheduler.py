@@ -8,11 +8,11 @@ import time
 import pytest
 
 from devices.profile import DeviceProfile
-from harness import scheduler
-from harness.executors.base import ChildOutcome, Executor, cpu_need
 from harness.record.cells import Cell
 from harness.record.records import now_iso
 from harness.record.store import RunStore, load_records
+from harness.run import scheduler
+from harness.run.executors.base import ChildOutcome, Executor, cpu_need
 from workloads.params import WorkloadParams
 
 

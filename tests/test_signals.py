@@ -18,8 +18,8 @@ import psutil
 import pytest
 
 from harness import cli
-from harness.executors import local
 from harness.record.store import load_records
+from harness.run.executors import local
 from tests.helpers import write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_cgroups")]
@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_cgro
 #: Replaces each cell's workload with `python -c argv[1]` (the cell's method its argv[1]), then runs MAIN on argv[2:].
 FAKE_CELL = """
 import sys
-from harness.executors import local
+from harness.run.executors import local
 local.runner_argv = lambda cell: [sys.executable, "-c", sys.argv[1], cell.params.method]
 from MAIN import main
 sys.exit(main(sys.argv[2:]))
@@ -63,7 +63,7 @@ def fake_cell_harness(cell_code: str, *args: str, **popen) -> subprocess.Popen:
 #: `python -c FAKE_CELL CELL_CODE JOB`, so that each cell's workload there is `python -c CELL_CODE`.
 FAKE_DOCKER_HARNESS = """
 import sys
-from harness.executors import docker
+from harness.run.executors import docker
 docker.SUPERVISOR = ["python", "-c", sys.argv[1], sys.argv[2]]
 from harness.cli import main
 sys.exit(main(sys.argv[3:]))
@@ -72,7 +72,7 @@ sys.exit(main(sys.argv[3:]))
 
 def fake_docker_harness(cell_code: str, *args: str, **popen) -> subprocess.Popen:
     """`edgebench ARGS` (with --executor docker) as a subprocess whose cells run `cell_code` in their containers."""
-    supervisor = FAKE_CELL.replace("MAIN", "harness.executors.in_container")
+    supervisor = FAKE_CELL.replace("MAIN", "harness.run.executors.in_container")
     return subprocess.Popen([sys.executable, "-c", FAKE_DOCKER_HARNESS, supervisor, cell_code, *args], **popen)
 
 

@@ -39,12 +39,12 @@ from devices.caps.container import (
     memory_limits,
 )
 from devices.speed import ENV_HOST_SPEED
-from harness.commands.run import check_remote_code
-from harness.harness_user import CELL_CAPS, ENV_HARNESS_USER
 from harness.plan.spec import LoadedSpec, load_spec
-from harness.prepare_results import ENV_OWNER, ENV_RUN
 from harness.record.errors import UserError
-from harness.runinfo import ENV_SLICE_AFTER
+from harness.run.harness_user import CELL_CAPS, ENV_HARNESS_USER
+from harness.run.matrix import check_remote_code
+from harness.run.prepare_results import ENV_OWNER, ENV_RUN
+from harness.run.runinfo import ENV_SLICE_AFTER
 
 HELP = "write a docker-compose file (one service per device) for a spec"
 
@@ -94,7 +94,7 @@ def handle(args: argparse.Namespace) -> int:
     check_remote_code(loaded.path, loaded.cells, args.trust_remote_code)
     spec_arg = _spec_argument(args.spec)
     if args.engine_check:
-        from harness.executors.docker import connect
+        from harness.run.executors.docker import connect
 
         connect().close()
     header = HEADER.format(args=f" {spec_arg}" if spec_arg else "", run=run_name(loaded))
@@ -161,12 +161,12 @@ def _prepare(run: str) -> dict[str, Any]:
     user's CapEff is empty whatever cap_add says), so this one short step runs as uid 0 with the two it
     uses and no other: CAP_DAC_OVERRIDE to create the folder inside a ./results that uid 0 does not own,
     CAP_CHOWN to give it away. Its values reach it as environment variables of an exec-form command
-    (harness.prepare_results checks them), never through a shell.
+    (harness.run.prepare_results checks them), never through a shell.
     """
     return {
         **_common(user="0:0"),
         "cap_add": ["CHOWN", "DAC_OVERRIDE"],
-        "entrypoint": ["python", "-I", "-m", "harness.prepare_results"],
+        "entrypoint": ["python", "-I", "-m", "harness.run.prepare_results"],
         "command": [RESULTS_MOUNT, CACHE_MOUNT],
         "environment": {ENV_RUN: run, ENV_OWNER: USER},
         **memory_limits(PREPARE_MEMORY),

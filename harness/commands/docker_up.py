@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from harness.docker_engine import (
+from harness.run.docker_engine import (
     ROOT,
     Engine,
     project_image,
@@ -31,7 +31,7 @@ from harness.docker_engine import (
     shielded,
     stage,
 )
-from harness.executors.docker import DEFAULT_IMAGE, IMAGE_ENV
+from harness.run.executors.docker import DEFAULT_IMAGE, IMAGE_ENV
 
 HELP = "run docker-compose.yml's matrix, starting an engine and building the image when needed"
 

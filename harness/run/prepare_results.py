@@ -1,7 +1,7 @@
 """Compose's `prepare` step: create the run's folder in the results mount and hand it and the cache volume to the
 services' user. It runs as uid 0 with CHOWN and DAC_OVERRIDE, so its values (from the environment, which compose
 fills from `.env`) never pass through a shell and are checked first: the run name is one folder name, the owner a
-numeric uid:gid. `python -I -m harness.prepare_results RESULTS CACHE` (the mounts' paths, fixed by the generated
+numeric uid:gid. `python -I -m harness.run.prepare_results RESULTS CACHE` (the mounts' paths, fixed by the generated
 file); imports nothing heavy (its container has 32 MiB)."""
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from devices.cache import cache_dir
 from harness.record.errors import UserError
 from workloads.weights import MPNET_PARTS, part_package
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 HUB = "https://registry-1.docker.io/v2/"
 DEBOOTSTRAP = ("--variant=minbase", "--include=python3,python3-venv,python3-pip", "bookworm")

@@ -11,10 +11,10 @@ from typing import Any
 
 import psutil
 
-from harness.executors.base import Executor
 from harness.plan.spec import LoadedSpec
 from harness.record.cells import Cell
 from harness.record.records import SCHEMA_VERSION, now_iso
+from harness.run.executors.base import Executor
 from workloads.memory_model import host_memory_facts
 
 #: Set by `edgebench compose` in each device service: the device slice that ran before this one ("" for the first).

@@ -14,11 +14,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from devices.profile import format_bytes
-from harness.executors.base import Executor, cpu_need
-from harness.interrupts import Interrupted
 from harness.record.cells import Cell
 from harness.record.records import CellRecord, CpuSharing, judged
 from harness.record.store import RunStore
+from harness.run.executors.base import Executor, cpu_need
+from harness.run.interrupts import Interrupted
 
 POLL_S = 0.2
 STATUS_STYLE = {"ok": "green", "oom": "magenta", "timeout": "yellow", "error": "red"}

@@ -30,12 +30,19 @@ from typing import Any
 
 from devices.cache import cache_dir
 from devices.profile import format_bytes
-from harness.executors.base import CHUNK_BYTES, MAX_LOG_BYTES, ChildOutcome, Executor, ProgressFn, cpu_need
-from harness.executors.local import LocalExecutor
 from harness.record.cells import Cell
 from harness.record.errors import UserError
 from harness.record.records import now_iso
 from harness.record.store import LOGS_DIR, write_bytes_atomic
+from harness.run.executors.base import (
+    CHUNK_BYTES,
+    MAX_LOG_BYTES,
+    ChildOutcome,
+    Executor,
+    ProgressFn,
+    cpu_need,
+)
+from harness.run.executors.local import LocalExecutor
 from workloads.resumable import CHECKPOINTS_DIR
 
 POLL_S = 0.2

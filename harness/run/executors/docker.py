@@ -3,7 +3,7 @@
 The container gets the device's memory limit with no swap, its CPU quota and the hardening every
 edgebench container gets (devices.caps.container.container_settings: an unprivileged user, no
 capabilities, no-new-privileges, a read-only root, no network; caches on a named volume). Inside it,
-`harness.executors.in_container` runs the cell as a child process and reads the container cgroup's
+`harness.run.executors.in_container` runs the cell as a child process and reads the container cgroup's
 peak before the container ends (the cgroup is removed at exit). An OOM is seen three ways, any of
 which counts: the container cgroup's oom_kill counter (inside), State.OOMKilled, or exit 137 of the
 container itself. Containers are always removed, also on Ctrl-C; those of a harness that died
@@ -24,13 +24,13 @@ import docker
 import psutil
 
 from devices.caps.container import CONTAINER_USER, container_settings, engine_limits
-from harness.executors.base import OFFLINE_ENV, CellOutput, ChildOutcome, Executor, ProgressFn, tail_of
-from harness.executors.in_container import STATE_MOUNT, job_json, outcome_from_event
-from harness.executors.local import CellUser, _last_line, own_state_dir
 from harness.record.cells import Cell
 from harness.record.errors import UserError
 from harness.record.records import now_iso
 from harness.record.store import open_log
+from harness.run.executors.base import OFFLINE_ENV, CellOutput, ChildOutcome, Executor, ProgressFn, tail_of
+from harness.run.executors.in_container import STATE_MOUNT, job_json, outcome_from_event
+from harness.run.executors.local import CellUser, _last_line, own_state_dir
 from workloads.resumable import CHECKPOINTS_DIR
 
 IMAGE_ENV = "EDGEBENCH_IMAGE"
@@ -42,7 +42,7 @@ POLL_S = 0.2
 GRACE_S = 30.0
 OOM_EXIT = 137
 #: What a cell's container runs: the supervisor, given the job as its one argument.
-SUPERVISOR = ["python", "-m", "harness.executors.in_container"]
+SUPERVISOR = ["python", "-m", "harness.run.executors.in_container"]
 
 
 def connect():

@@ -1,4 +1,4 @@
-"""The Docker executor's entry point inside a cell's container: `python -m harness.executors.in_container JOB`.
+"""The Docker executor's entry point inside a cell's container: `python -m harness.run.executors.in_container JOB`.
 
 JOB is JSON with the cell's device, params and timeout. The cell runs as a child process through the
 local executor with the `container` backend: the container's limit is the cap, the child's own peak
@@ -20,10 +20,10 @@ from typing import Any
 
 from devices.profile import DeviceProfile
 from devices.speed import CellClock
-from harness.executors.base import ChildOutcome
-from harness.executors.local import LocalExecutor
 from harness.record.cells import Cell
 from harness.record.records import MemoryFigures
+from harness.run.executors.base import ChildOutcome
+from harness.run.executors.local import LocalExecutor
 from workloads.params import WorkloadParams
 
 #: Where a resumable cell's state directory (RUN_DIR/checkpoints/<cell id> on the host) is mounted.

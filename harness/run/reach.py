@@ -4,7 +4,7 @@ A root harness runs its cells as an unprivileged user, who must reach the interp
 the caches: on a host whose interpreter sits under a private /root (pyenv's), some directory above them denies that
 user the search bit. Rather than widen such a directory for every local user for good (`chmod o+x /root`), the
 harness adds one POSIX ACL entry, `u:UID:--x` (search, no listing), or `g:GID:--x` for the group that all private
-cell uids share (harness.cell_uids), to exactly the directories that deny the cell user, and puts each back as it
+cell uids share (harness.run.cell_uids), to exactly the directories that deny the cell user, and puts each back as it
 was (its ACL and its mode, to the bit) when the run ends.
 
 What was granted is recorded first in a state file named by the harness's pid, so that a later harness puts back
@@ -282,5 +282,5 @@ def grant(uid: int, gid: int, paths: Iterable[str | Path], group: int | None = N
 def installation_paths() -> list[str]:
     """What every cell reaches besides its inputs: the interpreter (its real file, the venv and the base prefix)
     and this checkout."""
-    checkout = Path(__file__).resolve().parents[1]
+    checkout = Path(__file__).resolve().parents[2]
     return [os.path.realpath(sys.executable), sys.prefix, sys.base_prefix, str(checkout)]

@@ -5,7 +5,7 @@ cannot read each other's home, signal each other's processes or touch the files 
 The range lies between nobody (65534) and where subordinate ids start by default (100000, login.defs SUB_UID_MIN),
 a range systemd leaves unused; a uid there that the host names (passwd) or subordinates (/etc/subuid) is skipped.
 All cell uids share one group, CELL_GID, with no other member: the harness opens the installation to that group
-alone (harness.reach, `g:CELL_GID:--x`), and every private file a cell makes sits in its 0700 home or its private
+alone (harness.run.reach, `g:CELL_GID:--x`), and every private file a cell makes sits in its 0700 home or its private
 /tmp, which the group cannot enter.
 
 A claim is a file named by the uid in CLAIMS_DIR, created with O_EXCL and holding the harness's pid: harnesses at
@@ -27,8 +27,8 @@ from pathlib import Path
 import psutil
 
 from devices.caps.base import pid_alive
-from harness.reach import locked
 from harness.record.errors import UserError
+from harness.run.reach import locked
 
 CELL_GID = 90000
 FIRST_UID, LAST_UID = 90001, 99999

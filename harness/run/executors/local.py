@@ -1,6 +1,6 @@
 """Each cell in its own Python subprocess, inside a per-cell cap from devices.caps.
 
-A harness that runs as root starts each cell as a private uid of its own (harness.cell_uids), or as the one user
+A harness that runs as root starts each cell as a private uid of its own (harness.run.cell_uids), or as the one user
 `--cell-user` names: the launcher joins the cell's cgroups as root, enters the cell's sandbox (devices.sandbox:
 private /tmp, /var/tmp and /dev/shm, no network unless allowed), then becomes that user before the workload
 starts, so that the workload cannot write its cgroup's files to lift its own cap. Such a cell reads the
@@ -38,8 +38,12 @@ from devices.caps.select import choose_backend
 from devices.launch import ENV_RUN_AS
 from devices.pyexec import SAFE_CWD, code_argv, module_argv
 from devices.sandbox import ENV_HOST_NETWORK, ENV_SANDBOX
-from harness import cell_uids, harness_user, reach
-from harness.executors.base import (
+from harness.record.cells import Cell
+from harness.record.errors import UserError
+from harness.record.records import MemoryFigures, now_iso
+from harness.record.store import open_log
+from harness.run import cell_uids, harness_user, reach
+from harness.run.executors.base import (
     CellOutput,
     ChildOutcome,
     Executor,
@@ -48,10 +52,6 @@ from harness.executors.base import (
     chunks_of,
     tail_of,
 )
-from harness.record.cells import Cell
-from harness.record.errors import UserError
-from harness.record.records import MemoryFigures, now_iso
-from harness.record.store import open_log
 from workloads.checks import hub_cache
 from workloads.params import WorkloadParams
 from workloads.registry import resolve
@@ -60,7 +60,7 @@ from workloads.resumable import CHECKPOINTS_DIR, StatePlan
 POLL_S = 0.05
 #: Whom cells run as when the harness is root (`edgebench run --cell-user` sets it); naming root keeps them root.
 ENV_CELL_USER = "EDGEBENCH_CELL_USER"
-#: What cells run as by default: a private uid each (harness.cell_uids).
+#: What cells run as by default: a private uid each (harness.run.cell_uids).
 DEFAULT_CELL_USER = f"a private uid each ({cell_uids.FIRST_UID}-{cell_uids.LAST_UID})"
 #: Each cell's private directory (its home, and its sandbox's layers) is CELLS_ROOT/edgebench-home-HARNESSPID-*:
 #: root's, outside /tmp and /var/tmp (which the sandbox overlays), named so that a later run removes those of a
@@ -137,7 +137,7 @@ class LocalExecutor(Executor):
     def admit(self, cells: list[Cell]) -> None:
         """Refuse up front, before anything is written, a cell user who could not run these cells: cells never
         fall back to root (only `--cell-user root` makes them root). The directories above the installation and
-        the caches that deny the cell user are opened to it alone for the run (harness.reach, put back by close).
+        the caches that deny the cell user are opened to it alone for the run (harness.run.reach, put back by close).
         A root harness that cannot give cells their sandbox refuses, unless the run allows network (then it says
         what the cells share)."""
         if os.geteuid() == 0 and self.no_sandbox:
@@ -322,7 +322,7 @@ class CellUser:
         }
 
 
-#: A SecondUid's number: no account's, below the private uids (harness.cell_uids) and their group.
+#: A SecondUid's number: no account's, below the private uids (harness.run.cell_uids) and their group.
 SECOND_UID = 89999
 
 
@@ -354,7 +354,7 @@ class SecondUid(CellUser):
 
 @dataclass(frozen=True)
 class PrivateUids:
-    """The default for a root harness: each cell a uid of its own, claimed while it runs (harness.cell_uids), in a
+    """The default for a root harness: each cell a uid of its own, claimed while it runs (harness.run.cell_uids), in a
     private group of the same number and in the cells' group, through which it reaches the installation."""
 
     name: str = DEFAULT_CELL_USER

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from harness.executors.base import Executor
 from harness.record.errors import UserError
+from harness.run.executors.base import Executor
 
 # name -> "module:class"; imported on demand so the lean parent loads only what it uses.
 EXECUTORS = {
-    "local": "harness.executors.local:LocalExecutor",
-    "docker": "harness.executors.docker:DockerExecutor",
-    "ray": "harness.executors.ray:RayExecutor",
+    "local": "harness.run.executors.local:LocalExecutor",
+    "docker": "harness.run.executors.docker:DockerExecutor",
+    "ray": "harness.run.executors.ray:RayExecutor",
 }
 
 
