@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from devices.cache import cache_dir
-from harness import cli
+from harness.cli import main as cli
 from harness.record.store import load_records
 from harness.run import cell_uids, reach
 from harness.run.executors import local

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
+from harness.cli.main import main
 from harness.record.errors import UserError
 from harness.record.records import MemoryFigures
 from harness.record.thresholds import Thresholds

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from harness.commands import docker_up
+from harness.cli.commands import docker_up
 from harness.record.errors import UserError
 from harness.run import docker_engine
 from harness.run.docker_engine import Engine, context_files, shielded, source_tag

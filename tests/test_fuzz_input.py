@@ -22,7 +22,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness import cli
+from harness.cli import main as cli
 from harness.plan.input_guards import MAX_CELLS, check_document, check_matrix_size, matrix_size, one_line
 from harness.record.errors import UserError
 from harness.run import matrix

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from rich.console import Console
 
-from harness import cli
+from harness.cli import main as cli
 from harness.plan.spec import load_spec
 from harness.record.errors import UserError
 from harness.record.store import RESULTS, RunStore, load_records, open_log, write_bytes_atomic

@@ -8,8 +8,8 @@ import argparse
 import pytest
 
 from devices.profile import DeviceProfile
-from harness import cli
-from harness.commands import doctor, estimate
+from harness.cli import main as cli
+from harness.cli.commands import doctor, estimate
 from harness.plan.host_capacity import check_host_capacity, host_capacity_problem
 from harness.plan.spec import load_spec
 from harness.record.errors import UserError

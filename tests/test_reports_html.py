@@ -11,7 +11,7 @@ import pytest
 from matplotlib.image import imread
 
 import reports.plots
-from harness.cli import main
+from harness.cli.main import main
 from harness.record.errors import UserError
 from harness.record.records import judged
 from reports.html import write_report

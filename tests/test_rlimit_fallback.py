@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from harness import cli
+from harness.cli import main as cli
 from harness.record.records import cap_by_kernel
 from harness.record.store import load_records
 from harness.run.executors import local

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness import cli
+from harness.cli import main as cli
 from harness.record.store import load_records
 from harness.run.executors import local
 from tests.helpers import write_spec
@@ -33,7 +33,7 @@ from MAIN import main
 sys.exit(main(sys.argv[2:]))
 """
 #: The real CLI in a subprocess, each cell's workload replaced by `python -c argv[1]`.
-FAKE_CELL_HARNESS = FAKE_CELL.replace("MAIN", "harness.cli")
+FAKE_CELL_HARNESS = FAKE_CELL.replace("MAIN", "harness.cli.main")
 #: Says its pid on stderr (the cell's log), then hangs without using CPU.
 HANG = "import os, sys, time; print('cell pid', os.getpid(), file=sys.stderr, flush=True); time.sleep(600)"
 SEGFAULT = "import ctypes; ctypes.string_at(0)"
@@ -65,7 +65,7 @@ FAKE_DOCKER_HARNESS = """
 import sys
 from harness.run.executors import docker
 docker.SUPERVISOR = ["python", "-c", sys.argv[1], sys.argv[2]]
-from harness.cli import main
+from harness.cli.main import main
 sys.exit(main(sys.argv[3:]))
 """
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli
+from harness.cli import main as cli
 from harness.record.store import load_records
 from harness.run import cell_uids
 from harness.run.executors import local

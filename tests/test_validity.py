@@ -17,7 +17,7 @@ from devices.caps.cgroup_v1 import CgroupV1
 from devices.caps.cgroup_v2 import CgroupV2
 from devices.caps.container import find_container_cgroup
 from devices.profile import DeviceProfile
-from harness.cli import main
+from harness.cli.main import main
 from harness.record.cells import Cell
 from harness.record.records import CHECKS, SCHEMA_VERSION, CellRecord, CpuSharing, judged, now_iso
 from harness.record.store import RunStore, load_records

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from harness import cli
+from harness.cli import main as cli
 from harness.record.store import load_records
 from tests.helpers import edgebench, readable_directory, write_spec
 from workloads.cell import run_cell

@@ -2,7 +2,7 @@
 keeps exactly the capabilities that running cells as a second uid takes (CELL_CAPS), so that a cell can write
 nothing the harness writes (the run's results) and the harness keeps no other power of root.
 
-Compose's device containers start this way (harness.commands.compose): the engine gives capabilities to uid 0
+Compose's device containers start this way (harness.cli.commands.compose): the engine gives capabilities to uid 0
 alone, so the container starts as uid 0 with cap_add CELL_CAPS and ENV_HARNESS_USER set to the services' user, and
 the CLI calls become_from_env first, before any thread. The capabilities stay in this process: a cell, started
 under its own uid (harness.run.executors.local.SecondUid), loses them all at exec (no ambient set, no file

@@ -1,6 +1,6 @@
 """A spec's matrix run as one library call: the checks that refuse a run before anything is written, the executor
 started for it, and `run_matrix`, which resolves each largest-fitting arm, schedules the cells and resolves an arm
-again when its resolved cell was killed at the cap; the command line (harness.commands.run) only parses."""
+again when its resolved cell was killed at the cap; the command line (harness.cli.commands.run) only parses."""
 
 from __future__ import annotations
 

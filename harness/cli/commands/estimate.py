@@ -17,7 +17,7 @@ from rich.table import Table
 from devices.catalogue import CatalogueError, resolve_device
 from devices.profile import format_bytes
 from devices.speed import cell_threads
-from harness.commands.devices import add_file_argument, note_unread, user_catalogue
+from harness.cli.commands.devices import add_file_argument, note_unread, user_catalogue
 from harness.plan.host_capacity import host_capacity_problem, host_memory_bytes
 from harness.record.errors import UserError
 from workloads.checks import check_params

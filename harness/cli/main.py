@@ -1,4 +1,4 @@
-"""The `edgebench` console script: one subcommand per module in harness.commands."""
+"""The `edgebench` console script: one subcommand per module in harness.cli.commands."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         if command in COMMANDS and name != command:
             sub.add_parser(name)
             continue
-        module = import_module(f"harness.commands.{name.replace('-', '_')}")
+        module = import_module(f"harness.cli.commands.{name.replace('-', '_')}")
         parsed = sub.add_parser(name, help=module.HELP, description=module.__doc__)
         module.add_arguments(parsed)
         parsed.set_defaults(handler=module.handle)
@@ -53,6 +53,3 @@ def main(argv: list[str] | None = None) -> int:
         print("edgebench: interrupted; re-run the same command to resume", file=sys.stderr)
         return exit_code(exc)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,7 +17,7 @@ from devices.catalogue import CatalogueError, resolve_device
 from devices.profile import DeviceProfile, format_bytes
 from devices.speed import ClockError, HostSpeed, cfs_quota, host_speed, plan_clock
 from devices.verify import MIN_PROVABLE_QUOTA_US, UnprovableThrottle, prove, prove_throttle
-from harness.commands.devices import user_catalogue
+from harness.cli.commands.devices import user_catalogue
 from harness.plan.host_capacity import host_capacity_problem, host_memory_bytes
 from harness.record.errors import UserError
 
