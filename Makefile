@@ -44,6 +44,7 @@ recipes: install
 # worker's load would skew, and those that snapshot or change host-wide state (the cell user's search ACLs). Pass PYTEST_ARGS to narrow both passes (e.g. PYTEST_ARGS=tests/test_spec.py).
 test: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -q -m "not timing and not ray and not alone" -n $(JOBS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
 	$(VENV)/bin/pytest -q -m "timing or ray or alone" --durations=5 $(PYTEST_ARGS)
 
