@@ -1,4 +1,4 @@
-"""Analytic peak-memory model (DESIGN.md), torch-free: the harness parent and `edgebench estimate` use it.
+"""Analytic peak-memory model, torch-free: the harness parent and `edgebench estimate` use it.
 
 peak RSS = R + data + resident weights + method terms, with R (interpreter + torch + allocator) and a no-grad
 forward's allocator retention measured once per environment and thread count (workloads.baseline,

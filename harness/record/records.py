@@ -25,7 +25,7 @@ MemorySource = Literal["rss", "cgroup", "cuda"]
 
 
 class MemoryFigures(BaseModel):
-    """Every peak we could read, each from its own source (they differ; see DESIGN.md)."""
+    """Every peak we could read, each from its own source (they differ; README, "How a cell runs")."""
 
     model_config = ConfigDict(extra="forbid")
 
