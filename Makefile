@@ -44,6 +44,7 @@ recipes: install
 # worker's load would skew, and those that snapshot or change host-wide state (the cell user's search ACLs). Pass PYTEST_ARGS to narrow both passes (e.g. PYTEST_ARGS=tests/test_spec.py).
 test: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -q -m "not timing and not ray and not alone" -n $(JOBS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
 	$(VENV)/bin/pytest -q -m "timing or ray or alone" --durations=5 $(PYTEST_ARGS)
 
@@ -66,7 +67,7 @@ APT_GET       = $(AS_ROOT) env DEBIAN_FRONTEND=noninteractive apt-get
 
 # It changes no permission: as root, cells run as `nobody`, and `edgebench run` itself opens the directories above the
 # interpreter, the venv, this checkout and the caches that `nobody` cannot search (a pyenv under a private /root) to
-# that user alone, with an ACL entry it puts back when the run ends (README, "How a cell runs"; harness/reach.py).
+# that user alone, with an ACL entry it puts back when the run ends (README, "How a cell runs"; harness/run/reach.py).
 test-deps:
 	@missing=""; \
 	for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \

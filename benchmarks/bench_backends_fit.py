@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from devices.profile import format_bytes
-from harness.store import read_run_info
+from harness.record.store import read_run_info
 from tests.docker_engine import engine_with_image
 from tests.helpers import edgebench, write_spec
 

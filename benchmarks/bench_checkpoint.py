@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from devices.profile import format_bytes
-from harness.records import CellRecord
-from harness.store import load_records
+from harness.record.records import CellRecord
+from harness.record.store import load_records
 from tests.helpers import edgebench, write_spec
 
 SPEC = """

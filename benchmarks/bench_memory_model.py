@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.spec import load_spec
+from harness.plan.spec import load_spec
 from tests.helpers import run_spec, write_spec
 
 HEADER = """

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.executors.base import Executor
-from harness.executors.local import LocalExecutor
-from harness.spec import load_spec
+from harness.plan.spec import load_spec
+from harness.run.executors.base import Executor
+from harness.run.executors.local import LocalExecutor
 from tests.helpers import require_kernel_caps, write_spec
 from tests.ray_cluster import HEAD, SIX, WORKER, TwoNodeCluster, can_start_cluster, start_cluster
 
@@ -47,7 +47,7 @@ def ray_overheads(
     cluster: TwoNodeCluster, run_dir: Path, cells, monkeypatch
 ) -> tuple[dict[str, float], float]:
     """Per-cell overheads on the cluster, and the seconds connecting to it took."""
-    from harness.executors.ray import RayExecutor
+    from harness.run.executors.ray import RayExecutor
 
     with monkeypatch.context() as patch:
         patch.setenv("RAY_ADDRESS", cluster.address)

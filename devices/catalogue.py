@@ -58,7 +58,7 @@ def _like(entry: dict, where: str, catalogue: dict[str, DeviceProfile]) -> dict:
 
 def load_catalogue(documents: list[tuple[str, Any]] | None = None) -> dict[str, DeviceProfile]:
     """Built-in devices, overridden or extended by the given device files, each as (its name, its parsed YAML),
-    in order. The caller reads them (harness.limits.read_yaml: bounded in size, aliases and depth)."""
+    in order. The caller reads them (harness.plan.input_guards.read_yaml: bounded in size, aliases and depth)."""
     text = resources.files("devices").joinpath("catalogue.yaml").read_text()
     profiles = _profiles(yaml.safe_load(text), "devices/catalogue.yaml")
     for origin, data in documents or []:

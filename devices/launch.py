@@ -11,7 +11,7 @@ import resource
 import signal
 import sys
 
-from devices.caps.base import ENV_JOIN, ENV_RLIMIT_AS, ENV_THREADS
+from devices.child_env import ENV_RLIMIT_AS, ENV_THREADS, join_cgroups
 from devices.sandbox import enter_from_env, libc_call
 
 PR_SET_PDEATHSIG = 1
@@ -20,13 +20,6 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 #: "UID:GID:GROUPS" (GROUPS comma-separated supplementary gids, maybe none) the launcher becomes once the cell is
 #: in its cgroups and its sandbox (set by a harness that runs as root).
 ENV_RUN_AS = "EDGEBENCH_RUN_AS"
-
-
-def join_cgroups() -> None:
-    """Move this process into the cell's cgroups (the backend lists their procs files)."""
-    for procs in filter(None, os.environ.get(ENV_JOIN, "").split(":")):
-        with open(procs, "w") as handle:
-            handle.write(str(os.getpid()))
 
 
 def drop_privileges() -> None:

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from devices.board import ThermalCurve
 from devices.cache import cpu_model, measured_once
+from devices.child_env import ENV_THREADS, join_cgroups
 from devices.roofline import HostBandwidth, PhaseMeter, Roofline, plan_roofline
 
 if TYPE_CHECKING:
@@ -405,9 +406,6 @@ def measure_under_cap(seconds: float, windows: int = 1) -> dict[str, Any]:
     """The throttle proof's child: warm up unthrottled, join the cap the harness made, then time the loop
     on the clock's thread count."""
     import torch
-
-    from devices.caps.base import ENV_THREADS
-    from devices.launch import join_cgroups
 
     def enter_cap() -> None:
         join_cgroups()

@@ -1,1 +1,2 @@
-"""How the matrix runs: spec -> cells -> executor -> records -> store, and the `edgebench` CLI."""
+"""The harness, one subpackage per stage (docs/architecture.md): plan (spec -> cells), run (scheduler and
+executors), record (records and their store), and cli (`edgebench`) on top."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.records import CellRecord
+from harness.record.records import CellRecord
 from reports.pairs import Pairing, gain
 from reports.rundata import RunData, RunPredictions, accuracy_curve, metric_number
 from reports.selection import RECIPE_AXES, SEED_AXIS, GroupChoice, choose_recipes, describe, varying_axes

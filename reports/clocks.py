@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from devices.speed import CellClock
-from harness.records import CellRecord
+from harness.record.records import CellRecord
 from reports.rundata import RunData
 
 MIXED = "mixed clocks"

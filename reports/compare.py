@@ -28,9 +28,9 @@ from pathlib import Path
 from pydantic import ValidationError
 from scipy.stats import mannwhitneyu
 
-from harness.errors import UserError
-from harness.records import CellRecord
-from harness.spec import Thresholds
+from harness.record.errors import UserError
+from harness.record.records import CellRecord
+from harness.record.thresholds import Thresholds
 from reports.paired import PairedDifference
 from reports.pairs import Pairing, pair
 from reports.rundata import RunData, RunPredictions, cell_label, load_run, metric_number
@@ -216,7 +216,7 @@ def _memory_growth(figures: list[tuple[str, int | None, int | None]], limit: flo
 
 def _accuracy(record: CellRecord | None) -> float | None:
     """Workloads report accuracy in percent, so a drop is in percentage points. A probe's is not judged: it
-    evaluates only to hold the cell's memory, after steps too few to be a result (harness.resolve)."""
+    evaluates only to hold the cell's memory, after steps too few to be a result (harness.plan.resolve)."""
     return metric_number(record.metrics, "final_accuracy") if record and record.role == "cell" else None
 
 

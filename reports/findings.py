@@ -1,6 +1,6 @@
 """The answers a run gives to the paper's question, per device: which arm, on which model, reaches what test
 accuracy (from the accuracy rows, whose recipes validation chose), and, where the harness resolved models by
-probing (harness.resolve), the largest model each arm trains, measured and predicted, with MeZO's size ratio
+probing (harness.plan.resolve), the largest model each arm trains, measured and predicted, with MeZO's size ratio
 over checkpointed backprop's."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from devices.profile import format_bytes
-from harness.records import CellRecord
+from harness.record.records import CellRecord
 from reports.accuracy import AccuracyRow
 from reports.pairs import Pairing, Unpaired, change_text, gap
 from reports.rundata import JOULES, RunData, curve

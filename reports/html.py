@@ -15,8 +15,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from devices.profile import format_bytes
-from harness.records import now_iso
-from harness.store import check_writable, write_atomic, write_bytes_atomic
+from harness.record.records import now_iso
+from harness.record.store import check_writable, write_atomic, write_bytes_atomic
 from reports.accuracy import AccuracyRow, accuracy_rows
 from reports.clocks import clock_summary
 from reports.compare import ALPHA, MIN_SEEDS, Comparison, compare_runs, describe_figure

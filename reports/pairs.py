@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from harness.records import CellRecord
+from harness.record.records import CellRecord
 from reports.paired import PairedDifference, PairingError, Scored, paired_difference
 from reports.rundata import RunPredictions
 

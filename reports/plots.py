@@ -11,7 +11,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from devices.profile import format_bytes
-from harness.records import CellRecord
+from harness.record.records import CellRecord
 from reports.accuracy import majority_test_accuracy
 from reports.clocks import MIXED, time_label
 from reports.figures import (

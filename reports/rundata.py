@@ -12,10 +12,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from devices.profile import DeviceProfile
-from harness.cells import Cell
-from harness.errors import UserError
-from harness.records import CellRecord
-from harness.store import RUN_INFO, check_info_shape, load_records, read_run_info
+from harness.record.cells import Cell
+from harness.record.errors import UserError
+from harness.record.records import CellRecord
+from harness.record.store import RUN_INFO, check_info_shape, load_records, read_run_info
 from reports.paired import Scored
 from workloads.predictions import Predictions, PredictionsError, PredictionsRef, load
 from workloads.registry import model_shape
@@ -44,7 +44,7 @@ class ProbeEntry(BaseModel):
 
 
 class ArmResolution(BaseModel):
-    """One entry of run.json's `resolutions` (harness.commands.run.resolution_entry), as reports use it."""
+    """One entry of run.json's `resolutions` (harness.run.matrix.resolution_entry), as reports use it."""
 
     model_config = ConfigDict(extra="allow")
 

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.cells import canonical_json
-from harness.records import CellRecord
+from harness.record.cells import canonical_json
+from harness.record.records import CellRecord
 from reports.rundata import metric_number
 from reports.spread import Spread, spread
 
@@ -77,7 +77,7 @@ def describe(setting: dict[str, Any], axes: Iterable[str]) -> str:
 
 def is_accuracy_record(record: CellRecord) -> bool:
     """The workload evaluated: fit-sweep cells of tasks without an evaluation are not recipes to choose, and a
-    probe's few steps (harness.resolve) only measure memory."""
+    probe's few steps (harness.plan.resolve) only measure memory."""
     if record.role == "probe":
         return False
     curve = record.metrics.get("accuracy_curve")

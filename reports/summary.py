@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from devices.profile import DeviceProfile
-from harness.records import CellRecord
+from harness.record.records import CellRecord
 from reports.rundata import RunData
 from reports.selection import seedless_key
 from reports.spread import Spread, spread

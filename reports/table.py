@@ -7,7 +7,7 @@ import csv
 import io
 from dataclasses import asdict, dataclass, fields
 
-from harness.records import CellRecord
+from harness.record.records import CellRecord
 from reports.rundata import RunData, cell_label, metric_number
 from reports.selection import GroupChoice, is_accuracy_record
 from reports.validity import failed_checks

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from harness.records import CellRecord, cap_by_kernel
+from harness.record.records import CellRecord, cap_by_kernel
 from reports.rundata import RunData, cell_label
 from reports.style import count_of
 

@@ -14,7 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
-from harness import store
+from harness.record import store
 from tests.records_factory import make_record
 
 

@@ -1,4 +1,4 @@
-"""The docker tests' engine and image: harness.docker_engine's, the same that `make docker-up` uses.
+"""The docker tests' engine and image: harness.run.docker_engine's, the same that `make docker-up` uses.
 
 An engine that answers is used; otherwise one is started (Debian's dockerd, from `make test-deps`; a skip
 naming it when the tools are absent or this is not root) and stopped by its own pid at the end. The
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import docker_engine
-from harness.docker_engine import Engine, mounts_under
-from harness.executors.docker import LABEL
+from harness.run import docker_engine
+from harness.run.docker_engine import Engine, mounts_under
+from harness.run.executors.docker import LABEL
 from tests.helpers import edgebench, write_spec
 from tests.system_tools import missing, skip_without
 

@@ -18,8 +18,8 @@ import pytest
 from devices.caps.base import harness_pid, pid_alive
 from devices.caps.cgroup_v1 import controller_dir
 from devices.caps.select import probe_all
-from harness.executors.base import ChildOutcome, Executor
-from harness.records import now_iso
+from harness.record.records import now_iso
+from harness.run.executors.base import ChildOutcome, Executor
 
 # A 512 MB device that cannot hold opt-125m beside a 2 GB one that can.
 OOM_AND_OK = """
@@ -144,7 +144,7 @@ def no_leftover_cgroups():
 
 def run_spec(directory: Path, text: str) -> list:
     """Run a spec afresh through the real CLI (no report) and return its records."""
-    from harness.store import load_records
+    from harness.record.store import load_records
 
     out = directory / "run"
     edgebench(
@@ -225,9 +225,9 @@ class Scripted(Executor):
 @pytest.fixture
 def scripted(monkeypatch):
     """`edgebench run` in this process with the Scripted executor, its outcomes and log fresh."""
-    from harness.commands import run as run_command
+    from harness.run import matrix
 
-    monkeypatch.setattr(run_command, "executor_class", lambda name: Scripted)
+    monkeypatch.setattr(matrix, "executor_class", lambda name: Scripted)
     monkeypatch.setattr(Scripted, "OUTCOMES", {})
     monkeypatch.setattr(Scripted, "RAN", [])
     return Scripted

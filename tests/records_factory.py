@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from devices.profile import DeviceProfile
-from harness.cells import Cell
-from harness.records import CellRecord, MemoryFigures, judged, now_iso
+from harness.record.cells import Cell
+from harness.record.records import CellRecord, MemoryFigures, judged, now_iso
 from workloads.params import WorkloadParams
 
 
 def make_record(status: str = "ok", peak: int | None = 300 << 20, **params: Any) -> CellRecord:
-    """A record every validity check passes (on a status that measured something), judged by harness.records."""
+    """A record every validity check passes (on a status that measured something), judged by harness.record.records."""
     device = DeviceProfile(name=params.pop("device", "rpi-4-2gb"), memory=params.pop("memory", "2GB"), cpus=4)
     workload = WorkloadParams(**{"model": "opt-8m", "max_steps": 3, **params})
     cell = Cell(device, workload)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.spec import load_spec
+from harness.plan.spec import load_spec
 from tests.helpers import edgebench
 from workloads import weights
 from workloads.weights import BUNDLES, MINILM_MANIFEST, MPNET, MPNET_MANIFEST, minilm_dir, mpnet_dir

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from devices.caps import cgroup_v2
-from devices.caps.base import ENV_JOIN, CapUnavailable
+from devices.caps.base import CapUnavailable
 from devices.caps.cgroup_v2 import HARNESS_LEAF, CgroupV2, delegate, find_base
+from devices.child_env import ENV_JOIN
 from devices.profile import DEFAULT_PIDS_LIMIT, DeviceProfile
 
 PROC = "0::/jobs/me\n"

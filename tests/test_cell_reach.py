@@ -1,6 +1,6 @@
 """The cell user reaches the installation and the caches without any permission widened for good: a root harness
 adds `u:UID:--x` ACL entries to exactly the directories that deny that user, for the run, and puts each back to the
-bit (harness.reach). Through the real kernel: a cache under a private (0700) directory, a SIGKILLed granter, and the
+bit (harness.run.reach). Through the real kernel: a cache under a private (0700) directory, a SIGKILLed granter, and the
 mode, owner and ACL of every directory above the interpreter, the venv, the checkout and the cache."""
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from devices.cache import cache_dir
-from harness import cell_uids, cli, reach
-from harness.executors import local
-from harness.store import load_records
+from harness.cli import main as cli
+from harness.record.store import load_records
+from harness.run import cell_uids, reach
+from harness.run.executors import local
 from tests.helpers import require_kernel_caps, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.alone, pytest.mark.usefixtures("no_leftover_cgroups")]
@@ -123,7 +124,7 @@ def test_what_a_sigkilled_harness_granted_is_put_back_by_the_next(tmp_path, as_r
     nobody = pwd.getpwnam("nobody")
     killed = textwrap.dedent(f"""
         import os, signal
-        from harness import reach
+        from harness.run import reach
         reach.grant({nobody.pw_uid}, {nobody.pw_gid}, [{str(private / "inner")!r}])
         os.kill(os.getpid(), signal.SIGKILL)
     """)
@@ -140,7 +141,7 @@ def harness_holding_a_grant(user: pwd.struct_passwd, path: Path) -> subprocess.P
     """Another harness process that has opened `path` to `user` and keeps the grant until its stdin closes; read
     one line from its stdout first (the grant is in place then)."""
     code = (
-        "from harness import reach; import sys; "
+        "from harness.run import reach; import sys; "
         f"g = reach.grant({user.pw_uid}, {user.pw_gid}, [{str(path)!r}]); print(flush=True); sys.stdin.read(); g.revert()"
     )
     return subprocess.Popen(

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
-from harness.errors import UserError
-from harness.records import MemoryFigures
-from harness.spec import Thresholds
+from harness.cli.main import main
+from harness.record.errors import UserError
+from harness.record.records import MemoryFigures
+from harness.record.thresholds import Thresholds
 from reports.compare import compare_cell, compare_runs, parse_fraction
 from tests.records_factory import make_record
 from tests.test_reports_fixtures import accuracy_record, accuracy_run, sweep, with_predictions, write_run
@@ -390,7 +390,7 @@ def test_groups_of_one_label_are_told_apart_by_their_recipe(tmp_path):
 
 
 def test_a_probes_accuracy_is_not_judged_but_its_memory_is():
-    """Probes evaluate only to hold their cell's memory (harness.resolve): a drop in their few-step accuracy is no
+    """Probes evaluate only to hold their cell's memory (harness.plan.resolve): a drop in their few-step accuracy is no
     regression, while the same drop in a cell is, and a probe's memory growth still is."""
     limits = Thresholds(max_memory_regression=0.05, max_time_regression=0.2, max_accuracy_drop=1.0)
     base = make_record().model_copy(update={"metrics": {"final_accuracy": 80.0}})

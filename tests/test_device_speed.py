@@ -15,7 +15,7 @@ from devices.speed import (
     host_speed,
     plan_clock,
 )
-from harness.spec import default_spec_path, load_spec
+from harness.plan.spec import default_spec_path, load_spec
 from tests.helpers import edgebench, fast_board, opt_1m_spec, require_kernel_caps, run_spec, write_spec
 
 HOST = HostSpeed(gflops_per_core=200.0, cores=2, cpu="test", method="fixed for unit tests")

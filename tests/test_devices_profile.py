@@ -7,9 +7,9 @@ from pydantic import ValidationError
 
 from devices.catalogue import CatalogueError, load_catalogue, resolve_device
 from devices.profile import DeviceProfile, format_bytes, parse_bytes
-from harness.cli import main
-from harness.commands.devices import user_catalogue
-from harness.errors import UserError
+from harness.cli.commands.devices import user_catalogue
+from harness.cli.main import main
+from harness.record.errors import UserError
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import yaml
 from devices.caps.base import CapUnavailable
 from devices.caps.container import ContainerLimit, engine_limits
 from devices.profile import DeviceProfile
-from harness.spec import load_spec
+from harness.plan.spec import load_spec
 from tests.helpers import write_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +81,7 @@ def test_every_service_is_hardened_with_a_memory_limit_and_no_swap():
     assert compose["volumes"] == {"edgebench-cache": {}}
     assert services["report"]["user"] == "${EDGEBENCH_USER:-1000:1000}" and "cap_add" not in services["report"]
     # A device service starts as uid 0 with the four capabilities its harness keeps as EDGEBENCH_USER, to run its
-    # cells as a second uid (harness.harness_user): the results are not theirs to write.
+    # cells as a second uid (harness.run.harness_user): the results are not theirs to write.
     for device in load_spec(None).devices:
         service = services[device.name]
         assert (service["user"], service["cap_add"]) == ("0:0", ["CHOWN", "KILL", "SETGID", "SETUID"]), device.name
@@ -90,7 +90,7 @@ def test_every_service_is_hardened_with_a_memory_limit_and_no_swap():
     # its values in its environment by an exec-form command (no shell parses what .env holds).
     prepare = services["prepare"]
     assert (prepare["user"], prepare["cap_add"], prepare["mem_limit"]) == ("0:0", ["CHOWN", "DAC_OVERRIDE"], 32 << 20)
-    assert prepare["entrypoint"] == ["python", "-I", "-m", "harness.prepare_results"]
+    assert prepare["entrypoint"] == ["python", "-I", "-m", "harness.run.prepare_results"]
     assert prepare["command"] == ["/results", "/cache"]
     assert prepare["environment"] == {
         "EDGEBENCH_RUN": "${EDGEBENCH_RUN:-quick}",

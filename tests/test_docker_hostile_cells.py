@@ -21,9 +21,9 @@ import psutil
 import pytest
 import yaml
 
-from harness.executors.base import MAX_LINE_BYTES, MAX_LOG_BYTES
-from harness.executors.docker import LABEL
-from harness.store import load_records
+from harness.record.store import load_records
+from harness.run.executors.base import MAX_LINE_BYTES, MAX_LOG_BYTES
+from harness.run.executors.docker import LABEL
 from tests.docker_engine import Compose
 from tests.test_hostile_cells import (
     ATTEMPT,

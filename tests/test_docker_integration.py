@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.executors.docker import LABEL
-from harness.store import iter_records, load_records, read_run_info
+from harness.record.store import iter_records, load_records, read_run_info
+from harness.run.executors.docker import LABEL
 from tests import docker_engine
 from tests.docker_engine import Compose
 from tests.helpers import OOM_AND_OK, edgebench, fast_board, opt_1m_spec, write_spec
@@ -164,7 +164,7 @@ def test_compose_runs_each_device_in_its_own_hardened_capped_container_then_the_
         containers = compose.containers()
         assert set(containers) == set(compose.services) == {"prepare", "small-512mib", "large-1gib", "report"}
         assert_hardened(containers["prepare"], 32 << 20, user="0:0", cap_add=("CHOWN", "DAC_OVERRIDE"))
-        for name, memory in (("small-512mib", 512 << 20), ("large-1gib", 1 << 30)):  # see harness.harness_user
+        for name, memory in (("small-512mib", 512 << 20), ("large-1gib", 1 << 30)):  # see harness.run.harness_user
             assert_hardened(containers[name], memory, user="0:0", cap_add=("CHOWN", "KILL", "SETGID", "SETUID"))
         assert_hardened(containers["report"], 1 << 30)
         for name, container in containers.items():

@@ -14,10 +14,10 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from harness import docker_engine
-from harness.commands import docker_up
-from harness.docker_engine import Engine, context_files, shielded, source_tag
-from harness.errors import UserError
+from harness.cli.commands import docker_up
+from harness.record.errors import UserError
+from harness.run import docker_engine
+from harness.run.docker_engine import Engine, context_files, shielded, source_tag
 from tests.docker_engine import skip_unless_engine
 from tests.helpers import edgebench
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.spec import load_spec
-from harness.store import load_records
+from harness.plan.spec import load_spec
+from harness.record.store import load_records
 from tests.helpers import edgebench, require_kernel_caps, write_spec
 
 OVERLAP = """

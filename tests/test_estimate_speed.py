@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from harness.cli import main
+from harness.cli.main import main
 from tests.helpers import edgebench, edgebench_json
 from workloads.flops import step_flops
 from workloads.params import WorkloadParams

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from harness import cli
-from harness.commands import run as run_command
-from harness.store import load_records
+from harness.cli import main as cli
+from harness.cli.commands import run as run_command
+from harness.record.store import load_records
 from tests.helpers import write_spec
 
 SPEC = """

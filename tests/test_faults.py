@@ -20,10 +20,10 @@ import pytest
 from devices.caps import cgroup_v2
 from devices.caps.cgroup_v2 import HARNESS_LEAF, CgroupV2
 from devices.profile import DeviceProfile
-from harness.executors.docker import LABEL, OWNER_LABEL, harness_owner, sweep_stale_containers
-from harness.records import CellRecord
-from harness.spec import load_spec
-from harness.store import RESULTS
+from harness.plan.spec import load_spec
+from harness.record.records import CellRecord
+from harness.record.store import RESULTS
+from harness.run.executors.docker import LABEL, OWNER_LABEL, harness_owner, sweep_stale_containers
 from tests.helpers import write_spec
 from tests.test_signals import fake_cell_harness
 

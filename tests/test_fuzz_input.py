@@ -22,10 +22,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness import cli
-from harness.commands import run as run_command
-from harness.errors import UserError
-from harness.limits import MAX_CELLS, check_document, check_matrix_size, matrix_size, one_line
+from harness.cli import main as cli
+from harness.plan.input_guards import MAX_CELLS, check_document, check_matrix_size, matrix_size, one_line
+from harness.record.errors import UserError
+from harness.run import matrix
 from reports.rundata import metric_number
 from tests.helpers import Scripted
 from workloads.params import AXES
@@ -112,7 +112,7 @@ def assert_one_line_refusal_or_success(code, lines: list[str], out: Path) -> Non
 
 @pytest.fixture
 def scripted(monkeypatch):
-    monkeypatch.setattr(run_command, "executor_class", lambda name: Scripted)
+    monkeypatch.setattr(matrix, "executor_class", lambda name: Scripted)
 
 
 def test_fuzzed_spec_files_run_or_are_refused_in_one_line(scripted):
@@ -139,7 +139,7 @@ def finished_run(tmp_path_factory):
     spec = root / "spec.yaml"
     spec.write_text(yaml.safe_dump(VALID | {"matrix": {**VALID["matrix"], "method": ["mezo", "bp", "inference"]}}))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(run_command, "executor_class", lambda name: Scripted)
+        patch.setattr(matrix, "executor_class", lambda name: Scripted)
         assert edgebench(["run", str(spec), "--out", str(root / "run"), "--no-report"])[0] == 0
     return spec, root / "run"
 

@@ -17,8 +17,8 @@ from devices.caps.cuda import (
 )
 from devices.caps.rlimit import RlimitAS
 from devices.profile import DeviceProfile
-from harness.executors.base import memory_figures
-from harness.records import MemoryFigures
+from harness.record.records import MemoryFigures
+from harness.run.executors.base import memory_figures
 
 GB = 1000**3
 CARD = 80 * GB

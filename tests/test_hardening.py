@@ -16,11 +16,12 @@ import pytest
 import yaml
 from rich.console import Console
 
-from harness import cli, scheduler
-from harness.errors import UserError
-from harness.executors import local
-from harness.spec import load_spec
-from harness.store import RESULTS, RunStore, load_records, open_log, write_bytes_atomic
+from harness.cli import main as cli
+from harness.plan.spec import load_spec
+from harness.record.errors import UserError
+from harness.record.store import RESULTS, RunStore, load_records, open_log, write_bytes_atomic
+from harness.run import scheduler
+from harness.run.executors import local
 from tests.records_factory import make_record
 from tests.test_reports_fixtures import sweep, write_run
 
@@ -146,7 +147,7 @@ def test_a_run_on_a_full_disk_exits_2_in_one_line_and_leaves_no_temp_file(full_d
 
 
 def test_two_fresh_runs_in_the_same_second_keep_both_backups(tmp_path, monkeypatch):
-    monkeypatch.setattr("harness.store.time.strftime", lambda fmt: "20270101-000000")
+    monkeypatch.setattr("harness.record.store.time.strftime", lambda fmt: "20270101-000000")
     store = RunStore(tmp_path)
     for seed in (1, 2, 3):
         store.prepare({"spec_hash": "h"}, fresh=True)

@@ -1,4 +1,4 @@
-"""harness.harness_user on the real kernel: a process started as root becomes another user and keeps exactly the
+"""harness.run.harness_user on the real kernel: a process started as root becomes another user and keeps exactly the
 capabilities it had permitted, and a program it starts as a third uid has none of them (no ambient set)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.executors.local import SECOND_UID
+from harness.run.executors.local import SECOND_UID
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 
@@ -18,12 +18,12 @@ CHECKOUT = Path(__file__).resolve().parents[1]
 #: the cells' uid through subprocess, as the local executor starts a SecondUid's cell.
 BECOME = f"""
 import os, subprocess, sys
-from harness import harness_user
-from harness.executors.local import cell_user
+from harness.run import harness_user
+from harness.run.executors.local import cell_user
 os.environ[harness_user.ENV_HARNESS_USER] = "4242:4242"
 harness_user.become_from_env()
 print(os.getresuid(), os.getresgid(), os.getgroups(), harness_user.holds_cell_caps(), cell_user().name)
-child = [sys.executable, "-c", "import os; from harness import harness_user as h; print(os.getresuid(), h.effective_caps())"]
+child = [sys.executable, "-c", "import os; from harness.run import harness_user as h; print(os.getresuid(), h.effective_caps())"]
 sys.stdout.flush()
 subprocess.run(child, user={SECOND_UID}, group={SECOND_UID}, extra_groups=[], check=True)
 """

@@ -8,10 +8,11 @@ import argparse
 import pytest
 
 from devices.profile import DeviceProfile
-from harness import cli
-from harness.commands import doctor, estimate
-from harness.errors import UserError
-from harness.spec import check_host_capacity, host_capacity_problem, load_spec
+from harness.cli import main as cli
+from harness.cli.commands import doctor, estimate
+from harness.plan.host_capacity import check_host_capacity, host_capacity_problem
+from harness.plan.spec import load_spec
+from harness.record.errors import UserError
 from tests.helpers import write_spec
 
 GB = 1000**3

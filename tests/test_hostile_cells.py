@@ -24,10 +24,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness import cell_uids
-from harness.executors import local
-from harness.executors.base import MAX_EVENTS, MAX_LINE_BYTES, MAX_LOG_BYTES
-from harness.store import load_records
+from harness.record.store import load_records
+from harness.run import cell_uids
+from harness.run.executors import local
+from harness.run.executors.base import MAX_EVENTS, MAX_LINE_BYTES, MAX_LOG_BYTES
 from tests.helpers import readable_directory, require_kernel_caps, write_spec
 from tests.test_signals import fake_cell_harness
 

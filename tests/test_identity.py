@@ -4,8 +4,8 @@ device better or adding a workload field with a default never orphans a resume o
 from __future__ import annotations
 
 from devices.profile import DeviceProfile
-from harness.cells import DEVICE_IDENTITY, Cell
-from harness.spec import load_spec
+from harness.plan.spec import load_spec
+from harness.record.cells import DEVICE_IDENTITY, Cell
 from workloads.params import WorkloadParams
 
 #: The profile fields that only describe a device; every other field must be in DEVICE_IDENTITY.

@@ -47,7 +47,7 @@ B, S = 2, 24
 
 
 def test_memory_model_checks_and_estimate_do_not_import_torch():
-    code = "import sys, harness.commands.estimate, workloads.host_memory, workloads.checks; print('torch' in sys.modules)"
+    code = "import sys, harness.cli.commands.estimate, workloads.host_memory, workloads.checks; print('torch' in sys.modules)"
     assert (
         subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.store import load_records
+from harness.record.store import load_records
 from tests.helpers import edgebench, require_kernel_caps, write_spec
 from workloads import weights
 from workloads.checks import check_params

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from harness.prepare_results import PrepareError, prepare
+from harness.run.prepare_results import PrepareError, prepare
 
 
 def test_it_makes_the_run_folder_and_hands_it_and_the_cache_over(tmp_path):
@@ -52,7 +52,7 @@ def test_a_symlink_in_the_run_folders_place_is_refused_not_followed(tmp_path):
 
 def test_the_module_says_one_line_and_exits_2(tmp_path):
     env = {**os.environ, "EDGEBENCH_RUN": "a b", "EDGEBENCH_OWNER": "1:1"}
-    argv = [sys.executable, "-m", "harness.prepare_results", str(tmp_path), str(tmp_path)]  # the image runs it with -I
+    argv = [sys.executable, "-m", "harness.run.prepare_results", str(tmp_path), str(tmp_path)]  # the image runs it with -I
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, cwd=os.getcwd())
     assert proc.returncode == 2
     assert proc.stderr == (

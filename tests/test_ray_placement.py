@@ -6,9 +6,9 @@ import pytest
 
 from devices.profile import DeviceProfile
 from devices.speed import CellClock, host_clock
-from harness.cells import Cell
-from harness.executors.base import outcome_status
-from harness.executors.ray import (
+from harness.record.cells import Cell
+from harness.run.executors.base import outcome_status
+from harness.run.executors.ray import (
     ATTEMPTS,
     log_header,
     lost_outcome,

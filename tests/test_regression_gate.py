@@ -1,8 +1,9 @@
 """The CI gate for real: a build that needs more memory than its baseline fails `edgebench compare` (exit 1).
 
-The inflated build is another build, as a regression would arrive: a copy of the code whose cell runner keeps
-96 MiB of touched ballast, run from its own directory (cells start isolated, `python -I`, with the harness's own
-code first on their path: an environment variable such as PYTHONPATH can no longer reach them).
+The inflated build is another build, as a regression would arrive: a copy of the code whose cell module
+(workloads/cell.py, which the runner imports in every cell) keeps 96 MiB of touched ballast, run from its own
+directory (cells start isolated, `python -I`, with the harness's own code first on their path: an environment
+variable such as PYTHONPATH can no longer reach them).
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ def test_a_memory_inflated_build_fails_the_gate_and_an_unchanged_one_passes(tmp_
     with readable_directory() as build:  # the cells, which may run as nobody, must import it
         for package in PACKAGES:
             shutil.copytree(ROOT / package, build / package, ignore=shutil.ignore_patterns("__pycache__"))
-        runner = build / "workloads" / "runner.py"
-        runner.write_text(runner.read_text() + "\n" + BALLAST)
+        cell = build / "workloads" / "cell.py"
+        cell.write_text(cell.read_text() + "\n" + BALLAST)
         os.chmod(build, 0o755)
         edgebench("run", spec, "--out", inflated, "--no-report", check=True, cwd=build)
     # Step time is not what this test is about (a loaded CI machine may slow a 2-step cell); memory is.

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from devices.speed import CellClock
-from harness.energy import Energy
-from harness.records import CellRecord, judged
-from harness.store import RunStore
+from harness.record.energy import Energy
+from harness.record.records import CellRecord, judged
+from harness.record.store import RunStore
 from tests.records_factory import make_record
 from workloads.predictions import Predictions, SplitPredictions, ref_for
 

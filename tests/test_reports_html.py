@@ -11,9 +11,9 @@ import pytest
 from matplotlib.image import imread
 
 import reports.plots
-from harness.cli import main
-from harness.errors import UserError
-from harness.records import judged
+from harness.cli.main import main
+from harness.record.errors import UserError
+from harness.record.records import judged
 from reports.html import write_report
 from reports.plots import PLOT_NAMES, curve_variant
 from reports.rundata import load_run

@@ -1,4 +1,4 @@
-"""Largest-fitting resolution (harness.resolve): the probing walk on recorded outcomes, the spec syntax, and
+"""Largest-fitting resolution (harness.plan.resolve): the probing walk on recorded outcomes, the spec syntax, and
 one real run under kernel caps."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import pytest
 
 from devices.profile import DeviceProfile
 from devices.speed import unplanned_clock
-from harness.cells import Cell
-from harness.errors import UserError
-from harness.records import CellRecord, ModelResolution
-from harness.resolve import PROBE_HEADROOM, Arm, advance, killed_cells, probe_params, resolve_arms
-from harness.spec import load_spec
-from harness.store import load_records
+from harness.plan.resolve import PROBE_HEADROOM, Arm, advance, killed_cells, probe_params, resolve_arms
+from harness.plan.spec import load_spec
+from harness.record.cells import Cell
+from harness.record.errors import UserError
+from harness.record.records import CellRecord, ModelResolution
+from harness.record.store import load_records
 from tests.helpers import edgebench, write_spec
 from tests.records_factory import make_record
 from workloads.params import WorkloadParams
@@ -205,7 +205,7 @@ def test_a_resolved_cell_killed_at_the_cap_sends_its_arm_one_model_down_for_ever
 
 
 def test_a_probe_runs_its_cells_evaluation_before_the_first_step_but_not_during_training():
-    """The step-0 evaluation leaves the heap larger (harness.resolve.probe_params), so a probe keeps it and the
+    """The step-0 evaluation leaves the heap larger (harness.plan.resolve.probe_params), so a probe keeps it and the
     evaluated examples; evaluations during training and the budget are the cell's own."""
     budget = {"max_steps": None, "max_seconds": 200, "eval_seconds": 100, "eval_examples": 64}
     cell = WorkloadParams(model="minilm-l6", task="rotten_tomatoes", method="bp-checkpointed", **budget)

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from devices.catalogue import load_catalogue
-from harness.cells import Cell
-from harness.executors.base import Executor
+from harness.record.cells import Cell
+from harness.run.executors.base import Executor
 from tests.helpers import edgebench
 from workloads import checkpoint
 from workloads.params import WorkloadParams

@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from harness import cli
-from harness.executors import local
-from harness.records import cap_by_kernel
-from harness.store import load_records
+from harness.cli import main as cli
+from harness.record.records import cap_by_kernel
+from harness.record.store import load_records
+from harness.run.executors import local
 from reports.html import write_report
 from tests.helpers import write_spec
 

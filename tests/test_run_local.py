@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from harness.store import RESULTS, load_records
+from harness.record.store import RESULTS, load_records
 from tests.helpers import OOM_AND_OK, SMALL, edgebench, require_kernel_caps, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_cgroups")]

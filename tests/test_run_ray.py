@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.store import load_records
+from harness.record.store import load_records
 from tests.helpers import cell_cgroups, edgebench, require_kernel_caps, write_spec
 from tests.ray_cluster import HEAD, SIX, WORKER, TwoNodeCluster, can_start_cluster, start_cluster
 

@@ -8,11 +8,11 @@ import time
 import pytest
 
 from devices.profile import DeviceProfile
-from harness import scheduler
-from harness.cells import Cell
-from harness.executors.base import ChildOutcome, Executor
-from harness.records import now_iso
-from harness.store import RunStore, load_records
+from harness.record.cells import Cell
+from harness.record.records import now_iso
+from harness.record.store import RunStore, load_records
+from harness.run import scheduler
+from harness.run.executors.base import ChildOutcome, Executor, cpu_need
 from workloads.params import WorkloadParams
 
 
@@ -143,6 +143,6 @@ def test_a_scaled_cell_needs_the_cores_its_threads_use_not_its_devices():
     """A 4-core device on a scaled clock runs torch on ceil(quota) threads: one here, so two fit a 2-core host."""
     (cell,) = cells([100], cpus=4.0)
     scaled = cell.clock.model_copy(update={"kind": "device-scaled", "cpu_quota_cores": 4.0, "threads": 1})
-    assert scheduler.cpu_need(Cell(cell.device, cell.params, scaled)) == 1
+    assert cpu_need(Cell(cell.device, cell.params, scaled)) == 1
     throttled = scaled.model_copy(update={"kind": "device-throttled", "cpu_quota_cores": 0.17})
-    assert scheduler.cpu_need(Cell(cell.device, cell.params, throttled)) == 0.17
+    assert cpu_need(Cell(cell.device, cell.params, throttled)) == 0.17

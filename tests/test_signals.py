@@ -17,9 +17,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness import cli
-from harness.executors import local
-from harness.store import load_records
+from harness.cli import main as cli
+from harness.record.store import load_records
+from harness.run.executors import local
 from tests.helpers import write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_cgroups")]
@@ -27,13 +27,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_cgro
 #: Replaces each cell's workload with `python -c argv[1]` (the cell's method its argv[1]), then runs MAIN on argv[2:].
 FAKE_CELL = """
 import sys
-from harness.executors import local
+from harness.run.executors import local
 local.runner_argv = lambda cell: [sys.executable, "-c", sys.argv[1], cell.params.method]
 from MAIN import main
 sys.exit(main(sys.argv[2:]))
 """
 #: The real CLI in a subprocess, each cell's workload replaced by `python -c argv[1]`.
-FAKE_CELL_HARNESS = FAKE_CELL.replace("MAIN", "harness.cli")
+FAKE_CELL_HARNESS = FAKE_CELL.replace("MAIN", "harness.cli.main")
 #: Says its pid on stderr (the cell's log), then hangs without using CPU.
 HANG = "import os, sys, time; print('cell pid', os.getpid(), file=sys.stderr, flush=True); time.sleep(600)"
 SEGFAULT = "import ctypes; ctypes.string_at(0)"
@@ -63,16 +63,16 @@ def fake_cell_harness(cell_code: str, *args: str, **popen) -> subprocess.Popen:
 #: `python -c FAKE_CELL CELL_CODE JOB`, so that each cell's workload there is `python -c CELL_CODE`.
 FAKE_DOCKER_HARNESS = """
 import sys
-from harness.executors import docker
+from harness.run.executors import docker
 docker.SUPERVISOR = ["python", "-c", sys.argv[1], sys.argv[2]]
-from harness.cli import main
+from harness.cli.main import main
 sys.exit(main(sys.argv[3:]))
 """
 
 
 def fake_docker_harness(cell_code: str, *args: str, **popen) -> subprocess.Popen:
     """`edgebench ARGS` (with --executor docker) as a subprocess whose cells run `cell_code` in their containers."""
-    supervisor = FAKE_CELL.replace("MAIN", "harness.executors.in_container")
+    supervisor = FAKE_CELL.replace("MAIN", "harness.run.executors.in_container")
     return subprocess.Popen([sys.executable, "-c", FAKE_DOCKER_HARNESS, supervisor, cell_code, *args], **popen)
 
 

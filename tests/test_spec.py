@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from devices.profile import DeviceProfile
-from harness.cells import Cell
-from harness.errors import UserError
-from harness.spec import default_spec_path, load_spec
+from harness.plan.spec import default_spec_path, load_spec
+from harness.record.cells import Cell
+from harness.record.errors import UserError
 from workloads.params import WorkloadParams
 
 GOOD = """

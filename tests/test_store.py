@@ -9,9 +9,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from harness.errors import UserError
-from harness.records import record_json_schema
-from harness.store import RESULTS, RUN_INFO, RunStore, iter_records, load_records, read_run_info
+from harness.record.errors import UserError
+from harness.record.records import record_json_schema
+from harness.record.store import RESULTS, RUN_INFO, RunStore, iter_records, load_records, read_run_info
 from tests.records_factory import make_record
 
 INFO = {"spec_hash": "abc"}
@@ -90,7 +90,7 @@ def test_run_info_errors(tmp_path):
 def test_records_match_the_committed_json_schema(tmp_path):
     committed = json.loads((Path(__file__).parents[1] / "harness/schemas/result.schema.json").read_text())
     assert committed == record_json_schema(), (
-        "regenerate: python -m harness.records > harness/schemas/result.schema.json"
+        "regenerate: python -m harness.record.records > harness/schemas/result.schema.json"
     )
     for status in ("ok", "oom"):
         jsonschema.validate(json.loads(make_record(status).model_dump_json()), committed)

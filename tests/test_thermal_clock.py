@@ -176,9 +176,9 @@ def test_a_governed_cgroup_v2_quota_is_written_and_its_cpu_time_read(tmp_path):
 
 
 def test_only_an_executor_that_can_lower_a_running_quota_takes_a_throttled_board_that_heats(tmp_path):
-    from harness.commands.run import check_clocks
-    from harness.errors import UserError
-    from harness.spec import load_spec
+    from harness.plan.spec import load_spec
+    from harness.record.errors import UserError
+    from harness.run.matrix import check_clocks
 
     spec = opt_1m_spec("hot", hot_and_fanned(1.0)).replace("timeout_s: 300", "timeout_s: 300\nclock: device-throttled")
     (tmp_path / "spec.yaml").write_text(spec)
@@ -200,7 +200,7 @@ def test_a_throttled_board_without_cooling_slows_along_its_curve_through_the_ker
     cell measures as CPU time the kernel gave it, starts at its burst rate and falls to its sustained share, as the
     curve says; the fanned twin keeps its rate."""
     from devices.speed import host_speed
-    from harness.store import load_records
+    from harness.record.store import load_records
     from tests.helpers import edgebench
 
     require_kernel_caps()

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import cell_uids, cli
-from harness.executors import local
-from harness.store import load_records
+from harness.cli import main as cli
+from harness.record.store import load_records
+from harness.run import cell_uids
+from harness.run.executors import local
 from tests.helpers import edgebench, require_kernel_caps, write_rows, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_cgroups")]

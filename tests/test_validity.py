@@ -17,13 +17,13 @@ from devices.caps.cgroup_v1 import CgroupV1
 from devices.caps.cgroup_v2 import CgroupV2
 from devices.caps.container import find_container_cgroup
 from devices.profile import DeviceProfile
-from harness import scheduler
-from harness.cells import Cell
-from harness.cli import main
-from harness.executors.base import ChildOutcome, Executor
-from harness.records import CHECKS, SCHEMA_VERSION, CellRecord, CpuSharing, judged, now_iso
-from harness.scheduler import Scheduler
-from harness.store import RunStore, load_records
+from harness.cli.main import main
+from harness.record.cells import Cell
+from harness.record.records import CHECKS, SCHEMA_VERSION, CellRecord, CpuSharing, judged, now_iso
+from harness.record.store import RunStore, load_records
+from harness.run import scheduler
+from harness.run.executors.base import ChildOutcome, Executor
+from harness.run.scheduler import Scheduler
 from reports.accuracy import accuracy_rows
 from reports.findings import arm_fits, device_answers
 from reports.html import write_report

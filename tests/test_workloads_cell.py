@@ -8,14 +8,14 @@ import json
 
 import pytest
 
-from harness import cli
-from harness.store import load_records
+from harness.cli import main as cli
+from harness.record.store import load_records
 from tests.helpers import edgebench, readable_directory, write_spec
 from workloads.cell import run_cell
 from workloads.methods import make_method
 from workloads.params import WorkloadParams
 from workloads.registry import model_shape
-from workloads.runner import Reporter
+from workloads.reporter import Reporter
 
 #: minilm-l1's parameters with a two-label head, as a cell builds it.
 MINILM_L1_CLASSIFIER = model_shape("minilm-l1").params + 384 * 2 + 2

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from devices.catalogue import load_catalogue, resolve_device
-from harness.errors import UserError
-from harness.spec import load_spec
+from harness.plan.spec import load_spec
+from harness.record.errors import UserError
 from tests.helpers import write_rows, write_spec
 from workloads.checks import check_params, file_summary
 from workloads.flops import step_flops, step_seconds

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.records import CellRecord
-from harness.store import RESULTS, read_run_info
+from harness.record.records import CellRecord
+from harness.record.store import RESULTS, read_run_info
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from devices.caps.base import ENV_THREADS
 from devices.caps.cuda import apply_gpu_fraction, cuda_peak_bytes
+from devices.child_env import ENV_THREADS
 from devices.speed import CellClock
 from workloads.methods import make_method
 from workloads.models import (
@@ -28,9 +28,9 @@ from workloads.params import WorkloadParams
 from workloads.phases import PhaseCosts, batch_shape
 from workloads.predictions import Predictions, SplitPredictions
 from workloads.registry import resolve
+from workloads.reporter import Reporter
 from workloads.resumable import StatePlan
 from workloads.resume import Checkpointer, Loop, Segment, say
-from workloads.runner import Reporter
 from workloads.sources import LABEL_WORDS, SYNTHETIC
 from workloads.tasks import EVAL_SPLITS, WORST_CASE_STEPS, Task, real_task, synthetic_task
 from workloads.throughput import ThroughputTrace, WorkMeter, clock_metrics, heat_start

@@ -52,7 +52,7 @@ def check_dtype(params: WorkloadParams) -> None:
 
 
 def offline(variable: str) -> bool:
-    """Cells always run offline: harness.executors.base.OFFLINE_ENV wins over the operator's environment, where an
+    """Cells always run offline: harness.run.executors.base.OFFLINE_ENV wins over the operator's environment, where an
     HF_HUB_OFFLINE=0 (or a token) is the harness's, never a cell's. `variable` names what the check is about."""
     return True
 

@@ -106,7 +106,7 @@ class WorkloadParams(BaseModel):
     @model_validator(mode="after")
     def _warmup_within_budget(self) -> WorkloadParams:
         """max_steps caps the steps whatever other budget there is, so a longer warm-up never reaches the lr. A
-        max_seconds budget needs the device's speed: harness.spec.warmup_problem checks it when cells are planned."""
+        max_seconds budget needs the device's speed: harness.plan.warmup.warmup_problem checks it when cells are planned."""
         if self.max_steps is not None and self.warmup_steps >= self.max_steps:
             raise ValueError(
                 f"warmup_steps {self.warmup_steps} is not below max_steps {self.max_steps}, so the warm-up never "

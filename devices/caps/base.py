@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from devices.caps.cuda import gpu_env
+from devices.child_env import ENV_THREADS
 from devices.governor import QuotaGovernor, governor_plan
 from devices.pyexec import module_argv
 from devices.speed import CellClock, unplanned_clock
@@ -24,11 +25,6 @@ if TYPE_CHECKING:
 # Names of the per-cell cgroups: the harness pid lets a later run tell which ones are stale.
 CGROUP_PREFIX = "edgebench-"
 _STALE = re.compile(rf"^{CGROUP_PREFIX}(\d+)-")
-
-# Environment variables the launcher reads in the child (see devices/launch.py).
-ENV_JOIN = "EDGEBENCH_CGROUP_PROCS"
-ENV_RLIMIT_AS = "EDGEBENCH_RLIMIT_AS"
-ENV_THREADS = "EDGEBENCH_THREADS"
 
 
 class CapUnavailable(RuntimeError):

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from devices.caps.base import (
-    ENV_JOIN,
     CapBackend,
     CapReading,
     CapUnavailable,
@@ -16,6 +15,7 @@ from devices.caps.base import (
     kill_and_remove,
     sweep_stale,
 )
+from devices.child_env import ENV_JOIN
 
 MOUNT = Path("/sys/fs/cgroup")
 #: The controllers a cell gets a cgroup under (cpuacct only on a governed clock), swept for dead harnesses' cells.

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from devices.caps.base import (
     CGROUP_PREFIX,
-    ENV_JOIN,
     CapBackend,
     CapReading,
     CapUnavailable,
@@ -20,6 +19,7 @@ from devices.caps.base import (
     kill_and_remove,
     sweep_stale,
 )
+from devices.child_env import ENV_JOIN
 
 MOUNTS = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
 # v2 forbids processes in an inner cgroup that delegates controllers, so the harness

@@ -211,7 +211,7 @@ def container_settings(user: str = CONTAINER_USER) -> dict[str, Any]:
 
     Cells need no capability (PR_SET_PDEATHSIG, lowering rlimits and reading the cgroup's files need none): all
     are dropped, and no-new-privileges keeps a setuid binary from getting any back; compose adds back only what
-    its helpers and device harnesses use (harness.harness_user). Only /tmp (a tmpfs) and the mounted
+    its helpers and device harnesses use (harness.run.harness_user). Only /tmp (a tmpfs) and the mounted
     volumes are writable. No network: cells run offline. `init`: the harness must not be PID 1, since the
     cell's launcher takes a parent of 1 for a dead harness.
     """

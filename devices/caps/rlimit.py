@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import resource
 
-from devices.caps.base import ENV_RLIMIT_AS, CapBackend, CapReading
+from devices.caps.base import CapBackend, CapReading
+from devices.child_env import ENV_RLIMIT_AS
 
 
 class RlimitAS(CapBackend):
