@@ -416,7 +416,7 @@ def test_a_host_whose_allocator_maps_activations_is_predicted_to_retain_none_of_
 
 
 def test_cells_inherit_the_allocators_tuning(monkeypatch):
-    from harness.executors.base import cell_env
+    from harness.run.executors.base import cell_env
 
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=131072")
     monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
