@@ -44,7 +44,9 @@ from workloads.weights import MPNET_PARTS, part_package
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 HUB = "https://registry-1.docker.io/v2/"
-DEBOOTSTRAP = ("--variant=minbase", "--include=python3,python3-venv,python3-pip", "bookworm")
+# python3-venv alone: its ensurepip brings pip into the image's venv (Debian's python3-pip-whl), so python3-pip and
+# what it pulls in (setuptools, wheel, ca-certificates) would only be unpacked, configured and imported for nothing.
+DEBOOTSTRAP = ("--variant=minbase", "--include=python3,python3-venv", "bookworm")
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 IMAGE_PYTHON = (3, 11)  # bookworm's python3: the offline wheelhouse must be built for it
 WHEELHOUSE_PORT = 47611
