@@ -14,9 +14,10 @@ import psutil
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from devices.catalogue import USER_FILE, CatalogueError, load_catalogue, parse_profile, resolve_device
+from devices.host_speed import HostSpeed, host_speed
 from devices.profile import DeviceProfile, format_bytes
 from devices.roofline import host_bandwidth
-from devices.speed import DEFAULT_CLOCK, CellClock, Clock, ClockError, HostSpeed, host_speed, plan_clock
+from devices.speed import DEFAULT_CLOCK, CellClock, Clock, ClockError, plan_clock
 from harness.cells import Cell, content_hash, device_identity, planned_cell
 from harness.errors import UserError
 from harness.limits import MAX_CELLS, check_matrix_size, one_line, read_yaml
