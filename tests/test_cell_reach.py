@@ -19,7 +19,7 @@ import pytest
 
 from devices.cache import cache_dir
 from harness import cell_uids, cli, reach
-from harness.executors import local
+from harness.executors import cell_user, local
 from harness.store import load_records
 from tests.helpers import require_kernel_caps, write_spec
 
@@ -50,8 +50,8 @@ def as_root(monkeypatch):
     if os.geteuid() != 0:
         pytest.skip("cells change user only when the harness runs as root")
     require_kernel_caps()
-    monkeypatch.setenv(local.ENV_CELL_USER, "")
-    monkeypatch.delenv(local.ENV_CELL_USER)
+    monkeypatch.setenv(cell_user.ENV_CELL_USER, "")
+    monkeypatch.delenv(cell_user.ENV_CELL_USER)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from harness.cells import Cell
 from harness.errors import UserError
 from harness.executors import EXECUTORS, executor_class
 from harness.executors.base import Executor
-from harness.executors.local import DEFAULT_CELL_USER, ENV_CELL_USER
+from harness.executors.cell_user import DEFAULT_CELL_USER, ENV_CELL_USER
 from harness.limits import MAX_CELLS
 from harness.records import CellRecord, ModelResolution
 from harness.resolve import Arm, killed_cells, resolve_arms

@@ -27,8 +27,10 @@ from devices.caps.container import CONTAINER_USER, container_settings, engine_li
 from harness.cells import Cell
 from harness.errors import UserError
 from harness.executors.base import OFFLINE_ENV, CellOutput, ChildOutcome, Executor, ProgressFn, tail_of
+from harness.executors.cell_dirs import own_state_dir
+from harness.executors.cell_user import CellUser
 from harness.executors.in_container import STATE_MOUNT, job_json, outcome_from_event
-from harness.executors.local import CellUser, _last_line, own_state_dir
+from harness.executors.process import last_line
 from harness.records import now_iso
 from harness.store import open_log
 from workloads.resumable import CHECKPOINTS_DIR
@@ -173,7 +175,7 @@ class DockerExecutor(Executor):
                     reader.join(timeout=10)
                 container.reload()
                 state, host = container.attrs["State"], container.attrs["HostConfig"]
-                stderr_tail = _last_line(tail_of(log))
+                stderr_tail = last_line(tail_of(log))
         finally:
             container.remove(force=True)
         if output.violation:
