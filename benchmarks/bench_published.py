@@ -64,8 +64,9 @@ def measure(entry: Published, device: str, seq: int) -> dict[str, float]:
     import torch
 
     from devices.catalogue import load_catalogue
+    from devices.host_speed import host_speed
     from devices.roofline import host_bandwidth
-    from devices.speed import host_speed, plan_clock
+    from devices.speed import plan_clock
     from workloads.cell import prepare
     from workloads.methods import make_method
     from workloads.models import trainable_parameters

@@ -30,8 +30,9 @@ def measure(arm: dict, batch: int, seq: int) -> dict[str, dict[str, float]]:
     import torch
 
     from devices.catalogue import load_catalogue
+    from devices.host_speed import host_speed
     from devices.roofline import host_bandwidth
-    from devices.speed import host_speed, plan_clock
+    from devices.speed import plan_clock
     from workloads.cell import prepare
     from workloads.methods import make_method
     from workloads.models import trainable_parameters

@@ -8,9 +8,10 @@ import subprocess
 from dataclasses import asdict, dataclass
 
 from devices.caps.base import CapBackend, CapReading
+from devices.host_speed import HostSpeed
 from devices.profile import DeviceProfile
 from devices.pyexec import SAFE_CWD, code_argv, module_argv
-from devices.speed import HostSpeed, cfs_quota, plan_clock
+from devices.speed import cfs_quota, plan_clock
 
 #: The throttle proof's tolerance (the kernel hands the cell its quota within 15%) and least duration.
 THROTTLE_TOLERANCE = 0.15
@@ -124,7 +125,7 @@ class ThrottleProof:
 def prove_throttle(
     backend: type[CapBackend], profile: DeviceProfile, host: HostSpeed, seconds: float = THROTTLE_SECONDS
 ) -> ThrottleProof:
-    """Run the fixed matmul loop of `devices.speed` inside the device's throttled cap, timed by the wall clock.
+    """Run the fixed matmul loop of `devices.host_speed` inside the device's throttled cap, timed by the wall clock.
 
     The child warms up before it joins the cap, so the proof times the throttle, not torch's import. A quota too
     small to measure here raises UnprovableThrottle before anything runs."""
@@ -139,7 +140,7 @@ def prove_throttle(
     seconds = max(seconds, THROTTLE_PERIODS * period_us / 1e6)
     with backend(profile, "doctor-speed", clock) as capped:
         proc = subprocess.run(
-            module_argv("devices.speed", "--measure", str(seconds), str(THROTTLE_WINDOWS)),
+            module_argv("devices.host_speed", "--measure", str(seconds), str(THROTTLE_WINDOWS)),
             env={**os.environ, **capped.child_env()},
             capture_output=True,
             text=True,

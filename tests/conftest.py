@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from devices.speed import host_speed
+from devices.host_speed import host_speed
 from tests.docker_engine import engine  # noqa: F401 - the docker tests' engine, one per module
 from tests.helpers import no_leftover_cgroups, scripted  # noqa: F401 - fixtures for the integration tests
 

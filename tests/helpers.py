@@ -236,7 +236,7 @@ def scripted(monkeypatch):
 def fast_board(memory: str) -> str:
     """A spec's device list with one board at 60 % of a host core (this host's calibration, cached as runs use
     it): its throttle quota sits under one core on any host, and the cell stays short."""
-    from devices.speed import host_speed
+    from devices.host_speed import host_speed
 
     speed = host_speed()
     assert speed is not None, "the host's calibration failed"

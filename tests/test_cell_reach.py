@@ -21,7 +21,7 @@ from devices.cache import cache_dir
 from harness.cli import main as cli
 from harness.record.store import load_records
 from harness.run import cell_uids, reach
-from harness.run.executors import local
+from harness.run.executors import cell_user, local
 from tests.helpers import require_kernel_caps, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.alone, pytest.mark.usefixtures("no_leftover_cgroups")]
@@ -51,8 +51,8 @@ def as_root(monkeypatch):
     if os.geteuid() != 0:
         pytest.skip("cells change user only when the harness runs as root")
     require_kernel_caps()
-    monkeypatch.setenv(local.ENV_CELL_USER, "")
-    monkeypatch.delenv(local.ENV_CELL_USER)
+    monkeypatch.setenv(cell_user.ENV_CELL_USER, "")
+    monkeypatch.delenv(cell_user.ENV_CELL_USER)
 
 
 @pytest.fixture

@@ -5,16 +5,9 @@ from __future__ import annotations
 import pytest
 
 from devices.catalogue import load_catalogue
+from devices.host_speed import HostSpeed, host_speed
 from devices.profile import DeviceProfile
-from devices.speed import (
-    CFS_MIN_QUOTA_US,
-    CellClock,
-    ClockError,
-    HostSpeed,
-    cfs_quota,
-    host_speed,
-    plan_clock,
-)
+from devices.speed import CFS_MIN_QUOTA_US, CellClock, ClockError, cfs_quota, plan_clock
 from harness.plan.spec import default_spec_path, load_spec
 from tests.helpers import edgebench, fast_board, opt_1m_spec, require_kernel_caps, run_spec, write_spec
 

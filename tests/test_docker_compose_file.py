@@ -225,7 +225,8 @@ def test_a_throttled_spec_gives_each_device_container_its_speed_as_cpu_quota(tmp
 
 @pytest.mark.parametrize(("quota", "ok"), [("20000 500000", True), ("max 100000", False), ("90000 100000", False)])
 def test_a_throttled_cell_refuses_a_container_without_its_device_quota(tmp_path, quota, ok):
-    from devices.speed import HostSpeed, plan_clock
+    from devices.host_speed import HostSpeed
+    from devices.speed import plan_clock
 
     profile = DeviceProfile(name="pi", memory=512 << 20, cpus=4, gflops=8.0)
     clock = plan_clock(profile, "device-throttled", HostSpeed(gflops_per_core=200, cores=2, cpu="t", method="t"), 2)

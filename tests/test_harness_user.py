@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.run.executors.local import SECOND_UID
+from harness.run.executors.cell_user import SECOND_UID
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +19,7 @@ CHECKOUT = Path(__file__).resolve().parents[1]
 BECOME = f"""
 import os, subprocess, sys
 from harness.run import harness_user
-from harness.run.executors.local import cell_user
+from harness.run.executors.cell_user import cell_user
 os.environ[harness_user.ENV_HARNESS_USER] = "4242:4242"
 harness_user.become_from_env()
 print(os.getresuid(), os.getresgid(), os.getgroups(), harness_user.holds_cell_caps(), cell_user().name)

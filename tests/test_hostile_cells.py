@@ -26,7 +26,7 @@ import pytest
 
 from harness.record.store import load_records
 from harness.run import cell_uids
-from harness.run.executors import local
+from harness.run.executors import cell_dirs
 from harness.run.executors.base import MAX_EVENTS, MAX_LINE_BYTES, MAX_LOG_BYTES
 from tests.helpers import readable_directory, require_kernel_caps, write_spec
 from tests.test_signals import fake_cell_harness
@@ -119,7 +119,7 @@ def check_nothing_left(harness_pid: int) -> None:
     assert running == [], f"processes of cell uids outlived the run: {running[:3]}"
     claims = [p for p in cell_uids.CLAIMS_DIR.glob("9*") if p.read_text() == str(harness_pid)]
     assert claims == [], f"uids still claimed: {claims}"
-    assert list(local.CELLS_ROOT.glob(f"{local.HOME_PREFIX}{harness_pid}-*")) == [], "a private directory outlived it"
+    assert list(cell_dirs.CELLS_ROOT.glob(f"{cell_dirs.HOME_PREFIX}{harness_pid}-*")) == [], "a private directory outlived it"
     files = [p for d in ("/tmp", "/var/tmp", "/dev/shm") for p in Path(d).iterdir() if owned_by_cell_uid(p)]
     assert files == [], f"files of cell uids left: {files}"
 
@@ -128,7 +128,7 @@ def started_by(process: psutil.Process, harness_pid: int) -> bool:
     """Whether a cell process is this harness's (its HOME is one of the harness's private homes): tests on the other
     worker run cells of their own meanwhile."""
     with contextlib.suppress(psutil.Error):
-        return f"{local.HOME_PREFIX}{harness_pid}-" in process.environ().get("HOME", "")
+        return f"{cell_dirs.HOME_PREFIX}{harness_pid}-" in process.environ().get("HOME", "")
     return False
 
 
@@ -370,8 +370,8 @@ ACTS = [
 def victim_of(harness_pid: int) -> tuple[Path, int] | None:
     """The running victim's home (it holds the secret) and pid, as root sees them; None until both are there."""
     homes = [
-        *local.CELLS_ROOT.glob(f"{local.HOME_PREFIX}{harness_pid}-*/home/secret"),
-        *Path("/tmp").glob(f"{local.HOME_PREFIX}{harness_pid}-*/secret"),  # where main kept homes
+        *cell_dirs.CELLS_ROOT.glob(f"{cell_dirs.HOME_PREFIX}{harness_pid}-*/home/secret"),
+        *Path("/tmp").glob(f"{cell_dirs.HOME_PREFIX}{harness_pid}-*/secret"),  # where main kept homes
     ]
     pids = [p.pid for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[-1] == "inference"]
     for secret in homes:

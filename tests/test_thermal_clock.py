@@ -140,8 +140,9 @@ def test_the_governor_holds_a_busy_cell_to_its_curve_through_the_kernels_refills
 
 def test_a_throttled_clock_plans_its_governor_from_the_sustained_quota():
     from devices.governor import governor_plan
+    from devices.host_speed import HostSpeed
     from devices.profile import DeviceProfile
-    from devices.speed import ClockError, HostSpeed, plan_clock
+    from devices.speed import ClockError, plan_clock
 
     host = HostSpeed(gflops_per_core=100.0, cores=2, cpu="test", method="test")
     thermal = {"sustained": {"none": 0.25, "fan": 1.0}, "time_constant_s": 60, "source": "s"}
@@ -162,8 +163,9 @@ def test_a_throttled_clock_plans_its_governor_from_the_sustained_quota():
 
 def test_a_governed_cgroup_v2_quota_is_written_and_its_cpu_time_read(tmp_path):
     from devices.caps.cgroup_v2 import CgroupV2
+    from devices.host_speed import HostSpeed
     from devices.profile import DeviceProfile
-    from devices.speed import HostSpeed, plan_clock
+    from devices.speed import plan_clock
 
     host = HostSpeed(gflops_per_core=100.0, cores=2, cpu="test", method="test")
     thermal = {"sustained": {"none": 0.5}, "time_constant_s": 60, "source": "s"}
@@ -199,7 +201,7 @@ def test_a_throttled_board_without_cooling_slows_along_its_curve_through_the_ker
     """Both boards side by side (so the host's load falls on both): the hot one's work per device second, which the
     cell measures as CPU time the kernel gave it, starts at its burst rate and falls to its sustained share, as the
     curve says; the fanned twin keeps its rate."""
-    from devices.speed import host_speed
+    from devices.host_speed import host_speed
     from harness.record.store import load_records
     from tests.helpers import edgebench
 

@@ -18,7 +18,7 @@ import pytest
 from harness.cli import main as cli
 from harness.record.store import load_records
 from harness.run import cell_uids
-from harness.run.executors import local
+from harness.run.executors import cell_dirs, cell_user, local
 from tests.helpers import edgebench, require_kernel_caps, write_rows, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_cgroups")]
@@ -75,8 +75,8 @@ def as_root(monkeypatch):
     if os.geteuid() != 0:
         pytest.skip("cells change user only when the harness runs as root")
     require_kernel_caps()
-    monkeypatch.setenv(local.ENV_CELL_USER, "")  # recorded, so that teardown removes what --cell-user sets here
-    monkeypatch.delenv(local.ENV_CELL_USER)
+    monkeypatch.setenv(cell_user.ENV_CELL_USER, "")  # recorded, so that teardown removes what --cell-user sets here
+    monkeypatch.delenv(cell_user.ENV_CELL_USER)
 
 
 def run_stand_in(tmp_path: Path, monkeypatch, *options: str):
@@ -90,7 +90,7 @@ def run_stand_in(tmp_path: Path, monkeypatch, *options: str):
 
 
 def homes_of_this_harness() -> list[Path]:
-    return list(local.CELLS_ROOT.glob(f"{local.HOME_PREFIX}{os.getpid()}-*"))
+    return list(cell_dirs.CELLS_ROOT.glob(f"{cell_dirs.HOME_PREFIX}{os.getpid()}-*"))
 
 
 def dead_pid() -> int:
@@ -110,7 +110,7 @@ def test_a_cell_runs_as_a_private_uid_and_cannot_lift_its_cap_or_leave_its_cgrou
     assert m["cap_after"] == record.device.memory_bytes == 512 * 1024**2
     assert m["no_new_privs"] == 1, "a set-user-ID program could make the cell root again"
     assert m["pdeathsig"] == signal.SIGKILL, "the change of user cleared the death signal: set it after"
-    assert m["home_writable"] and Path(m["home"]).parent.name.startswith(f"{local.HOME_PREFIX}{os.getpid()}-")
+    assert m["home_writable"] and Path(m["home"]).parent.name.startswith(f"{cell_dirs.HOME_PREFIX}{os.getpid()}-")
     assert homes_of_this_harness() == [], "the cell's private home outlived it"
     assert not (cell_uids.CLAIMS_DIR / str(uid)).exists(), "the cell's uid is still claimed"
 
@@ -174,7 +174,7 @@ def test_the_default_cell_user_who_cannot_read_an_input_is_refused_never_replace
     assert proc.returncode == 2, proc.stderr[-3000:]
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith(
-        f"edgebench: error: cells run as {local.DEFAULT_CELL_USER} when edgebench runs as root, and others cannot "
+        f"edgebench: error: cells run as {cell_user.DEFAULT_CELL_USER} when edgebench runs as root, and others cannot "
         f"read {task};"
     )
     assert line.endswith("or name another user with --cell-user (root: cells run as root, able to lift their own caps)")
@@ -191,9 +191,9 @@ def test_a_host_whose_groups_name_the_cells_gid_refuses_rather_than_sharing_it(t
 
 
 def test_the_homes_of_dead_harnesses_are_swept_and_no_others(as_root):
-    local.CELLS_ROOT.mkdir(parents=True, exist_ok=True)
-    dead = Path(tempfile.mkdtemp(prefix=f"{local.HOME_PREFIX}{dead_pid()}-", dir=local.CELLS_ROOT))
-    alive = Path(tempfile.mkdtemp(prefix=f"{local.HOME_PREFIX}{os.getppid()}-", dir=local.CELLS_ROOT))
+    cell_dirs.CELLS_ROOT.mkdir(parents=True, exist_ok=True)
+    dead = Path(tempfile.mkdtemp(prefix=f"{cell_dirs.HOME_PREFIX}{dead_pid()}-", dir=cell_dirs.CELLS_ROOT))
+    alive = Path(tempfile.mkdtemp(prefix=f"{cell_dirs.HOME_PREFIX}{os.getppid()}-", dir=cell_dirs.CELLS_ROOT))
     (dead / "left-behind").write_text(json.dumps({"by": "a SIGKILLed harness"}))
     try:
         local.LocalExecutor(Path(tempfile.gettempdir()), 60).close()

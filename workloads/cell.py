@@ -6,7 +6,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ import torch
 from devices.caps.cuda import apply_gpu_fraction, cuda_peak_bytes
 from devices.child_env import ENV_THREADS
 from devices.speed import CellClock
-from workloads.methods import make_method
+from workloads.methods import Method, make_method
 from workloads.models import (
     SequenceClassifier,
     build_model,
@@ -35,6 +35,9 @@ from workloads.sources import LABEL_WORDS, SYNTHETIC
 from workloads.tasks import EVAL_SPLITS, WORST_CASE_STEPS, Task, real_task, synthetic_task
 from workloads.throughput import ThroughputTrace, WorkMeter, clock_metrics, heat_start
 from workloads.versions import library_versions
+
+if TYPE_CHECKING:
+    from devices.roofline import PhaseMeter
 
 #: Losses kept in the record: every step up to this many, then evenly thinned.
 MAX_LOSSES = 200
@@ -115,12 +118,7 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
         loop.predictions = empty_predictions(task)
     saver = checkpointer(params, clock)
     if saver is not None:
-        if (why := saver.resume(loop, method, named)) is not None:
-            say(f"checkpoint refused, starting at step 0: {why}")
-            reporter.progress(0, force=True, checkpoint_refused=why)
-        elif loop.step:
-            say(f"resumed from the checkpoint at step {loop.step} (segment {len(loop.segments) + 1})")
-            reporter.progress(loop.step, force=True, resumed_from=loop.step, segment=len(loop.segments) + 1)
+        _resume(saver, loop, method, named, reporter)
         clock = saver.clock
         meter.ratio = clock.ratio
     heated_from = heat_start(clock, meter)  # a cool board until now
@@ -131,6 +129,66 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
     if saver is not None:
         saver.origin = clock_reading.origin
     loop.segments.append(Segment(from_step=loop.step, clock_ratio=clock.ratio))
+    trace = loop.trace
+
+    evaluate = _evaluator(model, task, device, method, meter, costs, now, loop, reporter)
+    if evaluates and not trace.curve:
+        evaluate(0)
+    targets = eval_targets(params)
+    throughput = ThroughputTrace(clock, heated_from)
+    while _within_budget(params, loop.step, trace.train_seconds):
+        batch = {k: v.to(device) for k, v in task.batch(loop.step).items()}
+        t0, host0 = now(), time.perf_counter()
+        loss = method.step(batch, loop.step, trace.train_seconds)
+        spent = now() - t0
+        _count_step(loop, batch, loss, spent, host0)
+        throughput.sample(loop.step, clock_reading.since_start(), clock_reading.work())
+        loop.segments[-1].steps += 1
+        loop.segments[-1].train_seconds += spent
+        reporter.progress(loop.step, loss=round(loss, 5))
+        if evaluates and eval_due(params, loop, targets) and _within_budget(params, loop.step, trace.train_seconds):
+            evaluate(loop.step)
+        if saver is not None and saver.due(loop) and _within_budget(params, loop.step, trace.train_seconds):
+            saver.save(loop, method, named, now)
+            reporter.progress(loop.step, force=True, checkpoint=saver.saves, checkpoint_bytes=saver.bytes_written)
+    if evaluates and trace.curve[-1]["step"] != loop.step:
+        evaluate(loop.step)
+    loop.segments[-1].device_seconds = clock_reading.elapsed()
+    metrics = _metrics(params, model, named, task, built, threads, loop, saver)
+    metrics |= {"device_clock": clock_metrics(meter, throughput, heated_from)}
+    outcome = CellOutcome(steps=loop.step, metrics={**facts, **metrics})
+    if evaluates:
+        outcome.predictions = loop.predictions.encode()
+    return outcome
+
+
+def _resume(
+    saver: Checkpointer, loop: Loop, method: Method, named: list[tuple[str, torch.nn.Parameter]], reporter: Reporter
+) -> None:
+    """Resume `loop` and `method` from the cell's checkpoint, and say how: refused (the cell starts at step 0, and
+    its record says why) or resumed at the checkpoint's step, as the next segment."""
+    if (why := saver.resume(loop, method, named)) is not None:
+        say(f"checkpoint refused, starting at step 0: {why}")
+        reporter.progress(0, force=True, checkpoint_refused=why)
+    elif loop.step:
+        say(f"resumed from the checkpoint at step {loop.step} (segment {len(loop.segments) + 1})")
+        reporter.progress(loop.step, force=True, resumed_from=loop.step, segment=len(loop.segments) + 1)
+
+
+def _evaluator(
+    model: torch.nn.Module,
+    task: Task,
+    device: torch.device,
+    method: Method,
+    meter: PhaseMeter,
+    costs: PhaseCosts,
+    now: Callable[[], float],
+    loop: Loop,
+    reporter: Reporter,
+) -> Callable[[int], None]:
+    """The cell's evaluation at a step: each evaluated split scored with its forward passes charged to the clock's
+    evaluation phase, the accuracies added to the curve and the progress report, the predictions kept, and its
+    time counted apart from training's."""
     trace = loop.trace
 
     def evaluate(step: int) -> None:
@@ -156,40 +214,20 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
         loop.segments[-1].eval_seconds += spent
         reporter.progress(step, force=True, accuracy=point["accuracy"], val_accuracy=point["val_accuracy"])
 
-    if evaluates and not trace.curve:
-        evaluate(0)
-    targets = eval_targets(params)
-    throughput = ThroughputTrace(clock, heated_from)
-    while _within_budget(params, loop.step, trace.train_seconds):
-        batch = {k: v.to(device) for k, v in task.batch(loop.step).items()}
-        t0, host0 = now(), time.perf_counter()
-        loss = method.step(batch, loop.step, trace.train_seconds)
-        spent = now() - t0
-        trace.step_times.append(spent)
-        trace.host_train_seconds += time.perf_counter() - host0
-        trace.train_seconds += spent
-        trace.losses.append(loss)
-        trace.padded_tokens += batch["input_ids"].numel()
-        trace.real_tokens += int(batch["attention_mask"].sum())
-        loop.step += 1
-        throughput.sample(loop.step, clock_reading.since_start(), clock_reading.work())
-        loop.segments[-1].steps += 1
-        loop.segments[-1].train_seconds += spent
-        reporter.progress(loop.step, loss=round(loss, 5))
-        if evaluates and eval_due(params, loop, targets) and _within_budget(params, loop.step, trace.train_seconds):
-            evaluate(loop.step)
-        if saver is not None and saver.due(loop) and _within_budget(params, loop.step, trace.train_seconds):
-            saver.save(loop, method, named, now)
-            reporter.progress(loop.step, force=True, checkpoint=saver.saves, checkpoint_bytes=saver.bytes_written)
-    if evaluates and trace.curve[-1]["step"] != loop.step:
-        evaluate(loop.step)
-    loop.segments[-1].device_seconds = clock_reading.elapsed()
-    metrics = _metrics(params, model, named, task, built, threads, loop, saver)
-    metrics |= {"device_clock": clock_metrics(meter, throughput, heated_from)}
-    outcome = CellOutcome(steps=loop.step, metrics={**facts, **metrics})
-    if evaluates:
-        outcome.predictions = loop.predictions.encode()
-    return outcome
+    return evaluate
+
+
+def _count_step(loop: Loop, batch: dict, loss: float, spent: float, host0: float) -> None:
+    """Count a training step that took `spent` seconds of the cell's clock and began at `host0` on the host's
+    perf_counter: its times, loss and tokens go to the trace, and the loop moves to the next step."""
+    trace = loop.trace
+    trace.step_times.append(spent)
+    trace.host_train_seconds += time.perf_counter() - host0
+    trace.train_seconds += spent
+    trace.losses.append(loss)
+    trace.padded_tokens += batch["input_ids"].numel()
+    trace.real_tokens += int(batch["attention_mask"].sum())
+    loop.step += 1
 
 
 def checkpointer(params: WorkloadParams, clock: CellClock) -> Checkpointer | None:

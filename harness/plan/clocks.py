@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from devices.host_speed import HostSpeed, host_speed
 from devices.profile import DeviceProfile
 from devices.roofline import host_bandwidth
-from devices.speed import CellClock, Clock, ClockError, HostSpeed, host_speed, plan_clock
+from devices.speed import CellClock, Clock, ClockError, plan_clock
 from harness.record.errors import UserError
 
 

@@ -9,8 +9,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from devices.host_speed import HostSpeed
 from devices.profile import DeviceProfile
-from devices.speed import CellClock, HostSpeed
+from devices.speed import CellClock
 from harness.plan.clocks import plan_clocks
 from harness.plan.input_guards import MAX_CELLS, check_matrix_size, one_line, read_yaml
 from harness.plan.matrix import expand_matrix, largest_fitting, merge_duplicates

@@ -5,7 +5,7 @@ nothing the harness writes (the run's results) and the harness keeps no other po
 Compose's device containers start this way (harness.cli.commands.compose): the engine gives capabilities to uid 0
 alone, so the container starts as uid 0 with cap_add CELL_CAPS and ENV_HARNESS_USER set to the services' user, and
 the CLI calls become_from_env first, before any thread. The capabilities stay in this process: a cell, started
-under its own uid (harness.run.executors.local.SecondUid), loses them all at exec (no ambient set, no file
+under its own uid (harness.run.executors.cell_user.SecondUid), loses them all at exec (no ambient set, no file
 capabilities, no-new-privileges).
 """
 

@@ -38,7 +38,7 @@ from devices.caps.container import (
     engine_limits,
     memory_limits,
 )
-from devices.speed import ENV_HOST_SPEED
+from devices.host_speed import ENV_HOST_SPEED
 from harness.plan.spec import LoadedSpec, load_spec
 from harness.record.errors import UserError
 from harness.run.harness_user import CELL_CAPS, ENV_HARNESS_USER

@@ -14,8 +14,9 @@ from devices.caps.container import ContainerLimit
 from devices.caps.cuda import cuda_unavailable_reason
 from devices.caps.select import choose_backend, probe_all
 from devices.catalogue import CatalogueError, resolve_device
+from devices.host_speed import HostSpeed, host_speed
 from devices.profile import DeviceProfile, format_bytes
-from devices.speed import ClockError, HostSpeed, cfs_quota, host_speed, plan_clock
+from devices.speed import ClockError, cfs_quota, plan_clock
 from devices.verify import MIN_PROVABLE_QUOTA_US, UnprovableThrottle, prove, prove_throttle
 from harness.cli.commands.devices import user_catalogue
 from harness.plan.host_capacity import host_capacity_problem, host_memory_bytes

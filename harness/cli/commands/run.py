@@ -19,7 +19,7 @@ from harness.plan.spec import load_spec
 from harness.record.errors import UserError
 from harness.record.store import RunStore
 from harness.run.executors import EXECUTORS
-from harness.run.executors.local import DEFAULT_CELL_USER, ENV_CELL_USER
+from harness.run.executors.cell_user import DEFAULT_CELL_USER, ENV_CELL_USER
 from harness.run.matrix import RunRequest, check_request, failure_line, run_matrix, start_executor
 
 HELP = "run a spec's matrix of cells"

@@ -16,21 +16,25 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 import psutil
 
 from devices.caps.container import CONTAINER_USER, container_settings, engine_limits
+from devices.speed import CellClock
 from harness.record.cells import Cell
 from harness.record.errors import UserError
 from harness.record.records import now_iso
 from harness.record.store import open_log
 from harness.run.executors.base import OFFLINE_ENV, CellOutput, ChildOutcome, Executor, ProgressFn, tail_of
+from harness.run.executors.cell_dirs import own_state_dir
+from harness.run.executors.cell_user import CellUser
 from harness.run.executors.in_container import STATE_MOUNT, job_json, outcome_from_event
-from harness.run.executors.local import CellUser, _last_line, own_state_dir
+from harness.run.executors.process import last_line, start_readers
 from workloads.resumable import CHECKPOINTS_DIR
 
 IMAGE_ENV = "EDGEBENCH_IMAGE"
@@ -127,7 +131,9 @@ class DockerExecutor(Executor):
     def close(self) -> None:
         self.client.close()
 
-    def execute(self, cell: Cell, progress: ProgressFn) -> ChildOutcome:
+    def _create_container(self, cell: Cell):
+        """The cell's container, created and not yet started: the supervisor with the cell's job, the engine's caps
+        and hardening, and the cell's own state directory mounted writable for a resumable cell."""
         settings = container_settings()
         state = self.run_dir.resolve() / CHECKPOINTS_DIR / cell.id
         plan = self.state_plan(cell, state)
@@ -144,6 +150,10 @@ class DockerExecutor(Executor):
             **settings,
             **engine_limits(cell.device, cell.clock),
         )
+        return container
+
+    def execute(self, cell: Cell, progress: ProgressFn) -> ChildOutcome:
+        container = self._create_container(cell)
         try:
             started_at, t0 = now_iso(), time.perf_counter()
             container.start()
@@ -151,59 +161,23 @@ class DockerExecutor(Executor):
             # bounds the container's (the cell runs as the supervisor's user and can write its stdout too).
             output = CellOutput(cell, progress)
             with open_log(self.run_dir, f"{cell.id}.log") as log:
-                readers = [
-                    threading.Thread(
-                        target=output.read_events,
-                        args=(container.logs(stream=True, follow=True, stdout=True, stderr=False),),
-                        daemon=True,
-                    ),
-                    threading.Thread(
-                        target=output.copy_log,
-                        args=(container.logs(stream=True, follow=True, stdout=False, stderr=True), log),
-                        daemon=True,
-                    ),
-                ]
-                for reader in readers:
-                    reader.start()
-                # The supervisor's own start and report run under the throttle too: a slow device needs more grace.
-                grace = GRACE_S / min(1.0, cell.clock.cpu_quota_cores) if cell.clock.throttled else GRACE_S
-                timed_out = self._wait(container, t0 + self.timeout_s + grace, output)
+                readers = start_readers(
+                    output,
+                    container.logs(stream=True, follow=True, stdout=True, stderr=False),
+                    container.logs(stream=True, follow=True, stdout=False, stderr=True),
+                    log,
+                )
+                timed_out = self._wait(container, t0 + self.timeout_s + engine_grace_s(cell.clock), output)
                 wall = time.perf_counter() - t0
                 for reader in readers:
                     reader.join(timeout=10)
                 container.reload()
                 state, host = container.attrs["State"], container.attrs["HostConfig"]
-                stderr_tail = _last_line(tail_of(log))
+                stderr_tail = last_line(tail_of(log))
         finally:
             container.remove(force=True)
-        if output.violation:
-            return ChildOutcome(
-                started_at=started_at,
-                wall_seconds=wall,
-                returncode=state["ExitCode"],
-                timed_out=False,
-                oom_killed=False,
-                result=None,
-                stderr_tail=stderr_tail,
-                violation=output.violation,
-            )
-        outcomes = [e for e in output.events if e.get("event") == "outcome"]
-        if outcomes:
-            outcome = outcome_from_event(outcomes[-1])
-            outcome.oom_killed = outcome.oom_killed or (state["OOMKilled"] and not outcome.result)
-            return outcome
-        # The container died before its supervisor could report: killed for memory, or by us on timeout.
-        return ChildOutcome(
-            started_at=started_at,
-            wall_seconds=wall,
-            returncode=state["ExitCode"],
-            timed_out=timed_out,
-            oom_killed=not timed_out and (state["OOMKilled"] or state["ExitCode"] == OOM_EXIT),
-            result=None,
-            # the engine's own settings, as its supervisor would have read them inside: memory + swap = memory
-            swap_excluded=bool(host.get("Memory")) and host.get("MemorySwap") == host.get("Memory"),
-            stderr_tail=stderr_tail,
-        )
+        ended = ContainerExit(started_at, wall, timed_out, state, host, stderr_tail)
+        return container_outcome(output, ended)
 
     def _wait(self, container, deadline: float, output: CellOutput) -> bool:
         """Wait for the container to exit; kill it on Ctrl-C (then raise), past the deadline (True) or once its
@@ -225,3 +199,56 @@ class DockerExecutor(Executor):
                 container.wait()
                 return True
             time.sleep(POLL_S)
+
+
+def engine_grace_s(clock: CellClock) -> float:
+    """How much longer than the cell's timeout the engine waits for its container: the supervisor's own start and
+    report run under the throttle too, so a slow device needs more grace."""
+    return GRACE_S / min(1.0, clock.cpu_quota_cores) if clock.throttled else GRACE_S
+
+
+@dataclass(frozen=True)
+class ContainerExit:
+    """What the harness saw of a cell's container: when it started, how long it ran, whether the harness killed it
+    at its deadline, the engine's State and HostConfig after it ended, and its last stderr line."""
+
+    started_at: str
+    wall_seconds: float
+    timed_out: bool
+    state: dict[str, Any]
+    host_config: dict[str, Any]
+    stderr_tail: str
+
+
+def container_outcome(output: CellOutput, ended: ContainerExit) -> ChildOutcome:
+    """A cell's outcome: a bound its output crossed, else its supervisor's last report (an OOM the engine saw
+    counts too), else the container's death before its supervisor could report (killed for memory, or by the
+    harness on timeout)."""
+    state, host = ended.state, ended.host_config
+    if output.violation:
+        return ChildOutcome(
+            started_at=ended.started_at,
+            wall_seconds=ended.wall_seconds,
+            returncode=state["ExitCode"],
+            timed_out=False,
+            oom_killed=False,
+            result=None,
+            stderr_tail=ended.stderr_tail,
+            violation=output.violation,
+        )
+    outcomes = [e for e in output.events if e.get("event") == "outcome"]
+    if outcomes:
+        outcome = outcome_from_event(outcomes[-1])
+        outcome.oom_killed = outcome.oom_killed or (state["OOMKilled"] and not outcome.result)
+        return outcome
+    return ChildOutcome(
+        started_at=ended.started_at,
+        wall_seconds=ended.wall_seconds,
+        returncode=state["ExitCode"],
+        timed_out=ended.timed_out,
+        oom_killed=not ended.timed_out and (state["OOMKilled"] or state["ExitCode"] == OOM_EXIT),
+        result=None,
+        # the engine's own settings, as its supervisor would have read them inside: memory + swap = memory
+        swap_excluded=bool(host.get("Memory")) and host.get("MemorySwap") == host.get("Memory"),
+        stderr_tail=ended.stderr_tail,
+    )
