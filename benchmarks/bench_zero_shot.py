@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from workloads.cell import accuracy, prepare, setup
+from workloads.cell import prepare, score, setup
 from workloads.params import WorkloadParams
 from workloads.registry import model_shape, pretrained_ladder
 from workloads.tasks import EVAL_SPLITS
@@ -30,7 +30,7 @@ def zero_shot(model: str) -> dict:
     t0 = time.perf_counter()
     device, _ = setup(params)
     net, task, _ = prepare(params, device)
-    scores = {split: accuracy(net, task, split, device) for split in EVAL_SPLITS}
+    scores = {split: score(net, task, split, device)[0] for split in EVAL_SPLITS}
     return {"params": model_shape(model).params, **scores, "seconds": time.perf_counter() - t0}
 
 
