@@ -104,8 +104,9 @@ class CellRecord(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _upgrade(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or data.get("schema_version", SCHEMA_VERSION) >= SCHEMA_VERSION:
-            return data
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        if not isinstance(version, int) or version >= SCHEMA_VERSION:
+            return data  # today's, or not a record (its validation says why)
         if data.get("schema_version") == 1 and "wall_seconds" in data:
             data = _from_schema_1(data)
         metrics = data.get("metrics")
