@@ -56,7 +56,7 @@ def run(tmp_path: Path, name: str, every: float, padding: str) -> dict[str, Cell
 
 
 def host_seconds_per_step(record: CellRecord) -> float:
-    return record.metrics["host_train_seconds"] / record.steps
+    return record.metrics.timing.host_train_seconds / record.steps
 
 
 @pytest.mark.timeout(3600)
@@ -75,7 +75,7 @@ def test_checkpoint_cost_and_dynamic_padding(benchmark, tmp_path):
     for method in ("mezo", "bp-checkpointed"):
         saved, plain, padded = (runs[k][method] for k in ("saved", "plain", "padded"))
         m = saved.metrics
-        writes = m["checkpoints_written"]
+        writes = m.checkpoints.written
         rss = saved.memory.rss_peak_bytes / plain.memory.rss_peak_bytes
         cgroup = saved.memory.cgroup_peak_bytes / plain.memory.cgroup_peak_bytes
         print(
@@ -85,15 +85,15 @@ def test_checkpoint_cost_and_dynamic_padding(benchmark, tmp_path):
             f"({cgroup:.3f}x)"
         )
         print(
-            f"{method}: checkpoint {format_bytes(m['checkpoint_bytes'])}, "
-            f"{m['checkpoint_seconds'] / max(writes, 1):.2f} device s per write "
-            f"({m['checkpoint_seconds'] / max(writes, 1) / saved.clock.ratio:.2f} host s)"
+            f"{method}: checkpoint {format_bytes(m.checkpoints.bytes)}, "
+            f"{m.timing.checkpoint_seconds / max(writes, 1):.2f} device s per write "
+            f"({m.timing.checkpoint_seconds / max(writes, 1) / saved.clock.ratio:.2f} host s)"
         )
-        dynamic, fixed = plain.metrics["step_time_s"], padded.metrics["step_time_s"]
+        dynamic, fixed = plain.metrics.timing.step_time_s, padded.metrics.timing.step_time_s
         print(
             f"{method}: {dynamic:.1f} device s per step padded to the batch's longest review "
-            f"({plain.metrics['padded_tokens_per_step']:.0f} tokens a step, {plain.metrics['tokens_per_step']:.0f} "
-            f"of them the reviews') vs {fixed:.1f} padded to 64 ({padded.metrics['padded_tokens_per_step']:.0f}): "
+            f"({plain.metrics.loss.padded_tokens_per_step:.0f} tokens a step, {plain.metrics.loss.tokens_per_step:.0f} "
+            f"of them the reviews') vs {fixed:.1f} padded to 64 ({padded.metrics.loss.padded_tokens_per_step:.0f}): "
             f"{fixed / dynamic:.2f}x faster (host s per step, all steps: {host_seconds_per_step(plain):.2f} vs "
             f"{host_seconds_per_step(padded):.2f})"
         )

@@ -21,15 +21,15 @@ from pathlib import Path
 import pytest
 
 from devices.cache import cache_dir
-from reports.rundata import load_run, metric_number
+from reports.rundata import load_run
 
 RUNS = int(os.environ.get("EDGEBENCH_NOISE_RUNS", "3"))
 #: `compare` gates on the cgroup's peak where both runs read one; RSS is printed beside it to show why.
 FIGURES = {
     "cgroup peak": lambda r: r.memory.cgroup_peak_bytes,
     "rss peak": lambda r: r.memory.rss_peak_bytes,
-    "step time": lambda r: metric_number(r.metrics, "step_time_s"),
-    "final accuracy": lambda r: metric_number(r.metrics, "final_accuracy"),
+    "step time": lambda r: r.metrics.timing.step_time_s,
+    "final accuracy": lambda r: r.metrics.accuracy.final,
 }
 
 

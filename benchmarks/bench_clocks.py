@@ -72,17 +72,17 @@ def test_clocks_agree_and_devices_keep_their_ratio(benchmark, tmp_path, capsys):
     agreement = {}
     for method in ("mezo", "bp-checkpointed"):
         by_clock = {c: next(r for r in runs["agreement", c] if r.params.method == method) for c in CLOCKS}
-        rate = {c: r.steps / r.metrics["train_seconds"] for c, r in by_clock.items()}
+        rate = {c: r.steps / r.metrics.timing.train_seconds for c, r in by_clock.items()}
         agreement[method] = rate["device-scaled"] / rate["device-throttled"]
         throttled, scaled = by_clock["device-throttled"], by_clock["device-scaled"]
-        speedup = throttled.metrics["host_train_seconds"] / scaled.metrics["host_train_seconds"]
+        speedup = throttled.metrics.timing.host_train_seconds / scaled.metrics.timing.host_train_seconds
         lines += [
             f"  {method}: steps per device-second throttled {rate['device-throttled']:.4f} "
-            f"({throttled.steps} steps in {throttled.metrics['train_seconds']:.0f} s, quota "
+            f"({throttled.steps} steps in {throttled.metrics.timing.train_seconds:.0f} s, quota "
             f"{throttled.clock.cpu_quota_cores:.3f} cores), scaled {rate['device-scaled']:.4f} "
             f"({scaled.steps} steps, ratio {scaled.clock.ratio:.2f}): scaled / throttled = {agreement[method]:.3f}",
             f"    host seconds of training for the {BUDGET_S} s budget: throttled "
-            f"{throttled.metrics['host_train_seconds']:.0f}, scaled {scaled.metrics['host_train_seconds']:.1f} "
+            f"{throttled.metrics.timing.host_train_seconds:.0f}, scaled {scaled.metrics.timing.host_train_seconds:.1f} "
             f"(speed-up {speedup:.1f}x); whole cell {throttled.host_seconds:.0f} s vs {scaled.host_seconds:.0f} s",
         ]
     ratios = {}
@@ -90,10 +90,10 @@ def test_clocks_agree_and_devices_keep_their_ratio(benchmark, tmp_path, capsys):
         cells = {r.device.name: r for r in runs["ratio", clock]}
         zero, pi5 = cells["rpi-zero-2w"], cells["rpi-5-8gb"]
         catalogue = pi5.device.gflops / zero.device.gflops
-        ratios[clock] = zero.metrics["step_time_s"] / pi5.metrics["step_time_s"] / catalogue
+        ratios[clock] = zero.metrics.timing.step_time_s / pi5.metrics.timing.step_time_s / catalogue
         lines.append(
-            f"device ratio, {clock}: opt-8m MeZO step {zero.metrics['step_time_s']:.3f} s on rpi-zero-2w, "
-            f"{pi5.metrics['step_time_s']:.3f} s on rpi-5-8gb: {zero.metrics['step_time_s'] / pi5.metrics['step_time_s']:.2f}x "
+            f"device ratio, {clock}: opt-8m MeZO step {zero.metrics.timing.step_time_s:.3f} s on rpi-zero-2w, "
+            f"{pi5.metrics.timing.step_time_s:.3f} s on rpi-5-8gb: {zero.metrics.timing.step_time_s / pi5.metrics.timing.step_time_s:.2f}x "
             f"vs catalogue {catalogue:.2f}x (measured / catalogue {ratios[clock]:.3f})"
         )
     benchmark.extra_info.update(

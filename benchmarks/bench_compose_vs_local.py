@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from reports.rundata import load_run, metric_number
+from reports.rundata import load_run
 from tests.docker_engine import Compose, engine_with_image
 from tests.helpers import run_spec
 
@@ -38,7 +38,7 @@ matrix:
 def step_times(records: list) -> dict[str, float]:
     """Mean step time (device seconds, the first step left out) per ok cell, keyed by device/method."""
     return {
-        f"{r.device.name}/{r.params.method}": float(metric_number(r.metrics, "step_time_s"))
+        f"{r.device.name}/{r.params.method}": float(r.metrics.timing.step_time_s)
         for r in records
         if r.status == "ok"
     }

@@ -64,20 +64,20 @@ def test_noise_table_speed_and_estimator_quality(benchmark, tmp_path, capsys):
     records = benchmark.pedantic(run_spec, args=(tmp_path, SPEC), rounds=1, iterations=1)
     assert all(r.status == "ok" for r in records), [r.error for r in records]
     full = [r for r in records if r.params.tuning == "full"]
-    forward = statistics.mean(r.metrics["step_time_s"] for r in full if r.params.method == "inference")
+    forward = statistics.mean(r.metrics.timing.step_time_s for r in full if r.params.method == "inference")
     lines = [f"\nminilm-l6 rotten_tomatoes, batch 16 x 64, inference forward {forward:.3f} s"]
     ratios = {}
     for noise in NOISES:
         (mezo,) = [r for r in full if r.params.method == "mezo" and r.params.zo_noise == noise]
-        ratios[noise] = mezo.metrics["step_time_s"] / (2 * forward)
+        ratios[noise] = mezo.metrics.timing.step_time_s / (2 * forward)
         lines.append(
-            f"  MeZO ({noise}) step {mezo.metrics['step_time_s']:.3f} s: / (2 x forward) = {ratios[noise]:.3f}"
+            f"  MeZO ({noise}) step {mezo.metrics.timing.step_time_s:.3f} s: / (2 x forward) = {ratios[noise]:.3f}"
         )
     finals = {}
     for noise in NOISES:
         head = [r for r in records if r.params.tuning == "head" and r.params.zo_noise == noise]
-        finals[noise] = [r.metrics["final_accuracy"] for r in head]
-        start = head[0].metrics["initial_accuracy"]
+        finals[noise] = [r.metrics.accuracy.final for r in head]
+        start = head[0].metrics.accuracy.initial
         lines.append(
             f"  head MeZO ({noise}), {HEAD_STEPS} steps, held-out accuracy from {start:.2f}: "
             f"{_mean_std(finals[noise])} per seed {[round(a, 2) for a in finals[noise]]}"

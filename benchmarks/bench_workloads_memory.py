@@ -87,7 +87,7 @@ def test_workloads_memory_and_speed(benchmark, tmp_path, capsys):
         return cell(method, shape, noise).peak_memory_bytes
 
     def step(method: str, shape: tuple[int, int] = big, noise: str = NOISES[0]) -> float:
-        return cell(method, shape, noise).metrics["step_time_s"]
+        return cell(method, shape, noise).metrics.timing.step_time_s
 
     def mezo_speed(shape: tuple[int, int], noise: str = NOISES[0]) -> float:
         return step("mezo", shape, noise) / (2 * step("inference", shape))
@@ -112,10 +112,10 @@ def test_workloads_memory_and_speed(benchmark, tmp_path, capsys):
         for r in sorted(ok, key=lambda r: (MODELS.index(r.params.model), r.params.batch, label(r.params))):
             print(
                 f"{r.params.model:9} {label(r.params):16} {r.params.batch:5} {r.params.seq_len:4} {r.peak_memory_bytes / 2**20:9.1f} "
-                f"{r.predicted_peak_bytes / 2**20:9.1f} {ratios[r.cell_id]:9.3f} {r.metrics['step_time_s']:8.3f}"
+                f"{r.predicted_peak_bytes / 2**20:9.1f} {ratios[r.cell_id]:9.3f} {r.metrics.timing.step_time_s:8.3f}"
             )
         print(
-            f"reference: {REFERENCE}, {cell('mezo').metrics['param_count']} params; peaks and"
+            f"reference: {REFERENCE}, {cell('mezo').metrics.param_count} params; peaks and"
             f" BP at batch {big[0]} x seq {big[1]}, MeZO speed at {SPEED_SHAPE[0]} x {SPEED_SHAPE[1]}"
         )
         for shape in sorted({(b, s) for (m, _, b, s, _) in cells if m == REFERENCE}):

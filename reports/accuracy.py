@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from harness.record.records import CellRecord
 from reports.pairs import Pairing, gain
-from reports.rundata import RunData, RunPredictions, accuracy_curve, metric_number
+from reports.rundata import TEST, RunData, RunPredictions, accuracy_curve
 from reports.selection import RECIPE_AXES, SEED_AXIS, GroupChoice, choose_recipes, describe, varying_axes
 from reports.spread import Spread, spread
 from reports.style import METHODS, arm_label
@@ -21,8 +21,7 @@ SHOWN_AXES = ("model", "method", "tuning", "task", "batch", "max_steps", "max_se
 
 def majority_test_accuracy(record: CellRecord) -> float | None:
     """Accuracy (%) of always answering the test split's most common label, when the workload recorded it."""
-    majority = record.metrics.get("majority_accuracy")
-    return metric_number(majority, "test") if isinstance(majority, dict) else None
+    return (record.metrics.accuracy.majority or {}).get(TEST)
 
 
 def budget(record: CellRecord) -> str:
@@ -86,7 +85,7 @@ def _row(choice: GroupChoice, others: list[str], predictions: RunPredictions) ->
         batch=p.batch,
         budget=budget(record),
         setting=describe(p.model_dump(), others),
-        test=spread(v for r in choice.shown if (v := metric_number(r.metrics, "final_accuracy")) is not None),
+        test=spread(v for r in choice.shown if (v := r.metrics.accuracy.final) is not None),
         start=spread(curve[0][1] for r in choice.shown if (curve := accuracy_curve(r, "step")) and curve[0][0] == 0),
         gain=gain(predictions, choice.shown),
         val=choice.chosen.val if choice.chosen else None,

@@ -33,7 +33,7 @@ from harness.record.records import CellRecord
 from harness.record.thresholds import Thresholds
 from reports.paired import PairedDifference
 from reports.pairs import Pairing, pair
-from reports.rundata import RunData, RunPredictions, cell_label, load_run, metric_number
+from reports.rundata import RunData, RunPredictions, cell_label, load_run
 from reports.selection import describe, seedless_key, varying_axes
 from reports.spread import Spread, spread
 from reports.style import MIB
@@ -183,8 +183,8 @@ class Comparison:
 def _time(record: CellRecord, other: CellRecord | None) -> tuple[str, float | None, float | None]:
     """Step time when both runs measured it (startup noise excluded), else the cell's whole time: in device
     seconds when both records have them (the figure the run is about), else host wall-clock seconds."""
-    before = metric_number(record.metrics, "step_time_s")
-    after = metric_number(other.metrics, "step_time_s") if other else None
+    before = record.metrics.timing.step_time_s
+    after = other.metrics.timing.step_time_s if other else None
     if before is not None and after is not None:
         return "step_time_s", before, after
     if record.device_seconds is not None and (other is None or other.device_seconds is not None):
@@ -217,7 +217,7 @@ def _memory_growth(figures: list[tuple[str, int | None, int | None]], limit: flo
 def _accuracy(record: CellRecord | None) -> float | None:
     """Workloads report accuracy in percent, so a drop is in percentage points. A probe's is not judged: it
     evaluates only to hold the cell's memory, after steps too few to be a result (harness.plan.resolve)."""
-    return metric_number(record.metrics, "final_accuracy") if record and record.role == "cell" else None
+    return record.metrics.accuracy.final if record and record.role == "cell" else None
 
 
 def compare_cell(
@@ -377,11 +377,11 @@ def _figures(
             )
     else:
         notes.append("memory sources differ between seeds or runs: not compared")
-    if all(metric_number(r.metrics, "step_time_s") is not None for r in records):
+    if all(r.metrics.timing.step_time_s is not None for r in records):
         figures.append(
             Figure(
                 "step_time_s",
-                lambda r: metric_number(r.metrics, "step_time_s"),
+                lambda r: r.metrics.timing.step_time_s,
                 limits.max_time_regression,
                 True,
             )

@@ -25,7 +25,7 @@ from reports.figures import (
     single,
     to_png,
 )
-from reports.rundata import JOULES, RunData, curve, metric_number
+from reports.rundata import JOULES, RunData, curve
 from reports.selection import GroupChoice
 from reports.spread import Band, mean_band
 from reports.style import (
@@ -355,7 +355,7 @@ def step_time_plot(run: RunData) -> Plot | None:
     timed = [
         (r, run.param_count(r), t)
         for r in run.records
-        if r.status == "ok" and run.param_count(r) and (t := metric_number(r.metrics, "step_time_s"))
+        if r.status == "ok" and run.param_count(r) and (t := r.metrics.timing.step_time_s)
     ]
     devices = [d for d in run.devices if any(r.device.name == d.name for r, _, _ in timed)]
     if not devices:

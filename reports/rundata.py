@@ -3,7 +3,6 @@ per-example predictions its records reference (checked once, see `RunPredictions
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -77,30 +76,10 @@ class ReportedInfo(BaseModel):
     versions: dict[str, Any] = {}
 
 
-def metric_number(metrics: dict, name: str) -> float | None:
-    """A workload metric when it is a finite number; workloads may omit or null any of them, and a corrupted
-    file may hold NaN, infinity or an integer too large for a float."""
-    value = metrics.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
 def accuracy_curve(record: CellRecord, x_key: str) -> list[tuple[float, float]]:
     """The record's test accuracy (percent, as workloads report it) against `x_key`, sorted."""
-    raw = record.metrics.get("accuracy_curve")
-    points = []
-    for point in raw if isinstance(raw, list) else []:
-        if not isinstance(point, dict):
-            continue
-        x, y = metric_number(point, x_key), metric_number(point, "accuracy")
-        if x is not None and y is not None:
-            points.append((x, y))
-    return sorted(points)
+    points = [(getattr(p, x_key), p.accuracy) for p in record.metrics.accuracy.curve]
+    return sorted((float(x), y) for x, y in points if y is not None)
 
 
 def mean_watts(record: CellRecord) -> float | None:
@@ -134,8 +113,7 @@ def cell_label(record: CellRecord) -> str:
 def _curve_problem(record: CellRecord, predictions: Predictions) -> str | None:
     """Why a predictions file does not belong to its record's accuracy curve (evaluation k is curve point k), or
     None. Each evaluation's accuracy must agree with the curve's to within one example (the curve may round)."""
-    raw = record.metrics.get("accuracy_curve")
-    curve = raw if isinstance(raw, list) else []
+    curve = record.metrics.accuracy.curve
     if predictions.evaluations != len(curve):
         return f"{predictions.evaluations} evaluations for {len(curve)} points of the accuracy curve"
     for name, key in (("test", "accuracy"), ("validation", "val_accuracy")):
@@ -143,7 +121,7 @@ def _curve_problem(record: CellRecord, predictions: Predictions) -> str | None:
         if part is None or not len(part.labels):
             continue
         for k, point in enumerate(curve):
-            stated = metric_number(point, key) if isinstance(point, dict) else None
+            stated = getattr(point, key)
             scored = 100 * float(predictions.correct(name, k).mean())
             if stated is not None and abs(scored - stated) > 100 / len(part.labels) + 1e-9:
                 return f"evaluation {k} scores {scored:.2f} % on {name}, its curve says {stated:g} %"
@@ -175,13 +153,9 @@ class RunPredictions:
         return self.scored(record, 0, split) if predictions and predictions.steps[:1] == [0] else None
 
 
-def _checked(run_dir: Path, record: CellRecord) -> Predictions:
-    """The record's predictions, read and checked; PredictionsError saying why they cannot be used."""
-    try:
-        ref = PredictionsRef.model_validate(record.metrics["predictions"])
-    except ValidationError as exc:
-        reason = exc.errors()[0]["msg"]
-        raise PredictionsError(f"metrics.predictions is no predictions reference ({reason})") from None
+def _checked(run_dir: Path, record: CellRecord, ref: PredictionsRef) -> Predictions:
+    """The predictions the record names (`ref`), read and checked; PredictionsError saying why they cannot be
+    used."""
     predictions = load(run_dir, ref)
     if predictions.evaluations != ref.evaluations:
         raise PredictionsError(
@@ -198,10 +172,10 @@ def load_predictions(run_dir: Path, records: list[CellRecord]) -> RunPredictions
     by_cell: dict[str, Predictions] = {}
     problems = []
     for record in records:
-        if record.metrics.get("predictions") is None:
+        if (ref := record.metrics.predictions) is None:
             continue
         try:
-            by_cell[record.cell_id] = _checked(run_dir, record)
+            by_cell[record.cell_id] = _checked(run_dir, record, ref)
         except PredictionsError as exc:
             problems.append(f"{cell_label(record)} ({record.cell_id}): {exc}; its evaluations are left out")
     return RunPredictions(by_cell, problems)
@@ -245,14 +219,14 @@ class RunData:
         """Parameter count per model name, from whichever cell of that model measured it."""
         counts: dict[str, int] = {}
         for record in self.records:
-            count = metric_number(record.metrics, "param_count")
+            count = record.metrics.param_count
             if count and count > 0:
                 counts.setdefault(record.params.model, int(count))
         return counts
 
     def param_count(self, record: CellRecord) -> int | None:
         """A failed cell (an OOM kill leaves no metrics) borrows the count from its model's other cells."""
-        own = metric_number(record.metrics, "param_count")
+        own = record.metrics.param_count
         if own and own > 0:
             return int(own)
         if record.params.model in self._param_counts:

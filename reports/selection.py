@@ -14,7 +14,6 @@ from typing import Any
 
 from harness.record.cells import canonical_json
 from harness.record.records import CellRecord
-from reports.rundata import metric_number
 from reports.spread import Spread, spread
 
 #: The knobs a person tunes per arm; everything else in the params (and the device and clock) is the setting.
@@ -80,8 +79,8 @@ def is_accuracy_record(record: CellRecord) -> bool:
     probe's few steps (harness.plan.resolve) only measure memory."""
     if record.role == "probe":
         return False
-    curve = record.metrics.get("accuracy_curve")
-    return (isinstance(curve, list) and bool(curve)) or "final_val_accuracy" in record.metrics
+    accuracy = record.metrics.accuracy
+    return bool(accuracy.curve) or accuracy.final_val is not None
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,7 @@ class GroupChoice:
 
 
 def _score(recipe: dict[str, Any], label: str, records: list[CellRecord], seeds: int) -> RecipeScore:
-    val = spread(v for r in records if (v := metric_number(r.metrics, "final_val_accuracy")) is not None)
+    val = spread(v for r in records if (v := r.metrics.accuracy.final_val) is not None)
     return RecipeScore(recipe, label, records, val, seeds - (val.n if val else 0))
 
 

@@ -8,7 +8,7 @@ import io
 from dataclasses import asdict, dataclass, fields
 
 from harness.record.records import CellRecord
-from reports.rundata import RunData, cell_label, metric_number
+from reports.rundata import RunData, cell_label
 from reports.selection import GroupChoice, is_accuracy_record
 from reports.validity import failed_checks
 from workloads.validated import BAND
@@ -95,10 +95,10 @@ def cell_rows(run: RunData, choices: list[GroupChoice]) -> list[CellRow]:
                 device_seconds=r.device_seconds,
                 clock=r.clock.kind,
                 steps=r.steps,
-                step_time_s=metric_number(r.metrics, "step_time_s"),
-                initial_accuracy=metric_number(r.metrics, "initial_accuracy"),
-                final_accuracy=metric_number(r.metrics, "final_accuracy"),
-                final_val_accuracy=metric_number(r.metrics, "final_val_accuracy"),
+                step_time_s=r.metrics.timing.step_time_s,
+                initial_accuracy=r.metrics.accuracy.initial,
+                final_accuracy=r.metrics.accuracy.final,
+                final_val_accuracy=r.metrics.accuracy.final_val,
                 recipe=_recipe_verdict(r, shown),
                 valid=r.validity.valid,
                 failed_checks="" if r.validity.valid else " ".join(failed_checks(r)),

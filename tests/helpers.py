@@ -160,6 +160,20 @@ def run_spec(directory: Path, text: str) -> list:
     return load_records(out)
 
 
+#: How a stand-in cell tells its test what it saw: one line on its stderr, which the cell's log keeps (its result's
+#: metrics are workloads.metrics', which hold no such thing). `observe(x)` is defined for the stand-in's code.
+OBSERVE = """
+def observe(seen):
+    print("observed: " + json.dumps(seen), file=sys.stderr, flush=True)
+"""
+
+
+def observed(run_dir: Path, record) -> object:
+    """What a stand-in cell said it saw (`OBSERVE`), from the last such line of its log."""
+    log = (run_dir / "logs" / f"{record.cell_id}.log").read_text(errors="replace").splitlines()
+    return json.loads(next(line for line in reversed(log) if line.startswith("observed: ")).partition(": ")[2])
+
+
 def write_spec(directory: Path, text: str) -> Path:
     path = directory / "spec.yaml"
     path.write_text(text)

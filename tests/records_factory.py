@@ -7,7 +7,11 @@ from typing import Any
 from devices.profile import DeviceProfile
 from harness.record.cells import Cell
 from harness.record.records import CellRecord, MemoryFigures, judged, now_iso
+from workloads.metrics import FLAT_NAMES, CellMetrics
 from workloads.params import WorkloadParams
+
+#: The groups of CellMetrics whose fields `merged` merges rather than replaces.
+GROUPS = {*FLAT_NAMES, "device_clock"}
 
 
 def make_record(status: str = "ok", peak: int | None = 300 << 20, **params: Any) -> CellRecord:
@@ -39,3 +43,11 @@ def make_record(status: str = "ok", peak: int | None = 300 << 20, **params: Any)
         finished_at=now_iso(),
     )
     return judged(record)
+
+
+def merged(metrics: CellMetrics, **changes: Any) -> CellMetrics:
+    """`metrics` with `changes`: a group's given as a dict of the fields to change, any other field replaced."""
+    data = metrics.model_dump(exclude_unset=True)
+    for name, value in changes.items():
+        data[name] = {**data.get(name, {}), **value} if name in GROUPS and isinstance(value, dict) else value
+    return CellMetrics.model_validate(data)

@@ -22,7 +22,7 @@ from harness.cli import main as cli
 from harness.record.store import load_records
 from harness.run import cell_uids, reach
 from harness.run.executors import cell_user, local
-from tests.helpers import require_kernel_caps, write_spec
+from tests.helpers import observed, require_kernel_caps, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.alone, pytest.mark.usefixtures("no_leftover_cgroups")]
 
@@ -33,16 +33,18 @@ devices: [{name: small, memory: 512MiB, cpus: 1}]
 timeout_s: 120
 matrix: {model: opt-1m, method: mezo, max_steps: 2, batch: 2, seq_len: 16}
 """
-#: The stand-in cell: who it is, what it read from the cache, and whether it could list the private directory.
+#: The stand-in cell observes who it is, what it read from the cache, and whether it could list the private
+#: directory.
 READ_CACHE = """
-import json, os
+import json, os, sys
 cache = os.environ["EDGEBENCH_CACHE"]
-metrics = {
+seen = {
     "uid": os.getuid(),
     "read": open(os.path.join(cache, "probe.txt")).read(),
     "can_list_private": os.access(os.path.dirname(cache), os.R_OK),
 }
-print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": metrics}))
+print("observed: " + json.dumps(seen), file=sys.stderr, flush=True)
+print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": {}}))
 """
 
 
@@ -93,9 +95,10 @@ def test_a_cache_under_a_private_directory_is_opened_to_the_cell_user_alone_and_
     assert cli.main(["run", str(write_spec(tmp_path, ONE_CELL)), "--out", str(out), "--no-report"]) == 0
     (record,) = load_records(out)
     assert record.status == "ok", record.error
-    assert cell_uids.FIRST_UID <= record.metrics["uid"] <= cell_uids.LAST_UID
-    assert record.metrics["read"] == "from the cache"
-    assert record.metrics["can_list_private"] is False, "search was granted, never listing"
+    seen = observed(out, record)
+    assert cell_uids.FIRST_UID <= seen["uid"] <= cell_uids.LAST_UID
+    assert seen["read"] == "from the cache"
+    assert seen["can_list_private"] is False, "search was granted, never listing"
     assert snapshot(watched(private_cache)) == before, "a directory's mode, owner or ACL changed"
     assert not reach.read_acl(private_cache.parent) and (private_cache.parent.stat().st_mode & 0o777) == 0o700
     assert not reach._state_file(os.getpid()).exists()

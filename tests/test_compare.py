@@ -14,8 +14,9 @@ from harness.record.errors import UserError
 from harness.record.records import MemoryFigures
 from harness.record.thresholds import Thresholds
 from reports.compare import compare_cell, compare_runs, parse_fraction
-from tests.records_factory import make_record
+from tests.records_factory import make_record, merged
 from tests.test_reports_fixtures import accuracy_record, accuracy_run, sweep, with_predictions, write_run
+from workloads.metrics import Accuracy, CellMetrics
 
 DEVICES = ("rpi-zero-2w", "rpi-4-2gb")
 
@@ -110,12 +111,10 @@ def test_step_time_and_accuracy_thresholds(tmp_path, capsys):
     slow, worse = _ok_index(records, "mezo"), _ok_index(records, "bp")
 
     def change(rs):
-        _bump(rs, slow, metrics=rs[slow].metrics | {"step_time_s": rs[slow].metrics["step_time_s"] * 1.25})
-        _bump(
-            rs,
-            worse,
-            metrics=rs[worse].metrics | {"final_accuracy": rs[worse].metrics["final_accuracy"] - 2.0},
-        )
+        slower = rs[slow].metrics.timing.step_time_s * 1.25
+        _bump(rs, slow, metrics=merged(rs[slow].metrics, timing={"step_time_s": slower}))
+        lower = rs[worse].metrics.accuracy.final - 2.0
+        _bump(rs, worse, metrics=merged(rs[worse].metrics, accuracy={"final": lower}))
 
     base, cur, _ = _runs(tmp_path, change, baseline_records=records)
     assert main(["compare", str(base), str(cur)]) == 1
@@ -135,7 +134,7 @@ def test_without_step_times_the_cells_device_seconds_are_compared(
 ):
     """Device seconds (what the run simulates) when both records have them, else host seconds."""
     records = [
-        r.model_copy(update={"metrics": r.metrics | {"step_time_s": None}, "device_seconds": 10.0})
+        r.model_copy(update={"metrics": merged(r.metrics, timing={"step_time_s": None}), "device_seconds": 10.0})
         for r in sweep(devices=DEVICES, models=("opt-1m",))
     ]
     index = _ok_index(records)
@@ -393,8 +392,8 @@ def test_a_probes_accuracy_is_not_judged_but_its_memory_is():
     """Probes evaluate only to hold their cell's memory (harness.plan.resolve): a drop in their few-step accuracy is no
     regression, while the same drop in a cell is, and a probe's memory growth still is."""
     limits = Thresholds(max_memory_regression=0.05, max_time_regression=0.2, max_accuracy_drop=1.0)
-    base = make_record().model_copy(update={"metrics": {"final_accuracy": 80.0}})
-    dropped = base.model_copy(update={"metrics": {"final_accuracy": 70.0}})
+    base = make_record().model_copy(update={"metrics": CellMetrics(accuracy=Accuracy(final=80.0))})
+    dropped = base.model_copy(update={"metrics": CellMetrics(accuracy=Accuracy(final=70.0))})
     assert compare_cell(base, dropped, limits).regressions
     as_probe = {"role": "probe"}
     probe, probe_dropped = base.model_copy(update=as_probe), dropped.model_copy(update=as_probe)

@@ -139,17 +139,18 @@ def test_scaled_cells_report_device_time_in_the_ratio_of_their_throughputs(tmp_p
         assert record.status == "ok" and record.clock.kind == "device-scaled"
         # Device seconds are the cell's CPU seconds times the ratio, plus the roofline's correction of its phases
         # (devices.roofline); one thread keeps CPU time near wall time.
-        extra = record.metrics["device_clock"]["roofline_extra_s"]
-        train, host_train = record.metrics["train_seconds"], record.metrics["host_train_seconds"]
+        extra = record.metrics.device_clock.roofline_extra_s
+        train, host_train = record.metrics.timing.train_seconds, record.metrics.timing.host_train_seconds
         assert record.clock.roofline is not None and extra != 0
         assert (train - extra) / host_train == pytest.approx(record.clock.ratio, rel=0.25)
         assert record.device_seconds == pytest.approx(record.cpu_seconds * record.clock.ratio + extra, rel=1e-3)
     zero, pi4 = records["rpi-zero-2w"], records["rpi-4-4gb"]
     # Device seconds per host second of each cell's own steps: the two cells ran one after the other, and the host's
     # speed between them (a shared VM's: 17% apart in one CI run) cancels.
-    per_host = lambda r: r.metrics["train_seconds"] / r.metrics["host_train_seconds"]  # noqa: E731
+    per_host = lambda r: r.metrics.timing.train_seconds / r.metrics.timing.host_train_seconds  # noqa: E731
     step_ratio = per_host(zero) / per_host(pi4)
-    print(f"step ratio {step_ratio:.3f}, raw {zero.metrics['step_time_s'] / pi4.metrics['step_time_s']:.3f}")
+    raw = zero.metrics.timing.step_time_s / pi4.metrics.timing.step_time_s
+    print(f"step ratio {step_ratio:.3f}, raw {raw:.3f}")
     # between the boards' compute ratio (2.03) and their bandwidth ratio (1.79), as the step's phases mix them
     assert pi4.device.bandwidth_gbs / zero.device.bandwidth_gbs * 0.9 < step_ratio
     assert step_ratio < pi4.device.gflops / zero.device.gflops * 1.1

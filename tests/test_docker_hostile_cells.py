@@ -25,6 +25,7 @@ from harness.record.store import load_records
 from harness.run.executors.base import MAX_LINE_BYTES, MAX_LOG_BYTES
 from harness.run.executors.docker import LABEL
 from tests.docker_engine import Compose
+from tests.helpers import observed
 from tests.test_hostile_cells import (
     ATTEMPT,
     BOMB,
@@ -107,7 +108,7 @@ def test_a_cell_cannot_have_more_processes_than_its_devices_pids_limit(engine, t
     spec = PIDS_SPEC.replace("timeout_s: 4", "timeout_s: 60")
     code, rss, stderr, out = run_in_docker(engine, tmp_path, FORKS, jobs=1, spec=spec)
     assert code == 0, stderr[-2000:]
-    forks = {r.params.method: r for r in load_records(out)}["mezo"].metrics["forks"]
+    forks = observed(out, {r.params.method: r for r in load_records(out)}["mezo"])["forks"]
     assert 0 < forks < 48, f"the cell forked {forks} children under a 48-pid limit"
 
 

@@ -83,7 +83,7 @@ def test_docker_executor_runs_its_cell_in_a_hardened_container_and_the_cell_comp
 def scaled_seconds(record) -> float:
     """The scaled clock's figure: CPU seconds at the device's ratio, plus the roofline's correction the cell
     reported (none for a device without a memory bandwidth)."""
-    extra = (record.metrics.get("device_clock") or {}).get("roofline_extra_s") or 0.0
+    extra = record.metrics.device_clock.roofline_extra_s
     return record.cpu_seconds * record.clock.ratio + extra
 
 

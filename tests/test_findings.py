@@ -18,21 +18,16 @@ from reports.findings import (
     time_to_reach,
 )
 from reports.rundata import RunData
-from tests.records_factory import make_record
+from tests.records_factory import make_record, merged
 from tests.test_reports_fixtures import with_energy
+from workloads.metrics import CurvePoint
 from workloads.registry import model_shape
 
 
 def accuracy_record(model: str, method: str, seed: int, test: float, val: float, curve=((0, 50.0),)):
     record = make_record(model=model, method=method, seed=seed, task="rotten_tomatoes", lr=1e-3)
-    metrics = {
-        **record.metrics,
-        "final_accuracy": test,
-        "final_val_accuracy": val,
-        "accuracy_curve": [
-            {"seconds": t, "step": i, "accuracy": a, "val_accuracy": a} for i, (t, a) in enumerate(curve)
-        ],
-    }
+    points = [{"seconds": t, "step": i, "accuracy": a, "val_accuracy": a} for i, (t, a) in enumerate(curve)]
+    metrics = merged(record.metrics, accuracy={"final": test, "final_val": val, "curve": points})
     return record.model_copy(update={"metrics": metrics})
 
 
@@ -171,12 +166,12 @@ def test_missing_or_altered_predictions_are_named_and_left_out_of_the_intervals(
     )
     mezo = [r for r in run.records if r.params.method == "mezo"]
     bp = [r for r in run.records if r.params.method != "mezo"]
-    (tmp_path / mezo[0].metrics["predictions"]["file"]).unlink()  # one seed's file lost
-    altered = tmp_path / mezo[1].metrics["predictions"]["file"]
+    (tmp_path / mezo[0].metrics.predictions.file).unlink()  # one seed's file lost
+    altered = tmp_path / mezo[1].metrics.predictions.file
     data = altered.read_bytes()
     altered.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # another's changed
     for record in bp:  # and every BP seed's
-        (tmp_path / record.metrics["predictions"]["file"]).unlink()
+        (tmp_path / record.metrics.predictions.file).unlink()
     from reports.rundata import load_run
 
     run = load_run(tmp_path)
@@ -202,8 +197,8 @@ def test_missing_or_altered_predictions_are_named_and_left_out_of_the_intervals(
     assert "| no paired interval (no predictions) |" in captured.stdout
 
 
-def _last(curve: list[dict], key: str, by: float) -> list[dict]:
-    return [*curve[:-1], curve[-1] | {key: curve[-1][key] + by}]
+def _last(curve: list[CurvePoint], key: str, by: float) -> list[CurvePoint]:
+    return [*curve[:-1], curve[-1].model_copy(update={key: getattr(curve[-1], key) + by})]
 
 
 @pytest.mark.parametrize(
@@ -221,8 +216,8 @@ def test_predictions_that_do_not_score_their_records_curve_are_left_out(tmp_path
     from tests.test_reports_fixtures import accuracy_record, write_run
 
     record = accuracy_record("mezo", 2e-5, 0, 76.0, 75.2)
-    curve = edit(record.metrics["accuracy_curve"])
-    edited = record.model_copy(update={"metrics": record.metrics | {"accuracy_curve": curve}})
+    curve = edit(record.metrics.accuracy.curve)
+    edited = record.model_copy(update={"metrics": merged(record.metrics, accuracy={"curve": curve})})
     run = load_run(write_run(tmp_path, [edited]))
     if problem is None:
         assert run.predictions.problems == [] and record.cell_id in run.predictions.by_cell
@@ -236,13 +231,12 @@ def test_a_malformed_reference_is_named_not_fatal(tmp_path):
     from tests.test_reports_fixtures import accuracy_record, write_run
 
     record = accuracy_record("mezo", 2e-5, 0, 76.0, 75.2)
-    bad = record.model_copy(update={"metrics": record.metrics | {"predictions": {"file": "x.npz"}}})
-    outside = record.metrics["predictions"] | {"file": "../x.npz"}
-    escaping = record.model_copy(update={"metrics": record.metrics | {"predictions": outside}})
-    fewer = record.metrics["predictions"] | {"evaluations": 3}
-    miscounted = record.model_copy(update={"metrics": record.metrics | {"predictions": fewer}})
+    ref = record.metrics.predictions
+    outside = ref.model_copy(update={"file": "../x.npz"})
+    escaping = record.model_copy(update={"metrics": merged(record.metrics, predictions=outside)})
+    fewer = ref.model_copy(update={"evaluations": 3})
+    miscounted = record.model_copy(update={"metrics": merged(record.metrics, predictions=fewer)})
     for edited, text in (
-        (bad, "no predictions reference"),
         (escaping, "must lie inside the run directory"),
         (miscounted, "4 evaluations, its record says 3"),
     ):

@@ -19,6 +19,7 @@ from devices.caps.rlimit import RlimitAS
 from devices.profile import DeviceProfile
 from harness.record.records import MemoryFigures
 from harness.run.executors.base import memory_figures
+from workloads.metrics import CellMemory, CellMetrics
 
 GB = 1000**3
 CARD = 80 * GB
@@ -109,5 +110,5 @@ def test_the_cap_backend_hands_the_cell_the_devices_bytes():
 
 def test_a_gpu_cells_record_keeps_the_cuda_peak_beside_the_host_peak():
     observed = MemoryFigures(rss_peak_bytes=700 << 20, cgroup_peak_bytes=800 << 20)
-    figures = memory_figures(observed, {"cuda_peak_bytes": 3 << 30})
+    figures = memory_figures(observed, CellMetrics(memory=CellMemory(cuda_peak_bytes=3 << 30)))
     assert (figures.rss_peak_bytes, figures.cuda_peak_bytes) == (700 << 20, 3 << 30)

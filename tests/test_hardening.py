@@ -22,8 +22,10 @@ from harness.record.errors import UserError
 from harness.record.store import RESULTS, RunStore, load_records, open_log, write_bytes_atomic
 from harness.run import scheduler
 from harness.run.executors import local
+from tests.helpers import observed
 from tests.records_factory import make_record
 from tests.test_reports_fixtures import sweep, write_run
+from workloads.metrics import Loss
 
 ONE_CELL = """
 name: hardening
@@ -118,7 +120,8 @@ def test_enospc_on_append_is_one_line_naming_the_file_and_keeps_what_was_recorde
     store = RunStore(full_disk)
     before = (full_disk / RESULTS).read_bytes()
     record = make_record("ok", seed=7)
-    record = record.model_copy(update={"metrics": {**record.metrics, "notes": "x" * (64 << 10)}})  # past the page
+    losses = Loss(values=[0.5] * (16 << 10))  # 80 KB: past the page
+    record = record.model_copy(update={"metrics": record.metrics.model_copy(update={"loss": losses})})
     with pytest.raises(UserError) as caught:
         store.append(record)
     assert str(caught.value).startswith(f"{full_disk / RESULTS}: No space left on device")
@@ -234,10 +237,11 @@ def test_an_output_directory_another_user_owns_is_refused_as_root(tmp_path, caps
 
 # --- what reaches a cell: the environment, the working directory, remote code -----------------------------------------
 
-#: A stand-in cell that reports its environment.
+#: A stand-in cell that observes its environment.
 ENV_CELL = """
-import json, os
-print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": {"env": dict(os.environ)}}))
+import json, os, sys
+print("observed: " + json.dumps(dict(os.environ)), file=sys.stderr, flush=True)
+print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": {}}))
 """
 SECRETS = {"HF_TOKEN": "hf_secret", "AWS_SECRET_ACCESS_KEY": "aws", "GITHUB_TOKEN": "gh", "PYTHONPATH": "/tmp/evil"}
 
@@ -250,7 +254,7 @@ def test_a_cell_gets_an_allow_listed_environment_where_offline_wins(tmp_path, mo
     spec.write_text(ONE_CELL)
     assert cli.main(["run", str(spec), "--out", str(tmp_path / "run"), "--no-report"]) == 0
     (record,) = load_records(tmp_path / "run")
-    env = record.metrics["env"]
+    env = observed(tmp_path / "run", record)
     assert not set(SECRETS) & set(env), sorted(env)
     assert env["HF_HUB_OFFLINE"] == env["TRANSFORMERS_OFFLINE"] == env["HF_DATASETS_OFFLINE"] == "1"
     assert env["PATH"] == os.environ["PATH"]

@@ -28,7 +28,7 @@ from harness.record.store import load_records
 from harness.run import cell_uids
 from harness.run.executors import cell_dirs
 from harness.run.executors.base import MAX_EVENTS, MAX_LINE_BYTES, MAX_LOG_BYTES
-from tests.helpers import readable_directory, require_kernel_caps, write_spec
+from tests.helpers import OBSERVE, observed, readable_directory, require_kernel_caps, write_spec
 from tests.test_signals import fake_cell_harness
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_cgroups")]
@@ -44,6 +44,7 @@ matrix: {model: opt-1m, method: [mezo, inference], max_steps: 1}
 #: argv[1] is the cell's method: the inference cell behaves, the mezo cell runs HOSTILE.
 CELL = """
 import json, os, sys
+""" + OBSERVE + """
 if sys.argv[1] == "inference":
     print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": {}}), flush=True)
     sys.exit(0)
@@ -181,12 +182,13 @@ def test_a_flood_of_events_stops_the_cell(tmp_path):
 def test_the_harness_reads_a_legitimate_result_line_of_several_megabytes(tmp_path):
     """The result line carries base64 predictions: a long line under the bound is a result, not a violation."""
     big = """
-print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": {"blob": "p" * (8 << 20)}}), flush=True)
+metrics = {"loss": {"values": [0.5] * (2 << 20)}}  # 10 MB of JSON
+print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": metrics}), flush=True)
 """
     code, rss, stderr, out = run_hostile(tmp_path, big, jobs=1)
     assert code == 0, stderr[-2000:]
     records = {r.params.method: r for r in load_records(out)}
-    assert records["mezo"].status == "ok" and len(records["mezo"].metrics["blob"]) == 8 << 20
+    assert records["mezo"].status == "ok" and len(records["mezo"].metrics.loss.values) == 2 << 20
 
 
 if __name__ == "__main__":  # pragma: no cover - for measuring by hand
@@ -205,7 +207,8 @@ for _ in range(400):
     except OSError:
         break
     count += 1
-print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": {"forks": count}}), flush=True)
+observe({"forks": count})
+print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": {}}), flush=True)
 """
 #: A fork bomb: every process forks for ever; the spec's timeout ends it.
 BOMB = """
@@ -224,7 +227,7 @@ def test_a_cell_cannot_have_more_processes_than_its_devices_pids_limit(tmp_path)
     code, rss, stderr, out = run_hostile(tmp_path, FORKS, jobs=1, spec=PIDS_SPEC.replace("timeout_s: 4", "timeout_s: 60"))
     assert code == 0, stderr[-2000:]
     records = {r.params.method: r for r in load_records(out)}
-    forks = records["mezo"].metrics["forks"]
+    forks = observed(out, records["mezo"])["forks"]
     assert 0 < forks < 48, f"the cell forked {forks} children under a 48-pid limit"  # run_hostile: none outlived it
 
 
@@ -251,7 +254,8 @@ try:
     achieved = attempt()
 except OSError as exc:
     sys.exit(f"contained: {type(exc).__name__}: {exc}")
-print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": {"escaped": achieved}}), flush=True)
+observe({"escaped": achieved})
+print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": {}}), flush=True)
 """
 
 
@@ -302,7 +306,7 @@ def test_network_true_and_allow_network_together_give_cells_the_hosts_network(tm
         assert connected(listener)
     assert code == 0, stderr[-2000:]
     records = {r.params.method: r for r in load_records(out)}
-    assert records["mezo"].metrics["escaped"].startswith("connected")
+    assert observed(out, records["mezo"])["escaped"].startswith("connected")
 
 
 @pytest.mark.parametrize(
@@ -327,6 +331,7 @@ def test_network_needs_both_the_spec_and_the_operator(tmp_path, spec, flags, lin
 #: The victim (the inference cell) keeps a secret in its home and stays until the attacker has had its go.
 VICTIM = """
 import json, os, sys, time
+""" + OBSERVE + """
 home = os.environ["HOME"]
 with open(os.path.join(home, "secret"), "w") as handle:
     handle.write("the victim's secret")
@@ -335,10 +340,10 @@ deadline = time.monotonic() + 120
 while "victim" not in os.listdir(sys.argv[2]) and time.monotonic() < deadline:
     time.sleep(0.05)
 time.sleep(3)
-metrics = {"home": sorted(os.listdir(home)), "secret": open(os.path.join(home, "secret")).read()}
-print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": metrics}), flush=True)
+observe({"home": sorted(os.listdir(home)), "secret": open(os.path.join(home, "secret")).read()})
+print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": {}}), flush=True)
 """
-#: Tries each (name, act) of the cell's ACTS: one that gets done ends the cell ok with every outcome as its metrics
+#: Tries each (name, act) of the cell's ACTS: one that gets done ends the cell ok, every outcome observed
 #: (and the test fails); otherwise the cell fails with them, "contained: " and each OSError's type by name.
 TRIES = """
 tries = {}
@@ -349,7 +354,8 @@ for name, act in ACTS:
     except OSError as exc:
         tries[name] = type(exc).__name__
 if "done" in tries.values():
-    print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": tries}), flush=True)
+    print("observed: " + json.dumps(tries), file=sys.stderr, flush=True)
+    print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": {}}), flush=True)
 else:
     sys.exit("contained: " + json.dumps(tries, sort_keys=True))
 """
@@ -419,8 +425,7 @@ def test_a_cell_cannot_read_write_or_signal_another_running_cell(tmp_path):
     tries = json.loads(records["mezo"].error.partition("contained: ")[2].splitlines()[0])
     assert tries == {"list": "PermissionError", "read": "PermissionError", "signal": "PermissionError",
                      "write": "PermissionError"}
-    assert records["inference"].metrics["home"] == ["secret"]
-    assert records["inference"].metrics["secret"] == "the victim's secret"
+    assert observed(out, records["inference"]) == {"home": ["secret"], "secret": "the victim's secret"}
 
 
 def test_a_cell_cannot_write_into_the_run_directory(tmp_path):

@@ -227,6 +227,6 @@ def test_mpnet_trains_as_a_kernel_capped_real_task_cell(tmp_path, assembled, mod
     (record,) = load_records(tmp_path / "run")
     assert record.status == "ok" and record.steps == 2, record.error
     assert record.enforcement == backend and 0 < record.memory.cgroup_peak_bytes <= record.device.memory_bytes
-    assert record.metrics["model_family"] == "mpnet" and record.metrics["param_count"] == backbone + 768 * 2 + 2
-    assert record.metrics["gradient_checkpointing"] is True and "final_accuracy" in record.metrics
+    assert record.metrics.model_family == "mpnet" and record.metrics.param_count == backbone + 768 * 2 + 2
+    assert record.metrics.gradient_checkpointing is True and record.metrics.accuracy.final is not None
     assert 0.5 < record.predicted_peak_bytes / record.peak_memory_bytes < 2

@@ -20,7 +20,7 @@ from devices.speed import CellClock
 from harness.record.energy import Energy
 from harness.record.records import CellRecord, judged
 from harness.record.store import RunStore
-from tests.records_factory import make_record
+from tests.records_factory import make_record, merged
 from workloads.predictions import Predictions, SplitPredictions, ref_for
 
 MIB = 1024**2
@@ -50,19 +50,18 @@ def sweep_record(
     )
     step_time = 0.02 + params * (2.1e-9 if method == "mezo" else 5.5e-9)
     seconds = 3.0 + 3 * step_time
-    metrics = dict(record.metrics)
+    metrics = record.metrics
     if fits:
         curve = [
             {"step": step, "seconds": round(step * step_time, 3), "accuracy": 50 + 30 * (1 - 0.93**step)}
             for step in range(0, 60 if method == "mezo" else 20, 4)
         ]
-        metrics |= {
-            "param_count": params,
-            "step_time_s": step_time,
-            "accuracy_curve": curve,
-            "initial_accuracy": curve[0]["accuracy"],
-            "final_accuracy": curve[-1]["accuracy"],
-        }
+        metrics = merged(
+            metrics,
+            param_count=params,
+            timing={"step_time_s": step_time},
+            accuracy={"curve": curve, "initial": curve[0]["accuracy"], "final": curve[-1]["accuracy"]},
+        )
     return record.model_copy(
         update={
             "metrics": metrics,
@@ -123,11 +122,12 @@ def with_predictions(record: CellRecord, noise: str | None = None) -> CellRecord
     """`record` with predictions that score its accuracy curve, their file kept for write_run. The examples it
     gets right follow the shared difficulty plus noise drawn from `noise` (default: its cell id, so a record of
     the same cell with a lower curve gets a subset of them right)."""
-    predictions = synthetic_predictions(noise or record.cell_id, record.metrics["accuracy_curve"])
+    curve = [point.model_dump(exclude_none=True) for point in record.metrics.accuracy.curve]
+    predictions = synthetic_predictions(noise or record.cell_id, curve)
     data = predictions.encode()
     ref = ref_for(record.cell_id, data, predictions)
     PREDICTION_FILES[ref.sha256] = data
-    return record.model_copy(update={"metrics": record.metrics | {"predictions": ref.model_dump()}})
+    return record.model_copy(update={"metrics": merged(record.metrics, predictions=ref)})
 
 
 def accuracy_record(
@@ -168,20 +168,19 @@ def accuracy_record(
         | ({} if legacy else {"val_accuracy": rise(val, t)})
         for t in (0.0, 300.0, 600.0, end)
     ]
-    metrics = record.metrics | {
-        "param_count": 22_713_216,
-        "step_time_s": 1 / rate,
-        "train_seconds": end,
-        "accuracy_curve": curve,
-        "initial_accuracy": curve[0]["accuracy"],
-        "final_accuracy": curve[-1]["accuracy"],
-    }
+    accuracy = {"curve": curve, "initial": curve[0]["accuracy"], "final": curve[-1]["accuracy"]}
     if not legacy:
-        metrics |= {
-            "initial_val_accuracy": curve[0]["val_accuracy"],
-            "final_val_accuracy": curve[-1]["val_accuracy"],
-            "majority_accuracy": MAJORITY,
+        accuracy |= {
+            "initial_val": curve[0]["val_accuracy"],
+            "final_val": curve[-1]["val_accuracy"],
+            "majority": MAJORITY,
         }
+    metrics = merged(
+        record.metrics,
+        param_count=22_713_216,
+        timing={"step_time_s": 1 / rate, "train_seconds": end},
+        accuracy=accuracy,
+    )
     done = judged(record, metrics=metrics, steps=curve[-1]["step"], host_seconds=end, device_seconds=end)
     return with_predictions(done) if predictions and not legacy else done
 
@@ -291,8 +290,8 @@ def write_run(run_dir: Path, records: list[CellRecord], expected: list[str] | No
     store.prepare(run_info, fresh=True)
     for record in records:
         store.append(record)
-        ref = record.metrics.get("predictions")
-        if isinstance(ref, dict) and ref.get("sha256") in PREDICTION_FILES:
-            (run_dir / ref["file"]).parent.mkdir(parents=True, exist_ok=True)
-            (run_dir / ref["file"]).write_bytes(PREDICTION_FILES[ref["sha256"]])
+        ref = record.metrics.predictions
+        if ref is not None and ref.sha256 in PREDICTION_FILES:
+            (run_dir / ref.file).parent.mkdir(parents=True, exist_ok=True)
+            (run_dir / ref.file).write_bytes(PREDICTION_FILES[ref.sha256])
     return run_dir

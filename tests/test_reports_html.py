@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -135,7 +136,7 @@ def test_records_without_metrics_still_render(tmp_path):
 def test_oom_cell_borrows_param_count_from_its_model(tmp_path):
     ok = sweep_record("rpi-4-2gb", "opt-125m", "mezo")
     oom = sweep_record("rpi-zero-2w", "opt-125m", "bp")
-    assert oom.status == "oom" and "param_count" not in oom.metrics
+    assert oom.status == "oom" and oom.metrics.param_count is None
     never_fits = sweep_record("rpi-zero-2w", "opt-350m", "bp", params=331_000_000)
     run = load_run(write_run(tmp_path, [ok, oom, never_fits]))
     assert run.param_count(oom) == 125_200_000
@@ -194,28 +195,17 @@ def test_bad_run_directory_is_one_line_and_writes_nothing(tmp_path, capsys, prob
         write_report(run_dir, out)
 
 
-def test_malformed_metrics_do_not_break_the_report(tmp_path):
-    """Metrics come from workloads we do not control: wrong types are ignored, not fatal."""
-    odd = {
-        "param_count": "many",
-        "step_time_s": None,
-        "accuracy_curve": 7,
-        "final_accuracy": "high",
-        "versions": {"torch": "2.13.0"},
-    }
-    records = [
-        make_record(model="opt-8m").model_copy(update={"metrics": odd}),
-        make_record(model="opt-8m", method="bp").model_copy(
-            update={
-                "metrics": {
-                    "accuracy_curve": [{"seconds": "x"}, 3, {"seconds": 1, "step": 1, "accuracy": 55}]
-                }
-            }
-        ),
-    ]
-    html = write_report(write_run(tmp_path, records)).read_text()
-    assert html.count('<tr class="r-ok"') == 2
-    assert (tmp_path / "plot-accuracy-time.png").exists()
+def test_malformed_metrics_are_refused_in_one_line_naming_the_record(tmp_path, capsys):
+    """Metrics are typed (workloads.metrics): a results.jsonl line whose metrics are not is no record."""
+    run_dir = write_run(tmp_path, [make_record(model="opt-8m"), make_record(model="opt-8m", method="bp")])
+    lines = (run_dir / "results.jsonl").read_text().splitlines()
+    odd = json.loads(lines[1])
+    odd["metrics"]["timing"] = {"step_time_s": "slow"}
+    (run_dir / "results.jsonl").write_text("\n".join([lines[0], json.dumps(odd)]) + "\n")
+    assert main(["report", str(run_dir)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "results.jsonl line 2 is not a valid result record" in line
+    assert not (run_dir / "report.html").exists()
 
 
 def test_accuracy_curves_of_one_model_tuned_two_ways_get_their_own_line_styles():
@@ -293,7 +283,7 @@ def test_accuracy_summary_shows_the_recipe_chosen_on_validation_with_its_test_sp
     mezo = [
         r for r in accuracy_run() if (r.params.method, r.params.tuning, r.params.lr) == ("mezo", "full", 2e-5)
     ]
-    test = spread(r.metrics["final_accuracy"] for r in mezo)
+    test = spread(r.metrics.accuracy.final for r in mezo)
     assert f'<td class="num spread">{test.describe()}</td>' in html and "(n=3)" in html and " ± " in html
     assert html.count('<td class="num majority">50.0</td>') == 4  # every setting beside the majority class
     for arm in ("MeZO", "MeZO + head", "BP (checkpointed)", "BP (checkpointed) + head"):
@@ -393,7 +383,7 @@ def test_records_without_predictions_say_so_and_broken_files_are_named(tmp_path,
     records = accuracy_run(arms={("mezo", "full"): {2e-5: (76.0, 75.2)}})
     run_dir = write_run(tmp_path / "broken", records)
     lost = records[0]
-    (run_dir / lost.metrics["predictions"]["file"]).unlink()
+    (run_dir / lost.metrics.predictions.file).unlink()
     assert main(["report", str(run_dir)]) == 0
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith(
@@ -401,7 +391,7 @@ def test_records_without_predictions_say_so_and_broken_files_are_named(tmp_path,
     )
     html = _text(run_dir / "report.html")
     assert 'id="predictions"' in html and "1 predictions file is missing, altered" in html
-    assert f"({lost.cell_id}): {run_dir / lost.metrics['predictions']['file']}: cannot read" in html
+    assert f"({lost.cell_id}): {run_dir / lost.metrics.predictions.file}: cannot read" in html
     assert "2 vs 2 seeds" in html  # the two seeds whose files are intact are paired
 
 

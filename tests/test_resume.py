@@ -205,20 +205,21 @@ def test_a_sigkilled_harness_resumes_its_cell_from_the_last_checkpoint(tmp_path,
 
     edgebench("run", str(spec), "--out", str(out), "--no-report", check=True)
     record, clean = only_record(out), only_record(reference)
-    segments = record["metrics"]["segments"]
+    segments = record["metrics"]["timing"]["segments"]
     assert [s["from_step"] for s in segments] == [0, saved_step]
     assert f"resumed from the checkpoint at step {saved_step}" in cell_log(out)
     assert record["steps"] == clean["steps"] == 24 and sum(s["steps"] for s in segments) >= 24
-    losses, clean_losses = record["metrics"]["losses"], clean["metrics"]["losses"]
+    losses, clean_losses = record["metrics"]["loss"]["values"], clean["metrics"]["loss"]["values"]
     if method == "mezo":
         assert losses == clean_losses  # the seed trick and the pending perturbation, restored exactly
     else:
         assert max(abs(a - b) for a, b in zip(losses, clean_losses, strict=True)) < 1e-4
-    curve = record["metrics"]["accuracy_curve"]
-    assert [p["step"] for p in curve] == [p["step"] for p in clean["metrics"]["accuracy_curve"]]
+    curve = record["metrics"]["accuracy"]["curve"]
+    assert [p["step"] for p in curve] == [p["step"] for p in clean["metrics"]["accuracy"]["curve"]]
     seconds = [p["seconds"] for p in curve]
-    assert seconds == sorted(seconds) and seconds[-1] == pytest.approx(record["metrics"]["train_seconds"], abs=0.01)
-    assert record["metrics"]["train_seconds"] == pytest.approx(sum(s["train_seconds"] for s in segments), abs=1e-3)
+    train_seconds = record["metrics"]["timing"]["train_seconds"]
+    assert seconds == sorted(seconds) and seconds[-1] == pytest.approx(train_seconds, abs=0.01)
+    assert train_seconds == pytest.approx(sum(s["train_seconds"] for s in segments), abs=1e-3)
     assert record["metrics"]["predictions"]["evaluations"] == len(curve)
     assert not (out / CHECKPOINTS_DIR / record["cell_id"]).exists()  # removed once the record is written
 
@@ -232,7 +233,7 @@ def test_a_corrupt_checkpoint_is_refused_and_the_cell_starts_over(tmp_path):
     path.write_bytes(bytes(data))
     edgebench("run", str(spec), "--out", str(out), "--no-report", check=True)
     record = only_record(out)
-    assert [s["from_step"] for s in record["metrics"]["segments"]] == [0]
+    assert [s["from_step"] for s in record["metrics"]["timing"]["segments"]] == [0]
     assert "checkpoint refused, starting at step 0" in cell_log(out) and "sha256" in cell_log(out)
     assert record["status"] == "ok" and record["steps"] == 24
 
@@ -262,7 +263,7 @@ matrix: {model: opt-125m, task: synthetic, method: mezo, batch: 1, seq_len: 16, 
     complete = saved_loop(state)["step"]
     edgebench("run", str(spec), "--out", str(out), "--no-report", check=True)
     record = only_record(out)
-    assert [s["from_step"] for s in record["metrics"]["segments"]] == [0, complete]
+    assert [s["from_step"] for s in record["metrics"]["timing"]["segments"]] == [0, complete]
     assert record["status"] == "ok" and record["steps"] == 8
     assert not list((out / CHECKPOINTS_DIR).rglob(f"*{checkpoint.TEMP_SUFFIX}"))
 
@@ -271,7 +272,7 @@ matrix: {model: opt-125m, task: synthetic, method: mezo, batch: 1, seq_len: 16, 
 def test_fresh_drops_the_checkpoints_of_an_interrupted_run(tmp_path):
     spec, out = interrupted(tmp_path, "fresh")
     edgebench("run", str(spec), "--out", str(out), "--no-report", "--fresh", check=True)
-    assert [s["from_step"] for s in only_record(out)["metrics"]["segments"]] == [0]
+    assert [s["from_step"] for s in only_record(out)["metrics"]["timing"]["segments"]] == [0]
 
 
 @pytest.mark.parametrize(

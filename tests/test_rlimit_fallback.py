@@ -15,7 +15,7 @@ from harness.record.records import cap_by_kernel
 from harness.record.store import load_records
 from harness.run.executors import local
 from reports.html import write_report
-from tests.helpers import write_spec
+from tests.helpers import observed, write_spec
 
 #: Its cell runs as the cell user, through the search ACLs test_cell_reach snapshots: not beside that test.
 pytestmark = pytest.mark.alone
@@ -27,11 +27,12 @@ timeout_s: 120
 clock: host
 matrix: {model: opt-1m, method: mezo, max_steps: 2, batch: 2, seq_len: 16}
 """
-#: The stand-in cell leaves a child behind in its process group and reports its pid.
+#: The stand-in cell leaves a child behind in its process group and observes its pid.
 LEAVE_A_CHILD = """
-import json, subprocess
+import json, subprocess, sys
 child = subprocess.Popen(["sleep", "300"])
-print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": {"child": child.pid}}))
+print("observed: " + json.dumps(child.pid), file=sys.stderr, flush=True)
+print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": {}}))
 """
 
 
@@ -51,7 +52,7 @@ def test_the_rlimit_fallback_kills_what_a_cell_left_in_its_group_and_says_it_is_
     code = cli.main(["run", str(write_spec(tmp_path, ONE_CELL)), "--out", str(out), "--no-report", "--enforcement", "rlimit"])
     assert code == 0, capsys.readouterr().err
     (record,) = load_records(out)
-    child = record.metrics["child"]
+    child = observed(out, record)
     try:
         assert not alive(child), "the cell's child outlived it under the rlimit fallback"
     finally:

@@ -28,7 +28,7 @@ def test_over_cap_cell_is_oom_and_the_run_carries_on(tmp_path):
     assert large.steps == 1 and large.validity.valid, large.validity
     assert large.peak_memory_source == "rss"
     assert 500e6 < large.peak_memory_bytes < large.device.memory_bytes
-    assert large.predicted_peak_bytes and large.metrics["param_count"] > 100e6
+    assert large.predicted_peak_bytes and large.metrics.param_count > 100e6
     run_info = json.loads((out / "run.json").read_text())
     assert run_info["enforcement"] == backend and run_info["versions"]["torch"]
     measured = {entry["threads"]: entry for entry in run_info["memory_model"]}  # the memory model's host terms

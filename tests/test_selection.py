@@ -13,7 +13,7 @@ import pytest
 
 from reports.selection import RECIPE_AXES, choose_recipes, format_value, group_key, seedless_key
 from reports.spread import mean_band, spread
-from tests.records_factory import make_record
+from tests.records_factory import make_record, merged
 from tests.test_reports_fixtures import accuracy_record, accuracy_run
 
 
@@ -25,14 +25,14 @@ def _chosen(records) -> dict[tuple[str, str], float | None]:
     }
 
 
-def _with_metrics(record, **metrics):
-    return record.model_copy(update={"metrics": record.metrics | metrics})
+def _with_accuracy(record, **accuracy):
+    return record.model_copy(update={"metrics": merged(record.metrics, accuracy=accuracy)})
 
 
 def _with_test(record, value: float):
     """The record with its test figures (final and the whole curve) replaced; validation untouched."""
-    curve = [point | {"accuracy": value} for point in record.metrics["accuracy_curve"]]
-    return _with_metrics(record, final_accuracy=value, initial_accuracy=value, accuracy_curve=curve)
+    curve = [point.model_copy(update={"accuracy": value}) for point in record.metrics.accuracy.curve]
+    return _with_accuracy(record, final=value, initial=value, curve=curve)
 
 
 def test_the_best_mean_validation_recipe_is_chosen_even_where_test_prefers_another():
@@ -63,7 +63,7 @@ def test_head_tuning_is_its_own_setting_for_every_method():
 def test_permuting_or_randomising_test_accuracy_never_changes_the_choice():
     records = accuracy_run()
     expected = _chosen(records)
-    tests = [r.metrics["final_accuracy"] for r in records]
+    tests = [r.metrics.accuracy.final for r in records]
     rng = random.Random(7)
     for _ in range(5):
         rng.shuffle(tests)
@@ -71,7 +71,7 @@ def test_permuting_or_randomising_test_accuracy_never_changes_the_choice():
         assert _chosen([_with_test(r, rng.uniform(0, 100)) for r in records]) == expected
     # Records without any test figure at all choose the same.
     bare = [
-        _with_metrics(r, final_accuracy=None, accuracy_curve=[{"seconds": 0, "step": 0, "val_accuracy": 50}])
+        _with_accuracy(r, final=None, initial=None, curve=[{"seconds": 0, "step": 0, "val_accuracy": 50}])
         for r in records
     ]
     assert _chosen(bare) == expected
@@ -80,7 +80,7 @@ def test_permuting_or_randomising_test_accuracy_never_changes_the_choice():
 def test_moving_validation_moves_the_choice():
     records = accuracy_run()
     lifted = [
-        _with_metrics(r, final_val_accuracy=r.metrics["final_val_accuracy"] + 5)
+        _with_accuracy(r, final_val=r.metrics.accuracy.final_val + 5)
         if (r.params.method, r.params.tuning, r.params.lr) == ("mezo", "full", 1e-5)
         else r
         for r in records

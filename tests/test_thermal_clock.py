@@ -49,12 +49,12 @@ def test_a_bare_pi_slows_to_its_sustained_speed_and_a_fanned_one_does_not(tmp_pa
     records = {r.device.name: r for r in run_spec(tmp_path, text)}
     bare, fan = records["pi4-bare"], records["pi4-fan"]
     for record in (bare, fan):
-        assert record.status == "ok" and record.metrics["train_seconds"] >= HOURS * 3600
+        assert record.status == "ok" and record.metrics.timing.train_seconds >= HOURS * 3600
         assert len(record.throughput) >= 16
     curve = bare.device.thermal_curve
     burst = bare.device.gflops
     # the throughput the clock ran at, point by point, is the profile's curve from the first step
-    heated = bare.metrics["device_clock"]["heated_from_s"]
+    heated = bare.metrics.device_clock.heated_from_s
     for point in bare.throughput:
         assert point.gflops == pytest.approx(burst * curve.share_at(point.device_seconds - heated), rel=1e-3)
     assert bare.throughput[0].gflops > 0.97 * burst and bare.throughput[-1].gflops < 0.68 * burst
@@ -218,7 +218,7 @@ def test_a_throttled_board_without_cooling_slows_along_its_curve_through_the_ker
         assert record.status == "ok" and record.clock.kind == "device-throttled", record.error
         assert len(record.throughput) >= 32
     assert hot.clock.governed and not fanned.clock.governed
-    heated = hot.metrics["device_clock"]["heated_from_s"]
+    heated = hot.metrics.device_clock.heated_from_s
     curve = hot.clock.thermal
     speed = lambda window: rate(window, lambda p: p.work_seconds)  # noqa: E731
     early = [p for p in hot.throughput if p.device_seconds - heated <= 2.0]

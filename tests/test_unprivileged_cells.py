@@ -19,14 +19,14 @@ from harness.cli import main as cli
 from harness.record.store import load_records
 from harness.run import cell_uids
 from harness.run.executors import cell_dirs, cell_user, local
-from tests.helpers import edgebench, require_kernel_caps, write_rows, write_spec
+from tests.helpers import edgebench, observed, require_kernel_caps, write_rows, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_cgroups")]
 
-#: The stand-in cell: who it runs as, and its attempts to raise its own memory cap to 1 TiB (on v1 the memory+swap
+#: The stand-in cell observes who it runs as, and its attempts to raise its own memory cap to 1 TiB (on v1 the memory+swap
 #: limit first, which the memory limit may not exceed) and to leave its cgroup.
 ESCAPE = """
-import ctypes, json, os
+import ctypes, json, os, sys
 cgroup = os.path.dirname(os.environ["EDGEBENCH_CGROUP_PROCS"].split(":")[0])  # v1: the memory controller's
 v2 = os.path.exists(os.path.join(cgroup, "memory.max"))
 limit = os.path.join(cgroup, "memory.max" if v2 else "memory.limit_in_bytes")
@@ -46,7 +46,7 @@ def attempt(paths, text):
 pdeathsig = ctypes.c_int()
 ctypes.CDLL(None).prctl(2, ctypes.byref(pdeathsig), 0, 0, 0)  # PR_GET_PDEATHSIG
 status = dict(line.split(":", 1) for line in open("/proc/self/status"))
-metrics = {
+seen = {
     "uids": os.getresuid(),
     "gids": os.getresgid(),
     "groups": os.getgroups(),
@@ -58,7 +58,8 @@ metrics = {
     "home": os.environ["HOME"],
     "home_writable": os.access(os.environ["HOME"], os.W_OK),
 }
-print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": metrics}))
+print("observed: " + json.dumps(seen), file=sys.stderr, flush=True)
+print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": {}}))
 """
 ONE_CELL = """
 name: unprivileged
@@ -80,13 +81,13 @@ def as_root(monkeypatch):
 
 
 def run_stand_in(tmp_path: Path, monkeypatch, *options: str):
-    """`edgebench run` in this process over one cell running ESCAPE; its record."""
+    """`edgebench run` in this process over one cell running ESCAPE; its record and what it observed."""
     monkeypatch.setattr(local, "runner_argv", lambda cell: [sys.executable, "-c", ESCAPE])
     out = tmp_path / "run"
     assert cli.main(["run", str(write_spec(tmp_path, ONE_CELL)), "--out", str(out), "--no-report", *options]) == 0
     (record,) = load_records(out)
     assert record.status == "ok", record.error
-    return record
+    return record, observed(out, record)
 
 
 def homes_of_this_harness() -> list[Path]:
@@ -101,8 +102,7 @@ def dead_pid() -> int:
 
 
 def test_a_cell_runs_as_a_private_uid_and_cannot_lift_its_cap_or_leave_its_cgroup(tmp_path, monkeypatch, as_root):
-    record = run_stand_in(tmp_path, monkeypatch)
-    m = record.metrics
+    record, m = run_stand_in(tmp_path, monkeypatch)
     uid = m["uids"][0]
     assert cell_uids.FIRST_UID <= uid <= cell_uids.LAST_UID and m["uids"] == [uid] * 3
     assert m["gids"] == [uid] * 3 and m["groups"] == [cell_uids.CELL_GID]
@@ -117,8 +117,7 @@ def test_a_cell_runs_as_a_private_uid_and_cannot_lift_its_cap_or_leave_its_cgrou
 
 @pytest.mark.parametrize("user", ["daemon", "root"])
 def test_cell_user_names_the_account_and_root_keeps_cells_root(tmp_path, monkeypatch, as_root, user):
-    record = run_stand_in(tmp_path, monkeypatch, "--cell-user", user)
-    m = record.metrics
+    record, m = run_stand_in(tmp_path, monkeypatch, "--cell-user", user)
     assert m["uids"] == [pwd.getpwnam(user).pw_uid] * 3
     if user == "root":  # the stand-in's attempts are real escapes, which only root's cells make
         assert (m["raise_cap"], m["leave_cgroup"], m["cap_after"]) == ("written", "written", 1 << 40)

@@ -30,7 +30,7 @@ from reports.html import write_report
 from reports.rundata import load_run
 from reports.summary import device_headlines
 from tests.helpers import require_kernel_caps
-from tests.records_factory import make_record
+from tests.records_factory import make_record, merged
 from tests.test_reports_fixtures import accuracy_record, accuracy_run, scaled_clock, sweep, write_run
 
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
@@ -53,12 +53,12 @@ def overlapped(record: CellRecord, demand: float, **facts) -> CellRecord:
 def untrained_time_budget() -> CellRecord:
     record = make_record(max_steps=None, max_seconds=600.0)
     # 98% of the budget: the verdict before this one let 95% pass
-    return judged(record, metrics=record.metrics | {"train_seconds": 590.0})
+    return judged(record, metrics=merged(record.metrics, timing={"train_seconds": 590.0}))
 
 
 def with_metrics(**metrics) -> CellRecord:
     record = make_record()
-    return judged(record, metrics=record.metrics | metrics)
+    return judged(record, metrics=merged(record.metrics, **metrics))
 
 
 NEGATIVES = {
@@ -104,12 +104,12 @@ def test_each_check_alone_makes_a_record_invalid_and_is_named(case):
         make_record("oom"),  # the cap stopped it: what an OOM measures
         judged(
             make_record(max_steps=None, max_seconds=600.0),
-            metrics={**make_record().metrics, "train_seconds": 600.0},
+            metrics=merged(make_record().metrics, timing={"train_seconds": 600.0}),
         ),
         judged(make_record(), clock=scaled_clock()),
         with_metrics(dataset={"name": "synthetic", "seed": 0, "synthetic": True}),
         make_record(model="minilm-l6"),
-        judged(make_record(model="org/model"), metrics={**make_record().metrics, "model_sha256": "ab" * 32}),
+        judged(make_record(model="org/model"), metrics=merged(make_record().metrics, model_sha256="ab" * 32)),
         overlapped(make_record(), demand=2.0),
         overlapped(make_record(), demand=2.0, enforcement="container", executor="docker"),  # a container each
         judged(make_record(), enforcement="cgroup-v2"),
@@ -168,7 +168,7 @@ class Finished(Executor):
         self.swap_excluded = swap_excluded
 
     def execute(self, cell, progress):
-        metrics = make_record().metrics
+        metrics = make_record().metrics.model_dump()
         result = {"status": "ok", "steps": cell.params.max_steps, "metrics": metrics}
         return ChildOutcome(now_iso(), 0.3, 0, False, False, result, swap_excluded=self.swap_excluded)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,6 +15,16 @@ from devices.caps.cuda import apply_gpu_fraction, cuda_peak_bytes
 from devices.child_env import ENV_THREADS
 from devices.speed import CellClock
 from workloads.methods import Method, make_method
+from workloads.metrics import (
+    Accuracy,
+    CellMemory,
+    CellMetrics,
+    Checkpoints,
+    DatasetFacts,
+    Loss,
+    Segment,
+    Timing,
+)
 from workloads.models import (
     SequenceClassifier,
     build_model,
@@ -30,7 +40,7 @@ from workloads.predictions import Predictions, SplitPredictions
 from workloads.registry import resolve
 from workloads.reporter import Reporter
 from workloads.resumable import StatePlan
-from workloads.resume import Checkpointer, Loop, Segment, say
+from workloads.resume import Checkpointer, Loop, say
 from workloads.sources import LABEL_WORDS, SYNTHETIC
 from workloads.tasks import EVAL_SPLITS, WORST_CASE_STEPS, Task, real_task, synthetic_task
 from workloads.throughput import ThroughputTrace, WorkMeter, clock_metrics, heat_start
@@ -46,7 +56,7 @@ MAX_LOSSES = 200
 @dataclass
 class CellOutcome:
     steps: int
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: CellMetrics = field(default_factory=CellMetrics)
     predictions: bytes | None = None  # workloads.predictions' encoding of every evaluation
 
 
@@ -106,8 +116,8 @@ def prepare(params: WorkloadParams, device: torch.device):
 def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
     device, threads = setup(params)
     model, task, built = prepare(params, device)
-    facts = {"param_count": param_count(model), "dataset": dataset_facts(params, task)}
-    reporter.progress(0, force=True, facts=facts)  # before any step: the record of a killed cell keeps them
+    facts = CellMetrics(param_count=param_count(model), dataset=dataset_facts(params, task))
+    reporter.progress(0, force=True, facts=facts.model_dump(exclude_unset=True))  # before any step: the record of a killed cell keeps them
     named = trainable_parameters(model)
     clock, loop = CellClock.from_env(), Loop(next_eval_s=params.eval_seconds)
     meter = clock.meter()
@@ -155,8 +165,9 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
         evaluate(loop.step)
     loop.segments[-1].device_seconds = clock_reading.elapsed()
     metrics = _metrics(params, model, named, task, built, threads, loop, saver)
-    metrics |= {"device_clock": clock_metrics(meter, throughput, heated_from)}
-    outcome = CellOutcome(steps=loop.step, metrics={**facts, **metrics})
+    metrics.param_count, metrics.dataset = facts.param_count, facts.dataset
+    metrics.device_clock = clock_metrics(meter, throughput, heated_from)
+    outcome = CellOutcome(steps=loop.step, metrics=metrics)
     if evaluates:
         outcome.predictions = loop.predictions.encode()
     return outcome
@@ -273,10 +284,10 @@ def param_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
-def dataset_facts(params: WorkloadParams, task: Task) -> dict[str, Any]:
+def dataset_facts(params: WorkloadParams, task: Task) -> DatasetFacts:
     """What identifies the examples: a real task's name, split sizes, split seed and content hash, or the seed
     the synthetic one is drawn from."""
-    return task.info or {"name": task.name, "seed": params.seed, "synthetic": True}
+    return DatasetFacts.model_validate(task.info or {"name": task.name, "seed": params.seed, "synthetic": True})
 
 
 def _within_budget(params: WorkloadParams, step: int, seconds: float) -> bool:
@@ -292,49 +303,57 @@ def _thin(values: list[float], keep: int = MAX_LOSSES) -> list[float]:
     return [round(values[int(i * stride)], 6) for i in range(keep)]
 
 
-def _metrics(params, model, named, task: Task, built, threads: int, loop: Loop, saver) -> dict[str, Any]:
+def _metrics(params, model, named, task: Task, built, threads: int, loop: Loop, saver) -> CellMetrics:
     trace = loop.trace
-    losses, step_times, curve = trace.losses, trace.step_times, trace.curve
+    losses, step_times = trace.losses, trace.step_times
     # The first step pays one-off costs (allocator growth, lazy init), and with dynamic padding the first
     # WORST_CASE_STEPS are padded to seq_len: the mean excludes them when there are others.
     skip = WORST_CASE_STEPS if params.padding == "longest" and task.train is not None else 1
     timed = step_times[skip:] if len(step_times) > skip else step_times[-1:]
-    metrics: dict[str, Any] = {
-        "versions": library_versions(),
-        "model_family": built.family,
-        "trainable_params": sum(p.numel() for _, p in named) if params.method != "inference" else 0,
-        "step_time_s": sum(timed) / len(timed) if timed else None,
-        "first_step_time_s": step_times[0] if step_times else None,
-        "train_seconds": round(trace.train_seconds, 4),
-        "host_train_seconds": round(trace.host_train_seconds, 4),
-        "eval_seconds": round(trace.eval_seconds, 4),
-        "checkpoint_seconds": round(trace.checkpoint_seconds, 4),
-        "segments": [asdict(segment) for segment in loop.segments],
-        "checkpoints_written": loop.checkpoints,
-        "checkpoint_bytes": saver.bytes_written if saver and saver.saves else None,
-        "checkpoint_error": saver.error if saver else None,
-        "tokens_per_step": trace.real_tokens / len(losses) if losses else None,
-        "padded_tokens_per_step": trace.padded_tokens / len(losses) if losses else None,
-        "loss_first": losses[0] if losses else None,
-        "loss_last": losses[-1] if losses else None,
-        "losses": _thin(losses),
-        "gradient_checkpointing": checkpointing_enabled(model),
-        "dtype": params.dtype,
-        "threads": threads,
-        "task_kind": task.kind,
-        "model_sha256": model_sha256(params.model),
-        "cuda_peak_bytes": cuda_peak_bytes(torch),
-    }
-    if curve:
-        metrics |= {
-            "accuracy_curve": curve,
-            "initial_accuracy": curve[0]["accuracy"],
-            "final_accuracy": curve[-1]["accuracy"],
-            "initial_val_accuracy": curve[0]["val_accuracy"],
-            "final_val_accuracy": curve[-1]["val_accuracy"],
-            "majority_accuracy": task.majority_accuracy(),
-        }
-    return metrics
+    return CellMetrics(
+        versions=library_versions(),
+        model_family=built.family,
+        trainable_params=sum(p.numel() for _, p in named) if params.method != "inference" else 0,
+        gradient_checkpointing=checkpointing_enabled(model),
+        dtype=params.dtype,
+        threads=threads,
+        task_kind=task.kind,
+        model_sha256=model_sha256(params.model),
+        memory=CellMemory(cuda_peak_bytes=cuda_peak_bytes(torch)),
+        timing=Timing(
+            step_time_s=sum(timed) / len(timed) if timed else None,
+            first_step_time_s=step_times[0] if step_times else None,
+            train_seconds=round(trace.train_seconds, 4),
+            host_train_seconds=round(trace.host_train_seconds, 4),
+            eval_seconds=round(trace.eval_seconds, 4),
+            checkpoint_seconds=round(trace.checkpoint_seconds, 4),
+            segments=loop.segments,
+        ),
+        loss=Loss(
+            first=losses[0] if losses else None,
+            last=losses[-1] if losses else None,
+            values=_thin(losses),
+            tokens_per_step=trace.real_tokens / len(losses) if losses else None,
+            padded_tokens_per_step=trace.padded_tokens / len(losses) if losses else None,
+        ),
+        checkpoints=Checkpoints(
+            written=loop.checkpoints,
+            bytes=saver.bytes_written if saver and saver.saves else None,
+            error=saver.error if saver else None,
+        ),
+        accuracy=_accuracy(trace.curve, task) if trace.curve else Accuracy(),
+    )
+
+
+def _accuracy(curve: list[dict[str, Any]], task: Task) -> Accuracy:
+    return Accuracy(
+        curve=curve,
+        initial=curve[0]["accuracy"],
+        final=curve[-1]["accuracy"],
+        initial_val=curve[0]["val_accuracy"],
+        final_val=curve[-1]["val_accuracy"],
+        majority=task.majority_accuracy(),
+    )
 
 
 def model_sha256(model: str) -> str | None:

@@ -22,6 +22,7 @@ import torch
 from devices.speed import CellClock
 from workloads import checkpoint
 from workloads.methods import Method
+from workloads.metrics import Segment
 from workloads.params import WorkloadParams
 from workloads.predictions import Predictions, decode
 from workloads.resumable import StatePlan
@@ -47,19 +48,6 @@ class Trace:
     def spent(self) -> float:
         """The cell-clock seconds of its work so far: training, evaluation and checkpointing."""
         return self.train_seconds + self.eval_seconds + self.checkpoint_seconds
-
-
-@dataclass
-class Segment:
-    """One process's share of a cell: the steps it ran and the cell-clock seconds it added."""
-
-    from_step: int
-    steps: int = 0
-    train_seconds: float = 0.0
-    eval_seconds: float = 0.0
-    checkpoint_seconds: float = 0.0
-    device_seconds: float = 0.0  # the process (scaled clock: from its start), up to its last checkpoint or its end
-    clock_ratio: float = 1.0
 
 
 @dataclass
@@ -156,7 +144,7 @@ def _loop_values(loop: Loop) -> dict[str, Any]:
         "trace": asdict(loop.trace),
         "next_eval_s": loop.next_eval_s,
         "next_fraction": loop.next_fraction,
-        "segments": [asdict(s) for s in loop.segments],
+        "segments": [s.model_dump() for s in loop.segments],
         "saved_at": loop.saved_at,
         "checkpoints": loop.checkpoints + 1,  # this one included
     }

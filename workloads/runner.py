@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
         outcome = run_cell(params, reporter)
         predictions = base64.b64encode(outcome.predictions).decode() if outcome.predictions else None
         reporter.send(
-            "result", status="ok", steps=outcome.steps, metrics=outcome.metrics, error=None, predictions=predictions
+            "result", status="ok", steps=outcome.steps, metrics=outcome.metrics.model_dump(exclude_unset=True), error=None, predictions=predictions
         )
         return 0
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a recorded outcome

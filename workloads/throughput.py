@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 import psutil
 
 from devices.roofline import PhaseMeter
 from devices.speed import CellClock
+from workloads.metrics import DeviceClock, PhaseTotals, ThroughputPoint
 
 MAX_POINTS = 128
 
@@ -91,22 +91,24 @@ class WorkMeter:
         return self.elapsed()
 
 
-def clock_metrics(meter: PhaseMeter, trace: ThroughputTrace, heated_from: float) -> dict[str, Any]:
+def clock_metrics(meter: PhaseMeter, trace: ThroughputTrace, heated_from: float) -> DeviceClock:
     """The cell's report of its clock: the roofline's correction to the FLOPs-only time (the executor adds it to
     the whole cell's device seconds), each phase's CPU seconds, FLOPs, bytes and device seconds both ways, and the
     throughput over time."""
-    return {
-        "roofline_extra_s": round(meter.extra, 6),
-        "heated_from_s": round(heated_from, 6),
-        "phases": {
-            name: {
-                "cpu_seconds": round(t.cpu_seconds, 6),
-                "flops": t.flops,
-                "traffic_bytes": t.traffic,
-                "flops_only_seconds": round(t.flops_only_seconds, 6),
-                "roofline_seconds": round(t.roofline_seconds, 6),
-            }
+    return DeviceClock(
+        roofline_extra_s=round(meter.extra, 6),
+        heated_from_s=round(heated_from, 6),
+        phases={
+            name: PhaseTotals(
+                cpu_seconds=round(t.cpu_seconds, 6),
+                flops=t.flops,
+                traffic_bytes=t.traffic,
+                flops_only_seconds=round(t.flops_only_seconds, 6),
+                roofline_seconds=round(t.roofline_seconds, 6),
+            )
             for name, t in meter.totals.items()
         },
-        "throughput": [{"step": k, "device_seconds": t, "work_seconds": w, "gflops": g} for k, t, w, g in trace.points],
-    }
+        throughput=[
+            ThroughputPoint(step=k, device_seconds=t, work_seconds=w, gflops=g) for k, t, w, g in trace.points
+        ],
+    )

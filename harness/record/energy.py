@@ -3,22 +3,12 @@ ran at over time, and its energy from the device's power figures (devices.board)
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.board import ENERGY_MODEL, joules
 from devices.profile import DeviceProfile
 from devices.speed import CellClock
-
-
-class ThroughputPoint(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    step: int = Field(description="steps taken by then")
-    device_seconds: float = Field(description="since the cell's process started, in its clock's seconds")
-    work_seconds: float = Field(description="the work done by then, in device seconds at burst speed")
-    gflops: float = Field(description="the throughput the clock ran the cell at then")
+from workloads.metrics import DeviceClock
 
 
 class Energy(BaseModel):
@@ -35,29 +25,8 @@ class Energy(BaseModel):
     source: str
 
 
-class ClockReport(BaseModel):
-    """What a cell reported of its device clock (workloads.throughput): the roofline's correction to the FLOPs-only
-    device seconds and the work done before its first step, when the board was still cool."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    roofline_extra_s: float = 0.0
-    heated_from_s: float = 0.0
-
-
-def clock_report(metrics: dict[str, Any]) -> ClockReport:
-    report = metrics.get("device_clock")
-    return ClockReport.model_validate(report) if isinstance(report, dict) else ClockReport()
-
-
-def throughput_points(metrics: dict[str, Any]) -> list[ThroughputPoint]:
-    report = metrics.get("device_clock")
-    points = report.get("throughput") if isinstance(report, dict) else None
-    return [ThroughputPoint.model_validate(p) for p in points] if isinstance(points, list) else []
-
-
 def cell_energy(
-    device: DeviceProfile, clock: CellClock, wall: float, cpu: float | None, report: ClockReport, earlier: float
+    device: DeviceProfile, clock: CellClock, wall: float, cpu: float | None, report: DeviceClock, earlier: float
 ) -> Energy | None:
     """Joules of a cell on a device clock whose device gives power figures; None on the host clock or without them.
     `earlier`: device seconds of a resumed cell's earlier processes, charged at full load."""

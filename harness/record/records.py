@@ -11,15 +11,19 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from devices.profile import DeviceProfile
 from devices.speed import CellClock
-from harness.record.energy import Energy, ThroughputPoint
+from harness.record.energy import Energy
+from workloads.metrics import CellMetrics, ThroughputPoint, grouped
 from workloads.params import WorkloadParams
 from workloads.registry import is_known_name
 
 #: 2: clock, device_seconds; wall_seconds became host_seconds. 3: swap_excluded, cpu_sharing and the checks of
 #: `judge` (an older record is judged as it loads, by the checks its facts allow; see Validity.unchecked).
 #: 4: dynamic padding (params.padding; older records padded every training batch to seq_len), resumed segments
-#: (metrics.segments) and per-example predictions (metrics.predictions).
-SCHEMA_VERSION = 4
+#: (metrics.segments) and per-example predictions (metrics.predictions). 5: typed metrics in groups
+#: (workloads.metrics; older records' flat metrics are grouped as they load).
+SCHEMA_VERSION = 5
+#: The schema since which a record holds every fact today's checks read: an older one is judged again as it loads.
+CHECKED_SINCE = 4
 Status = Literal["ok", "oom", "timeout", "error"]
 MemorySource = Literal["rss", "cgroup", "cuda"]
 
@@ -100,15 +104,19 @@ class CellRecord(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _upgrade(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("schema_version") == 1 and "wall_seconds" in data:
-            return _from_schema_1(data)
-        return data
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        if not isinstance(version, int) or version >= SCHEMA_VERSION:
+            return data  # today's, or not a record (its validation says why)
+        if data.get("schema_version") == 1 and "wall_seconds" in data:
+            data = _from_schema_1(data)
+        metrics = data.get("metrics")
+        return {**data, "metrics": grouped(metrics)} if isinstance(metrics, dict) else data
 
     @model_validator(mode="after")
     def _rejudge_older(self) -> CellRecord:
         """A record of an older schema holds the verdict of older checks: judge it by today's, as far as its facts
         go (see `judge`)."""
-        if self.schema_version < SCHEMA_VERSION:
+        if self.schema_version < CHECKED_SINCE:
             self.validity = judge(self)
         return self
 
@@ -136,14 +144,7 @@ class CellRecord(BaseModel):
         default_factory=list, description="the throughput the device clock ran the cell at over its device time"
     )
     steps: int = 0
-    metrics: dict[str, Any] = Field(
-        default_factory=dict,
-        description="the workload's own figures; among them `accuracy_curve` (one point per evaluation), "
-        "`predictions` (every evaluation's per-example predictions: {file: predictions/<cell id>.npz relative to "
-        "the run directory, sha256, evaluations, examples per split}, the arrays as workloads/predictions.py "
-        "says, evaluation k being accuracy_curve[k]) and `segments` (a resumed cell's processes: from_step, "
-        "steps and the seconds each added)",
-    )
+    metrics: CellMetrics = Field(default_factory=CellMetrics, description="the workload's own figures")
     enforcement: str
     swap_excluded: bool | None = Field(
         None,
@@ -213,13 +214,9 @@ def budget_or_cap_reached(record: CellRecord) -> bool:
     by neither and measured nothing."""
     if record.status != "ok":
         return record.status == "oom"
-    params, seconds = record.params, record.metrics.get("train_seconds")
+    params, seconds = record.params, record.metrics.timing.train_seconds
     steps_done = params.max_steps is not None and record.steps >= params.max_steps
-    time_done = (
-        params.max_seconds is not None
-        and isinstance(seconds, (int, float))
-        and seconds >= params.max_seconds - SECONDS_ROUNDING
-    )
+    time_done = params.max_seconds is not None and seconds is not None and seconds >= params.max_seconds - SECONDS_ROUNDING
     return steps_done or time_done
 
 
@@ -240,8 +237,8 @@ def versions_recorded(record: CellRecord) -> bool:
     and the presence checks beside it catch a record that lost them (hand-edited, or from another writer)."""
     if record.status != "ok":
         return True
-    versions = record.metrics.get("versions")
-    return isinstance(versions, dict) and versions.get("torch") not in (None, "missing")
+    versions = record.metrics.versions or {}
+    return versions.get("torch") not in (None, "missing")
 
 
 def data_hashed(record: CellRecord) -> bool:
@@ -249,10 +246,8 @@ def data_hashed(record: CellRecord) -> bool:
     one by the seed it is generated from."""
     if record.status != "ok":
         return True
-    dataset = record.metrics.get("dataset")
-    if not isinstance(dataset, dict):
-        return False
-    return bool(dataset.get("content_sha256")) or (dataset.get("synthetic") is True and "seed" in dataset)
+    dataset = record.metrics.dataset
+    return dataset is not None and dataset.identified
 
 
 def model_pinned(record: CellRecord) -> bool | None:
@@ -261,9 +256,9 @@ def model_pinned(record: CellRecord) -> bool | None:
     cell records, for a hub id or a local directory, whose name may mean other weights in another run."""
     if is_known_name(record.params.model) or record.status != "ok":
         return True
-    if "model_sha256" not in record.metrics and record.schema_version < SCHEMA_VERSION:
+    if "model_sha256" not in record.metrics.model_fields_set and record.schema_version < CHECKED_SINCE:
         return None  # recorded before cells hashed their weights: unchecked, not failed
-    return bool(record.metrics.get("model_sha256"))
+    return bool(record.metrics.model_sha256)
 
 
 def isolated(record: CellRecord) -> bool | None:
@@ -300,7 +295,7 @@ def judge(record: CellRecord) -> Validity:
     """Every check must hold. A fact today's schema records but this record lacks fails its check: the harness
     should have recorded it. A record of an older schema never could: a check it has no fact for is left out of
     its verdict, which names it as unchecked (CellRecord re-judges such records as they load)."""
-    current = record.schema_version >= SCHEMA_VERSION
+    current = record.schema_version >= CHECKED_SINCE
     answers = {name: check(record) for name, check in CHECKS.items()}
     checks = {name: bool(held) for name, held in answers.items() if held is not None or current}
     return Validity(valid=all(checks.values()), checks=checks)

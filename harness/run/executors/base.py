@@ -13,12 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
+from pydantic import ValidationError
+
 from devices.cache import allocator_environment
 from harness.record.cells import Cell
-from harness.record.energy import cell_energy, clock_report, throughput_points
+from harness.record.energy import cell_energy
 from harness.record.records import CellRecord, MemoryFigures, Status, judged, now_iso
 from harness.record.store import write_bytes_atomic
 from workloads.memory_model import head_size, is_lm
+from workloads.metrics import CellMetrics
 from workloads.params import WorkloadParams
 from workloads.predictions import PredictionsError, decode, ref_for
 from workloads.registry import model_shape
@@ -139,7 +142,9 @@ class Executor(ABC):
         the host, and judges it again). `facts`: what the cell reported before its first step."""
         result = out.result or {}
         status, error = outcome_status(cell, out, self.timeout_s)
-        metrics = cell_metrics(cell.params, facts, result.get("metrics") or {})
+        metrics, refused = cell_metrics(cell.params, facts, result.get("metrics") or {})
+        if refused and status == "ok":
+            status, error = "error", refused
         memory = memory_figures(out.memory, metrics)
         peak, source = primary_peak(memory)
         steps = int(result.get("steps") or 0)
@@ -158,9 +163,9 @@ class Executor(ABC):
             cpu_seconds=_rounded(out.cpu_seconds),
             device_seconds=_rounded(device_seconds(cell, out, metrics)),
             energy=cell_energy(
-                cell.device, cell.clock, out.wall_seconds, out.cpu_seconds, clock_report(metrics), earlier(metrics)
+                cell.device, cell.clock, out.wall_seconds, out.cpu_seconds, metrics.device_clock, metrics.timing.earlier_device_seconds
             ),
-            throughput=throughput_points(metrics),
+            throughput=metrics.device_clock.throughput,
             steps=steps,
             metrics=metrics,
             enforcement=self.enforcement,
@@ -204,29 +209,42 @@ def keep_predictions(run_dir: Path, cell_id: str, result: dict[str, Any] | None)
     return {"predictions": ref.model_dump()}
 
 
-def device_seconds(cell: Cell, out: ChildOutcome, metrics: dict[str, Any]) -> float | None:
+def device_seconds(cell: Cell, out: ChildOutcome, metrics: CellMetrics) -> float | None:
     """The cell's time in its clock's seconds: this process's, and that of the earlier segments of a resumed
     cell up to their last checkpoints (their work after it was redone here)."""
-    report = clock_report(metrics)
+    report = metrics.device_clock
     own = cell.clock.device_seconds(out.wall_seconds, out.cpu_seconds, report.roofline_extra_s, report.heated_from_s)
-    return None if own is None else own + earlier(metrics)
+    return None if own is None else own + metrics.timing.earlier_device_seconds
 
 
-def earlier(metrics: dict[str, Any]) -> float:
-    """Device seconds of a resumed cell's earlier processes, up to their last checkpoints."""
-    segments = metrics.get("segments")
-    if not isinstance(segments, list) or len(segments) < 2:
-        return 0.0
-    return sum(float(s.get("device_seconds") or 0.0) for s in segments[:-1] if isinstance(s, dict))
-
-
-def cell_metrics(params: WorkloadParams, facts: dict[str, Any], reported: dict[str, Any]) -> dict[str, Any]:
+def cell_metrics(
+    params: WorkloadParams, facts: dict[str, Any], reported: dict[str, Any]
+) -> tuple[CellMetrics, str | None]:
     """The runner's metrics over the facts the cell reported before its first step (its dataset, its parameter
-    count), which a killed cell's record keeps; one that died before them still says its parameter count."""
-    metrics = {**facts, **reported}
-    if "param_count" not in metrics and (count := registry_param_count(params)) is not None:
-        metrics["param_count"] = count
-    return metrics
+    count), which a killed cell's record keeps; one that died before them still says its parameter count. Metrics
+    that are not workloads.metrics' are refused, with one line saying why (the record keeps the facts alone)."""
+    refused = None
+    try:
+        metrics = CellMetrics.model_validate({**facts, **reported})
+    except ValidationError as exc:
+        refused = f"the cell's metrics are not workloads.metrics': {one_line(exc)}"
+        metrics = _facts_only(facts)
+    if metrics.param_count is None:
+        metrics.param_count = registry_param_count(params)
+    return metrics, refused
+
+
+def _facts_only(facts: dict[str, Any]) -> CellMetrics:
+    try:
+        return CellMetrics.model_validate(facts)
+    except ValidationError:
+        return CellMetrics()
+
+
+def one_line(exc: ValidationError) -> str:
+    """The first error of `exc`: where, and what was wrong (never the value, which may be long or hostile)."""
+    error = exc.errors()[0]
+    return f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"[:300]
 
 
 def registry_param_count(params: WorkloadParams) -> int | None:
@@ -238,10 +256,11 @@ def registry_param_count(params: WorkloadParams) -> int | None:
     return shape.params + (0 if is_lm(shape, params) else head_size(shape, num_labels=2))
 
 
-def memory_figures(observed: MemoryFigures, metrics: dict[str, Any]) -> MemoryFigures:
+def memory_figures(observed: MemoryFigures, metrics: CellMetrics) -> MemoryFigures:
     """The executor's figures, with the CUDA peak the workload measured when the executor could not."""
-    if observed.cuda_peak_bytes is None and metrics.get("cuda_peak_bytes") is not None:
-        return observed.model_copy(update={"cuda_peak_bytes": metrics["cuda_peak_bytes"]})
+    reported = metrics.memory.cuda_peak_bytes
+    if observed.cuda_peak_bytes is None and reported is not None:
+        return observed.model_copy(update={"cuda_peak_bytes": reported})
     return observed
 
 
