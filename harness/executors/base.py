@@ -15,7 +15,7 @@ from typing import Any, BinaryIO, ClassVar
 
 from harness.cells import Cell
 from harness.energy import cell_energy, clock_report, throughput_points
-from harness.records import CellRecord, MemoryFigures, Status, judged, now_iso
+from harness.records import CellRecord, MemoryFigures, Status, now_iso
 from harness.store import write_bytes_atomic
 from workloads.memory_model import head_size, is_lm
 from workloads.params import WorkloadParams
@@ -126,15 +126,16 @@ class Executor(ABC):
         """Release what the executor holds (engine clients, clusters)."""
 
     def to_record(self, cell: Cell, out: ChildOutcome, facts: dict[str, Any]) -> CellRecord:
-        """The record of what the child did, judged on what is known now (the scheduler adds how the cell shared
-        the host, and judges it again). `facts`: what the cell reported before its first step."""
+        """The record of what the child did, not judged yet: the verdict needs how the cell shared the host, which
+        only the scheduler knows (harness.scheduler judges it). `facts`: what the cell reported before its first
+        step."""
         result = out.result or {}
         status, error = outcome_status(cell, out, self.timeout_s)
         metrics = cell_metrics(cell.params, facts, result.get("metrics") or {})
         memory = memory_figures(out.memory, metrics)
         peak, source = primary_peak(memory)
         steps = int(result.get("steps") or 0)
-        record = CellRecord(
+        return CellRecord(
             cell_id=cell.id,
             device=cell.device,
             params=cell.params,
@@ -162,7 +163,6 @@ class Executor(ABC):
             started_at=out.started_at,
             finished_at=now_iso(),
         )
-        return judged(record)
 
 
 def outcome_status(cell: Cell, out: ChildOutcome, timeout_s: float) -> tuple[Status, str | None]:
