@@ -17,6 +17,7 @@ from harness.errors import UserError
 from harness.records import CellRecord
 from harness.store import RUN_INFO, check_info_shape, load_records, read_run_info
 from reports.paired import Scored
+from workloads.memory_model import param_count
 from workloads.predictions import Predictions, PredictionsError, PredictionsRef, load
 from workloads.registry import model_shape
 
@@ -258,7 +259,7 @@ class RunData:
         if record.params.model in self._param_counts:
             return self._param_counts[record.params.model]
         shape = model_shape(record.params.model)  # a size no cell survived: count it from the config
-        return shape.params if shape else None
+        return param_count(shape, record.params) if shape else None
 
     @cached_property
     def predictions(self) -> RunPredictions:

@@ -22,7 +22,7 @@ from harness.errors import UserError
 from harness.spec import host_capacity_problem, host_memory_bytes
 from workloads.checks import check_params
 from workloads.flops import step_flops, step_seconds
-from workloads.memory_model import fit_ratio, largest_fitting, predict_breakdown
+from workloads.memory_model import fit_ratio, largest_fitting, param_count, predict_breakdown
 from workloads.params import Method, Optimizer, WorkloadParams
 from workloads.registry import model_shape
 from workloads.validated import ValidatedRange, validated_range
@@ -103,7 +103,7 @@ def estimate(args: argparse.Namespace) -> dict:
         "host_memory_bytes": host,
         "host_problem": host_capacity_problem(device, host),
         "model": params.model,
-        "param_count": shape.params,
+        "param_count": param_count(shape, params),
         "method": params.method,
         "batch": params.batch,
         "seq_len": params.seq_len,

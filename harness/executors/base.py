@@ -17,7 +17,7 @@ from harness.cells import Cell
 from harness.energy import cell_energy, clock_report, throughput_points
 from harness.records import CellRecord, MemoryFigures, Status, now_iso
 from harness.store import write_bytes_atomic
-from workloads.memory_model import head_size, is_lm
+from workloads.memory_model import param_count
 from workloads.params import WorkloadParams
 from workloads.predictions import PredictionsError, decode, ref_for
 from workloads.registry import model_shape
@@ -215,18 +215,9 @@ def cell_metrics(params: WorkloadParams, facts: dict[str, Any], reported: dict[s
     """The runner's metrics over the facts the cell reported before its first step (its dataset, its parameter
     count), which a killed cell's record keeps; one that died before them still says its parameter count."""
     metrics = {**facts, **reported}
-    if "param_count" not in metrics and (count := registry_param_count(params)) is not None:
-        metrics["param_count"] = count
+    if "param_count" not in metrics and (shape := model_shape(params.model)) is not None:
+        metrics["param_count"] = param_count(shape, params)
     return metrics
-
-
-def registry_param_count(params: WorkloadParams) -> int | None:
-    """The model's parameters from its registry shape, with the two-label head a classifier gets on the synthetic
-    task and on the shipped tasks (the head the memory model plans with); None for an unknown shape."""
-    shape = model_shape(params.model)
-    if shape is None:
-        return None
-    return shape.params + (0 if is_lm(shape, params) else head_size(shape, num_labels=2))
 
 
 def memory_figures(observed: MemoryFigures, metrics: dict[str, Any]) -> MemoryFigures:
