@@ -30,7 +30,8 @@ import statistics
 
 import pytest
 
-from harness.runinfo import host_facts, library_versions
+from devices.environment import library_versions
+from harness.runinfo import host_facts
 from tests.helpers import run_spec
 from workloads.flops import step_flops
 from workloads.memory_model import predict_peak_bytes

@@ -13,6 +13,7 @@ import torch
 
 from devices.caps.base import ENV_THREADS
 from devices.caps.cuda import apply_gpu_fraction, cuda_peak_bytes
+from devices.environment import library_versions
 from devices.speed import CellClock
 from workloads.methods import make_method
 from workloads.models import (
@@ -34,7 +35,6 @@ from workloads.runner import Reporter
 from workloads.sources import LABEL_WORDS, SYNTHETIC
 from workloads.tasks import EVAL_SPLITS, WORST_CASE_STEPS, Task, real_task, synthetic_task
 from workloads.throughput import ThroughputTrace, WorkMeter, clock_metrics, heat_start
-from workloads.versions import library_versions
 
 #: Losses kept in the record: every step up to this many, then evenly thinned.
 MAX_LOSSES = 200

@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from devices.cache import measured_once
+from devices.environment import CELL_LIBRARIES
 from workloads.baseline import default_threads, runtime_baseline_bytes
 from workloads.calibration import REFERENCES
 from workloads.params import ZO_CHUNK, ZO_MAX_WORKERS, WorkloadParams, noise_table_size
 from workloads.registry import ModelShape, ladder_names, ladder_of, model_shape, resolve
 from workloads.sources import ROTTEN_TOMATOES, SYNTHETIC, split_sizes
-from workloads.versions import LIBRARIES
 
 BYTES = {"fp32": 4, "bf16": 2}
 OPTIMIZER_STATE = {"sgd": 0, "sgd-momentum": 1, "adamw": 2}  # states per trainable weight, in its dtype
@@ -373,7 +373,7 @@ def reference_peak_bytes(term: str, index: int, threads: int) -> int | None:
     return measured_once(
         f"allocator-{term}-{index}-{threads}t",
         ["workloads.calibration", term, str(index), str(threads)],
-        packages=LIBRARIES,
+        packages=CELL_LIBRARIES,
         valid=lambda value: isinstance(value, int) and value > 0,
         timeout_s=600,
     )

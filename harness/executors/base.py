@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
+from devices.environment import OFFLINE_ENV
 from harness.cells import Cell
 from harness.energy import cell_energy, clock_report, throughput_points
 from harness.records import CellRecord, MemoryFigures, Status, now_iso
@@ -25,8 +26,6 @@ from workloads.resumable import StatePlan, resumable
 
 ProgressFn = Callable[[Cell, dict[str, Any]], None]
 
-# No network at run time: cells load models and datasets from local files, whatever the operator's environment says.
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 #: The only variables of the harness's environment a cell inherits: locale, PATH and where caches are. Tokens
 #: (HF_TOKEN), cloud and CI secrets, proxies and PYTHON* stay with the harness.
 INHERITED_ENV = frozenset(

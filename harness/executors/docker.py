@@ -24,9 +24,10 @@ import docker
 import psutil
 
 from devices.caps.container import CONTAINER_USER, container_settings, engine_limits
+from devices.environment import OFFLINE_ENV
 from harness.cells import Cell
 from harness.errors import UserError
-from harness.executors.base import OFFLINE_ENV, CellOutput, ChildOutcome, Executor, ProgressFn, tail_of
+from harness.executors.base import CellOutput, ChildOutcome, Executor, ProgressFn, tail_of
 from harness.executors.in_container import STATE_MOUNT, job_json, outcome_from_event
 from harness.executors.local import CellUser, _last_line, own_state_dir
 from harness.records import now_iso
