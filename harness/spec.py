@@ -17,6 +17,7 @@ from devices.catalogue import USER_FILE, CatalogueError, load_catalogue, parse_p
 from devices.profile import DeviceProfile, format_bytes
 from devices.roofline import host_bandwidth
 from devices.speed import DEFAULT_CLOCK, CellClock, Clock, ClockError, HostSpeed, host_speed, plan_clock
+from devices.validation import validation_message
 from harness.cells import Cell, content_hash, device_identity, planned_cell
 from harness.errors import UserError
 from harness.limits import MAX_CELLS, check_matrix_size, one_line, read_yaml
@@ -201,13 +202,6 @@ def default_spec_path() -> Path:
     return Path(str(resources.files("harness").joinpath("specs", DEFAULT_SPEC)))
 
 
-def _field_error(exc: ValidationError, origin: str) -> UserError:
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or "spec"
-    message = err["msg"].removeprefix("Value error, ")
-    return UserError(f"{origin}: {field}: {message}")
-
-
 def shipped_specs() -> dict[str, Path]:
     """The matrices edgebench ships (harness/specs), by name: `edgebench run paper-fit`."""
     folder = Path(str(resources.files("harness").joinpath("specs")))
@@ -244,7 +238,7 @@ def _load_spec(spec_path: Path, max_cells: int) -> LoadedSpec:
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
-        raise _field_error(exc, str(spec_path)) from None
+        raise UserError(validation_message(exc, str(spec_path))) from None
     devices = _resolve_devices(spec, spec_path)
     check_matrix_size(spec.matrix, len(devices), spec_path, max_cells)
     host, clocks = plan_clocks(spec.clock, devices, spec_path)
@@ -326,7 +320,7 @@ def largest_fitting(model: Any, origin: Path) -> LargestFitting | None:
     try:
         fitting = LargestFitting.model_validate(model)
     except ValidationError as exc:
-        raise _field_error(exc, f"{origin}: matrix.model") from None
+        raise UserError(validation_message(exc, str(origin), "matrix.model")) from None
     if len(set(fitting.largest_fitting)) != len(fitting.largest_fitting):
         raise UserError(f"{origin}: matrix.model.largest_fitting: a model is listed twice; list each once")
     return fitting
@@ -405,16 +399,11 @@ def expand_matrix(matrix: dict[str, Any], origin: Path | str) -> list[WorkloadPa
     values = [v if isinstance(v, list) else [v] for v in matrix.values()]
     combos = []
     for combo in itertools.product(*values):
+        data = dict(zip(axes, combo, strict=True))
         try:
-            combos.append(WorkloadParams.model_validate(dict(zip(axes, combo, strict=True))))
+            combos.append(WorkloadParams.model_validate(data))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"])
-            field = f"matrix.{field}" if field else "matrix"
-            value = dict(zip(axes, combo, strict=True)).get(err["loc"][0]) if err["loc"] else None
-            shown = f" (value {value!r})" if value is not None else ""
-            message = err["msg"].removeprefix("Value error, ")
-            raise UserError(f"{origin}: {field}{shown}: {message}") from None
+            raise UserError(validation_message(exc, str(origin), "matrix", data)) from None
     for params in {p.model_dump_json(): p for p in combos}.values():
         try:
             check_params(params)

@@ -33,6 +33,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from scipy.stats import mannwhitneyu
 
+from devices.validation import validation_message
 from harness.errors import UserError
 from harness.records import CellRecord
 from harness.spec import Thresholds
@@ -81,7 +82,7 @@ def spec_thresholds(run: RunData) -> Thresholds:
     try:
         return Thresholds.model_validate((run.info.get("spec") or {}).get("thresholds") or {})
     except ValidationError as exc:
-        raise UserError(f"{run.run_dir / 'run.json'}: spec.thresholds: {exc.errors()[0]['msg']}") from None
+        raise UserError(validation_message(exc, str(run.run_dir / "run.json"), "spec.thresholds")) from None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from devices.profile import DeviceProfile
+from devices.validation import validation_message
 from harness.cells import Cell
 from harness.errors import UserError
 from harness.records import CellRecord
@@ -181,8 +182,8 @@ def _checked(run_dir: Path, record: CellRecord) -> Predictions:
     try:
         ref = PredictionsRef.model_validate(record.metrics["predictions"])
     except ValidationError as exc:
-        reason = exc.errors()[0]["msg"]
-        raise PredictionsError(f"metrics.predictions is no predictions reference ({reason})") from None
+        reason = validation_message(exc, under="metrics.predictions")
+        raise PredictionsError(f"no predictions reference: {reason}") from None
     predictions = load(run_dir, ref)
     if predictions.evaluations != ref.evaluations:
         raise PredictionsError(

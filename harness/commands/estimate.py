@@ -17,6 +17,7 @@ from rich.table import Table
 from devices.catalogue import CatalogueError, resolve_device
 from devices.profile import format_bytes
 from devices.speed import cell_threads
+from devices.validation import validation_message
 from harness.commands.devices import add_file_argument, note_unread, user_catalogue
 from harness.errors import UserError
 from harness.spec import host_capacity_problem, host_memory_bytes
@@ -64,9 +65,8 @@ def _params(args: argparse.Namespace) -> WorkloadParams:
         params = WorkloadParams.model_validate(fields)
         check_params(params)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        flag = {"seq_len": "seq"}.get(str(err["loc"][0]), str(err["loc"][0])) if err["loc"] else "arguments"
-        raise UserError(f"--{flag}: {err['msg'].removeprefix('Value error, ')}") from None
+        flags = {name: f"--{'seq' if name == 'seq_len' else name}" for name in fields}
+        raise UserError(validation_message(exc, names=flags)) from None
     except ValueError as exc:
         raise UserError(str(exc)) from None
     if model_shape(params.model) is None:
