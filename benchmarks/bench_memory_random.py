@@ -34,7 +34,8 @@ from collections.abc import Iterator
 import pytest
 
 from devices.cache import allocator_environment
-from harness.run.runinfo import host_facts, library_versions
+from devices.environment import library_versions
+from harness.run.runinfo import host_facts
 from tests.helpers import run_spec
 from workloads.flops import step_flops
 from workloads.host_memory import host_allocator, predict_peak_bytes

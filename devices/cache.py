@@ -20,26 +20,16 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from devices.environment import OFFLINE_ENV, library_versions
 from devices.pyexec import SAFE_CWD, module_argv
-
-# No network at run time: the measuring child loads nothing from a hub.
-OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
 def cache_dir() -> Path:
     root = os.environ.get("EDGEBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "edgebench")
     return Path(root)
-
-
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "missing"
 
 
 def allocator_environment() -> dict[str, str]:
@@ -51,11 +41,12 @@ def allocator_environment() -> dict[str, str]:
 
 def environment(packages: tuple[str, ...]) -> dict[str, str]:
     """What a cached measurement depends on: interpreter, the packages it uses, processor and allocator tuning."""
+    versions = library_versions(packages)
     return {
         "python": sys.executable,
-        "python_version": platform.python_version(),
+        "python_version": versions.pop("python"),
         "cpu": cpu_model(),
-        **{name: _version(name) for name in packages},
+        **versions,
         **allocator_environment(),
     }
 
@@ -122,7 +113,7 @@ def _measure(argv: list[str], timeout_s: float) -> Any:
             capture_output=True,
             text=True,
             check=True,
-            env={**os.environ, **OFFLINE},
+            env={**os.environ, **OFFLINE_ENV},
             timeout=timeout_s,
         )
         return json.loads(out.stdout.strip().splitlines()[-1])

@@ -9,6 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from devices.profile import DeviceProfile
+from devices.validation import validation_message
 
 #: The usual name of a user's device file; read only when a spec names it (`device_files: [devices.yaml]`).
 USER_FILE = "devices.yaml"
@@ -39,9 +40,7 @@ def parse_profile(entry: object, where: str, catalogue: dict[str, DeviceProfile]
     try:
         return DeviceProfile.model_validate(entry)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = "".join(f".{p}" for p in err["loc"])
-        raise CatalogueError(f"{where}{field}: {err['msg'].removeprefix('Value error, ')}") from None
+        raise CatalogueError(validation_message(exc, under=where)) from None
 
 
 def _like(entry: dict, where: str, catalogue: dict[str, DeviceProfile]) -> dict:

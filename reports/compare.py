@@ -16,6 +16,11 @@ baseline, over the same test examples (and seeds, each cell paired with itself),
 drop matters, the interval whether the drop is real: a 1.5-point drop on 200 examples is mostly noise, the same
 drop on 1,066 examples with every flipped example going one way is not. Cells without predictions in either
 run are judged as before.
+
+Only valid records are compared (harness.records.judge): a shared cell whose record is invalid in either run is a
+regression naming the checks it failed, its figures not compared, and invalid records join no group of seeds. An
+invalid current record measured something other than the device's figure; an invalid baseline leaves nothing to
+hold the cell to, so the gate cannot pass it either (re-record the baseline).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from scipy.stats import mannwhitneyu
 
+from devices.validation import validation_message
 from harness.record.errors import UserError
 from harness.record.records import CellRecord
 from harness.record.thresholds import Thresholds
@@ -37,6 +43,7 @@ from reports.rundata import RunData, RunPredictions, cell_label, load_run
 from reports.selection import describe, seedless_key, varying_axes
 from reports.spread import Spread, spread
 from reports.style import MIB
+from reports.validity import failed_checks
 
 MIN_SEEDS = 3
 ALPHA = 0.05
@@ -75,7 +82,7 @@ def spec_thresholds(run: RunData) -> Thresholds:
     try:
         return Thresholds.model_validate((run.info.get("spec") or {}).get("thresholds") or {})
     except ValidationError as exc:
-        raise UserError(f"{run.run_dir / 'run.json'}: spec.thresholds: {exc.errors()[0]['msg']}") from None
+        raise UserError(validation_message(exc, str(run.run_dir / "run.json"), "spec.thresholds")) from None
 
 
 @dataclass(frozen=True)
@@ -245,6 +252,9 @@ def compare_cell(
     if cur is None:
         change.regressions.append("no record in the current run")
         return change
+    if invalid := _invalid(base, cur):
+        change.regressions += invalid
+        return change
     if base.status == "ok" and cur.status != "ok":
         change.regressions.append(f"status ok -> {cur.status}" + (f" ({cur.error})" if cur.error else ""))
     elif base.status != "ok" and cur.status == "ok":
@@ -276,6 +286,16 @@ def compare_cell(
     else:
         change.regressions += crossed
     return change
+
+
+def _invalid(base: CellRecord, cur: CellRecord) -> list[str]:
+    """Why the two records cannot be compared: each invalid one, with the checks it failed."""
+    fixes = {"baseline": "re-record the baseline", "current": "fix what failed and re-run"}
+    return [
+        f"{run} record invalid ({', '.join(failed_checks(record))}): not compared; {fixes[run]}"
+        for run, record in (("baseline", base), ("current", cur))
+        if not record.validity.valid
+    ]
 
 
 @dataclass(frozen=True)
@@ -446,10 +466,10 @@ def _details(groups: dict[str, list[CellRecord]]) -> dict[str, str]:
 
 
 def _seed_groups(records: list[CellRecord]) -> dict[str, list[CellRecord]]:
-    """Finished records by the cell they repeat (everything but the seed)."""
+    """Finished valid records by the cell they repeat (everything but the seed)."""
     groups: dict[str, list[CellRecord]] = defaultdict(list)
     for record in records:
-        if record.status == "ok":
+        if record.status == "ok" and record.validity.valid:
             groups[seedless_key(record)].append(record)
     return groups
 

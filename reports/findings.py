@@ -18,6 +18,8 @@ from reports.pairs import Pairing, Unpaired, change_text, gap
 from reports.rundata import JOULES, RunData, curve
 from reports.style import arm_label, count_of, format_params
 from reports.validity import failed_checks
+from workloads.memory_model import param_count
+from workloads.params import WorkloadParams
 from workloads.registry import model_shape, truncation
 from workloads.sources import SYNTHETIC
 
@@ -40,9 +42,9 @@ class DeviceAnswer:
 
     def sentence(self) -> str:
         text = self._ranking() if self.ranked else "no valid accuracy measurement"
-        for (arm, model, status), count in arm_counts(self.unmeasured, _status).items():
+        for (arm, model, _, status), count in arm_counts(self.unmeasured, _status).items():
             text += f"; {arm} on {model}: {status} in {count_of(count, 'cell')}"
-        for (arm, model, checks), count in arm_counts(self.invalid, _failed).items():
+        for (arm, model, _, checks), count in arm_counts(self.invalid, _failed).items():
             text += f"; left out, invalid ({checks}): {arm} on {model} in {count_of(count, 'cell')}"
         return text + "."
 
@@ -50,14 +52,14 @@ class DeviceAnswer:
         best = self.best
         assert best.test is not None
         text = (
-            f"{best.arm} on {accuracy_model(best.model)} reaches {best.test.describe(unit=' %')} test "
+            f"{best.arm} on {accuracy_model(best.model, best.task)} reaches {best.test.describe(unit=' %')} test "
             f"accuracy after {best.budget}{_from_start(best)}"
         )
         for other, pairing in zip(self.ranked[1:], self.gaps, strict=True):
             assert other.test is not None
             gap = best.test.mean - other.test.mean
             text += (
-                f"; {other.arm} on {accuracy_model(other.model)} {other.test.describe(unit=' %')}"
+                f"; {other.arm} on {accuracy_model(other.model, other.task)} {other.test.describe(unit=' %')}"
                 f"{_from_start(other)}, {gap:.1f} points lower{_gap_text(pairing, best, other)}"
             )
         return text
@@ -85,12 +87,13 @@ def _failed(record: CellRecord) -> str:
 
 def arm_counts(
     records: list[CellRecord], why: Callable[[CellRecord], str]
-) -> dict[tuple[str, str, str], int]:
-    """(arm, model, why) -> cells: the seeds and recipes of one arm fail together (killed at the cap, or one check
+) -> dict[tuple[str, str, str, str], int]:
+    """(arm, model, task, why) -> cells: the seeds and recipes of one arm fail together (killed at the cap, or one check
     failed for all), say it once."""
-    counts: dict[tuple[str, str, str], int] = {}
+    counts: dict[tuple[str, str, str, str], int] = {}
     for record in records:
-        key = (arm_label(record.params.method, record.params.tuning), record.params.model, why(record))
+        params = record.params
+        key = (arm_label(params.method, params.tuning), params.model, params.task, why(record))
         counts[key] = counts.get(key, 0) + 1
     return counts
 
@@ -108,15 +111,16 @@ def _from_start(row: AccuracyRow) -> str:
     return f" (from {row.start.mean:.1f} % at step 0; {change})"
 
 
-def params_of(model: str) -> str:
-    shape = model_shape(model)
-    return format_params(shape.params) if shape else "size unknown"
+def params_of(model: str, task: str) -> str:
+    """The model's size as a cell on `task` builds it (workloads.memory_model.param_count)."""
+    count = _count(model, task)
+    return format_params(count) if count else "size unknown"
 
 
-def accuracy_model(model: str) -> str:
+def accuracy_model(model: str, task: str) -> str:
     """A model beside an accuracy: its size, and whether it is a truncated rung rather than a whole checkpoint."""
     cut = truncation(model)
-    return f"{model} ({params_of(model)}{'; ' + cut if cut else ''})"
+    return f"{model} ({params_of(model, task)}{'; ' + cut if cut else ''})"
 
 
 def device_answers(run: RunData, rows: list[AccuracyRow]) -> list[DeviceAnswer]:
@@ -213,9 +217,14 @@ class SizeRatio:
     predicted: float | None
 
 
-def _ratio(top: str | None, bottom: str | None) -> float | None:
-    top_shape, bottom_shape = (model_shape(m) if m else None for m in (top, bottom))
-    return top_shape.params / bottom_shape.params if top_shape and bottom_shape else None
+def _count(model: str | None, task: str) -> int | None:
+    shape = model_shape(model) if model else None
+    return param_count(shape, WorkloadParams(model=model, task=task)) if shape and model else None
+
+
+def _ratio(top: str | None, bottom: str | None, task: str) -> float | None:
+    top_count, bottom_count = _count(top, task), _count(bottom, task)
+    return top_count / bottom_count if top_count and bottom_count else None
 
 
 def size_ratios(fits: list[ArmFit]) -> list[SizeRatio]:
@@ -227,7 +236,10 @@ def size_ratios(fits: list[ArmFit]) -> list[SizeRatio]:
         if mezo and bp:
             ratios.append(
                 SizeRatio(
-                    device, task, _ratio(mezo.measured, bp.measured), _ratio(mezo.predicted, bp.predicted)
+                    device,
+                    task,
+                    _ratio(mezo.measured, bp.measured, task),
+                    _ratio(mezo.predicted, bp.predicted, task),
                 )
             )
     return ratios
@@ -236,7 +248,7 @@ def size_ratios(fits: list[ArmFit]) -> list[SizeRatio]:
 def _fit_cell(fit: ArmFit | None) -> str:
     if fit is None:
         return "-"
-    measured = f"{fit.measured} ({params_of(fit.measured)})" if fit.measured else "none"
+    measured = f"{fit.measured} ({params_of(fit.measured, fit.task)})" if fit.measured else "none"
     return measured if fit.predicted == fit.measured else f"{measured}; predicted {fit.predicted or 'none'}"
 
 
@@ -299,8 +311,8 @@ def passing_table(answers: list[DeviceAnswer]) -> str:
                 assert bp.test is not None
                 seconds = time_to_reach(mezo, bp.test.mean)
                 after = f"{seconds:.0f}" if seconds is not None else "not within the budget"
-                target = f"{bp.arm} on {accuracy_model(bp.model)}: {bp.test.mean:.1f} %"
-                lines.append(f"| {answer.device} | {mezo.arm} on {accuracy_model(mezo.model)} | {target} | {after} |")
+                target = f"{bp.arm} on {accuracy_model(bp.model, bp.task)}: {bp.test.mean:.1f} %"
+                lines.append(f"| {answer.device} | {mezo.arm} on {accuracy_model(mezo.model, mezo.task)} | {target} | {after} |")
     return "\n".join(lines)
 
 
@@ -361,9 +373,9 @@ def energy_table(answers: list[DeviceAnswer]) -> str:
     ]
     for r in found:
         assert r.target.test is not None
-        target = f"{r.target.arm} on {accuracy_model(r.target.model)}: {r.target.test.mean:.1f} %"
+        target = f"{r.target.arm} on {accuracy_model(r.target.model, r.target.task)}: {r.target.test.mean:.1f} %"
         lines.append(
-            f"| {r.device} | {r.arm.arm} on {accuracy_model(r.arm.model)} | {target} | {r.after_seconds} | "
+            f"| {r.device} | {r.arm.arm} on {accuracy_model(r.arm.model, r.arm.task)} | {target} | {r.after_seconds} | "
             f"{r.after_joules} |"
         )
     return "\n".join(lines)
@@ -393,15 +405,15 @@ def answer_table(run: RunData, rows: list[AccuracyRow]) -> str:
             start = f"{row.start.mean:.1f}" if row.start else "-"
             gained = change_text(row.gain) if row.start else "-"
             behind = change_text(versus) if versus else "-"
-            model = accuracy_model(row.model)
+            model = accuracy_model(row.model, row.task)
             lines.append(
                 f"| {answer.device} | {row.arm} | {model} | {test} | {start} | {gained} | {behind} | {val} "
                 f"| {majority} |"
             )
-        for (arm, model, status), count in arm_counts(answer.unmeasured, _status).items():
+        for (arm, model, task, status), count in arm_counts(answer.unmeasured, _status).items():
             cells = f"{status} ({count_of(count, 'cell')})"
             lines.append(
-                f"| {answer.device} | {arm} | {accuracy_model(model)} | {cells} | - | - | - | - | - |"
+                f"| {answer.device} | {arm} | {accuracy_model(model, task)} | {cells} | - | - | - | - | - |"
             )
     return "\n".join(lines)
 

@@ -16,6 +16,7 @@ from harness.record.errors import UserError
 from harness.record.records import CellRecord
 from harness.record.store import RUN_INFO, check_info_shape, load_records, read_run_info
 from reports.paired import Scored
+from workloads.memory_model import param_count
 from workloads.predictions import Predictions, PredictionsError, PredictionsRef, load
 from workloads.registry import model_shape
 
@@ -232,7 +233,7 @@ class RunData:
         if record.params.model in self._param_counts:
             return self._param_counts[record.params.model]
         shape = model_shape(record.params.model)  # a size no cell survived: count it from the config
-        return shape.params if shape else None
+        return param_count(shape, record.params) if shape else None
 
     @cached_property
     def predictions(self) -> RunPredictions:

@@ -11,7 +11,7 @@ import pytest
 
 from harness.cli.main import main
 from harness.record.errors import UserError
-from harness.record.records import MemoryFigures
+from harness.record.records import MemoryFigures, judged
 from harness.record.thresholds import Thresholds
 from reports.compare import compare_cell, compare_runs, parse_fraction
 from tests.records_factory import make_record, merged
@@ -190,6 +190,33 @@ def test_a_cell_without_a_current_record_is_a_regression(tmp_path, capsys):
     base, cur, _ = _runs(tmp_path, lambda rs: rs.pop(0), baseline_records=records)
     assert main(["compare", str(base), str(cur)]) == 1
     assert f"{dropped.cell_id}): no record in the current run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("invalid_in", ["baseline", "current"])
+def test_an_invalid_record_in_either_run_is_a_regression_not_a_comparison(tmp_path, capsys, invalid_in):
+    """Identical figures, but one record's cap was no kernel's: the gate names it and compares nothing of it."""
+    records = sweep(devices=DEVICES, models=("opt-1m", "opt-8m"))
+    index = _ok_index(records)
+    soft = judged(records[index], enforcement="rlimit")
+    before, after = (soft, records[index]) if invalid_in == "baseline" else (records[index], soft)
+    baseline = [before if i == index else r for i, r in enumerate(records)]
+    base, cur, _ = _runs(tmp_path, lambda rs: rs.__setitem__(index, after), baseline_records=baseline)
+    assert main(["compare", str(base), str(cur), "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["regressed"] == [records[index].cell_id]
+    (changed,) = (c for c in data["changes"] if c["regressions"])
+    assert changed["regressions"] == [
+        f"{invalid_in} record invalid (cap_by_kernel): not compared; "
+        + ("re-record the baseline" if invalid_in == "baseline" else "fix what failed and re-run")
+    ]
+
+
+def test_invalid_seeds_join_no_group_and_fail_on_their_own(tmp_path, capsys):
+    base_dir, cur_dir, base, cur = _seed_runs(tmp_path, NOISY_BEFORE, NOISY_BEFORE)
+    write_run(cur_dir, [judged(cur[0], overlapped=None), *cur[1:]])
+    assert main(["compare", str(base_dir), str(cur_dir), "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["groups"] == [] and data["regressed"] == [cur[0].cell_id]
 
 
 def test_json_output_lists_regressed_cells(tmp_path, capsys):

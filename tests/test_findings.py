@@ -250,8 +250,8 @@ def test_a_malformed_reference_is_named_not_fatal(tmp_path):
 def test_an_accuracy_of_a_truncated_rung_is_labelled_truncated_wherever_the_findings_show_it():
     from reports.findings import accuracy_model
 
-    assert accuracy_model("mpnet-l8") == "mpnet-l8 (80.5M; truncated: first 8 of 12 layers)"
-    assert accuracy_model("mpnet-l12") == "mpnet-l12 (109M)"
+    assert accuracy_model("mpnet-l8", "sst2") == "mpnet-l8 (80.5M; truncated: first 8 of 12 layers)"
+    assert accuracy_model("mpnet-l12", "sst2") == "mpnet-l12 (109M)"
 
 
 def test_the_joules_each_arm_needs_to_reach_each_other_arm_are_read_off_its_energy_curve():

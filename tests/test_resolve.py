@@ -136,9 +136,9 @@ matrix:
     ("model", "message"),
     [
         ("{largest_fitting: decoders}", "'decoders' is not a ladder"),
-        ("{largest_fitting: []}", "matrix.model: largest_fitting"),
+        ("{largest_fitting: []}", "matrix.model.largest_fitting"),
         ("{largest_fitting: [opt-1m, opt-1m]}", "listed twice"),
-        ("{largest_fitting: [opt-1m], probe_steps: 0}", "matrix.model: probe_steps"),
+        ("{largest_fitting: [opt-1m], probe_steps: 0}", "matrix.model.probe_steps"),
         ("{largest_fitting: [opt-1m], size: 3}", "size"),
         ("{largest_fitting: [opt-1m, no-such-model]}", "no-such-model"),
     ],

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from devices.cache import measured_once
-from workloads.versions import LIBRARIES
+from devices.environment import CELL_LIBRARIES
 
 #: A model whose own memory is negligible (a few hundred KiB) next to R.
 PROBE_CONFIG = {
@@ -83,7 +83,7 @@ def runtime_baseline_bytes(real_task: bool = False, threads: int | None = None) 
     figure = measured_once(
         f"runtime-{kind}-{threads}t",
         ["workloads.baseline", str(threads), *(["--real-task"] if real_task else [])],
-        packages=LIBRARIES,
+        packages=CELL_LIBRARIES,
         valid=lambda value: isinstance(value, int) and value > 0,
     )
     return figure

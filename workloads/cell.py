@@ -13,6 +13,7 @@ import torch
 
 from devices.caps.cuda import apply_gpu_fraction, cuda_peak_bytes
 from devices.child_env import ENV_THREADS
+from devices.environment import library_versions
 from devices.speed import CellClock
 from workloads.methods import Method, make_method
 from workloads.metrics import (
@@ -44,7 +45,6 @@ from workloads.resume import Checkpointer, Loop, say
 from workloads.sources import LABEL_WORDS, SYNTHETIC
 from workloads.tasks import EVAL_SPLITS, WORST_CASE_STEPS, Task, real_task, synthetic_task
 from workloads.throughput import ThroughputTrace, WorkMeter, clock_metrics, heat_start
-from workloads.versions import library_versions
 
 if TYPE_CHECKING:
     from devices.roofline import PhaseMeter

@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from devices.environment import OFFLINE_ENV
 from workloads.params import WorkloadParams
 from workloads.registry import is_known_name, known_names, model_shape, resolve
 from workloads.sources import (
@@ -52,9 +53,9 @@ def check_dtype(params: WorkloadParams) -> None:
 
 
 def offline(variable: str) -> bool:
-    """Cells always run offline: harness.run.executors.base.OFFLINE_ENV wins over the operator's environment, where an
-    HF_HUB_OFFLINE=0 (or a token) is the harness's, never a cell's. `variable` names what the check is about."""
-    return True
+    """Whether a cell's `variable` keeps it offline: cells run with devices.environment.OFFLINE_ENV over the
+    operator's environment, where an HF_HUB_OFFLINE=0 (or a token) is the harness's, never a cell's."""
+    return OFFLINE_ENV.get(variable) == "1"
 
 
 def hf_home() -> Path:

@@ -10,14 +10,14 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from devices.cache import allocator_environment, measured_once
+from devices.environment import CELL_LIBRARIES
 from workloads.allocator import FITTED, Allocator, mmap_ceiling
 from workloads.baseline import default_threads, runtime_baseline_bytes
 from workloads.calibration import REFERENCES
-from workloads.memory_model import Breakdown, breakdown
+from workloads.memory_model import Breakdown, breakdown, param_count
 from workloads.params import WorkloadParams
 from workloads.registry import ladder_names, ladder_of, model_shape, resolve
 from workloads.sources import SYNTHETIC
-from workloads.versions import LIBRARIES
 
 
 @functools.cache
@@ -48,7 +48,7 @@ def reference_peak_bytes(term: str, index: int, threads: int) -> int | None:
     return measured_once(
         f"allocator-{term}-{index}-{threads}t",
         ["workloads.calibration", term, str(index), str(threads)],
-        packages=LIBRARIES,
+        packages=CELL_LIBRARIES,
         valid=lambda value: isinstance(value, int) and value > 0,
         timeout_s=600,
     )
@@ -104,11 +104,12 @@ def largest_fitting(
 def fit_ratio(
     params: WorkloadParams, cap_bytes: int, ladder: str | None = None, threads: int | None = None
 ) -> float | None:
-    """Parameters of the largest MeZO-trainable model / of the largest checkpointed-BP one under the cap."""
+    """Parameters (param_count) of the largest MeZO-trainable model / of the largest checkpointed-BP one under the
+    cap."""
     mezo = largest_fitting(params.model_copy(update={"method": "mezo"}), cap_bytes, ladder, threads)
     bp = largest_fitting(params.model_copy(update={"method": "bp-checkpointed"}), cap_bytes, ladder, threads)
     if mezo is None or bp is None:
         return None
     mezo_shape, bp_shape = model_shape(mezo), model_shape(bp)
     assert mezo_shape and bp_shape
-    return mezo_shape.params / bp_shape.params
+    return param_count(mezo_shape, params) / param_count(bp_shape, params)

@@ -132,6 +132,13 @@ def head_size(shape: ModelShape, num_labels: int) -> int:
     return shape.hidden * num_labels + num_labels
 
 
+def param_count(shape: ModelShape, params: WorkloadParams, num_labels: int = 2) -> int:
+    """Every parameter of the model a cell of `params` builds, head included: the backbone and a classifier's
+    head of `num_labels` labels (a language model's head, on the synthetic task, is tied to its embeddings and
+    adds none). The count a cell measures (metrics.param_count) and the one every report and estimate uses."""
+    return shape.params + (0 if is_lm(shape, params) else head_size(shape, num_labels))
+
+
 def trainable_count(shape: ModelShape, params: WorkloadParams, num_labels: int) -> int:
     lm = is_lm(shape, params)
     head = shape.largest_tensor if lm else head_size(shape, num_labels)
@@ -139,7 +146,7 @@ def trainable_count(shape: ModelShape, params: WorkloadParams, num_labels: int) 
         return head
     if params.tuning == "lora":  # two rank-r adapters on the query and value projections of every layer
         return shape.layers * 2 * 2 * LORA_RANK * shape.hidden + (0 if lm else head)
-    return shape.params + (0 if lm else head)
+    return param_count(shape, params, num_labels)
 
 
 def resident_weights(shape: ModelShape, params: WorkloadParams, pretrained: bool, num_labels: int) -> int:
@@ -147,7 +154,7 @@ def resident_weights(shape: ModelShape, params: WorkloadParams, pretrained: bool
     safetensors file, so a page counts once it is read or written: every layer's weights are read by each forward,
     but a frozen word embedding only around the rows of the tokens read (`mapped_embedding`)."""
     w = BYTES[params.dtype]
-    total = w * (shape.params + (0 if is_lm(shape, params) else head_size(shape, num_labels)))
+    total = w * param_count(shape, params, num_labels)
     written = params.method in ("mezo", "bp", "bp-checkpointed") and params.tuning == "full"
     if not pretrained or params.dtype != "fp32" or written:
         return total

@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from devices.validation import validation_message
 from harness.plan.resolve import LargestFitting
-from harness.plan.schema import field_error
 from harness.record.cells import Cell
 from harness.record.errors import UserError
 from workloads.checks import check_params
@@ -24,16 +24,11 @@ def expand_matrix(matrix: dict[str, Any], origin: Path | str) -> list[WorkloadPa
     values = [v if isinstance(v, list) else [v] for v in matrix.values()]
     combos = []
     for combo in itertools.product(*values):
+        data = dict(zip(axes, combo, strict=True))
         try:
-            combos.append(WorkloadParams.model_validate(dict(zip(axes, combo, strict=True))))
+            combos.append(WorkloadParams.model_validate(data))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"])
-            field = f"matrix.{field}" if field else "matrix"
-            value = dict(zip(axes, combo, strict=True)).get(err["loc"][0]) if err["loc"] else None
-            shown = f" (value {value!r})" if value is not None else ""
-            message = err["msg"].removeprefix("Value error, ")
-            raise UserError(f"{origin}: {field}{shown}: {message}") from None
+            raise UserError(validation_message(exc, str(origin), "matrix", data)) from None
     for params in {p.model_dump_json(): p for p in combos}.values():
         try:
             check_params(params)
@@ -49,7 +44,7 @@ def largest_fitting(model: Any, origin: Path) -> LargestFitting | None:
     try:
         fitting = LargestFitting.model_validate(model)
     except ValidationError as exc:
-        raise field_error(exc, f"{origin}: matrix.model") from None
+        raise UserError(validation_message(exc, str(origin), "matrix.model")) from None
     if len(set(fitting.largest_fitting)) != len(fitting.largest_fitting):
         raise UserError(f"{origin}: matrix.model.largest_fitting: a model is listed twice; list each once")
     return fitting

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from devices.speed import DEFAULT_CLOCK, Clock
-from harness.record.errors import UserError
 from harness.record.names import NAME_PATTERN
 from harness.record.thresholds import Thresholds
 from workloads.params import AXES
@@ -79,10 +78,3 @@ def _check_device_names(names: Any) -> None:
     listed = names if isinstance(names, list) else [names]
     if not all(isinstance(name, str) and name for name in listed):
         raise ValueError("`devices` takes a device name or a list of names, e.g. devices: [rpi-4-2gb]")
-
-
-def field_error(exc: ValidationError, origin: str) -> UserError:
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or "spec"
-    message = err["msg"].removeprefix("Value error, ")
-    return UserError(f"{origin}: {field}: {message}")

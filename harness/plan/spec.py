@@ -12,11 +12,12 @@ from pydantic import ValidationError
 from devices.host_speed import HostSpeed
 from devices.profile import DeviceProfile
 from devices.speed import CellClock
+from devices.validation import validation_message
 from harness.plan.clocks import plan_clocks
 from harness.plan.input_guards import MAX_CELLS, check_matrix_size, one_line, read_yaml
 from harness.plan.matrix import expand_matrix, largest_fitting, merge_duplicates
 from harness.plan.resolve import Arm
-from harness.plan.schema import Spec, field_error
+from harness.plan.schema import Spec
 from harness.plan.spec_devices import ignored_device_file, resolve_devices
 from harness.plan.warmup import check_warmups
 from harness.record.cells import Cell, content_hash, device_identity, planned_cell
@@ -130,7 +131,7 @@ def _load_spec(spec_path: Path, max_cells: int) -> LoadedSpec:
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
-        raise field_error(exc, str(spec_path)) from None
+        raise UserError(validation_message(exc, str(spec_path))) from None
     devices = resolve_devices(spec, spec_path)
     check_matrix_size(spec.matrix, len(devices), spec_path, max_cells)
     host, clocks = plan_clocks(spec.clock, devices, spec_path)

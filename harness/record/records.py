@@ -302,8 +302,9 @@ def judge(record: CellRecord) -> Validity:
 
 
 def judged(record: CellRecord, **facts: Any) -> CellRecord:
-    """The record with `facts` set and its verdict made again: a verdict must see every fact it reads (how a
-    cell shared the host is known only once it has finished)."""
+    """The record with its last `facts` set, and its verdict: a new record's one verdict, made by the scheduler
+    once the cell has finished, since a verdict must see every fact it reads and how a cell shared the host is
+    known only then (older records are judged as they load: CellRecord)."""
     updated = record.model_copy(update=facts)
     return updated.model_copy(update={"validity": judge(updated)})
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
-from importlib import metadata
 from typing import Any
 
 import psutil
 
+from devices.environment import library_versions
 from harness.plan.spec import LoadedSpec
 from harness.record.cells import Cell
 from harness.record.records import SCHEMA_VERSION, now_iso
@@ -22,17 +21,6 @@ from workloads.host_memory import host_memory_facts
 #: another device competes for the host's cores; run.DEVICE.json records the order.
 ENV_SLICE_AFTER = "EDGEBENCH_SLICE_AFTER"
 PACKAGES = ("edgebench", "torch", "transformers", "datasets", "peft", "pydantic", "docker", "ray")
-
-
-def library_versions() -> dict[str, str | None]:
-    """Installed versions, read from metadata so the lean parent never imports torch."""
-    versions: dict[str, str | None] = {"python": sys.version.split()[0]}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
 
 
 def host_facts() -> dict[str, Any]:
@@ -73,5 +61,5 @@ def describe_run(
         "host": host_facts(),
         # the memory model's measured terms (runtime baseline, allocator), per thread count the run's cells use
         "memory_model": [host_memory_facts(n) for n in sorted({clock.threads for clock in loaded.clocks.values()})],
-        "versions": library_versions(),
+        "versions": library_versions(PACKAGES),
     }

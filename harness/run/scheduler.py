@@ -123,6 +123,7 @@ class Scheduler:
                         cell = running.pop(future)
                         progress.remove_task(lines.pop(cell.id))
                         sharing = CpuSharing(demand_cores=demand.pop(future), host_cores=cores)
+                        # The one place a new record is judged: how it shared the host is final only now.
                         record = judged(future.result(), overlapped=future in overlapped, cpu_sharing=sharing)
                         overlapped.discard(future)
                         self.store.append(record)

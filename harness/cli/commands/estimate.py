@@ -17,12 +17,14 @@ from rich.table import Table
 from devices.catalogue import CatalogueError, resolve_device
 from devices.profile import format_bytes
 from devices.speed import cell_threads
+from devices.validation import validation_message
 from harness.cli.commands.devices import add_file_argument, note_unread, user_catalogue
 from harness.plan.host_capacity import host_capacity_problem, host_memory_bytes
 from harness.record.errors import UserError
 from workloads.checks import check_params
 from workloads.flops import step_flops, step_seconds
 from workloads.host_memory import fit_ratio, largest_fitting, predict_breakdown
+from workloads.memory_model import param_count
 from workloads.params import Method, Optimizer, WorkloadParams
 from workloads.registry import model_shape
 from workloads.validated import ValidatedRange, validated_range
@@ -64,9 +66,8 @@ def _params(args: argparse.Namespace) -> WorkloadParams:
         params = WorkloadParams.model_validate(fields)
         check_params(params)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        flag = {"seq_len": "seq"}.get(str(err["loc"][0]), str(err["loc"][0])) if err["loc"] else "arguments"
-        raise UserError(f"--{flag}: {err['msg'].removeprefix('Value error, ')}") from None
+        flags = {name: f"--{'seq' if name == 'seq_len' else name}" for name in fields}
+        raise UserError(validation_message(exc, names=flags)) from None
     except ValueError as exc:
         raise UserError(str(exc)) from None
     if model_shape(params.model) is None:
@@ -103,7 +104,7 @@ def estimate(args: argparse.Namespace) -> dict:
         "host_memory_bytes": host,
         "host_problem": host_capacity_problem(device, host),
         "model": params.model,
-        "param_count": shape.params,
+        "param_count": param_count(shape, params),
         "method": params.method,
         "batch": params.batch,
         "seq_len": params.seq_len,

@@ -16,11 +16,13 @@ from typing import Any, BinaryIO, ClassVar
 from pydantic import ValidationError
 
 from devices.cache import allocator_environment
+from devices.environment import OFFLINE_ENV
+from devices.validation import validation_message
 from harness.record.cells import Cell
 from harness.record.energy import cell_energy
-from harness.record.records import CellRecord, MemoryFigures, Status, judged, now_iso
+from harness.record.records import CellRecord, MemoryFigures, Status, now_iso
 from harness.record.store import write_bytes_atomic
-from workloads.memory_model import head_size, is_lm
+from workloads.memory_model import param_count
 from workloads.metrics import CellMetrics
 from workloads.params import WorkloadParams
 from workloads.predictions import PredictionsError, decode, ref_for
@@ -29,8 +31,6 @@ from workloads.resumable import StatePlan, resumable
 
 ProgressFn = Callable[[Cell, dict[str, Any]], None]
 
-# No network at run time: cells load models and datasets from local files, whatever the operator's environment says.
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 #: The only variables of the harness's environment a cell inherits: locale, PATH, where caches are and the C
 #: allocator's tuning (`devices.cache.allocator_environment`, part of the host the cells measure). Tokens
 #: (HF_TOKEN), cloud and CI secrets, proxies and PYTHON* stay with the harness.
@@ -138,8 +138,9 @@ class Executor(ABC):
         """Release what the executor holds (engine clients, clusters)."""
 
     def to_record(self, cell: Cell, out: ChildOutcome, facts: dict[str, Any]) -> CellRecord:
-        """The record of what the child did, judged on what is known now (the scheduler adds how the cell shared
-        the host, and judges it again). `facts`: what the cell reported before its first step."""
+        """The record of what the child did, not judged yet: the verdict needs how the cell shared the host, which
+        only the scheduler knows (harness.scheduler judges it). `facts`: what the cell reported before its first
+        step."""
         result = out.result or {}
         status, error = outcome_status(cell, out, self.timeout_s)
         metrics, refused = cell_metrics(cell.params, facts, result.get("metrics") or {})
@@ -148,7 +149,7 @@ class Executor(ABC):
         memory = memory_figures(out.memory, metrics)
         peak, source = primary_peak(memory)
         steps = int(result.get("steps") or 0)
-        record = CellRecord(
+        return CellRecord(
             cell_id=cell.id,
             device=cell.device,
             params=cell.params,
@@ -176,7 +177,6 @@ class Executor(ABC):
             started_at=out.started_at,
             finished_at=now_iso(),
         )
-        return judged(record)
 
 
 def outcome_status(cell: Cell, out: ChildOutcome, timeout_s: float) -> tuple[Status, str | None]:
@@ -227,10 +227,10 @@ def cell_metrics(
     try:
         metrics = CellMetrics.model_validate({**facts, **reported})
     except ValidationError as exc:
-        refused = f"the cell's metrics are not workloads.metrics': {one_line(exc)}"
+        refused = f"the cell's metrics are not workloads.metrics': {validation_message(exc, under='metrics')}"
         metrics = _facts_only(facts)
-    if metrics.param_count is None:
-        metrics.param_count = registry_param_count(params)
+    if metrics.param_count is None and (shape := model_shape(params.model)) is not None:
+        metrics.param_count = param_count(shape, params)
     return metrics, refused
 
 
@@ -239,21 +239,6 @@ def _facts_only(facts: dict[str, Any]) -> CellMetrics:
         return CellMetrics.model_validate(facts)
     except ValidationError:
         return CellMetrics()
-
-
-def one_line(exc: ValidationError) -> str:
-    """The first error of `exc`: where, and what was wrong (never the value, which may be long or hostile)."""
-    error = exc.errors()[0]
-    return f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"[:300]
-
-
-def registry_param_count(params: WorkloadParams) -> int | None:
-    """The model's parameters from its registry shape, with the two-label head a classifier gets on the synthetic
-    task and on the shipped tasks (the head the memory model plans with); None for an unknown shape."""
-    shape = model_shape(params.model)
-    if shape is None:
-        return None
-    return shape.params + (0 if is_lm(shape, params) else head_size(shape, num_labels=2))
 
 
 def memory_figures(observed: MemoryFigures, metrics: CellMetrics) -> MemoryFigures:

@@ -25,12 +25,13 @@ import docker
 import psutil
 
 from devices.caps.container import CONTAINER_USER, container_settings, engine_limits
+from devices.environment import OFFLINE_ENV
 from devices.speed import CellClock
 from harness.record.cells import Cell
 from harness.record.errors import UserError
 from harness.record.records import now_iso
 from harness.record.store import open_log
-from harness.run.executors.base import OFFLINE_ENV, CellOutput, ChildOutcome, Executor, ProgressFn, tail_of
+from harness.run.executors.base import CellOutput, ChildOutcome, Executor, ProgressFn, tail_of
 from harness.run.executors.cell_dirs import own_state_dir
 from harness.run.executors.cell_user import CellUser
 from harness.run.executors.in_container import STATE_MOUNT, job_json, outcome_from_event
