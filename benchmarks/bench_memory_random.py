@@ -21,6 +21,7 @@ Another host: EDGEBENCH_SHAPE_THREADS=1 runs the cells on one torch thread (a on
 allocator (GLIBC_TUNABLES or MALLOC_*_ in the environment, which the cells inherit) changes what freed tensors leave
 resident, e.g. GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072. Such a run is predicted with its own calibration
 (the records') and, printed beside it, with this host's default one (its thread count, no tuning); it is not stored.
+Seeds 105, 106 and 107 are the tuned host's validation seeds (docs/workloads.md, "Another host").
 """
 
 from __future__ import annotations
