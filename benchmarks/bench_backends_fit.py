@@ -40,16 +40,16 @@ matrix:
 def fits(run_dir: Path) -> dict[str, str]:
     """Per arm (device/method): the resolved model, or none, with its probe's RSS and cgroup peaks."""
     out = {}
-    for entry in read_run_info(run_dir)["resolutions"]:
-        arm = f"{entry['device']}/{entry['params']['method']}"
-        probes = {p["model"]: p for p in entry["probes"]}
-        if not entry["trained"]:
+    for entry in read_run_info(run_dir).resolutions:
+        arm = f"{entry.device}/{entry.params.method}"
+        probes = {p.model: p for p in entry.probes}
+        if not entry.trained:
             out[arm] = "none"
             continue
-        probe = probes[entry["model"]]
-        cgroup = probe["cgroup_peak_bytes"]
-        peaks = f"rss {format_bytes(probe['peak_memory_bytes'])}, cgroup {format_bytes(cgroup) if cgroup else '-'}"
-        out[arm] = f"{entry['model']} ({peaks})"
+        probe = probes[entry.model]
+        cgroup = probe.cgroup_peak_bytes
+        peaks = f"rss {format_bytes(probe.peak_memory_bytes)}, cgroup {format_bytes(cgroup) if cgroup else '-'}"
+        out[arm] = f"{entry.model} ({peaks})"
     return out
 
 

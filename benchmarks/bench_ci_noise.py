@@ -77,7 +77,8 @@ def run_spec(out: Path) -> list:
 def test_ci_spec_run_to_run_noise(benchmark, tmp_path: Path) -> None:
     folder = Path(os.environ.get("EDGEBENCH_NOISE_OUT") or tmp_path)
     runs = benchmark.pedantic(lambda: [run_spec(folder / f"run{i}") for i in range(RUNS)], rounds=1, iterations=1)
-    speeds = [(load_run(folder / f"run{i}").info.get("host_speed") or {}).get("gflops_per_core") for i in range(RUNS)]
+    calibrations = [load_run(folder / f"run{i}").info.host_speed for i in range(RUNS)]
+    speeds = [speed.gflops_per_core if speed else None for speed in calibrations]
     print(f"\n`ci` spec, {RUNS} runs; host calibrations (GFLOPS per core): {speeds}")
     print("largest deviation of a run from the cell's mean over the runs | largest between two runs")
     for title in FIGURES:

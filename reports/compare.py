@@ -30,10 +30,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from pydantic import ValidationError
 from scipy.stats import mannwhitneyu
 
-from devices.validation import validation_message
 from harness.record.errors import UserError
 from harness.record.records import CellRecord
 from harness.record.thresholds import Thresholds
@@ -75,14 +73,6 @@ def parse_points(text: str | float, option: str) -> float:
     if value < 0:
         raise UserError(f"{option} {text!r} is negative; give a limit of 0 or more points")
     return value
-
-
-def spec_thresholds(run: RunData) -> Thresholds:
-    """The limits a run's spec declares (`thresholds:`), defaults when it declares none."""
-    try:
-        return Thresholds.model_validate((run.info.get("spec") or {}).get("thresholds") or {})
-    except ValidationError as exc:
-        raise UserError(validation_message(exc, str(run.run_dir / "run.json"), "spec.thresholds")) from None
 
 
 @dataclass(frozen=True)
@@ -478,11 +468,14 @@ def setup_differences(base: RunData, cur: RunData) -> list[str]:
     """What changed around the cells (enforcement, executor, clock, library versions): a reader weighs changes
     by it."""
     notes = []
-    for key in ("enforcement", "executor", "clock"):
-        before, after = base.info.get(key), cur.info.get(key)
+    for key, before, after in (
+        ("enforcement", base.info.enforcement, cur.info.enforcement),
+        ("executor", base.info.executor, cur.info.executor),
+        ("clock", base.info.clock, cur.info.clock),
+    ):
         if before != after:
             notes.append(f"{key} {before} -> {after}")
-    versions_before, versions_after = base.info.get("versions") or {}, cur.info.get("versions") or {}
+    versions_before, versions_after = base.info.versions, cur.info.versions
     for name in sorted(set(versions_before) | set(versions_after)):
         if versions_before.get(name) != versions_after.get(name):
             notes.append(f"{name} {versions_before.get(name)} -> {versions_after.get(name)}")
@@ -518,7 +511,7 @@ def compare_runs(
     """Thresholds given here override the baseline spec's (never the current run's: a change must not relax its
     own gate); both runs must share cells (the same spec)."""
     base_run, cur_run = load_run(baseline), load_run(current)
-    limits = spec_thresholds(base_run)
+    limits = base_run.info.spec.thresholds
     overrides = {
         "max_memory_regression": None
         if memory is None

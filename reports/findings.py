@@ -9,10 +9,10 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from devices.profile import format_bytes
 from harness.record.records import CellRecord
+from harness.record.runinfo import ArmResolution
 from reports.accuracy import AccuracyRow
 from reports.pairs import Pairing, Unpaired, change_text, gap
 from reports.rundata import JOULES, RunData, curve
@@ -164,31 +164,27 @@ class ArmFit:
         return (self.method, self.tuning, self.optimizer)
 
 
-def _arm_fit(entry: dict[str, Any]) -> ArmFit:
-    params = entry.get("params") or {}
-    method = params.get("method", "")
+def _arm_fit(entry: ArmResolution) -> ArmFit:
+    method = entry.params.method
     return ArmFit(
-        device=entry.get("device", ""),
-        task=params.get("task", ""),
+        device=entry.device,
+        task=entry.params.task,
         method=method,
-        tuning=params.get("tuning", "full"),
-        optimizer=params.get("optimizer") if method.startswith("bp") else None,
-        measured=entry.get("model") if entry.get("trained", True) else None,
-        predicted=entry.get("predicted"),
-        reason=entry.get("reason", ""),
-        probes=tuple(probe.get("cell_id", "") for probe in entry.get("probes") or []),
+        tuning=entry.params.tuning,
+        optimizer=entry.params.optimizer if method.startswith("bp") else None,
+        measured=entry.model if entry.trained else None,
+        predicted=entry.predicted,
+        reason=entry.reason,
+        probes=tuple(probe.cell_id for probe in entry.probes),
     )
 
 
 def arm_fits(run: RunData) -> list[ArmFit]:
     """The probed arms of run.json, once each (arms differing only in seed or recipe share their probes), but
     those decided by an invalid probe (reports.validity names its cell and the checks it failed)."""
-    entries = run.info.get("resolutions")
     invalid = {r.cell_id for r in run.records if not r.validity.valid}
     fits = {}
-    for entry in entries if isinstance(entries, list) else []:
-        if not isinstance(entry, dict):
-            continue  # a hand-edited or foreign run.json: report what is readable
+    for entry in run.info.resolutions:
         fit = _arm_fit(entry)
         if not invalid.intersection(fit.probes):
             fits.setdefault((fit.device, fit.task, fit.key), fit)

@@ -100,9 +100,6 @@ def render_html(
     context: dict[str, Any] = {
         "run": run,
         "info": run.info,
-        "spec": run.info.get("spec") or {},
-        "host": run.info.get("host") or {},
-        "versions": run.info.get("versions") or {},
         "counts": run.status_counts(),
         "expected": len(set(run.expected) | {r.cell_id for r in run.records}),
         "missing": run.missing_labels(),

@@ -3,18 +3,16 @@ per-example predictions its records reference (checked once, see `RunPredictions
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from devices.profile import DeviceProfile
 from harness.record.cells import Cell
 from harness.record.errors import UserError
 from harness.record.records import CellRecord
-from harness.record.store import RUN_INFO, check_info_shape, load_records, read_run_info
+from harness.record.runinfo import RunInfo
+from harness.record.store import load_records, read_run_info
 from reports.paired import Scored
 from workloads.memory_model import param_count
 from workloads.predictions import Predictions, PredictionsError, PredictionsRef, load
@@ -22,59 +20,6 @@ from workloads.registry import model_shape
 
 TEST = "test"
 JOULES = "joules"  # the x of an accuracy curve in device energy (`curve`)
-
-
-class ArmParams(BaseModel):
-    """What reports take from a resolution's workload (reports.findings); run.json keeps the rest as written."""
-
-    model_config = ConfigDict(extra="allow")
-
-    method: str = ""
-    task: str = ""
-    tuning: str = "full"
-    optimizer: str | None = None
-
-
-class ProbeEntry(BaseModel):
-    """One probe of a resolution, as reports use it: the cell whose record says whether it was valid."""
-
-    model_config = ConfigDict(extra="allow")
-
-    cell_id: str = ""
-
-
-class ArmResolution(BaseModel):
-    """One entry of run.json's `resolutions` (harness.run.matrix.resolution_entry), as reports use it."""
-
-    model_config = ConfigDict(extra="allow")
-
-    device: str = ""
-    params: ArmParams = ArmParams()
-    model: str | None = None
-    trained: bool = True
-    predicted: str | None = None
-    reason: str = ""
-    probes: list[ProbeEntry] = []
-
-
-class SpecInfo(BaseModel):
-    """run.json's copy of the spec, as reports use it: the report prints its description (empty if none)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    description: str = ""
-
-
-class ReportedInfo(BaseModel):
-    """The types of the run.json fields that reports index or iterate, checked once on loading a run."""
-
-    model_config = ConfigDict(extra="allow")
-
-    spec: SpecInfo = SpecInfo()
-    devices: list[Any] = []
-    resolutions: list[ArmResolution] = []
-    host: dict[str, Any] = {}
-    versions: dict[str, Any] = {}
 
 
 def accuracy_curve(record: CellRecord, x_key: str) -> list[tuple[float, float]]:
@@ -185,9 +130,13 @@ def load_predictions(run_dir: Path, records: list[CellRecord]) -> RunPredictions
 @dataclass(frozen=True)
 class RunData:
     run_dir: Path
-    info: dict[str, Any]
+    info: RunInfo
     records: list[CellRecord]
-    expected: list[str] = field(default_factory=list)  # cell ids run.json lists
+
+    @property
+    def expected(self) -> list[str]:
+        """The cell ids run.json lists."""
+        return self.info.cells
 
     @cached_property
     def missing(self) -> list[str]:
@@ -196,24 +145,15 @@ class RunData:
         return [cell_id for cell_id in self.expected if cell_id not in recorded]
 
     def missing_labels(self) -> list[str]:
-        labels = self.info.get("cell_labels") or {}
-        return [labels.get(cell_id, cell_id) for cell_id in self.missing]
+        return [self.info.cell_labels.get(cell_id, cell_id) for cell_id in self.missing]
 
     @cached_property
     def devices(self) -> list[DeviceProfile]:
         """run.json's devices in spec order, then any device only the records know (a sliced run)."""
-        profiles = {d.name: d for d in self._info_devices()}
+        profiles = {d.name: d for d in self.info.devices}
         for record in self.records:
             profiles.setdefault(record.device.name, record.device)
         return list(profiles.values())
-
-    def _info_devices(self) -> list[DeviceProfile]:
-        try:
-            return [DeviceProfile.model_validate(d) for d in self.info.get("devices", [])]
-        except ValidationError:
-            raise UserError(
-                f"{self.run_dir / RUN_INFO}: devices: not valid device profiles; re-run `edgebench run`"
-            ) from None
 
     @cached_property
     def _param_counts(self) -> dict[str, int]:
@@ -253,7 +193,7 @@ class RunData:
 
     @property
     def name(self) -> str:
-        return str((self.info.get("spec") or {}).get("name") or self.run_dir.name)
+        return self.info.spec.name or self.run_dir.name
 
     def status_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -267,8 +207,4 @@ def load_run(run_dir: Path) -> RunData:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} not found; pass a directory written by `edgebench run`")
-    info = read_run_info(run_dir)
-    shape = check_info_shape(ReportedInfo, info, run_dir / RUN_INFO)
-    info |= {"spec": shape.spec.model_dump()}  # with the fields reports print, empty where the file has none
-    expected = info.get("cells") or []
-    return RunData(run_dir, info, load_records(run_dir), [str(c) for c in expected])
+    return RunData(run_dir, read_run_info(run_dir), load_records(run_dir))

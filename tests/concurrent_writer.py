@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from harness.record import store
-from tests.records_factory import make_record
+from harness.record.runinfo import HostFacts
+from tests.records_factory import make_record, make_run_info
 
 
 def tear_writes() -> None:
@@ -33,7 +34,8 @@ def tear_writes() -> None:
 def main(run_dir: Path, slice_name: str, count: int, tear: bool) -> None:
     os.getpid = lambda: 1  # type: ignore[assignment]
     writer = store.RunStore(run_dir, [slice_name])
-    done = writer.prepare({"spec_hash": "shared", "slice_host": slice_name}, fresh=False)
+    host = HostFacts(hostname=slice_name, platform="Linux", cpus=1, memory_bytes=1 << 30)
+    done = writer.prepare(make_run_info(spec_hash="shared", host=host), fresh=False)
     if tear:
         tear_writes()
     for seed in range(count):

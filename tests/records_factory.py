@@ -1,4 +1,4 @@
-"""Builds valid CellRecords for tests that exercise storage and reporting without running cells."""
+"""Builds valid CellRecords and run infos for tests that exercise storage and reporting without running cells."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from typing import Any
 
 from devices.profile import DeviceProfile
 from harness.record.cells import Cell
-from harness.record.records import CellRecord, MemoryFigures, judged, now_iso
+from harness.record.records import SCHEMA_VERSION, CellRecord, MemoryFigures, judged, now_iso
+from harness.record.runinfo import HostFacts, RunInfo, RunSpec
 from workloads.metrics import FLAT_NAMES, CellMetrics
 from workloads.params import WorkloadParams
 
@@ -43,6 +44,25 @@ def make_record(status: str = "ok", peak: int | None = 300 << 20, **params: Any)
         finished_at=now_iso(),
     )
     return judged(record)
+
+
+def make_run_info(**fields: Any) -> RunInfo:
+    """A run.json as `edgebench run` writes it for a spec of no devices, with `fields` changed."""
+    host = HostFacts(hostname="test-host", platform="Linux", cpus=2, memory_bytes=24 << 30)
+    info = RunInfo(
+        schema_version=SCHEMA_VERSION,
+        started_at=now_iso(),
+        spec_path="spec.yaml",
+        spec_hash="0123456789abcdef",
+        spec=RunSpec(name="test"),
+        devices=[],
+        cells=[],
+        executor="local",
+        enforcement="cgroup-v1",
+        host=host,
+        versions={"python": "3.11.2"},
+    )
+    return RunInfo.model_validate(info.model_dump() | fields)
 
 
 def merged(metrics: CellMetrics, **changes: Any) -> CellMetrics:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.record.runinfo import ArmResolution
 from reports.accuracy import accuracy_rows
 from reports.findings import (
     answer_table,
@@ -18,9 +19,10 @@ from reports.findings import (
     time_to_reach,
 )
 from reports.rundata import RunData
-from tests.records_factory import make_record, merged
+from tests.records_factory import make_record, make_run_info, merged
 from tests.test_reports_fixtures import with_energy
 from workloads.metrics import CurvePoint
+from workloads.params import WorkloadParams
 from workloads.registry import model_shape
 
 
@@ -39,7 +41,7 @@ def test_each_device_names_its_best_arm_with_the_spread_and_the_gap_to_the_other
             for s, t in enumerate((75.0, 76.0, 77.0))
         ),
     ]
-    run = RunData(Path("run"), {}, records)
+    run = RunData(Path("run"), make_run_info(), records)
     (answer,) = device_answers(run, accuracy_rows(run))
     assert (answer.best.method, answer.best.model) == ("mezo", "mpnet-l12")
     sentence = answer.sentence()
@@ -50,30 +52,28 @@ def test_each_device_names_its_best_arm_with_the_spread_and_the_gap_to_the_other
     ) in sentence
 
 
-def entry(device: str, method: str, measured: str | None, predicted: str | None, **params) -> dict:
-    return {
-        "device": device,
-        "params": {"method": method, "task": "synthetic", "tuning": "full", "optimizer": "adamw", **params},
-        "model": measured or "opt-1m",
-        "trained": measured is not None,
-        "predicted": predicted,
-        "reason": "probed",
-    }
+def entry(device: str, method: str, measured: str | None, predicted: str | None, **params) -> ArmResolution:
+    return ArmResolution(
+        device=device,
+        params=WorkloadParams(model="opt-350m", method=method, **params),
+        candidates=["opt-1m", "opt-350m"],
+        model=measured or "opt-1m",
+        trained=measured is not None,
+        predicted=predicted,
+        reason="probed",
+    )
 
 
 def test_probed_fits_give_mezos_size_ratio_measured_and_predicted_per_device():
-    info = {
-        "resolutions": [
-            entry("a", "mezo", "opt-350m", "opt-350m"),
-            entry("a", "mezo", "opt-350m", "opt-350m", seed=1),  # a twin arm: shown once
-            entry("a", "bp-checkpointed", "opt-60m", "opt-125m"),
-            entry("a", "bp-checkpointed", "opt-30m", "opt-60m", optimizer="sgd"),
-            entry("b", "mezo", "opt-1m", "opt-1m"),
-            entry("b", "bp-checkpointed", None, None),
-            "not an entry",  # a foreign run.json is read as far as it is readable
-        ]
-    }
-    run = RunData(Path("run"), info, [])
+    resolutions = [
+        entry("a", "mezo", "opt-350m", "opt-350m"),
+        entry("a", "mezo", "opt-350m", "opt-350m", seed=1),  # a twin arm: shown once
+        entry("a", "bp-checkpointed", "opt-60m", "opt-125m"),
+        entry("a", "bp-checkpointed", "opt-30m", "opt-60m", optimizer="sgd"),
+        entry("b", "mezo", "opt-1m", "opt-1m"),
+        entry("b", "bp-checkpointed", None, None),
+    ]
+    run = RunData(Path("run"), make_run_info(resolutions=resolutions), [])
     fits = arm_fits(run)
     assert len(fits) == 5
     assert [f.arm for f in fits if f.device == "a"] == [
@@ -95,7 +95,7 @@ def test_the_device_time_mezo_needs_to_pass_each_backprop_arm_is_read_off_its_me
         accuracy_record("minilm-l6", "bp-checkpointed", s, t, 70.0) for s, t in enumerate((74.5, 75.5))
     ]
     records += [accuracy_record("minilm-l6", "bp", s, t, 70.0) for s, t in enumerate((90.0, 91.0))]
-    run = RunData(Path("run"), {}, records)
+    run = RunData(Path("run"), make_run_info(), records)
     (answer,) = device_answers(run, accuracy_rows(run))
     mezo = next(r for r in answer.ranked if r.method == "mezo")
     assert mean_curve(mezo) == [(0, 71.0), (300, 75.0), (600, 79.0)]
@@ -261,7 +261,7 @@ def test_the_joules_each_arm_needs_to_reach_each_other_arm_are_read_off_its_ener
     # 600 device seconds each; MeZO at 5.85 W (half way from idle to load), backprop at full load 7.2 W
     mezo = [with_energy(r.model_copy(update={"device_seconds": 600.0}), 0.5) for r in mezo]
     bp = [with_energy(r.model_copy(update={"device_seconds": 600.0})) for r in bp]
-    run = RunData(Path("run"), {}, mezo + bp)
+    run = RunData(Path("run"), make_run_info(), mezo + bp)
     answers = device_answers(run, accuracy_rows(run))
     (row,) = (r for r in answers[0].ranked if r.method == "mezo")
     assert mean_curve(row, "joules") == pytest.approx([(0, 71.0), (300 * 4.95, 75.0), (600 * 4.95, 79.0)])
@@ -269,11 +269,11 @@ def test_the_joules_each_arm_needs_to_reach_each_other_arm_are_read_off_its_ener
     assert "| MeZO on mpnet-l12 (109M) | BP (checkpointed) on minilm-l6 (22.6M): 75.0 % | 300 | 1,485 |" in table
     assert "| BP (checkpointed) on minilm-l6 (22.6M) | MeZO on mpnet-l12 (109M): 79.0 % | not within the budget |" in table
     # One seed without energy leaves its arm without a joules figure, never a figure from the other seed alone.
-    run = RunData(Path("run"), {}, [mezo[0], mezo[1].model_copy(update={"energy": None}), *bp])
+    run = RunData(Path("run"), make_run_info(), [mezo[0], mezo[1].model_copy(update={"energy": None}), *bp])
     assert (
         "| MeZO on mpnet-l12 (109M) | BP (checkpointed) on minilm-l6 (22.6M): 75.0 % | 300 | no energy figures |"
         in energy_table(device_answers(run, accuracy_rows(run)))
     )
     # Records written before energy: a plain note instead of the table.
-    legacy = RunData(Path("run"), {}, [r.model_copy(update={"energy": None}) for r in mezo + bp])
+    legacy = RunData(Path("run"), make_run_info(), [r.model_copy(update={"energy": None}) for r in mezo + bp])
     assert energy_table(device_answers(legacy, accuracy_rows(legacy))).startswith("No device energy")

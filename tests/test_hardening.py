@@ -23,7 +23,7 @@ from harness.record.store import RESULTS, RunStore, load_records, open_log, writ
 from harness.run import scheduler
 from harness.run.executors import local
 from tests.helpers import observed
-from tests.records_factory import make_record
+from tests.records_factory import make_record, make_run_info
 from tests.test_reports_fixtures import sweep, write_run
 from workloads.metrics import Loss
 
@@ -97,7 +97,7 @@ def full_disk(tmp_path):
     try:
         run_dir = mount / "run"
         store = RunStore(run_dir)
-        store.prepare({"spec_hash": "h"}, fresh=False)
+        store.prepare(make_run_info(spec_hash="h"), fresh=False)
         store.append(make_record("ok"))
         fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
         try:
@@ -153,7 +153,7 @@ def test_two_fresh_runs_in_the_same_second_keep_both_backups(tmp_path, monkeypat
     monkeypatch.setattr("harness.record.store.time.strftime", lambda fmt: "20270101-000000")
     store = RunStore(tmp_path)
     for seed in (1, 2, 3):
-        store.prepare({"spec_hash": "h"}, fresh=True)
+        store.prepare(make_run_info(spec_hash="h"), fresh=True)
         store.append(make_record("ok", seed=seed))
     backups = sorted(tmp_path.glob(f"{RESULTS}.*.bak"))
     assert len(backups) == 2, backups

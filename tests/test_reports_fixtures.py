@@ -19,6 +19,7 @@ import numpy as np
 from devices.speed import CellClock
 from harness.record.energy import Energy
 from harness.record.records import CellRecord, judged
+from harness.record.runinfo import RunInfo
 from harness.record.store import RunStore
 from tests.records_factory import make_record, merged
 from workloads.predictions import Predictions, SplitPredictions, ref_for
@@ -287,7 +288,7 @@ def write_run(run_dir: Path, records: list[CellRecord], expected: list[str] | No
         **info,
     }
     store = RunStore(run_dir)
-    store.prepare(run_info, fresh=True)
+    store.prepare(RunInfo.model_validate(run_info), fresh=True)
     for record in records:
         store.append(record)
         ref = record.metrics.predictions

@@ -13,6 +13,7 @@ from harness.record.records import now_iso
 from harness.record.store import RunStore, load_records
 from harness.run import scheduler
 from harness.run.executors.base import ChildOutcome, Executor, cpu_need
+from tests.records_factory import make_run_info
 from workloads.params import WorkloadParams
 
 
@@ -72,7 +73,7 @@ def roomy_host(monkeypatch):
 
 def run(tmp_path, executor, matrix, jobs):
     store = RunStore(tmp_path)
-    store.prepare({"spec_hash": "h"}, fresh=False)
+    store.prepare(make_run_info(spec_hash="h"), fresh=False)
     return scheduler.Scheduler(executor, store, jobs).run(matrix)
 
 

@@ -11,10 +11,20 @@ import pytest
 
 from harness.record.errors import UserError
 from harness.record.records import record_json_schema
-from harness.record.store import RESULTS, RUN_INFO, RunStore, iter_records, load_records, read_run_info
-from tests.records_factory import make_record
+from harness.record.runinfo import HostFacts, run_info_json_schema
+from harness.record.store import (
+    RESULTS,
+    RUN_INFO,
+    RunStore,
+    iter_records,
+    load_records,
+    read_run_info,
+    read_run_slices,
+)
+from tests.records_factory import make_record, make_run_info
 
-INFO = {"spec_hash": "abc"}
+ROOT = Path(__file__).parents[1]
+INFO = make_run_info(spec_hash="abc")
 
 
 def test_append_then_resume_sees_finished_cells(tmp_path):
@@ -61,7 +71,7 @@ def test_fresh_keeps_old_results_as_backup(tmp_path):
 def test_other_spec_in_same_directory_is_refused(tmp_path):
     RunStore(tmp_path).prepare(INFO, fresh=False)
     with pytest.raises(UserError, match="different spec; pass --fresh"):
-        RunStore(tmp_path).prepare({"spec_hash": "other"}, fresh=False)
+        RunStore(tmp_path).prepare(make_run_info(spec_hash="other"), fresh=False)
 
 
 def test_unwritable_directory_is_refused_before_writing(tmp_path):
@@ -96,6 +106,38 @@ def test_records_match_the_committed_json_schema(tmp_path):
         jsonschema.validate(json.loads(make_record(status).model_dump_json()), committed)
 
 
+def test_run_info_matches_the_committed_json_schema(tmp_path):
+    committed = json.loads((ROOT / "harness/schemas/run.schema.json").read_text())
+    assert committed == run_info_json_schema(), (
+        "regenerate: python -m harness.record.runinfo > harness/schemas/run.schema.json"
+    )
+    RunStore(tmp_path).prepare(INFO, fresh=False)
+    jsonschema.validate(json.loads((tmp_path / RUN_INFO).read_text()), committed)
+
+
+@pytest.mark.parametrize("folder", sorted(p.parent for p in ROOT.glob("*/*/*/run.json") if p.parts[-3] in ("reference", "fixtures")))
+def test_every_committed_run_json_loads(folder):
+    """Fields added since a file was written read as their defaults; an arm's params written without their model
+    get its largest candidate."""
+    info = read_run_info(folder)
+    assert info.spec_hash and info.host.hostname and info.versions
+    assert all(entry.params.model == entry.candidates[-1] for entry in info.resolutions)
+
+
+def test_an_older_run_json_reads_with_the_fields_it_lacks_empty():
+    info = read_run_info(ROOT / "tests/fixtures/older-schema")
+    assert (info.schema_version, info.host.machine, info.host.in_ci) == (1, "", False)
+    assert (info.cell_labels, info.resolutions, info.clocks, info.host_speed) == ({}, [], {}, None)
+
+
+def test_a_field_no_writer_writes_is_refused(tmp_path):
+    RunStore(tmp_path).prepare(INFO, fresh=False)
+    info = json.loads((tmp_path / RUN_INFO).read_text()) | {"slice_host": "pi"}
+    (tmp_path / RUN_INFO).write_text(json.dumps(info))
+    with pytest.raises(UserError, match="slice_host is not as `edgebench run` writes it"):
+        read_run_info(tmp_path)
+
+
 def test_a_record_from_before_device_clocks_reads_as_host_seconds(tmp_path):
     line = json.loads(make_record().model_dump_json())
     line |= {"schema_version": 1, "wall_seconds": line.pop("host_seconds")}
@@ -120,34 +162,30 @@ def test_an_append_after_a_writer_killed_mid_line_cuts_its_fragment_first(tmp_pa
 
 def test_slices_keep_their_own_run_info_and_readers_merge_them(tmp_path):
     for device, started in (("pi", "2026-01-02"), ("jetson", "2026-01-01")):
-        info = {
-            "spec_hash": "abc",
-            "started_at": started,
-            "cells": [f"{device}-cell", "shared"],
-            "host": device,
-        }
+        host = HostFacts(hostname=device, platform="Linux", cpus=2, memory_bytes=1 << 30)
+        info = make_run_info(spec_hash="abc", started_at=started, cells=[f"{device}-cell", "shared"], host=host)
         RunStore(tmp_path, [device]).prepare(info, fresh=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.jetson.json", "run.pi.json"]
     merged = read_run_info(tmp_path)
-    assert merged["host"] == "jetson"  # the earliest writer's, with every writer's own under `slices`
-    assert {name: info["host"] for name, info in merged["slices"].items()} == {
+    assert merged.host.hostname == "jetson"  # the earliest writer's; each writer's own is in its file
+    assert {name: info.host.hostname for name, info in read_run_slices(tmp_path).items()} == {
         "run.jetson.json": "jetson",
         "run.pi.json": "pi",
     }
-    assert merged["cells"] == ["jetson-cell", "shared", "pi-cell"]
+    assert merged.cells == ["jetson-cell", "shared", "pi-cell"]
 
 
 def test_a_slice_of_another_spec_is_refused(tmp_path):
     RunStore(tmp_path, ["pi"]).prepare(INFO, fresh=False)
     with pytest.raises(UserError, match="different spec; pass --fresh"):
-        RunStore(tmp_path, ["jetson"]).prepare({"spec_hash": "other"}, fresh=False)
+        RunStore(tmp_path, ["jetson"]).prepare(make_run_info(spec_hash="other"), fresh=False)
     assert not (tmp_path / "run.jetson.json").exists()
 
 
 def test_fresh_sets_every_writers_run_info_aside(tmp_path):
     RunStore(tmp_path, ["pi"]).prepare(INFO, fresh=False)
-    RunStore(tmp_path).prepare({"spec_hash": "new"}, fresh=True)
-    assert read_run_info(tmp_path)["slices"].keys() == {RUN_INFO}
+    RunStore(tmp_path).prepare(make_run_info(spec_hash="new"), fresh=True)
+    assert read_run_slices(tmp_path).keys() == {RUN_INFO}
     assert len(list(tmp_path.glob("run.pi.json.*.bak"))) == 1
 
 

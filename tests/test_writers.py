@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.record.records import CellRecord
-from harness.record.store import RESULTS, read_run_info
+from harness.record.store import RESULTS, read_run_slices
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -96,7 +96,7 @@ def test_concurrent_slices_killed_at_random_lose_cut_and_duplicate_nothing(tmp_p
     assert acknowledged <= set(ids)
     assert kills == KILLS and sum(w.deaths for w in writers) == KILLS + TORN
     print(f"{kills} SIGKILLs + {TORN} torn writes, {len(ids)} records, 0 lost, 0 duplicated, 0 torn lines")
-    slices = read_run_info(run_dir)["slices"]
-    assert {name: info["slice_host"] for name, info in slices.items()} == {
+    slices = read_run_slices(run_dir)
+    assert {name: info.host.hostname for name, info in slices.items()} == {
         f"run.{w.name}.json": w.name for w in writers
     }

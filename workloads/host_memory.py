@@ -6,8 +6,9 @@ workloads.calibration): the predictions the planner, `edgebench estimate` and ru
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, replace
-from typing import Any
+from dataclasses import replace
+
+from pydantic import BaseModel, ConfigDict
 
 from devices.cache import allocator_environment, measured_once
 from devices.environment import CELL_LIBRARIES
@@ -54,15 +55,25 @@ def reference_peak_bytes(term: str, index: int, threads: int) -> int | None:
     )
 
 
-def host_memory_facts(threads: int | None = None) -> dict[str, Any]:
-    """What the model measured on this host for `threads` torch threads (run.json records it per thread count)."""
-    alloc = host_allocator(threads)
-    return {
-        "threads": threads or default_threads(),
-        "runtime_synthetic_bytes": runtime_baseline_bytes(False, threads),
-        "runtime_real_task_bytes": runtime_baseline_bytes(True, threads),
-        "allocator": asdict(alloc) if alloc else None,
-    }
+class HostMemoryFacts(BaseModel):
+    """What the model measured on this host for one thread count (run.json records it per thread count); None
+    where a figure cannot be measured here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threads: int
+    runtime_synthetic_bytes: int | None
+    runtime_real_task_bytes: int | None
+    allocator: Allocator | None
+
+
+def host_memory_facts(threads: int | None = None) -> HostMemoryFacts:
+    return HostMemoryFacts(
+        threads=threads or default_threads(),
+        runtime_synthetic_bytes=runtime_baseline_bytes(False, threads),
+        runtime_real_task_bytes=runtime_baseline_bytes(True, threads),
+        allocator=host_allocator(threads),
+    )
 
 
 def predict_breakdown(params: WorkloadParams, threads: int | None = None) -> Breakdown | None:

@@ -6,7 +6,7 @@ exclusive flock of the file. A writer SIGKILLed mid-write can leave a partial la
 cuts it (under the lock, so it is never another writer's line in flight) before its own append, so a
 partial line is never glued to a complete one, and readers ignore a partial last line.
 run.json (run.DEVICE.json for a `--device` slice; each written atomically through a uniquely named temp
-file) describes the host, versions, enforcement and the spec; read_run_info merges them.
+file) holds a RunInfo (harness.record.runinfo); read_run_info merges them.
 """
 
 from __future__ import annotations
@@ -14,19 +14,19 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import shutil
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import BinaryIO
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from harness.record.errors import UserError
 from harness.record.records import CellRecord
+from harness.record.runinfo import RunInfo
 from workloads.predictions import PREDICTIONS_DIR
 from workloads.resumable import CHECKPOINTS_DIR
 
@@ -35,27 +35,6 @@ LOGS_DIR = "logs"
 RUN_INFO = "run.json"
 #: Statuses that are no measurement (an oom is one): `--retry-errors` redoes them, `edgebench run` exits 3.
 UNMEASURED = ("error", "timeout")
-Shape = TypeVar("Shape", bound=BaseModel)
-
-
-class RunInfoShape(BaseModel):
-    """The types of the run.json fields the store merges (see merge_run_info): checked when a file is read, so a
-    corrupted or hand-edited one is refused in one line. Readers check what they use (reports.rundata)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    cells: list[str] = []
-    cell_labels: dict[str, str] = {}
-    resolutions: list[Any] = []
-
-
-def check_info_shape(shape: type[Shape], info: dict[str, Any], path: Path) -> Shape:
-    """`info` validated as `shape`, or one line naming the field that is not as `edgebench run` writes it."""
-    try:
-        return shape.model_validate(info)
-    except ValidationError as exc:
-        field = exc.errors()[0]["loc"][0]  # one of the shape's names, never the file's own text
-        raise UserError(f"{path}: {field} is not as `edgebench run` writes it; re-run `edgebench run` into a new --out") from None
 
 
 def run_info_name(devices: list[str] | None) -> str:
@@ -199,39 +178,51 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
             raise
 
 
-def read_info_file(path: Path) -> dict[str, Any]:
+def read_info_file(path: Path) -> RunInfo:
+    """One writer's run info, or one line saying what in the file is not as `edgebench run` writes it."""
     try:
-        info = json.loads(path.read_text())
+        return RunInfo.model_validate_json(path.read_bytes())
     except FileNotFoundError:
         raise UserError(f"{path} not found; pass a run directory written by `edgebench run`") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise UserError(f"{path} is corrupted (not JSON); re-run `edgebench run` into a new --out") from None
-    if not isinstance(info, dict):
-        raise UserError(f"{path} is not a JSON object; re-run `edgebench run` into a new --out")
-    check_info_shape(RunInfoShape, info, path)
-    return info
+    except ValidationError as exc:
+        raise UserError(f"{path}{_info_problem(exc)}; re-run `edgebench run` into a new --out") from None
 
 
-def read_run_info(run_dir: Path) -> dict[str, Any]:
-    """The run's description over all its writers (see merge_run_info); every reader of run info uses this."""
+def _info_problem(exc: ValidationError) -> str:
+    """What a ValidationError of run info says, never quoting the file's own text."""
+    error = exc.errors()[0]
+    if error["type"] == "json_invalid":
+        return " is corrupted (not JSON)"
+    if not error["loc"]:
+        return " is not a JSON object"
+    return f": {error['loc'][0]} is not as `edgebench run` writes it"  # one of the model's names
+
+
+def read_run_slices(run_dir: Path) -> dict[str, RunInfo]:
+    """Every writer's own run info, keyed by file name."""
     paths = run_info_paths(run_dir)
     if not paths:
         raise UserError(
             f"{Path(run_dir) / RUN_INFO} not found; pass a run directory written by `edgebench run`"
         )
-    return merge_run_info({p.name: read_info_file(p) for p in paths})
+    return {p.name: read_info_file(p) for p in paths}
 
 
-def merge_run_info(infos: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The earliest-started writer's description, listing the cells of every writer, with each writer's own
-    (its host facts, versions, enforcement, jobs, start) under `slices`, keyed by file name."""
-    ordered = dict(sorted(infos.items(), key=lambda item: (str(item[1].get("started_at", "")), item[0])))
-    merged = dict(next(iter(ordered.values())))
-    cells = [cell for info in ordered.values() for cell in info.get("cells") or []]
-    labels = {k: v for info in ordered.values() for k, v in (info.get("cell_labels") or {}).items()}
-    resolutions = [entry for info in ordered.values() for entry in info.get("resolutions") or []]
-    merged |= {"cells": list(dict.fromkeys(cells)), "cell_labels": labels, "slices": ordered}
-    return merged | ({"resolutions": resolutions} if resolutions else {})
+def read_run_info(run_dir: Path) -> RunInfo:
+    """The run's description over all its writers (see merge_run_info); every reader of run info uses this."""
+    return merge_run_info(read_run_slices(run_dir))
+
+
+def merge_run_info(infos: dict[str, RunInfo]) -> RunInfo:
+    """The earliest-started writer's description, listing the cells, labels and resolutions of every writer."""
+    ordered = [info for _, info in sorted(infos.items(), key=lambda item: (item[1].started_at, item[0]))]
+    return ordered[0].model_copy(
+        update={
+            "cells": list(dict.fromkeys(cell for info in ordered for cell in info.cells)),
+            "cell_labels": {k: v for info in ordered for k, v in info.cell_labels.items()},
+            "resolutions": [entry for info in ordered for entry in info.resolutions],
+        }
+    )
 
 
 def iter_records(run_dir: Path) -> Iterator[CellRecord]:
@@ -277,7 +268,7 @@ class RunStore:
         self.results = self.run_dir / RESULTS
         self.info_path = self.run_dir / run_info_name(devices)
 
-    def prepare(self, run_info: dict[str, Any], fresh: bool, retry_errors: bool = False) -> set[str]:
+    def prepare(self, run_info: RunInfo, fresh: bool, retry_errors: bool = False) -> set[str]:
         """Create the directory, set a previous run aside when fresh, write this writer's run info, and return
         the ids of the cells already done (see done_cells)."""
         check_writable(self.run_dir)
@@ -293,15 +284,12 @@ class RunStore:
         self.describe(run_info)
         return done
 
-    def describe(self, run_info: dict[str, Any]) -> None:
+    def describe(self, run_info: RunInfo) -> None:
         """(Re)write this writer's run info, e.g. once probing has decided a largest-fitting run's cells."""
-        write_atomic(self.info_path, json.dumps(run_info, indent=2, default=str) + "\n")
+        write_atomic(self.info_path, run_info.model_dump_json(indent=2) + "\n")
 
-    def _refuse_other_spec(self, run_info: dict[str, Any]) -> None:
-        if any(
-            read_info_file(p).get("spec_hash") != run_info.get("spec_hash")
-            for p in run_info_paths(self.run_dir)
-        ):
+    def _refuse_other_spec(self, run_info: RunInfo) -> None:
+        if any(read_info_file(p).spec_hash != run_info.spec_hash for p in run_info_paths(self.run_dir)):
             raise UserError(
                 f"{self.run_dir} holds a run of a different spec; pass --fresh to redo it "
                 "(old results are kept as a .bak file) or choose another --out"

@@ -94,8 +94,8 @@ def run_matrix(
             records += probes
             finished |= {r.cell_id for r in probes}
             resolved = [arm.cell(r) for arm, r in resolutions if not arm.probe_only]
-            info = describe_run(loaded, executor, request.jobs, request.devices, [*loaded.cells, *resolved])
-            store.describe({**info, "resolutions": [resolution_entry(arm, r) for arm, r in resolutions]})
+            expected = [*loaded.cells, *resolved]
+            store.describe(describe_run(loaded, executor, request.jobs, request.devices, expected, resolutions))
         todo = [*cells, *resolved]
         pending = [c for c in todo if c.id not in finished]
         console.print(
@@ -169,16 +169,6 @@ def resolve_models(
         line = f"edgebench: {arm.label} -> {resolution.model}: {resolution.reason}"
         console.print(line, markup=False, highlight=False)
     return resolutions, ran, failed
-
-
-def resolution_entry(arm: Arm, resolution: ModelResolution) -> dict[str, object]:
-    """run.json's account of one arm: which device and workload, and which model it resolved to and why."""
-    return {
-        "arm": arm.label,
-        "device": arm.device.name,
-        "params": arm.params.model_dump(exclude={"model"}),
-        **resolution.model_dump(),
-    }
 
 
 def unmeasured(cells: list[Cell], records: list[CellRecord]) -> list[tuple[Cell, str]]:
