@@ -167,7 +167,7 @@ matrix:
 """,
     )
     out = tmp_path / "run"
-    proc = edgebench("run", str(spec), "--out", str(out), "--no-report")
+    proc = edgebench("run", str(spec), "--out", str(out), "--no-report", process=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = load_records(out)
     probes = [r for r in records if r.role == "probe"]
@@ -181,7 +181,7 @@ matrix:
     assert by_model.get(larger) == "oom"  # the bracket above was measured, not assumed
     info = json.loads((out / "run.json").read_text())
     assert cell.cell_id in info["cells"] and info["resolutions"]
-    again = edgebench("run", str(spec), "--out", str(out), "--no-report")  # a resume probes nothing again
+    again = edgebench("run", str(spec), "--out", str(out), "--no-report", process=True)  # a resume probes nothing again
     assert again.returncode == 0 and "probing" not in again.stderr and len(load_records(out)) == len(records)
 
 

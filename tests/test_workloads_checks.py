@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +9,7 @@ import pytest
 from devices.catalogue import load_catalogue, resolve_device
 from harness.plan.spec import load_spec
 from harness.record.errors import UserError
-from tests.helpers import write_rows, write_spec
+from tests.helpers import edgebench, write_rows, write_spec
 from workloads.checks import check_params, file_summary
 from workloads.flops import step_flops, step_seconds
 from workloads.params import WorkloadParams
@@ -186,11 +184,7 @@ def test_cli_refuses_with_one_line_and_writes_nothing(tmp_path, matrix, expected
     matrix = matrix.replace("DATA", str(data)).replace("SWEEP", RECIPE_SWEEP)
     spec = write_spec(tmp_path, f"devices: [rpi-4-2gb]\nmatrix: {matrix}\n")
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", str(spec), "--out", str(out)],
-        capture_output=True,
-        text=True,
-    )
+    proc = edgebench("run", str(spec), "--out", str(out))
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("edgebench: error: ") and expected in lines[0], proc.stderr
