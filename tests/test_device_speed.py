@@ -94,7 +94,7 @@ def test_default_matrix_runs_on_the_scaled_clock_of_each_catalogue_device():
     loaded = load_spec(default_spec_path())
     host = host_speed()
     assert loaded.spec.clock == "device-scaled" and loaded.host == host
-    cells = [*loaded.cells, *(probe for arm in loaded.arms for probe in arm.probes.values())]
+    cells = [*loaded.cells, *(probe for search in loaded.fit_searches for probe in search.probes.values())]
     assert cells
     for cell in cells:
         assert cell.clock.kind == "device-scaled"

@@ -62,7 +62,7 @@ def test_a_ray_run_leaves_the_check_to_its_nodes(tmp_path, scripted):
     assert edgebench(*run_args(tmp_path, HUGE, tmp_path / "out", "--executor", "ray")).returncode == 0
 
 
-def test_a_largest_fitting_arm_of_a_device_too_large_is_refused(tmp_path):
+def test_a_largest_fitting_search_of_a_device_too_large_is_refused(tmp_path):
     spec = HUGE.replace("model: opt-1m", "model: {largest_fitting: [opt-1m, opt-8m]}")
     loaded = load_spec(write_spec(tmp_path, spec))
     assert not loaded.cells and "mainframe" in {d.name for d in loaded.devices_for(None)}

@@ -119,7 +119,7 @@ def test_sequence_longer_than_the_model():
 
 RPI4 = resolve_device("rpi-4-2gb", load_catalogue())
 #: 9 device seconds of training: 90 warm-up steps of opt-1m fit (0.0903 s each at least), 1000 do not, nor 1 of
-#: opt-125m (11.2 s); a largest-fitting arm is refused only when its fastest candidate cannot finish the warm-up.
+#: opt-125m (11.2 s); a largest-fitting search is refused only when its fastest candidate cannot finish the warm-up.
 WARMUP = "max_steps: null, max_seconds: 9, warmup_steps"
 
 
@@ -155,7 +155,7 @@ def test_a_warmup_the_seconds_budget_cannot_hold_on_the_device_is_refused_at_pla
 )
 def test_a_warmup_that_fits_its_budget_is_accepted(tmp_path, spec):
     loaded = load_spec(write_spec(tmp_path, f"devices: [rpi-4-2gb]\n{spec}\n"))
-    assert len(loaded.cells) + len(loaded.arms) == 1
+    assert len(loaded.cells) + len(loaded.fit_searches) == 1
 
 
 @pytest.mark.parametrize(

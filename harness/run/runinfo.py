@@ -48,7 +48,8 @@ def describe_run(
         "devices": [d.model_dump() for d in loaded.devices],
         "cells": [c.id for c in cells],
         "cell_labels": {c.id: c.label for c in cells},
-        "largest_fitting_arms": [arm.label for arm in loaded.arms],  # lets a report name the cells still missing
+        # The key keeps its name so that committed runs load; a report names the cells still missing from it.
+        "largest_fitting_arms": [search.label for search in loaded.fit_searches],
         "clock": loaded.spec.clock,
         "host_speed": loaded.host.model_dump() if loaded.host else None,
         "clocks": {name: clock.model_dump() for name, clock in loaded.clocks.items()},
