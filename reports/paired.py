@@ -1,22 +1,23 @@
-"""A paired comparison of two arms on the same examples of one split: the difference in accuracy, its 95 %
-interval and a p-value (numpy and scipy only).
+"""A paired comparison of two sides, A and B, on the same examples of one split (two arms, an arm and its own
+step 0, or a cell and its baseline: reports.pairs): the difference in accuracy, its 95 % interval and a p-value
+(numpy and scipy only).
 
-Why paired. Two arms scored on the same examples share their hard examples: comparing the two accuracies as if
+Why paired. Two sides scored on the same examples share their hard examples: comparing the two accuracies as if
 they were independent counts that shared variance twice and cannot tell a 3-point change on 1,275 examples from
-noise. Compared example by example, only the examples the arms disagree on carry information.
+noise. Compared example by example, only the examples the sides disagree on carry information.
 
-Why over examples *and* seeds. The seeds of an arm are scored on one evaluation set, so their spread is the
+Why over examples *and* seeds. The seeds of a side are scored on one evaluation set, so their spread is the
 training noise alone: it says nothing about which examples happened to be drawn, which is usually the larger
 uncertainty (a binomial standard error of 1 point at 87 % on 1,066 examples). A two-level bootstrap resamples
-both: each resample draws the seeds of each arm with replacement (one draw for both arms when they are the same
+both: each resample draws the seeds of each side with replacement (one draw for both sides when they are the same
 training runs, as an arm against its own step 0 is), averages each example's correctness over the drawn seeds,
 then draws the examples with replacement and takes the mean difference. The 2.5th and 97.5th percentiles of
 RESAMPLES such differences are the interval (a percentile bootstrap); the generator's seed is fixed, so a
 report is reproducible. It is vectorised: a resample's seed draw is a weight per seed and its example draw a
 count per example, so every resample is one matrix product.
 
-The p-value. With one seed per arm, McNemar's exact test (scipy.stats.binomtest): under no difference each of
-the m examples the arms disagree on is as likely to favour either, so the count favouring A is Binomial(m, 1/2),
+The p-value. With one seed per side, McNemar's exact test (scipy.stats.binomtest): under no difference each of
+the m examples the sides disagree on is as likely to favour either, so the count favouring A is Binomial(m, 1/2),
 exact at any m. With several seeds an example's correctness is a share, not a bit, so the p-value is the
 bootstrap's: twice the share of resampled differences on the far side of zero ((count + 1) / (resamples + 1),
 so never 0).
@@ -96,14 +97,14 @@ class PairedDifference:
         return f"{self.difference:+.1f} points ({self.figures()})"
 
 
-def _matrix(scored: Sequence[Scored], examples: np.ndarray, arm: str) -> np.ndarray:
+def _matrix(scored: Sequence[Scored], examples: np.ndarray, side: str) -> np.ndarray:
     rows = []
     for i, s in enumerate(scored):
         if not np.array_equal(np.asarray(s.examples), examples):
-            raise PairingError(f"{arm}'s seed {i + 1} scored other examples than the first seed of A")
+            raise PairingError(f"{side}'s seed {i + 1} scored other examples than the first seed of A")
         correct = np.asarray(s.correct)
         if correct.shape != examples.shape:
-            raise PairingError(f"{arm}'s seed {i + 1}: {correct.size} results for {examples.size} examples")
+            raise PairingError(f"{side}'s seed {i + 1}: {correct.size} results for {examples.size} examples")
         rows.append(correct.astype(bool))
     return np.asarray(rows, dtype=np.float64)
 
@@ -116,7 +117,7 @@ def _seed_weights(rng: np.random.Generator, resamples: int, seeds: int) -> np.nd
 
 
 def _example_accuracy(rng: np.random.Generator, resamples: int, matrix: np.ndarray, other: np.ndarray):
-    """Per resample of the examples (with replacement), every seed's accuracy of both arms (resamples x seeds)."""
+    """Per resample of the examples (with replacement), every seed's accuracy of both sides (resamples x seeds)."""
     n = matrix.shape[1]
     out_a, out_b = [], []
     for start in range(0, resamples, CHUNK):
@@ -142,15 +143,15 @@ def paired_difference(
     resamples: int = RESAMPLES,
     seed: int = RNG_SEED,
 ) -> PairedDifference:
-    """Accuracy of arm A minus arm B over the same examples, per seed the evaluations in `a` and `b`.
+    """Accuracy of side A minus side B over the same examples, per seed the evaluations in `a` and `b`.
 
     `same_seeds`: a[i] and b[i] are one training run (an arm's final evaluation against its own step 0), so
-    seeds are drawn once for both; otherwise each arm's seeds are drawn on their own. PairingError when an arm
+    seeds are drawn once for both; otherwise each side's seeds are drawn on their own. PairingError when a side
     has no evaluation, the evaluations score different examples (positions, in order), or `same_seeds` is
-    asked of arms with different numbers of seeds.
+    asked of sides with different numbers of seeds.
     """
     if not a or not b:
-        raise PairingError("an arm has no evaluation to pair")
+        raise PairingError("a side has no evaluation to pair")
     examples = np.asarray(a[0].examples)
     if examples.ndim != 1 or examples.size == 0:
         raise PairingError("no examples to pair")
@@ -160,7 +161,7 @@ def paired_difference(
     except PairingError as exc:
         raise PairingError(f"not the same examples: {exc}") from None
     if same_seeds and len(a) != len(b):
-        raise PairingError(f"paired seeds need as many in each arm ({len(a)} vs {len(b)})")
+        raise PairingError(f"paired seeds need as many in each side ({len(a)} vs {len(b)})")
     rng = np.random.default_rng(seed)
     accuracy_a, accuracy_b = _example_accuracy(rng, resamples, matrix_a, matrix_b)
     weights_a = _seed_weights(rng, resamples, len(a))

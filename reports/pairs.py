@@ -16,7 +16,7 @@ NO_PREDICTIONS = "no predictions"
 
 @dataclass(frozen=True)
 class Unpaired:
-    """Why a difference has no paired interval (older records kept no predictions; the arms scored different
+    """Why a difference has no paired interval (older records kept no predictions; the sides scored different
     examples)."""
 
     reason: str

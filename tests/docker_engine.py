@@ -85,7 +85,7 @@ class Compose:
         write_spec(folder, spec)
         # The services run as the image's user (1000): `prepare` hands it the results folder.
         self.env = engine.env
-        generated = edgebench("compose", "spec.yaml", cwd=folder, env=self.env)
+        generated = edgebench("compose", "spec.yaml", cwd=folder, env=self.env, process=True)
         assert generated.returncode == 0, generated.stderr
         (folder / "docker-compose.yml").write_text(generated.stdout)
         self.services = yaml.safe_load(generated.stdout)["services"]

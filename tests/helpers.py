@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, redirect_stderr, redirect_stdout, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -55,29 +59,93 @@ matrix:
 SMALL = opt_1m_spec("small", "[rpi-4-2gb]", "[mezo, bp-checkpointed, bp, inference]")
 
 
+@dataclass(frozen=True)
+class CliResult:
+    """What one `edgebench` command did: its exit code and what it wrote (the names subprocess.run gives them)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    escaped: str | None = None  # in this process, the exception the CLI let out (a child's is only its traceback)
+
+    @property
+    def stderr_lines(self) -> list[str]:
+        return self.stderr.strip().splitlines()
+
+
 def edgebench(
     *args: str,
+    process: bool = False,
+    python_flags: tuple[str, ...] = (),
     timeout: float = 600,
     check: bool = False,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
-) -> subprocess.CompletedProcess:
-    """Run the real CLI in a subprocess, as a user would (with `env` added to this process's environment)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-        cwd=cwd,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"edgebench {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-    return proc
+) -> CliResult:
+    """Run the CLI with `args`, as a user would: in this process by default (fast, and a test's monkeypatches
+    reach it), or with `process` in a child Python started with `python_flags` (for what needs a real process:
+    signals, a change of user, Ray, Docker, `-I` isolation). `env` is added to this process's environment for
+    the command, `cwd` is its working directory; `timeout` bounds a child process only. An exception the CLI
+    lets out ends it with code 1 and its traceback on stderr, as it would a child; `check` fails the test on a
+    non-zero code."""
+    run = _in_child if process else _in_this_process
+    result = run(list(args), python_flags, timeout, {**os.environ, **(env or {})}, cwd)
+    if check and result.returncode != 0:
+        raise AssertionError(f"edgebench {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
+    return result
 
 
-def edgebench_json(*args: str, timeout: float = 600) -> dict:
-    return json.loads(edgebench(*args, "--json", timeout=timeout, check=True).stdout)
+def start_edgebench(*args: str, python_flags: tuple[str, ...] = (), **popen: object) -> subprocess.Popen:
+    """Start the CLI in a child process and return at once, for tests that signal or kill it while it runs
+    (`popen` goes to subprocess.Popen: its output, environment, session or process group)."""
+    return subprocess.Popen(_command(args, python_flags), **popen)
+
+
+def _command(args: tuple[str, ...] | list[str], python_flags: tuple[str, ...]) -> list[str]:
+    return [sys.executable, *python_flags, "-m", "harness.cli", *args]
+
+
+def _in_child(
+    args: list[str], python_flags: tuple[str, ...], timeout: float, env: dict[str, str], cwd: Path | None
+) -> CliResult:
+    proc = subprocess.run(_command(args, python_flags), capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def _in_this_process(
+    args: list[str], python_flags: tuple[str, ...], timeout: float, env: dict[str, str], cwd: Path | None
+) -> CliResult:
+    """main(args) with stdout and stderr captured, and the environment, working directory and the signal handlers
+    main installs put back afterwards."""
+    from harness.cli.main import main
+
+    assert not python_flags, "interpreter flags need a child process: pass process=True"
+    out, err, escaped = io.StringIO(), io.StringIO(), None
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    os.environ.update(env)
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                code = main(args)
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+            except Exception as exc:  # noqa: BLE001 - a child would die with its traceback on stderr: so do we
+                traceback.print_exc()
+                code, escaped = 1, f"{type(exc).__name__}: {exc}"[:300]
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    return CliResult(code, out.getvalue(), err.getvalue(), escaped)
+
+
+def edgebench_json(*args: str, process: bool = False, timeout: float = 600) -> dict:
+    return json.loads(edgebench(*args, "--json", process=process, timeout=timeout, check=True).stdout)
 
 
 def require_kernel_caps() -> str:
@@ -154,6 +222,7 @@ def run_spec(directory: Path, text: str) -> list:
         str(out),
         "--no-report",
         "--fresh",
+        process=True,
         timeout=7200,
         check=True,
     )

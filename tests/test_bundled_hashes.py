@@ -61,7 +61,7 @@ def test_a_same_size_replacement_in_the_shared_cache_is_refused_in_one_line_exit
     spec.write_text(SPEC)
     assert load_spec(spec).cells  # the copy as assembled passes
     _same_size_change(target / "tokenizer_config.json")
-    proc = edgebench("run", str(spec), "--out", str(tmp_path / "out"), "--no-report")
+    proc = edgebench("run", str(spec), "--out", str(tmp_path / "out"), "--no-report", process=True)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr == (
         f"edgebench: error: {spec}: model mpnet-l2 needs {target / 'tokenizer_config.json'} to match its pinned "

@@ -18,11 +18,10 @@ from pathlib import Path
 import pytest
 
 from devices.cache import cache_dir
-from harness.cli import main as cli
 from harness.record.store import load_records
 from harness.run import cell_uids, reach
 from harness.run.executors import cell_user, local
-from tests.helpers import observed, require_kernel_caps, write_spec
+from tests.helpers import edgebench, observed, require_kernel_caps, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.alone, pytest.mark.usefixtures("no_leftover_cgroups")]
 
@@ -92,7 +91,7 @@ def test_a_cache_under_a_private_directory_is_opened_to_the_cell_user_alone_and_
     before = snapshot(watched(private_cache))
     monkeypatch.setattr(local, "runner_argv", lambda cell: [sys.executable, "-c", READ_CACHE])
     out = tmp_path / "run"
-    assert cli.main(["run", str(write_spec(tmp_path, ONE_CELL)), "--out", str(out), "--no-report"]) == 0
+    assert edgebench("run", str(write_spec(tmp_path, ONE_CELL)), "--out", str(out), "--no-report").returncode == 0
     (record,) = load_records(out)
     assert record.status == "ok", record.error
     seen = observed(out, record)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli.main import main
 from harness.record.errors import UserError
 from harness.record.records import MemoryFigures, judged
 from harness.record.thresholds import Thresholds
 from reports.compare import compare_cell, compare_runs, parse_fraction
+from tests.helpers import edgebench
 from tests.records_factory import make_record, merged
 from tests.test_reports_fixtures import accuracy_record, accuracy_run, sweep, with_predictions, write_run
 from workloads.metrics import Accuracy, CellMetrics
@@ -46,14 +46,15 @@ def _label(record) -> str:
     return f"{record.device.name}/{record.params.model}/{record.params.method}/b{record.params.batch}/s{record.params.seed}"
 
 
-def test_identical_runs_exit_0(tmp_path, capsys):
+def test_identical_runs_exit_0(tmp_path):
     base, cur, records = _runs(tmp_path)
-    assert main(["compare", str(base), str(cur)]) == 0
-    out = capsys.readouterr().out
+    result = edgebench("compare", str(base), str(cur))
+    assert result.returncode == 0
+    out = result.stdout
     assert f"{len(records)} shared cells: 0 regressed, 0 listed" in out
 
 
-def test_ten_percent_more_peak_memory_exits_1_and_names_the_cell(tmp_path, capsys):
+def test_ten_percent_more_peak_memory_exits_1_and_names_the_cell(tmp_path):
     records = sweep(devices=DEVICES, models=("opt-1m", "opt-8m", "opt-30m"))
     index = _ok_index(records)
     target = records[index]
@@ -62,16 +63,14 @@ def test_ten_percent_more_peak_memory_exits_1_and_names_the_cell(tmp_path, capsy
         lambda rs: _bump(rs, index, peak_memory_bytes=int(target.peak_memory_bytes * 1.10)),
         baseline_records=records,
     )
-    assert main(["compare", str(base), str(cur)]) == 1
-    captured = capsys.readouterr()
-    assert f"REGRESSION {_label(target)} ({target.cell_id}): peak memory +10.0% (limit 5.0%)" in captured.err
-    assert captured.err.count("REGRESSION") == 1
-    assert _label(target) in captured.out  # and the table shows it
+    result = edgebench("compare", str(base), str(cur))
+    assert result.returncode == 1
+    assert f"REGRESSION {_label(target)} ({target.cell_id}): peak memory +10.0% (limit 5.0%)" in result.stderr
+    assert result.stderr.count("REGRESSION") == 1
+    assert _label(target) in result.stdout  # and the table shows it
 
 
 def test_compare_runs_as_a_subprocess_like_ci(tmp_path):
-    from tests.helpers import edgebench
-
     records = sweep(devices=DEVICES, models=("opt-1m", "opt-8m"))
     index = _ok_index(records, "bp-checkpointed")
     base, cur, _ = _runs(
@@ -79,13 +78,13 @@ def test_compare_runs_as_a_subprocess_like_ci(tmp_path):
         lambda rs: _bump(rs, index, peak_memory_bytes=int(records[index].peak_memory_bytes * 1.10)),
         baseline_records=records,
     )
-    proc = edgebench("compare", str(base), str(cur), timeout=120)
+    proc = edgebench("compare", str(base), str(cur), timeout=120, process=True)
     assert proc.returncode == 1, proc.stderr
     assert records[index].cell_id in proc.stderr
-    assert edgebench("compare", str(base), str(base), timeout=120).returncode == 0
+    assert edgebench("compare", str(base), str(base), timeout=120, process=True).returncode == 0
 
 
-def test_status_ok_to_oom_is_a_regression_whatever_the_limits(tmp_path, capsys):
+def test_status_ok_to_oom_is_a_regression_whatever_the_limits(tmp_path):
     records = sweep(devices=DEVICES, models=("opt-1m", "opt-8m"))
     index = _ok_index(records, "bp")
     base, cur, _ = _runs(
@@ -93,20 +92,22 @@ def test_status_ok_to_oom_is_a_regression_whatever_the_limits(tmp_path, capsys):
         lambda rs: _bump(rs, index, status="oom", error="killed by the kernel"),
         baseline_records=records,
     )
-    assert main(["compare", str(base), str(cur), "--max-memory-regression", "100%"]) == 1
-    assert f"{records[index].cell_id}): status ok -> oom" in capsys.readouterr().err
+    result = edgebench("compare", str(base), str(cur), "--max-memory-regression", "100%")
+    assert result.returncode == 1
+    assert f"{records[index].cell_id}): status ok -> oom" in result.stderr
 
 
-def test_oom_to_ok_is_an_improvement_not_a_regression(tmp_path, capsys):
+def test_oom_to_ok_is_an_improvement_not_a_regression(tmp_path):
     records = sweep(devices=DEVICES, models=("opt-30m",))
     index = next(i for i, r in enumerate(records) if r.status == "oom")
     fixed = records[index].model_copy(update={"status": "ok", "error": None})
     base, cur, _ = _runs(tmp_path, lambda rs: rs.__setitem__(index, fixed), baseline_records=records)
-    assert main(["compare", str(base), str(cur)]) == 0
-    assert "status oom -> ok" in capsys.readouterr().out
+    result = edgebench("compare", str(base), str(cur))
+    assert result.returncode == 0
+    assert "status oom -> ok" in result.stdout
 
 
-def test_step_time_and_accuracy_thresholds(tmp_path, capsys):
+def test_step_time_and_accuracy_thresholds(tmp_path):
     records = sweep(devices=DEVICES, models=("opt-1m", "opt-8m"))
     slow, worse = _ok_index(records, "mezo"), _ok_index(records, "bp")
 
@@ -117,20 +118,19 @@ def test_step_time_and_accuracy_thresholds(tmp_path, capsys):
         _bump(rs, worse, metrics=merged(rs[worse].metrics, accuracy={"final": lower}))
 
     base, cur, _ = _runs(tmp_path, change, baseline_records=records)
-    assert main(["compare", str(base), str(cur)]) == 1
-    err = capsys.readouterr().err
+    result = edgebench("compare", str(base), str(cur))
+    assert result.returncode == 1
+    err = result.stderr
     assert f"{records[slow].cell_id}): step_time_s +25.0% (limit 20.0%)" in err
     assert f"{records[worse].cell_id}): final accuracy -2.00 points (limit 1)" in err
     # Looser limits on the command line let both pass.
-    assert (
-        main(["compare", str(base), str(cur), "--max-time-regression", "0.3", "--max-accuracy-drop", "2.5"])
-        == 0
-    )
+    looser = ("--max-time-regression", "0.3", "--max-accuracy-drop", "2.5")
+    assert edgebench("compare", str(base), str(cur), *looser).returncode == 0
 
 
 @pytest.mark.parametrize("current_device_seconds, metric", [(13.0, "device_seconds"), (None, "host_seconds")])
 def test_without_step_times_the_cells_device_seconds_are_compared(
-    tmp_path, capsys, current_device_seconds, metric
+    tmp_path, current_device_seconds, metric
 ):
     """Device seconds (what the run simulates) when both records have them, else host seconds."""
     records = [
@@ -146,54 +146,58 @@ def test_without_step_times_the_cells_device_seconds_are_compared(
         else {"device_seconds": None, "host_seconds": host * 1.3}
     )
     base, cur, _ = _runs(tmp_path, lambda rs: _bump(rs, index, **update), baseline_records=records)
-    assert main(["compare", str(base), str(cur), "--json"]) == 1
+    result = edgebench("compare", str(base), str(cur), "--json")
+    assert result.returncode == 1
     change = next(
-        c for c in json.loads(capsys.readouterr().out)["changes"] if c["cell_id"] == records[index].cell_id
+        c for c in json.loads(result.stdout)["changes"] if c["cell_id"] == records[index].cell_id
     )
     assert change["time_metric"] == metric
     assert change["time_change"] == pytest.approx(0.3)
-    assert main(["compare", str(base), str(cur)]) == 1
-    assert f"{records[index].cell_id}): {metric} +30.0% (limit 20.0%)" in capsys.readouterr().err
+    result = edgebench("compare", str(base), str(cur))
+    assert result.returncode == 1
+    assert f"{records[index].cell_id}): {metric} +30.0% (limit 20.0%)" in result.stderr
 
 
-def test_thresholds_come_from_the_baseline_spec_unless_given(tmp_path, capsys):
+def test_thresholds_come_from_the_baseline_spec_unless_given(tmp_path):
     records = sweep(devices=DEVICES, models=("opt-1m",))
     index = _ok_index(records)
     bump = lambda rs: _bump(rs, index, peak_memory_bytes=int(records[index].peak_memory_bytes * 1.10))  # noqa: E731
     strict, lax = ({"name": "s", "thresholds": {"max_memory_regression": v}} for v in (0.05, 0.50))
     base, cur, _ = _runs(tmp_path / "a", bump, records, baseline_info={"spec": strict}, spec=lax)
-    assert main(["compare", str(base), str(cur)]) == 1  # a change cannot relax its own gate
-    capsys.readouterr()
+    assert edgebench("compare", str(base), str(cur)).returncode == 1  # a change cannot relax its own gate
     spec = {"name": "s", "thresholds": {"max_memory_regression": 0.15}}
     base, cur, _ = _runs(tmp_path, bump, records, baseline_info={"spec": spec}, spec=strict)
-    assert main(["compare", str(base), str(cur)]) == 0  # the baseline's spec allows 15 %
-    out = capsys.readouterr().out
+    result = edgebench("compare", str(base), str(cur))
+    assert result.returncode == 0  # the baseline's spec allows 15 %
+    out = result.stdout
     assert (
         "limits: peak memory +15.0%" in out and _label(records[index]) in out
     )  # listed: over half its limit
-    assert main(["compare", str(base), str(cur), "--max-memory-regression", "5%"]) == 1
-    assert main(["compare", str(base), str(cur), "--max-memory-regression", "0.05"]) == 1
+    assert edgebench("compare", str(base), str(cur), "--max-memory-regression", "5%").returncode == 1
+    assert edgebench("compare", str(base), str(cur), "--max-memory-regression", "0.05").returncode == 1
 
 
-def test_setup_changes_are_reported(tmp_path, capsys):
+def test_setup_changes_are_reported(tmp_path):
     versions = {"python": "3.11.2", "torch": "2.14.0", "transformers": "5.0.0"}
     base, cur, _ = _runs(tmp_path, enforcement="rlimit", versions=versions)
-    assert main(["compare", str(base), str(cur)]) == 0
+    result = edgebench("compare", str(base), str(cur))
+    assert result.returncode == 0
     assert "setup changed since the baseline: enforcement cgroup-v1 -> rlimit, torch 2.13.0 -> 2.14.0" in (
-        capsys.readouterr().out
+        result.stdout
     )
 
 
-def test_a_cell_without_a_current_record_is_a_regression(tmp_path, capsys):
+def test_a_cell_without_a_current_record_is_a_regression(tmp_path):
     records = sweep(devices=DEVICES, models=("opt-1m",))
     dropped = records[0]
     base, cur, _ = _runs(tmp_path, lambda rs: rs.pop(0), baseline_records=records)
-    assert main(["compare", str(base), str(cur)]) == 1
-    assert f"{dropped.cell_id}): no record in the current run" in capsys.readouterr().err
+    result = edgebench("compare", str(base), str(cur))
+    assert result.returncode == 1
+    assert f"{dropped.cell_id}): no record in the current run" in result.stderr
 
 
 @pytest.mark.parametrize("invalid_in", ["baseline", "current"])
-def test_an_invalid_record_in_either_run_is_a_regression_not_a_comparison(tmp_path, capsys, invalid_in):
+def test_an_invalid_record_in_either_run_is_a_regression_not_a_comparison(tmp_path, invalid_in):
     """Identical figures, but one record's cap was no kernel's: the gate names it and compares nothing of it."""
     records = sweep(devices=DEVICES, models=("opt-1m", "opt-8m"))
     index = _ok_index(records)
@@ -201,8 +205,9 @@ def test_an_invalid_record_in_either_run_is_a_regression_not_a_comparison(tmp_pa
     before, after = (soft, records[index]) if invalid_in == "baseline" else (records[index], soft)
     baseline = [before if i == index else r for i, r in enumerate(records)]
     base, cur, _ = _runs(tmp_path, lambda rs: rs.__setitem__(index, after), baseline_records=baseline)
-    assert main(["compare", str(base), str(cur), "--json"]) == 1
-    data = json.loads(capsys.readouterr().out)
+    result = edgebench("compare", str(base), str(cur), "--json")
+    assert result.returncode == 1
+    data = json.loads(result.stdout)
     assert data["regressed"] == [records[index].cell_id]
     (changed,) = (c for c in data["changes"] if c["regressions"])
     assert changed["regressions"] == [
@@ -211,15 +216,16 @@ def test_an_invalid_record_in_either_run_is_a_regression_not_a_comparison(tmp_pa
     ]
 
 
-def test_invalid_seeds_join_no_group_and_fail_on_their_own(tmp_path, capsys):
+def test_invalid_seeds_join_no_group_and_fail_on_their_own(tmp_path):
     base_dir, cur_dir, base, cur = _seed_runs(tmp_path, NOISY_BEFORE, NOISY_BEFORE)
     write_run(cur_dir, [judged(cur[0], overlapped=None), *cur[1:]])
-    assert main(["compare", str(base_dir), str(cur_dir), "--json"]) == 1
-    data = json.loads(capsys.readouterr().out)
+    result = edgebench("compare", str(base_dir), str(cur_dir), "--json")
+    assert result.returncode == 1
+    data = json.loads(result.stdout)
     assert data["groups"] == [] and data["regressed"] == [cur[0].cell_id]
 
 
-def test_json_output_lists_regressed_cells(tmp_path, capsys):
+def test_json_output_lists_regressed_cells(tmp_path):
     records = sweep(devices=DEVICES, models=("opt-1m",))
     index = _ok_index(records)
     base, cur, _ = _runs(
@@ -227,8 +233,9 @@ def test_json_output_lists_regressed_cells(tmp_path, capsys):
         lambda rs: _bump(rs, index, peak_memory_bytes=int(records[index].peak_memory_bytes * 1.2)),
         baseline_records=records,
     )
-    assert main(["compare", str(base), str(cur), "--json"]) == 1
-    data = json.loads(capsys.readouterr().out)
+    result = edgebench("compare", str(base), str(cur), "--json")
+    assert result.returncode == 1
+    data = json.loads(result.stdout)
     assert data["regressed"] == [records[index].cell_id]
     change = next(c for c in data["changes"] if c["cell_id"] == records[index].cell_id)
     assert change["memory_change"] == pytest.approx(0.2, abs=1e-6)
@@ -244,21 +251,23 @@ def test_json_output_lists_regressed_cells(tmp_path, capsys):
         (["{base}", "{cur}", "--max-accuracy-drop", "-1"], "negative"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
+def test_bad_input_exits_2_with_one_line(tmp_path, argv, message):
     base, cur, _ = _runs(tmp_path)
     other = write_run(tmp_path / "other", sweep(devices=("rpi-3b-plus",), models=("opt-1m",)))
     args = [a.format(base=base, cur=cur, other=other, tmp=tmp_path) for a in argv]
-    assert main(["compare", *args]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    result = edgebench("compare", *args)
+    assert result.returncode == 2
+    err = result.stderr.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
 
 
-def test_corrupted_results_exit_2(tmp_path, capsys):
+def test_corrupted_results_exit_2(tmp_path):
     base, cur, _ = _runs(tmp_path)
     with open(cur / "results.jsonl", "a") as handle:
         handle.write("{not json}\n")
-    assert main(["compare", str(base), str(cur)]) == 2
-    assert "is not a valid result record" in capsys.readouterr().err
+    result = edgebench("compare", str(base), str(cur))
+    assert result.returncode == 2
+    assert "is not a valid result record" in result.stderr
 
 
 @pytest.mark.parametrize("text, value", [("5%", 0.05), ("0.05", 0.05), (0.2, 0.2), ("150%", 1.5), ("0", 0.0)])
@@ -291,14 +300,15 @@ def _seed_runs(
     return write_run(tmp_path / "base", base), write_run(tmp_path / "cur", cur), base, cur
 
 
-def test_seed_noise_is_not_a_regression_when_three_seeds_are_judged_together(tmp_path, capsys):
+def test_seed_noise_is_not_a_regression_when_three_seeds_are_judged_together(tmp_path):
     base_dir, cur_dir, base, cur = _seed_runs(tmp_path, NOISY_BEFORE, NOISY_AFTER)
     # Seed by seed, seed 1 lost 1.7 points: past the 1-point limit.
     assert compare_cell(base[1], cur[1], Thresholds()).regressions == [
         "final accuracy -1.70 points (limit 1)"
     ]
-    assert main(["compare", str(base_dir), str(cur_dir), "--json"]) == 0
-    data = json.loads(capsys.readouterr().out)
+    result = edgebench("compare", str(base_dir), str(cur_dir), "--json")
+    assert result.returncode == 0
+    data = json.loads(result.stdout)
     assert data["regressed"] == []
     (group,) = data["groups"]
     assert group["label"] == "rpi-4-2gb/minilm-l6/mezo/b16/s{0,1,2}" and group["regressions"] == []
@@ -307,25 +317,29 @@ def test_seed_noise_is_not_a_regression_when_three_seeds_are_judged_together(tmp
     noted = next(c for c in data["changes"] if c["cell_id"] == base[1].cell_id)
     assert noted["regressions"] == []
     assert noted["notes"] == ["final accuracy -1.70 points (limit 1) in this seed; judged over the seeds"]
-    assert main(["compare", str(base_dir), str(cur_dir)]) == 0
-    out = " ".join(capsys.readouterr().out.split())
+    result = edgebench("compare", str(base_dir), str(cur_dir))
+    assert result.returncode == 0
+    out = " ".join(result.stdout.split())
     assert "1 cells with 3+ seeds in both runs judged over them: 0 regressed, 0 listed" in out
-    assert main(["compare", str(base_dir), str(cur_dir), "--all"]) == 0
-    out = " ".join(capsys.readouterr().out.split())
+    result = edgebench("compare", str(base_dir), str(cur_dir), "--all")
+    assert result.returncode == 0
+    out = " ".join(result.stdout.split())
     assert "70.3 ± 1.1 (n=3) -> 70.4 ± 0.6 (n=3)" in out and "final accuracy +0.03 points (limit 1)" in out
 
 
-def test_with_fewer_than_three_seeds_each_cell_meets_its_threshold(tmp_path, capsys):
+def test_with_fewer_than_three_seeds_each_cell_meets_its_threshold(tmp_path):
     base_dir, cur_dir, base, _ = _seed_runs(tmp_path, NOISY_BEFORE[:2], NOISY_AFTER[:2])
-    assert main(["compare", str(base_dir), str(cur_dir)]) == 1
-    err = capsys.readouterr().err
+    result = edgebench("compare", str(base_dir), str(cur_dir))
+    assert result.returncode == 1
+    err = result.stderr
     assert f"{base[1].cell_id}): final accuracy -1.70 points (limit 1)" in err and "Mann-Whitney" not in err
 
 
-def test_a_real_drop_across_all_seeds_is_a_regression(tmp_path, capsys):
+def test_a_real_drop_across_all_seeds_is_a_regression(tmp_path):
     base_dir, cur_dir, base, _ = _seed_runs(tmp_path, NOISY_BEFORE, [a - 10 for a in NOISY_BEFORE])
-    assert main(["compare", str(base_dir), str(cur_dir)]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
+    result = edgebench("compare", str(base_dir), str(cur_dir))
+    assert result.returncode == 1
+    err = result.stderr.strip().splitlines()
     assert err == [
         "edgebench compare: REGRESSION rpi-4-2gb/minilm-l6/mezo/b16/s{0,1,2}: final accuracy -10.00 points "
         "(limit 1) on the means of 3 vs 3 seeds, Mann-Whitney p=0.050 (significant)"
@@ -341,13 +355,14 @@ def test_a_significant_shift_within_the_threshold_is_not_a_regression(tmp_path):
     assert test.p_value <= 0.05 and not test.regressed and comparison.regression_count == 0
 
 
-def test_memory_growth_in_every_seed_is_judged_over_the_seeds(tmp_path, capsys):
+def test_memory_growth_in_every_seed_is_judged_over_the_seeds(tmp_path):
     peak = accuracy_record("mezo", 2e-5, 0, 76.0, 70.0).peak_memory_bytes
     base_dir, cur_dir, _, _ = _seed_runs(
         tmp_path, NOISY_BEFORE, NOISY_BEFORE, peak_memory_bytes=int(peak * 1.1)
     )
-    assert main(["compare", str(base_dir), str(cur_dir)]) == 1
-    assert "s{0,1,2}: peak memory +10.0% (limit 5.0%) on the means of 3 vs 3 seeds" in capsys.readouterr().err
+    result = edgebench("compare", str(base_dir), str(cur_dir))
+    assert result.returncode == 1
+    assert "s{0,1,2}: peak memory +10.0% (limit 5.0%) on the means of 3 vs 3 seeds" in result.stderr
 
 
 def _charged(record, rss: int, cgroup: int | None):
@@ -380,16 +395,17 @@ def test_memory_regresses_when_every_peak_both_runs_read_grew(tmp_path, rss_afte
         else []
     )
     base, cur, _ = _runs(tmp_path, lambda rs: rs.__setitem__(index, after), baseline_records=base_records)
-    assert main(["compare", str(base), str(cur)]) == int(regressed)
+    assert edgebench("compare", str(base), str(cur)).returncode == int(regressed)
 
 
 @pytest.mark.parametrize("rss_after, regressed", [(0.8, False), (1.1, True)])
-def test_seeds_judge_memory_on_both_peaks(tmp_path, capsys, rss_after, regressed):
+def test_seeds_judge_memory_on_both_peaks(tmp_path, rss_after, regressed):
     peak = accuracy_record("mezo", 2e-5, 0, 76.0, 70.0).peak_memory_bytes
     base = [_charged(accuracy_record("mezo", 2e-5, s, 76.0, 70.0), peak, peak) for s in range(3)]
     cur = [_charged(r, int(peak * rss_after), int(peak * 1.1)) for r in base]
-    code = main(["compare", str(write_run(tmp_path / "b", base)), str(write_run(tmp_path / "c", cur)), "--json"])
-    (group,) = json.loads(capsys.readouterr().out)["groups"]
+    result = edgebench("compare", str(write_run(tmp_path / "b", base)), str(write_run(tmp_path / "c", cur)), "--json")
+    code = result.returncode
+    (group,) = json.loads(result.stdout)["groups"]
     verdicts = {t["metric"]: t["verdict"] for t in group["tests"]}
     assert code == int(regressed)
     assert verdicts["cgroup peak memory"].startswith("cgroup peak memory +10.0% (limit 5.0%) on the means")
@@ -442,21 +458,23 @@ def _paired_cell_runs(tmp_path: Path, after: float, noise: str | None = None) ->
     return write_run(tmp_path / "base", base), write_run(tmp_path / "cur", cur), base
 
 
-def test_a_drop_every_flipped_example_confirms_is_a_regression(tmp_path, capsys):
+def test_a_drop_every_flipped_example_confirms_is_a_regression(tmp_path):
     """1.5 points on 400 examples: 6 examples, all flipped the same way (McNemar p = 2/2^6)."""
     base_dir, cur_dir, base = _paired_cell_runs(tmp_path, 73.7)
-    assert main(["compare", str(base_dir), str(cur_dir), "--json"]) == 1
-    (change,) = json.loads(capsys.readouterr().out)["changes"]
+    result = edgebench("compare", str(base_dir), str(cur_dir), "--json")
+    assert result.returncode == 1
+    (change,) = json.loads(result.stdout)["changes"]
     paired = change["paired"]
     assert paired["difference"] == pytest.approx(-1.5) and paired["high"] < 0
     assert paired["p_value"] == pytest.approx(2 / 2**6) and paired["method"].startswith("McNemar")
-    assert main(["compare", str(base_dir), str(cur_dir)]) == 1
-    err = capsys.readouterr().err
+    result = edgebench("compare", str(base_dir), str(cur_dir))
+    assert result.returncode == 1
+    err = result.stderr
     assert f"{base[0].cell_id}): final accuracy -1.50 points (limit 1), paired 95% CI -" in err
     assert "McNemar p=0.031, 400 examples" in err
 
 
-def test_the_same_drop_among_flips_both_ways_is_not_a_regression(tmp_path, capsys):
+def test_the_same_drop_among_flips_both_ways_is_not_a_regression(tmp_path):
     """The current predictions drawn afresh: many examples flip each way, the net 1.5 points is noise."""
     base_dir, cur_dir, base = _paired_cell_runs(tmp_path, 73.7, noise="another build")
     comparison = compare_runs(base_dir, cur_dir)
@@ -466,8 +484,9 @@ def test_the_same_drop_among_flips_both_ways_is_not_a_regression(tmp_path, capsy
     assert change.notes == [
         f"final accuracy -1.50 points (limit 1), but {change.paired.figures()} includes no change: not a regression"
     ]
-    assert main(["compare", str(base_dir), str(cur_dir)]) == 0
-    assert "includes no change" in " ".join(capsys.readouterr().out.split())
+    result = edgebench("compare", str(base_dir), str(cur_dir))
+    assert result.returncode == 0
+    assert "includes no change" in " ".join(result.stdout.split())
     # Without predictions in either run the same figures are judged as before: past the limit, a regression.
     plain = [accuracy_record("mezo", 2e-5, 0, 76.0, 75.2, predictions=False)]
     plain_dir = write_run(tmp_path / "plain", plain)
@@ -480,12 +499,13 @@ def test_a_paired_drop_within_the_limit_is_not_judged(tmp_path):
     assert change.regressions == [] and change.notes == [] and change.paired is None
 
 
-def test_seeds_with_predictions_are_judged_by_the_paired_interval(tmp_path, capsys):
+def test_seeds_with_predictions_are_judged_by_the_paired_interval(tmp_path):
     base_dir, cur_dir, _, _ = _seed_runs(
         tmp_path, NOISY_BEFORE, [a - 10 for a in NOISY_BEFORE], predictions=True
     )
-    assert main(["compare", str(base_dir), str(cur_dir)]) == 1
-    (line,) = capsys.readouterr().err.strip().splitlines()
+    result = edgebench("compare", str(base_dir), str(cur_dir))
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
     assert line.startswith(
         "edgebench compare: REGRESSION rpi-4-2gb/minilm-l6/mezo/b16/s{0,1,2}: final accuracy -10.00 points "
         "(limit 1) on the means of 3 vs 3 seeds, paired 95% CI -"
@@ -499,16 +519,17 @@ def test_seeds_with_predictions_are_judged_by_the_paired_interval(tmp_path, caps
     assert test.verdict.endswith("(not significant)")
 
 
-def test_a_missing_predictions_file_is_named_and_the_cell_judged_without_it(tmp_path, capsys):
+def test_a_missing_predictions_file_is_named_and_the_cell_judged_without_it(tmp_path):
     base_dir, cur_dir, base = _paired_cell_runs(tmp_path, 73.7, noise="another build")
     for path in (cur_dir / "predictions").iterdir():  # the current run's file is lost
         path.unlink()
-    assert main(["compare", str(base_dir), str(cur_dir)]) == 1  # back to the figures alone: past the limit
-    captured = capsys.readouterr()
-    out = " ".join(captured.out.split())
+    result = edgebench("compare", str(base_dir), str(cur_dir))
+    assert result.returncode == 1  # back to the figures alone: past the limit
+    out = " ".join(result.stdout.split())
     assert "predictions left out of the paired tests: current: rpi-4-2gb/minilm-l6/mezo/b16/s0" in out
     assert "cannot read" in out and "its evaluations are left out" in out
-    assert f"{base[0].cell_id}): final accuracy -1.50 points (limit 1)\n" in captured.err
-    assert main(["compare", str(base_dir), str(cur_dir), "--json"]) == 1
-    (warning,) = json.loads(capsys.readouterr().out)["warnings"]
+    assert f"{base[0].cell_id}): final accuracy -1.50 points (limit 1)\n" in result.stderr
+    result = edgebench("compare", str(base_dir), str(cur_dir), "--json")
+    assert result.returncode == 1
+    (warning,) = json.loads(result.stdout)["warnings"]
     assert warning.startswith("current: rpi-4-2gb/minilm-l6/mezo/b16/s0")

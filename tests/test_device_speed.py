@@ -94,7 +94,7 @@ def test_default_matrix_runs_on_the_scaled_clock_of_each_catalogue_device():
     loaded = load_spec(default_spec_path())
     host = host_speed()
     assert loaded.spec.clock == "device-scaled" and loaded.host == host
-    cells = [*loaded.cells, *(probe for arm in loaded.arms for probe in arm.probes.values())]
+    cells = [*loaded.cells, *(probe for search in loaded.fit_searches for probe in search.probes.values())]
     assert cells
     for cell in cells:
         assert cell.clock.kind == "device-scaled"
@@ -114,7 +114,7 @@ def test_default_matrix_runs_on_the_scaled_clock_of_each_catalogue_device():
 def test_bad_speed_input_is_one_line_exit_2_and_nothing_written(tmp_path, devices, clock, message):
     spec = opt_1m_spec("bad", devices).replace("timeout_s: 300", f"timeout_s: 300\nclock: {clock}")
     out = tmp_path / "run"
-    proc = edgebench("run", str(write_spec(tmp_path, spec)), "--out", str(out))
+    proc = edgebench("run", str(write_spec(tmp_path, spec)), "--out", str(out), process=True)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "Traceback" not in proc.stderr and not out.exists()

@@ -8,8 +8,8 @@ from pydantic import ValidationError
 from devices.catalogue import CatalogueError, load_catalogue, resolve_device
 from devices.profile import DeviceProfile, format_bytes, parse_bytes
 from harness.cli.commands.devices import user_catalogue
-from harness.cli.main import main
 from harness.record.errors import UserError
+from tests.helpers import edgebench
 
 
 @pytest.mark.parametrize(
@@ -116,13 +116,13 @@ def test_an_empty_gpu_memory_fraction_in_a_stored_record_still_loads():
     assert DeviceProfile.model_validate(stored) == DeviceProfile(name="pi", memory=1 << 30, cpus=4)
 
 
-def test_devices_lists_a_devices_yaml_of_the_current_directory_only_when_given(tmp_path, monkeypatch, capsys):
+def test_devices_lists_a_devices_yaml_of_the_current_directory_only_when_given(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "devices.yaml").write_text("devices:\n  - {name: my-board, memory: 3GiB, cpus: 2}\n")
-    assert main(["devices", "--json"]) == 0
-    captured = capsys.readouterr()
-    assert "my-board" not in captured.out
-    assert captured.err == "edgebench: note: ./devices.yaml is not read; pass --file devices.yaml to use its devices\n"
-    assert main(["devices", "--json", "--file", "devices.yaml"]) == 0
-    captured = capsys.readouterr()
-    assert "my-board" in captured.out and captured.err == ""
+    result = edgebench("devices", "--json")
+    assert result.returncode == 0
+    assert "my-board" not in result.stdout
+    assert result.stderr == "edgebench: note: ./devices.yaml is not read; pass --file devices.yaml to use its devices\n"
+    result = edgebench("devices", "--json", "--file", "devices.yaml")
+    assert result.returncode == 0
+    assert "my-board" in result.stdout and result.stderr == ""

@@ -10,7 +10,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from harness.record.store import iter_records, load_records, read_run_info
 from harness.run.executors.docker import LABEL
 from tests import docker_engine
 from tests.docker_engine import Compose
-from tests.helpers import OOM_AND_OK, edgebench, fast_board, opt_1m_spec, write_spec
+from tests.helpers import OOM_AND_OK, edgebench, fast_board, opt_1m_spec, start_edgebench, write_spec
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration]
 
@@ -64,8 +63,8 @@ def running_cell_container(client, timeout_s: float = 120):
 def test_docker_executor_runs_its_cell_in_a_hardened_container_and_the_cell_completes(engine, tmp_path):
     spec = write_spec(tmp_path, opt_1m_spec("hardened", "[rpi-4-2gb]", "[mezo]"))
     out = tmp_path / "run"
-    argv = [sys.executable, "-m", "harness.cli", "run", str(spec), "--executor", "docker", "--out", str(out)]
-    harness = subprocess.Popen([*argv, "--no-report"], stderr=subprocess.PIPE, text=True)
+    argv = ["run", str(spec), "--executor", "docker", "--out", str(out), "--no-report"]
+    harness = start_edgebench(*argv, stderr=subprocess.PIPE, text=True)
     client = engine.client()
     try:
         container = running_cell_container(client)
@@ -90,7 +89,7 @@ def scaled_seconds(record) -> float:
 def test_docker_executor_over_cap_is_oom_and_under_cap_is_ok(engine, tmp_path):
     out = tmp_path / "run"
     spec = write_spec(tmp_path, OOM_AND_OK)
-    proc = edgebench("run", str(spec), "--executor", "docker", "--out", str(out), "--no-report")
+    proc = edgebench("run", str(spec), "--executor", "docker", "--out", str(out), "--no-report", process=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = {r.device.name: r for r in load_records(out)}
     small, large = records["rpi-zero-2w"], records["rpi-4-2gb"]
@@ -114,7 +113,7 @@ def test_docker_executor_over_cap_is_oom_and_under_cap_is_ok(engine, tmp_path):
 def test_docker_executor_throttles_a_cell_to_its_device_speed(engine, tmp_path):
     spec = opt_1m_spec("throttled", fast_board("1GiB"), "[mezo]").replace("timeout_s: 300", "timeout_s: 900\nclock: device-throttled")
     out = tmp_path / "run"
-    proc = edgebench("run", str(write_spec(tmp_path, spec)), "--executor", "docker", "--out", str(out), "--no-report")
+    proc = edgebench("run", str(write_spec(tmp_path, spec)), "--executor", "docker", "--out", str(out), "--no-report", process=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (record,) = load_records(out)
     assert record.status == "ok" and record.clock.kind == "device-throttled", record.error
@@ -127,17 +126,9 @@ def test_ctrl_c_removes_the_running_cells_container(engine, tmp_path):
     spec = OOM_AND_OK.replace("devices: [rpi-zero-2w, rpi-4-2gb]", "devices: [rpi-4-2gb]")
     spec = spec.replace("opt-125m", "opt-1m").replace("max_steps: 1", "max_steps: null\n  max_seconds: 600")
     out = tmp_path / "run"
-    argv = [
-        sys.executable,
-        "-m",
-        "harness.cli",
-        "run",
-        str(write_spec(tmp_path, spec)),
-        "--executor",
-        "docker",
-    ]
-    harness = subprocess.Popen(
-        [*argv, "--out", str(out), "--no-report"],
+    argv = ["run", str(write_spec(tmp_path, spec)), "--executor", "docker", "--out", str(out), "--no-report"]
+    harness = start_edgebench(
+        *argv,
         stderr=subprocess.PIPE,
         text=True,
         # As from a terminal: under a background shell SIGINT arrives ignored, and Python then keeps ignoring it.

@@ -180,7 +180,7 @@ def test_cleanup_ignores_a_second_ctrl_c_and_restores_the_handlers():
 
 
 def test_without_a_docker_client_one_line_and_exit_2(tmp_path):
-    proc = edgebench("docker-up", env={"PATH": str(tmp_path)})
+    proc = edgebench("docker-up", env={"PATH": str(tmp_path)}, process=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr == (
         "edgebench: error: docker-up needs `docker`, which is not on PATH; install it "
@@ -239,7 +239,7 @@ def host_network() -> tuple[list[str], str]:
 def test_image_only_finds_or_builds_the_image_and_leaves_no_engine_behind():
     skip_unless_engine()
     pids, network = dockerd_pids(), host_network()
-    proc = edgebench("docker-up", "--image-only", timeout=3500)
+    proc = edgebench("docker-up", "--image-only", timeout=3500, process=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     tag = source_tag("edgebench")
     assert f"image {tag} is cached" in proc.stderr or f"docker build {tag}: " in proc.stderr, proc.stderr

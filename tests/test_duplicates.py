@@ -48,7 +48,7 @@ def test_twin_cells_run_once_with_a_note_under_two_jobs(tmp_path):
     require_kernel_caps()
     out = tmp_path / "run"
     proc = edgebench(
-        "run", str(write_spec(tmp_path, OVERLAP)), "--out", str(out), "--no-report", "--jobs", "2"
+        "run", str(write_spec(tmp_path, OVERLAP)), "--out", str(out), "--no-report", "--jobs", "2", process=True
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr

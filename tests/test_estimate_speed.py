@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from harness.cli.main import main
 from tests.helpers import edgebench, edgebench_json
 from workloads.flops import step_flops
 from workloads.params import WorkloadParams
@@ -50,11 +49,11 @@ def test_step_flops_unknown_model_is_none(tmp_path):
 
 def test_estimate_predicts_step_time_from_device_gflops():
     args = ("estimate", "--device", "rpi-4-2gb", "--model", "opt-8m", "--method", "bp-checkpointed")
-    out = edgebench_json(*args, "--batch", "2", "--seq", "16")
+    out = edgebench_json(*args, "--batch", "2", "--seq", "16", process=True)
     assert out["step_flops"] == 4 * OPT_8M_FORWARD
     assert out["device_gflops"] == 22.9  # the catalogue's Raspberry Pi 4
     assert out["predicted_step_seconds"] == pytest.approx(4 * OPT_8M_FORWARD / 22.9e9)
-    text = " ".join(edgebench(*args, "--batch", "2", "--seq", "16", check=True).stdout.split())
+    text = " ".join(edgebench(*args, "--batch", "2", "--seq", "16", check=True, process=True).stdout.split())
     seconds = f"{4 * OPT_8M_FORWARD / 22.9e9:.3g}"
     assert (
         f"predicted step time on rpi-4-2gb: {seconds} s at its 22.9 GFLOPS (a lower bound: sgemm speed)"
@@ -62,16 +61,18 @@ def test_estimate_predicts_step_time_from_device_gflops():
     )
 
 
-def test_estimate_on_a_device_without_throughput_predicts_no_time(tmp_path, monkeypatch, capsys):
+def test_estimate_on_a_device_without_throughput_predicts_no_time(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "devices.yaml").write_text("devices:\n  - {name: my-board, memory: 3GiB, cpus: 2}\n")
     args = ["estimate", "--device", "my-board", "--file", "devices.yaml", "--model", "opt-1m", "--method", "mezo"]
-    assert main([*args, "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    result = edgebench(*args, "--json")
+    assert result.returncode == 0
+    out = json.loads(result.stdout)
     assert out["device_gflops"] is None and out["predicted_step_seconds"] is None
     assert out["step_flops"] > 0
-    assert main(args) == 0
-    assert "predicted step time on my-board: unknown" in capsys.readouterr().out
+    result = edgebench(*args)
+    assert result.returncode == 0
+    assert "predicted step time on my-board: unknown" in result.stdout
 
 
 def _table_row(text: str, name: str) -> list[str]:
@@ -81,11 +82,12 @@ def _table_row(text: str, name: str) -> list[str]:
     return [cell.strip() for cell in line.strip("│").split("│")]
 
 
-def test_devices_table_lists_throughput_bandwidth_and_source(tmp_path, capsys):
+def test_devices_table_lists_throughput_bandwidth_and_source(tmp_path):
     extra = tmp_path / "extra.yaml"
     extra.write_text("devices:\n  - {name: my-board, memory: 3GiB, cpus: 2}\n")
-    assert main(["devices", "--file", str(extra)]) == 0
-    text = capsys.readouterr().out
+    result = edgebench("devices", "--file", str(extra))
+    assert result.returncode == 0
+    text = result.stdout
     header = _table_row(text, "name")
     pi = dict(zip(header, _table_row(text, "rpi-4-2gb"), strict=True))
     assert (pi["GFLOPS"], pi["GB/s"]) == ("22.9", "2.33")
@@ -93,7 +95,8 @@ def test_devices_table_lists_throughput_bandwidth_and_source(tmp_path, capsys):
     mine = dict(zip(header, _table_row(text, "my-board"), strict=True))
     assert (mine["GFLOPS"], mine["GB/s"]) == ("-", "-")
     assert mine["speed source"].startswith("no throughput")
-    assert main(["devices", "--json"]) == 0
-    listed = {d["name"]: d for d in json.loads(capsys.readouterr().out)}
+    result = edgebench("devices", "--json")
+    assert result.returncode == 0
+    listed = {d["name"]: d for d in json.loads(result.stdout)}
     assert listed["rpi-4-2gb"]["gflops"] == 22.9 and listed["rpi-4-2gb"]["bandwidth_gbs"] == 2.33
     assert listed["rpi-4-2gb"]["gflops_source"] and listed["rpi-4-2gb"]["bandwidth_source"]

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import io
 import json
 import math
-import subprocess
-import sys
 import tempfile
 import zlib
 from pathlib import Path
@@ -24,11 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from harness.cli import main as cli
 from harness.plan.input_guards import MAX_CELLS, check_document, check_matrix_size, matrix_size, one_line
 from harness.record.errors import UserError
 from harness.run import matrix
-from tests.helpers import Scripted
+from tests.helpers import CliResult, Scripted, edgebench
 from workloads.metrics import CellMetrics
 from workloads.params import AXES
 
@@ -90,24 +86,14 @@ spec_files = st.one_of(
 )
 
 
-def edgebench(argv: list[str]) -> tuple[int | str, list[str]]:
-    """The CLI in this process: its exit code (or the exception it let out) and its stderr lines."""
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            code: int | str = cli.main(argv)
-    except BaseException as exc:  # noqa: BLE001 - any escape is the failure this test looks for
-        code = f"{type(exc).__name__}: {exc}"[:300]
-    return code, err.getvalue().strip().splitlines()
-
-
 def files_under(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
-def assert_one_line_refusal_or_success(code, lines: list[str], out: Path) -> None:
-    assert code in (0, 2, 3), f"escaped: {code}"
-    if code == 2:
+def assert_one_line_refusal_or_success(result: CliResult, out: Path) -> None:
+    assert result.escaped is None and result.returncode in (0, 2, 3), f"escaped: {result.escaped or result.returncode}"
+    if result.returncode == 2:
+        lines = result.stderr_lines
         assert len(lines) == 1 and lines[0].startswith("edgebench: error: "), lines
         assert not out.exists(), "a refused spec left a run directory"
 
@@ -126,8 +112,8 @@ def test_fuzzed_spec_files_run_or_are_refused_in_one_line(scripted):
         tried.append(data)
         with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):  # a relative path lands in here
             Path("spec.yaml").write_bytes(data)
-            code, lines = edgebench(["run", "spec.yaml", "--out", "out/run", "--no-report"])
-            assert_one_line_refusal_or_success(code, lines, Path("out"))
+            result = edgebench("run", "spec.yaml", "--out", "out/run", "--no-report")
+            assert_one_line_refusal_or_success(result, Path("out"))
             assert files_under(Path(tmp)) - {"spec.yaml"} <= {"out", *(f"out/{f}" for f in files_under(Path("out")))}
 
     check()
@@ -142,7 +128,7 @@ def finished_run(tmp_path_factory):
     spec.write_text(yaml.safe_dump(VALID | {"matrix": {**VALID["matrix"], "method": ["mezo", "bp", "inference"]}}))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(matrix, "executor_class", lambda name: Scripted)
-        assert edgebench(["run", str(spec), "--out", str(root / "run"), "--no-report"])[0] == 0
+        assert edgebench("run", str(spec), "--out", str(root / "run"), "--no-report").returncode == 0
     return spec, root / "run"
 
 
@@ -213,8 +199,9 @@ def contents(folder: Path) -> dict[str, bytes]:
 
 def assert_read_or_refused_in_one_line(argv: list[str], codes: tuple[int, ...]) -> None:
     """Run a reader of run directories: it exits with one of `codes`, or 2 with one line."""
-    code, lines = edgebench(argv)
-    assert isinstance(code, int) and code in (*codes, 2), f"{argv[0]} escaped: {code}"
+    result = edgebench(*argv)
+    code, lines = result.returncode, result.stderr_lines
+    assert result.escaped is None and code in (*codes, 2), f"{argv[0]} escaped: {result.escaped or code}"
     assert code != 2 or (len(lines) == 1 and lines[0].startswith("edgebench: error: ")), lines
 
 
@@ -243,9 +230,9 @@ def test_fuzzed_run_directories_are_read_or_refused_in_one_line(scripted, finish
                 assert_read_or_refused_in_one_line(["report", str(run_dir), "--out", str(report)], (0,))
             assert contents(run_dir) == before, "a reader wrote into the run directory"
             assert {p.name for p in Path(tmp).iterdir()} <= {"run", "report"}, "a reader wrote outside --out"
-            code, lines = edgebench(["run", str(spec), "--out", str(run_dir), "--no-report"])  # a resume reads it
-            assert_one_line_refusal_or_success(code, lines, Path(tmp) / "absent")
-            if code == 2:
+            result = edgebench("run", str(spec), "--out", str(run_dir), "--no-report")  # a resume reads it
+            assert_one_line_refusal_or_success(result, Path(tmp) / "absent")
+            if result.returncode == 2:
                 assert contents(run_dir) == before, "a refused resume wrote"
 
     check()
@@ -278,10 +265,11 @@ def test_max_cells_lifts_the_limit(scripted, tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(spec_text(mutated(VALID, [(("matrix", "seed"), [1, 2, 3])])))  # 2 methods x 3 seeds
     argv = ["run", str(spec), "--out", str(tmp_path / "out"), "--no-report", "--max-cells"]
-    assert edgebench([*argv, "5"]) == (2, [f"edgebench: error: {spec}: matrix: expands to 6 cells, over the limit of 5; "
-                                           "shrink the matrix or pass --max-cells 6"])  # fmt: skip
+    refused = edgebench(*argv, "5")
+    assert (refused.returncode, refused.stderr_lines) == (2, [f"edgebench: error: {spec}: matrix: expands to 6 cells, "
+                                                             "over the limit of 5; shrink the matrix or pass --max-cells 6"])  # fmt: skip
     assert not (tmp_path / "out").exists()
-    assert edgebench([*argv, "6"])[0] == 0
+    assert edgebench(*argv, "6").returncode == 0
 
 
 def nested_aliases(levels: int) -> tuple[str, str]:
@@ -351,8 +339,7 @@ HOSTILE_SPECS = {
 def test_hostile_specs_are_refused_by_the_real_cli_in_one_line_exit_2(tmp_path, case):
     spec = tmp_path / "spec.yaml"
     spec.write_bytes(HOSTILE_SPECS[case].encode(errors="surrogateescape"))
-    argv = [sys.executable, "-m", "harness.cli", "run", str(spec), "--out", str(tmp_path / "out"), "--no-report"]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    proc = edgebench("run", str(spec), "--out", str(tmp_path / "out"), "--no-report", process=True, timeout=10)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("edgebench: error: ") and len(lines[0]) < 1000, proc.stderr[-2000:]
@@ -390,7 +377,8 @@ def test_a_hostile_run_json_is_refused_by_its_readers_in_one_line(finished_run, 
     }[case]
     run_dir = finished_copy(finished, tmp_path / "run", info)
     for argv in (["compare", str(finished), str(run_dir)], ["report", str(run_dir), "--out", str(tmp_path / "r.html")]):
-        code, lines = edgebench(argv)
+        result = edgebench(*argv)
+        code, lines = result.returncode, result.stderr_lines
         assert code == 2 and len(lines) == 1 and message in lines[0], (argv[0], code, lines)
     assert not (tmp_path / "r.html").exists()
 
@@ -406,4 +394,4 @@ def test_figures_that_are_not_finite_numbers_are_refused_but_a_diverged_loss_is_
 def test_a_run_json_without_a_spec_description_is_still_reported(finished_run, tmp_path):
     _, finished = finished_run
     run_dir = finished_copy(finished, tmp_path / "run", hostile_info(finished, [(("spec",), {})]))
-    assert edgebench(["report", str(run_dir), "--out", str(tmp_path / "report" / "r.html")])[0] == 0
+    assert edgebench("report", str(run_dir), "--out", str(tmp_path / "report" / "r.html")).returncode == 0

@@ -16,13 +16,12 @@ import pytest
 import yaml
 from rich.console import Console
 
-from harness.cli import main as cli
 from harness.plan.spec import load_spec
 from harness.record.errors import UserError
 from harness.record.store import RESULTS, RunStore, load_records, open_log, write_bytes_atomic
 from harness.run import scheduler
 from harness.run.executors import local
-from tests.helpers import observed
+from tests.helpers import edgebench, observed
 from tests.records_factory import make_record, make_run_info
 from tests.test_reports_fixtures import sweep, write_run
 from workloads.metrics import Loss
@@ -64,22 +63,22 @@ def test_a_run_whose_cell_errs_in_markup_records_it_and_goes_on(tmp_path, monkey
     spec = tmp_path / "spec.yaml"
     spec.write_text(ONE_CELL.replace("method: mezo", "method: [mezo, inference]"))
     out = tmp_path / "run"
-    assert cli.main(["run", str(spec), "--out", str(out), "--no-report"]) == 3
+    assert edgebench("run", str(spec), "--out", str(out), "--no-report").returncode == 3
     records = load_records(out)
     assert [r.status for r in records] == ["error", "error"]
     assert all(r.error == "bad [/x] tag [bold]here" for r in records)
 
 
-def test_compare_prints_a_regression_whose_error_is_markup(tmp_path, capsys):
+def test_compare_prints_a_regression_whose_error_is_markup(tmp_path):
     records = sweep(devices=("rpi-4-2gb",), models=("opt-1m",))
     base = write_run(tmp_path / "base", records)
     index = next(i for i, r in enumerate(records) if r.status == "ok")
     current = [r.model_copy(deep=True) for r in records]
     current[index] = current[index].model_copy(update={"status": "error", "error": "died [/x] in [link=x]"})
     cur = write_run(tmp_path / "cur", current, expected=[r.cell_id for r in records])
-    assert cli.main(["compare", str(base), str(cur)]) == 1
-    captured = capsys.readouterr()
-    assert "died [/x] in [link=x]" in captured.err
+    result = edgebench("compare", str(base), str(cur))
+    assert result.returncode == 1
+    assert "died [/x] in [link=x]" in result.stderr
 
 
 # --- a full disk --------------------------------------------------------------------------------------------------
@@ -137,11 +136,12 @@ def test_enospc_on_an_atomic_write_leaves_no_temp_file(full_disk):
     assert leftovers(full_disk) == []
 
 
-def test_a_run_on_a_full_disk_exits_2_in_one_line_and_leaves_no_temp_file(full_disk, tmp_path, capsys):
+def test_a_run_on_a_full_disk_exits_2_in_one_line_and_leaves_no_temp_file(full_disk, tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(ONE_CELL)
-    assert cli.main(["run", str(spec), "--out", str(full_disk), "--no-report", "--fresh"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    result = edgebench("run", str(spec), "--out", str(full_disk), "--no-report", "--fresh")
+    assert result.returncode == 2
+    err = result.stderr.strip().splitlines()
     assert len(err) == 1 and "No space left on device" in err[0] and str(full_disk) in err[0], err
     assert leftovers(full_disk) == []
 
@@ -183,7 +183,7 @@ def cell_id(spec: Path) -> str:
     return cell.id
 
 
-def test_a_log_link_planted_by_another_user_is_refused_and_its_target_untouched(tmp_path, monkeypatch, victim, capsys):
+def test_a_log_link_planted_by_another_user_is_refused_and_its_target_untouched(tmp_path, monkeypatch, victim):
     needs_root()
     monkeypatch.setattr(local, "runner_argv", lambda cell: [sys.executable, "-c", OK_CELL])
     spec = tmp_path / "spec.yaml"
@@ -194,8 +194,9 @@ def test_a_log_link_planted_by_another_user_is_refused_and_its_target_untouched(
     link.symlink_to(victim)
     nobody = pwd.getpwnam("nobody").pw_uid
     os.lchown(link, nobody, nobody)
-    assert cli.main(["run", str(spec), "--out", str(out), "--no-report"]) == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()
+    result = edgebench("run", str(spec), "--out", str(out), "--no-report")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
     assert f"{link} belongs to another user (uid {nobody})" in line
     assert victim.read_text() == "root's secret\n"
 
@@ -221,7 +222,7 @@ def test_a_linked_logs_folder_is_never_followed(tmp_path):
     assert list(elsewhere.iterdir()) == []
 
 
-def test_an_output_directory_another_user_owns_is_refused_as_root(tmp_path, capsys):
+def test_an_output_directory_another_user_owns_is_refused_as_root(tmp_path):
     needs_root()
     out = tmp_path / "theirs"
     out.mkdir()
@@ -229,8 +230,9 @@ def test_an_output_directory_another_user_owns_is_refused_as_root(tmp_path, caps
     os.chown(out, nobody, nobody)
     spec = tmp_path / "spec.yaml"
     spec.write_text(ONE_CELL)
-    assert cli.main(["run", str(spec), "--out", str(out), "--no-report"]) == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()
+    result = edgebench("run", str(spec), "--out", str(out), "--no-report")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
     assert f"{out} belongs to another user (uid {nobody})" in line
     assert list(out.iterdir()) == []
 
@@ -252,7 +254,7 @@ def test_a_cell_gets_an_allow_listed_environment_where_offline_wins(tmp_path, mo
     monkeypatch.setattr(local, "runner_argv", lambda cell: [sys.executable, "-c", ENV_CELL])
     spec = tmp_path / "spec.yaml"
     spec.write_text(ONE_CELL)
-    assert cli.main(["run", str(spec), "--out", str(tmp_path / "run"), "--no-report"]) == 0
+    assert edgebench("run", str(spec), "--out", str(tmp_path / "run"), "--no-report").returncode == 0
     (record,) = load_records(tmp_path / "run")
     env = observed(tmp_path / "run", record)
     assert not set(SECRETS) & set(env), sorted(env)
@@ -276,7 +278,7 @@ def test_root_children_never_import_from_the_working_directory(tmp_path, monkeyp
     spec = tmp_path / "spec.yaml"
     spec.write_text(ONE_CELL)
     monkeypatch.chdir(planted)
-    assert cli.main(["run", str(spec), "--out", str(tmp_path / "run"), "--no-report"]) == 0
+    assert edgebench("run", str(spec), "--out", str(tmp_path / "run"), "--no-report").returncode == 0
     from devices import cache
 
     cache._measure(["devices.pyexec"], timeout_s=60)  # the calibration child's way of starting
@@ -288,29 +290,32 @@ def test_root_children_never_import_from_the_working_directory(tmp_path, monkeyp
 REMOTE_CODE = ONE_CELL.replace("method: mezo,", "method: mezo, trust_remote_code: true,")
 
 
-def test_trust_remote_code_in_a_spec_alone_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+def test_trust_remote_code_in_a_spec_alone_is_refused_in_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(local, "runner_argv", lambda cell: [sys.executable, "-c", OK_CELL])
     spec = tmp_path / "spec.yaml"
     spec.write_text(REMOTE_CODE)
     out = tmp_path / "run"
-    assert cli.main(["run", str(spec), "--out", str(out), "--no-report"]) == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()
+    result = edgebench("run", str(spec), "--out", str(out), "--no-report")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
     assert "trust_remote_code: true would run the Python code of opt-1m's repository" in line
     assert "--trust-remote-code" in line
     assert not out.exists()
-    assert cli.main(["run", str(spec), "--out", str(out), "--no-report", "--trust-remote-code"]) == 0
+    assert edgebench("run", str(spec), "--out", str(out), "--no-report", "--trust-remote-code").returncode == 0
     (record,) = load_records(out)
     assert record.status == "ok" and record.params.trust_remote_code
 
 
-def test_compose_takes_the_operators_word_for_remote_code_and_passes_it_to_each_device(tmp_path, capsys, monkeypatch):
+def test_compose_takes_the_operators_word_for_remote_code_and_passes_it_to_each_device(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the containers mount the spec from the current directory
     spec = tmp_path / "spec.yaml"
     spec.write_text(REMOTE_CODE)
-    assert cli.main(["compose", str(spec), "--no-engine-check"]) == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()
+    result = edgebench("compose", str(spec), "--no-engine-check")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
     assert "trust_remote_code: true would run the Python code" in line and "--trust-remote-code" in line
-    assert cli.main(["compose", str(spec), "--no-engine-check", "--trust-remote-code"]) == 0
-    services = yaml.safe_load(capsys.readouterr().out)["services"]
+    result = edgebench("compose", str(spec), "--no-engine-check", "--trust-remote-code")
+    assert result.returncode == 0
+    services = yaml.safe_load(result.stdout)["services"]
     devices = [s for name, s in services.items() if name not in ("prepare", "report")]
     assert devices and all(s["command"][-1] == "--trust-remote-code" for s in devices)

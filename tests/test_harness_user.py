@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.run.executors.cell_user import SECOND_UID
+from tests.helpers import edgebench
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 
@@ -41,8 +42,7 @@ def test_the_harness_keeps_its_cell_capabilities_and_its_cells_get_none():
 
 
 def test_a_harness_user_that_is_not_uid_gid_is_one_line_and_exit_2():
-    env = {**os.environ, "EDGEBENCH_HARNESS_USER": "edgebench"}
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "devices"], capture_output=True, text=True, env=env, timeout=60)
+    proc = edgebench("devices", process=True, env={"EDGEBENCH_HARNESS_USER": "edgebench"}, timeout=60)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "edgebench: error: EDGEBENCH_USER 'edgebench' is not uid:gid in numbers; set e.g. EDGEBENCH_USER=$(id -u):$(id -g)"
     ], proc.stderr

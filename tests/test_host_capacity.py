@@ -8,12 +8,11 @@ import argparse
 import pytest
 
 from devices.profile import DeviceProfile
-from harness.cli import main as cli
 from harness.cli.commands import doctor, estimate
 from harness.plan.host_capacity import check_host_capacity, host_capacity_problem
 from harness.plan.spec import load_spec
 from harness.record.errors import UserError
-from tests.helpers import write_spec
+from tests.helpers import edgebench, write_spec
 
 GB = 1000**3
 HUGE = """
@@ -43,27 +42,27 @@ def test_the_check_refuses_the_first_device_too_large_for_the_host():
         check_host_capacity(devices, host_bytes=2 * GB)
 
 
-def test_run_refuses_a_device_larger_than_the_host_before_any_cell_runs(tmp_path, scripted, capsys):
+def test_run_refuses_a_device_larger_than_the_host_before_any_cell_runs(tmp_path, scripted):
     out = tmp_path / "out"
-    code = edgebench_run_spec(tmp_path, HUGE, out)
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert code == 2
+    result = edgebench(*run_args(tmp_path, HUGE, out))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2
     assert len(lines) == 1 and lines[0].startswith("edgebench: error: device mainframe caps memory at ")
     assert "pick a smaller device or run on a host with more memory" in lines[0]
     assert not out.exists() and scripted.RAN == []
 
 
 def test_a_slice_of_devices_the_host_holds_runs(tmp_path, scripted):
-    assert edgebench_run_spec(tmp_path, HUGE, tmp_path / "out", "--device", "rpi-4-2gb") == 0
+    assert edgebench(*run_args(tmp_path, HUGE, tmp_path / "out", "--device", "rpi-4-2gb")).returncode == 0
     assert scripted.RAN == ["mezo"]
 
 
 def test_a_ray_run_leaves_the_check_to_its_nodes(tmp_path, scripted):
     """Ray places a cell on a node of the cluster, whose memory its admission checks (placement_problem)."""
-    assert edgebench_run_spec(tmp_path, HUGE, tmp_path / "out", "--executor", "ray") == 0
+    assert edgebench(*run_args(tmp_path, HUGE, tmp_path / "out", "--executor", "ray")).returncode == 0
 
 
-def test_a_largest_fitting_arm_of_a_device_too_large_is_refused(tmp_path):
+def test_a_largest_fitting_search_of_a_device_too_large_is_refused(tmp_path):
     spec = HUGE.replace("model: opt-1m", "model: {largest_fitting: [opt-1m, opt-8m]}")
     loaded = load_spec(write_spec(tmp_path, spec))
     assert not loaded.cells and "mainframe" in {d.name for d in loaded.devices_for(None)}
@@ -90,5 +89,6 @@ def test_doctor_lists_the_catalogue_devices_this_host_cannot_simulate(monkeypatc
     assert problems["rpi-4-2gb"].startswith("device rpi-4-2gb caps memory")
 
 
-def edgebench_run_spec(tmp_path, spec: str, out, *extra: str) -> int:
-    return cli.main(["run", str(write_spec(tmp_path, spec)), "--out", str(out), "--no-report", *extra])
+def run_args(tmp_path, spec: str, out, *extra: str) -> tuple[str, ...]:
+    """`edgebench run` of `spec` into `out`, without a report."""
+    return ("run", str(write_spec(tmp_path, spec)), "--out", str(out), "--no-report", *extra)

@@ -321,7 +321,7 @@ def test_network_needs_both_the_spec_and_the_operator(tmp_path, spec, flags, lin
     from tests.helpers import edgebench
 
     out = tmp_path / "run"
-    proc = edgebench("run", str(write_spec(tmp_path, spec)), "--out", str(out), "--no-report", *flags)
+    proc = edgebench("run", str(write_spec(tmp_path, spec)), "--out", str(out), "--no-report", *flags, process=True)
     assert proc.returncode == 2, proc.stderr[-2000:]
     (said,) = proc.stderr.strip().splitlines()
     assert said.startswith("edgebench: error: ") and said.endswith(line), said

@@ -150,7 +150,7 @@ def test_estimate_cli_prints_prediction_cap_fit_and_largest_model():
     from tests.helpers import edgebench, edgebench_json
 
     out = edgebench_json(
-        "estimate", "--device", "rpi-4-2gb", "--model", "opt-125m", "--method", "bp-checkpointed"
+        "estimate", "--device", "rpi-4-2gb", "--model", "opt-125m", "--method", "bp-checkpointed", process=True
     )
     assert out["cap_bytes"] == 2_000_000_000 and out["param_count"] == 125239296
     assert out["predicted_peak_bytes"] == sum(out["breakdown_bytes"].values())
@@ -159,10 +159,10 @@ def test_estimate_cli_prints_prediction_cap_fit_and_largest_model():
     ladder = ladder_names("opt")
     assert ladder.index(per_method["mezo"]) > ladder.index(per_method["bp-checkpointed"])
     assert out["mezo_over_bp_checkpointed_params"] > 1
-    bad = edgebench("estimate", "--device", "rpi-4-2gb", "--model", "opt-nope", "--method", "mezo")
+    bad = edgebench("estimate", "--device", "rpi-4-2gb", "--model", "opt-nope", "--method", "mezo", process=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "opt-nope" in bad.stderr
     text = edgebench(
-        "estimate", "--device", "rpi-zero-2w", "--model", "opt-1m", "--method", "mezo", check=True
+        "estimate", "--device", "rpi-zero-2w", "--model", "opt-1m", "--method", "mezo", check=True, process=True
     )
     assert "predicted peak" in text.stdout and "largest ladder model" in text.stdout
 

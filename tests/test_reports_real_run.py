@@ -15,7 +15,7 @@ TINY = opt_1m_spec("tiny-report", "[rpi-4-2gb]")
 
 def test_run_writes_a_report_of_its_real_cells(tmp_path):
     out = tmp_path / "run"
-    proc = edgebench("run", str(write_spec(tmp_path, TINY)), "--out", str(out), timeout=600)
+    proc = edgebench("run", str(write_spec(tmp_path, TINY)), "--out", str(out), timeout=600, process=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"report written to {out / 'report.html'}" in proc.stderr
     rows = list(csv.DictReader((out / "cells.csv").open()))
@@ -27,4 +27,4 @@ def test_run_writes_a_report_of_its_real_cells(tmp_path):
     html = (out / "report.html").read_text()
     assert html.count('<tr class="r-ok"') == 2 and "2 of 2 cells recorded" in html
     assert (out / "plot-peak-memory.png").stat().st_size > 10_000
-    assert edgebench("compare", str(out), str(out), timeout=120).returncode == 0
+    assert edgebench("compare", str(out), str(out), timeout=120, process=True).returncode == 0

@@ -9,7 +9,14 @@ import pytest
 
 from devices.profile import DeviceProfile
 from devices.speed import unplanned_clock
-from harness.plan.resolve import PROBE_HEADROOM, Arm, advance, killed_cells, probe_params, resolve_arms
+from harness.plan.resolve import (
+    PROBE_HEADROOM,
+    FitSearch,
+    advance,
+    killed_cells,
+    probe_params,
+    resolve_searches,
+)
 from harness.plan.spec import load_spec
 from harness.record.cells import Cell
 from harness.record.errors import UserError
@@ -23,39 +30,39 @@ from workloads.registry import ladder_names
 CANDIDATES = ("opt-1m", "opt-8m", "opt-30m", "opt-60m", "opt-125m")
 
 
-def arm(memory: str = "2GB", **params: object) -> Arm:
+def search(memory: str = "2GB", **params: object) -> FitSearch:
     device = DeviceProfile(name="board", memory=memory, cpus=4)
     workload = WorkloadParams(**{"model": CANDIDATES[-1], "max_seconds": 60, "max_steps": None, **params})
-    return Arm(device, unplanned_clock(device), workload, CANDIDATES, probe_steps=2)
+    return FitSearch(device, unplanned_clock(device), workload, CANDIDATES, probe_steps=2)
 
 
 def probe_record(probe: Cell, status: str) -> CellRecord:
     return make_record(status, model=probe.params.model).model_copy(update={"cell_id": probe.id, "role": "probe"})
 
 
-def outcome(the_arm: Arm, model: str, status: str) -> tuple[str, CellRecord]:
-    probe = the_arm.probes[model]
+def outcome(the_search: FitSearch, model: str, status: str) -> tuple[str, CellRecord]:
+    probe = the_search.probes[model]
     return probe.id, probe_record(probe, status)
 
 
-def walk(the_arm: Arm, fits: set[str]) -> tuple[list[str], str]:
+def walk(the_search: FitSearch, fits: set[str]) -> tuple[list[str], str]:
     """Run the walk against a fake device on which exactly `fits` train: the probes in order, the model."""
     outcomes: dict[str, CellRecord] = {}
     order = []
-    while (state := advance(the_arm, outcomes)).next_probe is not None:
+    while (state := advance(the_search, outcomes)).next_probe is not None:
         model = state.next_probe.params.model
         order.append(model)
-        outcomes.update([outcome(the_arm, model, "ok" if model in fits else "oom")])
+        outcomes.update([outcome(the_search, model, "ok" if model in fits else "oom")])
     assert state.resolution is not None
     return order, state.resolution.model
 
 
 @pytest.mark.parametrize("largest", range(len(CANDIDATES)))
 def test_the_walk_finds_the_largest_model_that_trains_wherever_the_prediction_starts_it(largest):
-    the_arm = arm()
-    order, model = walk(the_arm, set(CANDIDATES[: largest + 1]))
+    the_search = search()
+    order, model = walk(the_search, set(CANDIDATES[: largest + 1]))
     assert model == CANDIDATES[largest]
-    assert order[0] == CANDIDATES[the_arm.first]  # guided by the memory model
+    assert order[0] == CANDIDATES[the_search.first]  # guided by the memory model
     # bracketed by measurement: the resolved model trained, and the next larger (if any) was killed
     if largest + 1 < len(CANDIDATES):
         assert CANDIDATES[largest + 1] in order
@@ -63,7 +70,7 @@ def test_the_walk_finds_the_largest_model_that_trains_wherever_the_prediction_st
 
 
 def test_probing_starts_at_the_largest_candidate_predicted_within_the_headroom_over_the_cap():
-    small, large = arm("600MB"), arm("8GB")
+    small, large = search("600MB"), search("8GB")
     assert small.first < large.first
     cap = small.device.memory_bytes + PROBE_HEADROOM
     assert (small.probes[CANDIDATES[small.first]].predicted_peak_bytes or 0) <= cap
@@ -71,25 +78,25 @@ def test_probing_starts_at_the_largest_candidate_predicted_within_the_headroom_o
 
 
 def test_when_nothing_trains_the_cell_runs_the_smallest_and_says_so():
-    order, model = walk(arm(), set())
+    order, model = walk(search(), set())
     assert model == CANDIDATES[0] and order[-1] == CANDIDATES[0]
-    state = advance(arm(), dict(outcome(arm(), m, "oom") for m in CANDIDATES))
+    state = advance(search(), dict(outcome(search(), m, "oom") for m in CANDIDATES))
     assert "no candidate trained" in state.resolution.reason
 
 
 def test_a_probe_that_errors_stops_its_arm_instead_of_counting_as_too_large():
-    the_arm = arm()
-    first = CANDIDATES[the_arm.first]
-    state = advance(the_arm, dict([outcome(the_arm, first, "error")]))
+    the_search = search()
+    first = CANDIDATES[the_search.first]
+    state = advance(the_search, dict([outcome(the_search, first, "error")]))
     assert state.failed is not None and state.failed.params.model == first and state.resolution is None
 
 
 def test_probes_ignore_what_does_not_change_memory_so_seeds_and_rates_share_them():
-    base = arm()
-    twins = [arm(seed=1), arm(lr=1e-3, lr_schedule="cosine", n_queries=8), arm(max_seconds=900)]
+    base = search()
+    twins = [search(seed=1), search(lr=1e-3, lr_schedule="cosine", n_queries=8), search(max_seconds=900)]
     for twin in twins:
         assert [c.id for c in twin.probes.values()] == [c.id for c in base.probes.values()]
-    assert arm(batch=32).probes["opt-8m"].id != base.probes["opt-8m"].id
+    assert search(batch=32).probes["opt-8m"].id != base.probes["opt-8m"].id
     probe = base.probes["opt-8m"]
     assert probe.role == "probe" and probe.params.max_steps == 2 and probe.params.max_seconds is None
     resolution = ModelResolution(candidates=list(CANDIDATES), model="opt-8m", reason="test")
@@ -100,14 +107,14 @@ def test_probes_ignore_what_does_not_change_memory_so_seeds_and_rates_share_them
 
 
 def test_rounds_run_each_shared_probe_once_and_resolve_every_arm():
-    arms = [arm(), arm(seed=1), arm(batch=4)]
+    searches = [search(), search(seed=1), search(batch=4)]
     runs: list[list[str]] = []
 
     def run_probes(probes):
         runs.append([p.id for p in probes])
         return [probe_record(p, "ok" if p.params.model in CANDIDATES[:3] else "oom") for p in probes]
 
-    resolved, failed = resolve_arms(arms, {}, run_probes)
+    resolved, failed = resolve_searches(searches, {}, run_probes)
     assert not failed and [r.model for _, r in resolved] == ["opt-30m"] * 3
     assert all(len(ids) == len(set(ids)) for ids in runs)
     assert all(len(ids) <= 2 for ids in runs)  # two distinct probe shapes per round: batch 8 and batch 4
@@ -127,9 +134,9 @@ matrix:
 """,
     )
     loaded = load_spec(spec)
-    assert loaded.cells == [] and len(loaded.arms) == 2
-    assert list(loaded.arms[0].candidates) == ladder_names("pretrained")
-    assert all(c.predicted_peak_bytes for a in loaded.arms for c in a.probes.values())  # planned, not run
+    assert loaded.cells == [] and len(loaded.fit_searches) == 2
+    assert list(loaded.fit_searches[0].candidates) == ladder_names("pretrained")
+    assert all(c.predicted_peak_bytes for a in loaded.fit_searches for c in a.probes.values())  # planned, not run
 
 
 @pytest.mark.parametrize(
@@ -167,7 +174,7 @@ matrix:
 """,
     )
     out = tmp_path / "run"
-    proc = edgebench("run", str(spec), "--out", str(out), "--no-report")
+    proc = edgebench("run", str(spec), "--out", str(out), "--no-report", process=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = load_records(out)
     probes = [r for r in records if r.role == "probe"]
@@ -181,12 +188,12 @@ matrix:
     assert by_model.get(larger) == "oom"  # the bracket above was measured, not assumed
     info = json.loads((out / "run.json").read_text())
     assert cell.cell_id in info["cells"] and info["resolutions"]
-    again = edgebench("run", str(spec), "--out", str(out), "--no-report")  # a resume probes nothing again
+    again = edgebench("run", str(spec), "--out", str(out), "--no-report", process=True)  # a resume probes nothing again
     assert again.returncode == 0 and "probing" not in again.stderr and len(load_records(out)) == len(records)
 
 
 def test_a_resolved_cell_killed_at_the_cap_sends_its_arm_one_model_down_for_every_seed():
-    seeds = [arm(seed=s) for s in (0, 1)]
+    seeds = [search(seed=s) for s in (0, 1)]
     fits = set(CANDIDATES[:3])
     outcomes = {}
     for model in CANDIDATES:

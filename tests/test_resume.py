@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 from devices.catalogue import load_catalogue
 from harness.record.cells import Cell
 from harness.run.executors.base import Executor
-from tests.helpers import edgebench
+from tests.helpers import edgebench, start_edgebench
 from workloads import checkpoint
 from workloads.params import WorkloadParams
 from workloads.resumable import CHECKPOINTS_DIR, StatePlan
@@ -139,8 +138,12 @@ matrix:
 
 
 def start_harness(spec: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "run", str(spec), "--out", str(out), "--no-report"],
+    return start_edgebench(
+        "run",
+        str(spec),
+        "--out",
+        str(out),
+        "--no-report",
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # SIGKILL reaches the harness alone; its cell dies by its parent-death signal
@@ -199,11 +202,11 @@ def cell_log(out: Path) -> str:
 def test_a_sigkilled_harness_resumes_its_cell_from_the_last_checkpoint(tmp_path, method, lr):
     spec, out = interrupted(tmp_path, "resume", method, lr, saves=2)
     reference = tmp_path / "reference"
-    edgebench("run", str(spec), "--out", str(reference), "--no-report", check=True)
+    edgebench("run", str(spec), "--out", str(reference), "--no-report", check=True, process=True)
     saved_step = saved_loop(next((out / CHECKPOINTS_DIR).glob(f"*/{checkpoint.STATE_FILE}")))["step"]
     assert not (out / "results.jsonl").exists() or not (out / "results.jsonl").read_text()
 
-    edgebench("run", str(spec), "--out", str(out), "--no-report", check=True)
+    edgebench("run", str(spec), "--out", str(out), "--no-report", check=True, process=True)
     record, clean = only_record(out), only_record(reference)
     segments = record["metrics"]["timing"]["segments"]
     assert [s["from_step"] for s in segments] == [0, saved_step]
@@ -231,7 +234,7 @@ def test_a_corrupt_checkpoint_is_refused_and_the_cell_starts_over(tmp_path):
     data = bytearray(path.read_bytes())
     data[len(checkpoint.MAGIC) + 10] ^= 0xFF
     path.write_bytes(bytes(data))
-    edgebench("run", str(spec), "--out", str(out), "--no-report", check=True)
+    edgebench("run", str(spec), "--out", str(out), "--no-report", check=True, process=True)
     record = only_record(out)
     assert [s["from_step"] for s in record["metrics"]["timing"]["segments"]] == [0]
     assert "checkpoint refused, starting at step 0" in cell_log(out) and "sha256" in cell_log(out)
@@ -261,7 +264,7 @@ matrix: {model: opt-125m, task: synthetic, method: mezo, batch: 1, seq_len: 16, 
     kill(harness)
     state = next((out / CHECKPOINTS_DIR).glob(f"*/{checkpoint.STATE_FILE}"))
     complete = saved_loop(state)["step"]
-    edgebench("run", str(spec), "--out", str(out), "--no-report", check=True)
+    edgebench("run", str(spec), "--out", str(out), "--no-report", check=True, process=True)
     record = only_record(out)
     assert [s["from_step"] for s in record["metrics"]["timing"]["segments"]] == [0, complete]
     assert record["status"] == "ok" and record["steps"] == 8
@@ -271,7 +274,7 @@ matrix: {model: opt-125m, task: synthetic, method: mezo, batch: 1, seq_len: 16, 
 @needs_data
 def test_fresh_drops_the_checkpoints_of_an_interrupted_run(tmp_path):
     spec, out = interrupted(tmp_path, "fresh")
-    edgebench("run", str(spec), "--out", str(out), "--no-report", "--fresh", check=True)
+    edgebench("run", str(spec), "--out", str(out), "--no-report", "--fresh", check=True, process=True)
     assert [s["from_step"] for s in only_record(out)["metrics"]["timing"]["segments"]] == [0]
 
 
@@ -285,7 +288,7 @@ def test_fresh_drops_the_checkpoints_of_an_interrupted_run(tmp_path):
 def test_a_bad_checkpoint_interval_is_one_line_and_exit_2(tmp_path, line, said):
     spec = tmp_path / "spec.yaml"
     spec.write_text(spec_text("bad", "mezo", 1e-4, every=1.0).replace("checkpoint_seconds: 1.0", line))
-    proc = edgebench("run", str(spec), "--out", str(tmp_path / "out"))
+    proc = edgebench("run", str(spec), "--out", str(tmp_path / "out"), process=True)
     assert proc.returncode == 2 and said in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
 
@@ -293,6 +296,6 @@ def test_a_bad_checkpoint_interval_is_one_line_and_exit_2(tmp_path, line, said):
 def test_an_unknown_eval_at_is_one_line_and_exit_2(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(spec_text("bad", "mezo", 1e-4, every=1.0).replace('"log:2"', "linear"))
-    proc = edgebench("run", str(spec), "--out", str(tmp_path / "out"))
+    proc = edgebench("run", str(spec), "--out", str(tmp_path / "out"), process=True)
     assert proc.returncode == 2 and "eval_at 'linear'" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

@@ -10,12 +10,11 @@ import sys
 
 import pytest
 
-from harness.cli import main as cli
 from harness.record.records import cap_by_kernel
 from harness.record.store import load_records
 from harness.run.executors import local
 from reports.html import write_report
-from tests.helpers import observed, write_spec
+from tests.helpers import edgebench, observed, write_spec
 
 #: Its cell runs as the cell user, through the search ACLs test_cell_reach snapshots: not beside that test.
 pytestmark = pytest.mark.alone
@@ -45,12 +44,13 @@ def alive(pid: int) -> bool:
 
 
 def test_the_rlimit_fallback_kills_what_a_cell_left_in_its_group_and_says_it_is_a_soft_cap(
-    tmp_path, monkeypatch, capsys
+    tmp_path, monkeypatch
 ):
     monkeypatch.setattr(local, "runner_argv", lambda cell: [sys.executable, "-c", LEAVE_A_CHILD])
     out = tmp_path / "run"
-    code = cli.main(["run", str(write_spec(tmp_path, ONE_CELL)), "--out", str(out), "--no-report", "--enforcement", "rlimit"])
-    assert code == 0, capsys.readouterr().err
+    argv = ["run", str(write_spec(tmp_path, ONE_CELL)), "--out", str(out), "--no-report", "--enforcement", "rlimit"]
+    result = edgebench(*argv)
+    assert result.returncode == 0, result.stderr
     (record,) = load_records(out)
     child = observed(out, record)
     try:
@@ -58,6 +58,6 @@ def test_the_rlimit_fallback_kills_what_a_cell_left_in_its_group_and_says_it_is_
     finally:
         if alive(child):
             os.kill(child, signal.SIGKILL)
-    assert f"edgebench: warning: {local.SOFT_CAP}" in capsys.readouterr().err
+    assert f"edgebench: warning: {local.SOFT_CAP}" in result.stderr
     assert record.enforcement == "rlimit" and not cap_by_kernel(record) and "cap_by_kernel" in record.validity.failed
     assert 'id="soft-cap"' in write_report(out).read_text()

@@ -5,20 +5,19 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from harness.record.store import RESULTS, load_records
-from tests.helpers import OOM_AND_OK, SMALL, edgebench, require_kernel_caps, write_spec
+from tests.helpers import OOM_AND_OK, SMALL, edgebench, require_kernel_caps, start_edgebench, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_cgroups")]
 
 def test_over_cap_cell_is_oom_and_the_run_carries_on(tmp_path):
     backend = require_kernel_caps()
     out = tmp_path / "run"
-    proc = edgebench("run", str(write_spec(tmp_path, OOM_AND_OK)), "--out", str(out), "--no-report", timeout=600)
+    proc = edgebench("run", str(write_spec(tmp_path, OOM_AND_OK)), "--out", str(out), "--no-report", timeout=600, process=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = {r.device.name: r for r in load_records(out)}
     small, large = records["rpi-zero-2w"], records["rpi-4-2gb"]
@@ -43,7 +42,7 @@ def test_timeout_is_a_recorded_status_in_the_clocks_seconds(tmp_path, clock):
     spec = spec.replace("max_steps: 2", "max_steps: null\n  max_seconds: 600")
     spec = spec.replace("[mezo, bp-checkpointed, bp, inference]", "mezo")
     out = tmp_path / "run"
-    proc = edgebench("run", str(write_spec(tmp_path, spec)), "--out", str(out), "--no-report")
+    proc = edgebench("run", str(write_spec(tmp_path, spec)), "--out", str(out), "--no-report", process=True)
     assert proc.returncode == 3, proc.stderr[-3000:]  # a cell without a measurement: re-run with --retry-errors
     (record,) = load_records(out)
     assert record.status == "timeout" and "4 s timeout" in record.error
@@ -56,8 +55,8 @@ def test_timeout_is_a_recorded_status_in_the_clocks_seconds(tmp_path, clock):
 def test_sigkill_mid_matrix_then_rerun_completes_without_duplicates(tmp_path):
     require_kernel_caps()
     spec, out = write_spec(tmp_path, SMALL), tmp_path / "run"
-    argv = [sys.executable, "-m", "harness.cli", "run", str(spec), "--out", str(out), "--no-report"]
-    harness = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = ["run", str(spec), "--out", str(out), "--no-report"]
+    harness = start_edgebench(*argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not (out / RESULTS).exists():
         time.sleep(0.1)
@@ -67,7 +66,7 @@ def test_sigkill_mid_matrix_then_rerun_completes_without_duplicates(tmp_path):
     first = [json.loads(line) for line in before.splitlines()]
     assert 1 <= len(first) < 4, "the harness should have been killed mid-matrix"
 
-    proc = edgebench("run", str(spec), "--out", str(out), "--no-report")
+    proc = edgebench("run", str(spec), "--out", str(out), "--no-report", process=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"({len(first)} already done)" in proc.stderr
     after = (out / RESULTS).read_bytes()
@@ -95,7 +94,7 @@ BAD_SPECS = {
 @pytest.mark.parametrize("case", sorted(BAD_SPECS))
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case):
     out = tmp_path / "out"
-    proc = edgebench("run", str(write_spec(tmp_path, BAD_SPECS[case])), "--out", str(out))
+    proc = edgebench("run", str(write_spec(tmp_path, BAD_SPECS[case])), "--out", str(out), process=True)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("edgebench: error: "), proc.stderr
@@ -106,7 +105,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case):
 def test_unwritable_output_directory_is_refused(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    proc = edgebench("run", str(write_spec(tmp_path, SMALL)), "--out", str(blocker / "run"))
+    proc = edgebench("run", str(write_spec(tmp_path, SMALL)), "--out", str(blocker / "run"), process=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"edgebench: error: output path {blocker} is not a directory; pass --out with a directory"

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from harness.record.store import load_records
-from tests.helpers import cell_cgroups, edgebench, require_kernel_caps, write_spec
+from tests.helpers import CliResult, cell_cgroups, edgebench, require_kernel_caps, start_edgebench, write_spec
 from tests.ray_cluster import HEAD, SIX, WORKER, TwoNodeCluster, can_start_cluster, start_cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.usefixtures("no_leftover_cgroups")]
@@ -59,21 +59,17 @@ def cluster(tmp_path_factory) -> TwoNodeCluster:
     nodes.stop()
 
 
-def run_on(cluster: TwoNodeCluster, spec: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+def run_on(cluster: TwoNodeCluster, spec: Path, out: Path, *extra: str) -> CliResult:
     argv = ["run", str(spec), "--out", str(out), "--no-report", "--executor", "ray", *extra]
-    return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *argv], env=cluster.driver_env(), capture_output=True, text=True,
-        timeout=WAIT_S * 2,
-    )  # fmt: skip
+    return edgebench(*argv, process=True, env=cluster.driver_env(), timeout=WAIT_S * 2)
 
 
 def start_run(spec: Path, out: Path, env: dict[str, str], *extra: str) -> subprocess.Popen:
     """The CLI in its own process group, as a shell starts a foreground job (Ctrl-C reaches the whole group)."""
-    argv = [sys.executable, "-m", "harness.cli", "run", str(spec), "--out", str(out), "--no-report"]
-    return subprocess.Popen(
-        [*argv, "--executor", "ray", *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True, process_group=0,
-    )  # fmt: skip
+    argv = ["run", str(spec), "--out", str(out), "--no-report", "--executor", "ray", *extra]
+    return start_edgebench(
+        *argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, process_group=0
+    )
 
 
 def processes_under(pids: list[int]) -> list[psutil.Process]:
@@ -140,7 +136,7 @@ def statuses(out: Path) -> dict[str, str]:
 
 def test_two_node_run_equals_local_and_only_the_driver_writes(cluster, tmp_path):
     spec = write_spec(tmp_path, SIX)
-    local = edgebench("run", str(spec), "--out", str(tmp_path / "local"), "--no-report", "--jobs", "2")
+    local = edgebench("run", str(spec), "--out", str(tmp_path / "local"), "--no-report", "--jobs", "2", process=True)
     assert local.returncode == 0, local.stderr[-3000:]
     proc = run_on(cluster, spec, tmp_path / "ray", "--jobs", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]

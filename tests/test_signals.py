@@ -17,10 +17,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.cli import main as cli
 from harness.record.store import load_records
 from harness.run.executors import local
-from tests.helpers import write_spec
+from tests.helpers import edgebench, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_cgroups")]
 
@@ -65,7 +64,6 @@ FAKE_DOCKER_HARNESS = """
 import sys
 from harness.run.executors import docker
 docker.SUPERVISOR = ["python", "-c", sys.argv[1], sys.argv[2]]
-from harness.cli.main import main
 sys.exit(main(sys.argv[3:]))
 """
 
@@ -120,7 +118,7 @@ def cells_run(monkeypatch):
     def run(code: str, tmp_path: Path, spec: str) -> tuple[int, list]:
         monkeypatch.setattr(local, "runner_argv", lambda cell: [sys.executable, "-c", code])
         out = tmp_path / "run"
-        code = cli.main(["run", str(write_spec(tmp_path, spec)), "--out", str(out), "--no-report"])
+        code = edgebench("run", str(write_spec(tmp_path, spec)), "--out", str(out), "--no-report").returncode
         return code, load_records(out)
 
     return run

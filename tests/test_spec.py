@@ -103,7 +103,7 @@ def test_default_spec_loads():
 @pytest.mark.parametrize("name", ["quick", "paper-fit", "paper-accuracy", "recipes"])
 def test_every_shipped_spec_loads_by_name_with_work_to_do(name):
     loaded = load_spec(name)
-    assert loaded.spec.name == name and (loaded.cells or loaded.arms)
+    assert loaded.spec.name == name and (loaded.cells or loaded.fit_searches)
 
 
 @pytest.mark.parametrize("name", ["paper-accuracy", "recipes"])
@@ -111,7 +111,7 @@ def test_specs_that_make_accuracy_claims_score_whole_splits_at_log_spaced_times(
     """Rotten Tomatoes' held-out splits are 1,275 reviews each: every point of these specs scores at least 1,000
     of validation and of test (a standard error under 1.1 points at 87%), at log-spaced shares of the budget."""
     loaded = load_spec(name)
-    workloads = [c.params for c in loaded.cells] + [arm.params for arm in loaded.arms]
+    workloads = [c.params for c in loaded.cells] + [search.params for search in loaded.fit_searches]
     assert workloads
     for params in workloads:
         assert params.evaluated(1275) >= 1000 and params.evaluate

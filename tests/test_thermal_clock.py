@@ -92,7 +92,7 @@ def test_bad_board_figures_are_one_line_exit_2_and_nothing_written(tmp_path, dev
     from tests.helpers import edgebench, write_spec
 
     out = tmp_path / "run"
-    proc = edgebench("run", str(write_spec(tmp_path, opt_1m_spec("bad", f"[{device}]"))), "--out", str(out))
+    proc = edgebench("run", str(write_spec(tmp_path, opt_1m_spec("bad", f"[{device}]"))), "--out", str(out), process=True)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "Traceback" not in proc.stderr and not out.exists()
@@ -211,7 +211,7 @@ def test_a_throttled_board_without_cooling_slows_along_its_curve_through_the_ker
     spec = spec.replace("timeout_s: 300", "timeout_s: 600\nclock: device-throttled") + f"  max_seconds: {5 * TAU}\n"
     (tmp_path / "spec.yaml").write_text(spec)
     out = tmp_path / "run"
-    edgebench("run", str(tmp_path / "spec.yaml"), "--out", str(out), "--no-report", "--jobs", "2", check=True)
+    edgebench("run", str(tmp_path / "spec.yaml"), "--out", str(out), "--no-report", "--jobs", "2", check=True, process=True)
     records = {r.device.name: r for r in load_records(out)}
     hot, fanned = records["hot"], records["fanned"]
     for record in (hot, fanned):
@@ -239,6 +239,6 @@ def test_compose_refuses_a_throttled_board_that_heats_in_one_line(tmp_path):
 
     spec = "name: hot\nclock: device-throttled\ndevices: [{name: pi, like: rpi-4-4gb, cooling: none}]\n"
     write_spec(tmp_path, spec + "matrix: {model: opt-1m}\n")
-    proc = edgebench("compose", "spec.yaml", "--no-engine-check", cwd=tmp_path)
+    proc = edgebench("compose", "spec.yaml", "--no-engine-check", cwd=tmp_path, process=True)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "device pi throttles with cooling none: a compose container's quota" in proc.stderr

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main as cli
 from harness.record.store import load_records
 from harness.run import cell_uids
 from harness.run.executors import cell_dirs, cell_user, local
@@ -84,7 +83,7 @@ def run_stand_in(tmp_path: Path, monkeypatch, *options: str):
     """`edgebench run` in this process over one cell running ESCAPE; its record and what it observed."""
     monkeypatch.setattr(local, "runner_argv", lambda cell: [sys.executable, "-c", ESCAPE])
     out = tmp_path / "run"
-    assert cli.main(["run", str(write_spec(tmp_path, ONE_CELL)), "--out", str(out), "--no-report", *options]) == 0
+    assert edgebench("run", str(write_spec(tmp_path, ONE_CELL)), "--out", str(out), "--no-report", *options).returncode == 0
     (record,) = load_records(out)
     assert record.status == "ok", record.error
     return record, observed(out, record)
@@ -127,7 +126,7 @@ def test_cell_user_names_the_account_and_root_keeps_cells_root(tmp_path, monkeyp
 
 def test_a_real_cell_completes_as_nobody_and_the_run_directory_stays_the_harnesss(tmp_path, as_root):
     out = tmp_path / "run"
-    proc = edgebench("run", str(write_spec(tmp_path, ONE_CELL)), "--out", str(out), "--no-report", "--cell-user", "nobody")
+    proc = edgebench("run", str(write_spec(tmp_path, ONE_CELL)), "--out", str(out), "--no-report", "--cell-user", "nobody", process=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (record,) = load_records(out)
     assert record.status == "ok" and record.steps == 2, record.error
@@ -138,7 +137,7 @@ def test_a_real_cell_completes_as_nobody_and_the_run_directory_stays_the_harness
 def test_an_unknown_cell_user_is_one_line_exit_2_and_writes_nothing(tmp_path, as_root):
     out = tmp_path / "run"
     spec = write_spec(tmp_path, ONE_CELL)
-    proc = edgebench("run", str(spec), "--out", str(out), "--cell-user", "no-such-user-here")
+    proc = edgebench("run", str(spec), "--out", str(out), "--cell-user", "no-such-user-here", process=True)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "edgebench: error: --cell-user no-such-user-here: no such user here; create it or name an unprivileged user "
@@ -154,7 +153,7 @@ def test_an_input_the_cell_user_cannot_read_is_refused_before_anything_runs(tmp_
     task = write_rows(private / "reviews.csv", rows)
     spec = ONE_CELL.replace("model: opt-1m,", f"model: minilm-l1, task: {task},")
     out = tmp_path / "run"
-    proc = edgebench("run", str(write_spec(tmp_path, spec)), "--out", str(out), "--cell-user", "nobody")
+    proc = edgebench("run", str(write_spec(tmp_path, spec)), "--out", str(out), "--cell-user", "nobody", process=True)
     assert proc.returncode == 2, proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith(f"edgebench: error: cells run as nobody when edgebench runs as root, and nobody cannot read {task};")
@@ -169,7 +168,7 @@ def test_the_default_cell_user_who_cannot_read_an_input_is_refused_never_replace
     task = write_rows(private / "reviews.csv", [{"text": f"film {i}", "label": i % 2} for i in range(80)])
     spec = ONE_CELL.replace("model: opt-1m,", f"model: minilm-l1, task: {task},")
     out = tmp_path / "run"
-    proc = edgebench("run", str(write_spec(tmp_path, spec)), "--out", str(out), "--no-report")
+    proc = edgebench("run", str(write_spec(tmp_path, spec)), "--out", str(out), "--no-report", process=True)
     assert proc.returncode == 2, proc.stderr[-3000:]
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith(
@@ -180,11 +179,12 @@ def test_the_default_cell_user_who_cannot_read_an_input_is_refused_never_replace
     assert not out.exists()
 
 
-def test_a_host_whose_groups_name_the_cells_gid_refuses_rather_than_sharing_it(tmp_path, monkeypatch, capsys, as_root):
+def test_a_host_whose_groups_name_the_cells_gid_refuses_rather_than_sharing_it(tmp_path, monkeypatch, as_root):
     monkeypatch.setattr(cell_uids, "CELL_GID", 0)
     out = tmp_path / "run"
-    assert cli.main(["run", str(write_spec(tmp_path, ONE_CELL)), "--out", str(out), "--no-report"]) == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()
+    result = edgebench("run", str(write_spec(tmp_path, ONE_CELL)), "--out", str(out), "--no-report")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
     assert line.startswith("edgebench: error: gid 0 is the group root here, which edgebench gives every cell uid;")
     assert not out.exists()
 
@@ -201,20 +201,22 @@ def test_the_homes_of_dead_harnesses_are_swept_and_no_others(as_root):
         alive.rmdir()
 
 
-def test_a_host_that_cannot_make_namespaces_refuses_unless_network_is_allowed(tmp_path, monkeypatch, capsys, as_root):
+def test_a_host_that_cannot_make_namespaces_refuses_unless_network_is_allowed(tmp_path, monkeypatch, as_root):
     monkeypatch.setattr(local, "sandbox_unavailable", lambda: "unshare: Operation not permitted")
     monkeypatch.setattr(local, "runner_argv", lambda cell: [sys.executable, "-c", ESCAPE])
     out = tmp_path / "run"
-    assert cli.main(["run", str(write_spec(tmp_path, ONE_CELL)), "--out", str(out), "--no-report"]) == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()
+    result = edgebench("run", str(write_spec(tmp_path, ONE_CELL)), "--out", str(out), "--no-report")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
     assert line.startswith(
         "edgebench: error: cells run without network here, in a namespace this host refuses (unshare: Operation not "
         "permitted); run where root may create namespaces, or allow network with `network: true`"
     )
     assert not out.exists()
     spec = write_spec(tmp_path, ONE_CELL + "network: true\n")
-    assert cli.main(["run", str(spec), "--out", str(out), "--no-report", "--allow-network"]) == 0
-    assert "edgebench: warning: cells share the host's /tmp, /var/tmp and /dev/shm" in capsys.readouterr().err
+    result = edgebench("run", str(spec), "--out", str(out), "--no-report", "--allow-network")
+    assert result.returncode == 0
+    assert "edgebench: warning: cells share the host's /tmp, /var/tmp and /dev/shm" in result.stderr
     (record,) = load_records(out)
     assert record.status == "ok", record.error
 

@@ -17,7 +17,6 @@ from devices.caps.cgroup_v1 import CgroupV1
 from devices.caps.cgroup_v2 import CgroupV2
 from devices.caps.container import find_container_cgroup
 from devices.profile import DeviceProfile
-from harness.cli.main import main
 from harness.record.cells import Cell
 from harness.record.records import CHECKS, SCHEMA_VERSION, CellRecord, CpuSharing, Validity, judged, now_iso
 from harness.record.store import RunStore, load_records
@@ -29,7 +28,7 @@ from reports.findings import arm_fits, device_answers
 from reports.html import write_report
 from reports.rundata import load_run
 from reports.summary import device_headlines
-from tests.helpers import require_kernel_caps
+from tests.helpers import edgebench, require_kernel_caps
 from tests.records_factory import make_record, merged
 from tests.test_reports_fixtures import accuracy_record, accuracy_run, scaled_clock, sweep, write_run
 
@@ -275,7 +274,7 @@ def test_an_invalid_cell_is_left_out_of_the_headline_and_named_with_its_failed_c
     assert "swap_excluded: 1 cell (rpi-4-2gb/opt-125m/mezo/b8/s0)" in html and "no: swap_excluded" in html
 
 
-def test_invalid_accuracy_cells_leave_the_answer_and_the_cli_names_them(tmp_path, capsys):
+def test_invalid_accuracy_cells_leave_the_answer_and_the_cli_names_them(tmp_path):
     records = accuracy_run()
     bad = [
         i for i, r in enumerate(records) if r.params.method == "bp-checkpointed" and r.params.tuning == "full"
@@ -293,8 +292,9 @@ def test_invalid_accuracy_cells_leave_the_answer_and_the_cli_names_them(tmp_path
     assert answer.sentence().endswith(
         f"; left out, invalid (cap_by_kernel): BP (checkpointed) on minilm-l6 in {len(bad)} cells."
     )
-    assert main(["report", str(run.run_dir)]) == 0
-    answer_line = capsys.readouterr().err.strip().splitlines()[-1]
+    result = edgebench("report", str(run.run_dir))
+    assert result.returncode == 0
+    answer_line = result.stderr.strip().splitlines()[-1]
     assert answer_line.startswith("edgebench report: answer: rpi-4-2gb: MeZO on minilm-l6")
     assert "left out, invalid (cap_by_kernel): BP (checkpointed) on minilm-l6" in answer_line
 

@@ -8,7 +8,6 @@ import json
 
 import pytest
 
-from harness.cli import main as cli
 from harness.record.store import load_records
 from tests.helpers import edgebench, readable_directory, write_spec
 from workloads.cell import run_cell
@@ -146,7 +145,7 @@ def _reviews_cell(tmp_path, reviews, settings: str, budget: str):
         f"devices: [rpi-4-2gb]\n{settings}\nmatrix: {{model: minilm-l1, task: {reviews}, method: mezo, "
         f"batch: 4, seq_len: 16, {budget}, lr: 1.0e-5}}\n",
     )
-    proc = edgebench("run", str(spec), "--out", str(tmp_path / "run"), "--no-report", timeout=300)
+    proc = edgebench("run", str(spec), "--out", str(tmp_path / "run"), "--no-report", timeout=300, process=True)
     (record,) = load_records(tmp_path / "run")
     return proc.returncode, record
 
@@ -175,7 +174,7 @@ def test_a_cell_killed_before_it_reported_counts_its_parameters_from_the_registr
     scripted.OUTCOMES = {"mezo": status}
     matrix = "{model: [opt-1m, minilm-l1], task: synthetic, method: [mezo, bp], max_steps: 1}"
     spec = write_spec(tmp_path, f"clock: host\ndevices: [rpi-4-2gb]\nmatrix: {matrix}\n")
-    cli.main(["run", str(spec), "--out", str(tmp_path / "run"), "--no-report"])
+    edgebench("run", str(spec), "--out", str(tmp_path / "run"), "--no-report")
     records = load_records(tmp_path / "run")
     counts = {(r.params.model, r.params.method, r.status): r.metrics.param_count for r in records}
     assert counts == {

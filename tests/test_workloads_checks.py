@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +9,7 @@ import pytest
 from devices.catalogue import load_catalogue, resolve_device
 from harness.plan.spec import load_spec
 from harness.record.errors import UserError
-from tests.helpers import write_rows, write_spec
+from tests.helpers import edgebench, write_rows, write_spec
 from workloads.checks import check_params, file_summary
 from workloads.flops import step_flops, step_seconds
 from workloads.params import WorkloadParams
@@ -121,7 +119,7 @@ def test_sequence_longer_than_the_model():
 
 RPI4 = resolve_device("rpi-4-2gb", load_catalogue())
 #: 9 device seconds of training: 90 warm-up steps of opt-1m fit (0.0903 s each at least), 1000 do not, nor 1 of
-#: opt-125m (11.2 s); a largest-fitting arm is refused only when its fastest candidate cannot finish the warm-up.
+#: opt-125m (11.2 s); a largest-fitting search is refused only when its fastest candidate cannot finish the warm-up.
 WARMUP = "max_steps: null, max_seconds: 9, warmup_steps"
 
 
@@ -157,7 +155,7 @@ def test_a_warmup_the_seconds_budget_cannot_hold_on_the_device_is_refused_at_pla
 )
 def test_a_warmup_that_fits_its_budget_is_accepted(tmp_path, spec):
     loaded = load_spec(write_spec(tmp_path, f"devices: [rpi-4-2gb]\n{spec}\n"))
-    assert len(loaded.cells) + len(loaded.arms) == 1
+    assert len(loaded.cells) + len(loaded.fit_searches) == 1
 
 
 @pytest.mark.parametrize(
@@ -186,11 +184,7 @@ def test_cli_refuses_with_one_line_and_writes_nothing(tmp_path, matrix, expected
     matrix = matrix.replace("DATA", str(data)).replace("SWEEP", RECIPE_SWEEP)
     spec = write_spec(tmp_path, f"devices: [rpi-4-2gb]\nmatrix: {matrix}\n")
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", str(spec), "--out", str(out)],
-        capture_output=True,
-        text=True,
-    )
+    proc = edgebench("run", str(spec), "--out", str(out))
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("edgebench: error: ") and expected in lines[0], proc.stderr

@@ -1,10 +1,11 @@
-"""Largest-fitting models: which model of a spec's list each device and arm trains, found by probing.
+"""Largest-fitting models: which model of a spec's list each device trains with each workload, found by probing.
 
 A matrix block may give `model: {largest_fitting: [smallest, ..., largest]}`. Every device and every
-combination of the block's other axes is an *arm*. For each arm the harness probes candidates, each for a few
+combination of the block's other axes is a *fit search* (FitSearch; not an *arm*, which in reports is a method
+and its tuning). For each search the harness probes candidates, each for a few
 steps under the device's caps, starting from the largest one the analytic memory model puts within PROBE_HEADROOM
 above the cap, then up while probes train or down while they are killed, until a candidate that trains sits under
-one that does not (or the list ends). That candidate is the arm's model: its cell runs with the arm's own budget
+one that does not (or the list ends). That candidate is the search's model: its cell runs with the search's own budget
 and carries the resolution in its record (with `probe_only: true` the probes are the result, as in a fit
 sweep). Probes are recorded too, marked `role: probe`.
 """
@@ -61,7 +62,7 @@ def probe_params(params: WorkloadParams, probe_steps: int) -> WorkloadParams:
     """A few steps of the cell's model with its shape of work (method, tuning, batch, length, optimizer, and the
     cell's evaluation before its first step: it leaves the heap larger, by 67 MiB for MPNet-L6 backprop, whose
     cells a probe without it had passed were killed at the 2 GB cap before one step); what does not change memory
-    (seed, learning rate and its schedule, queries, budget, evaluations during training) is fixed, so that arms
+    (seed, learning rate and its schedule, queries, budget, evaluations during training) is fixed, so that searches
     differing only there share their probes."""
     return params.model_copy(
         update={
@@ -81,7 +82,7 @@ def probe_params(params: WorkloadParams, probe_steps: int) -> WorkloadParams:
 def killed_cells(records: Iterable[CellRecord]) -> dict[str, CellRecord]:
     """Resolved cells the kernel killed at the cap, under the id of the probe that had let their model through:
     a cell's longer run is the better evidence (page cache charged to it, allocator growth), so its model no
-    longer counts as fitting and the arm resolves again, one model down."""
+    longer counts as fitting and the search resolves again, one model down."""
     killed = {}
     for record in records:
         if record.role == "cell" and record.status == "oom" and record.resolution is not None:
@@ -91,8 +92,9 @@ def killed_cells(records: Iterable[CellRecord]) -> dict[str, CellRecord]:
 
 
 @dataclass(frozen=True)
-class Arm:
-    """One device and one workload whose model is to be resolved; `params.model` is the largest candidate."""
+class FitSearch:
+    """One device and one workload whose model is to be resolved (run.json calls its label an arm: the key
+    stays so that committed runs load); `params.model` is the largest candidate."""
 
     device: DeviceProfile
     clock: CellClock
@@ -133,7 +135,7 @@ class Arm:
 
 @dataclass(frozen=True)
 class Progress:
-    """Where an arm's probing stands: the next probe to run, or the resolution, or a probe that failed."""
+    """Where a search's probing stands: the next probe to run, or the resolution, or a probe that failed."""
 
     next_probe: Cell | None = None
     resolution: ModelResolution | None = None
@@ -151,38 +153,38 @@ def _outcome(model: str, record: CellRecord) -> ProbeOutcome:
     )
 
 
-def advance(arm: Arm, outcomes: dict[str, CellRecord]) -> Progress:
+def advance(search: FitSearch, outcomes: dict[str, CellRecord]) -> Progress:
     """Bracket the largest model that trains: from the first candidate walk up while probes train; if the first
-    was killed at the cap, walk down to the first that trains. An error or timeout stops the arm (a broken model
+    was killed at the cap, walk down to the first that trains. An error or timeout stops the search (a broken model
     or workload is not "too large"); a probe without a record is the next to run."""
     probed: list[ProbeOutcome] = []
     found: str | None = None
-    first = arm.first
-    walks = (range(first, len(arm.candidates)), range(first - 1, -1, -1))
+    first = search.first
+    walks = (range(first, len(search.candidates)), range(first - 1, -1, -1))
     for walk, (up, indices) in enumerate(zip((True, False), walks, strict=True)):
         if walk and found is not None:
             break
         for i in indices:
-            model = arm.candidates[i]
-            record = outcomes.get(arm.probes[model].id)
+            model = search.candidates[i]
+            record = outcomes.get(search.probes[model].id)
             if record is None:
-                return Progress(next_probe=arm.probes[model])
+                return Progress(next_probe=search.probes[model])
             probed.append(_outcome(model, record))
             if record.status in ("error", "timeout"):
-                return Progress(failed=arm.probes[model])
+                return Progress(failed=search.probes[model])
             if record.status == "ok":
                 found = model
                 if not up:
                     break
             elif up:
                 break
-    return Progress(resolution=_resolution(arm, found, probed))
+    return Progress(resolution=_resolution(search, found, probed))
 
 
-def _resolution(arm: Arm, found: str | None, probes: list[ProbeOutcome]) -> ModelResolution:
+def _resolution(search: FitSearch, found: str | None, probes: list[ProbeOutcome]) -> ModelResolution:
     by_model = {p.model: p for p in probes}
     if found is None:
-        model = arm.candidates[0]
+        model = search.candidates[0]
         reason = "no candidate trained under the cap; the cell runs the smallest to record its outcome"
     else:
         model = found
@@ -190,38 +192,38 @@ def _resolution(arm: Arm, found: str | None, probes: list[ProbeOutcome]) -> Mode
         peaks = f"peak {format_bytes(probe.peak_memory_bytes)}" + (
             f", cgroup {format_bytes(probe.cgroup_peak_bytes)}" if probe.cgroup_peak_bytes else ""
         )
-        cap = format_bytes(arm.device.memory_bytes)
-        reason = f"the largest candidate whose {arm.probe_steps}-step probe trained under the {cap} cap ({peaks})"
-        above = arm.candidates.index(found) + 1
-        if above == len(arm.candidates):
+        cap = format_bytes(search.device.memory_bytes)
+        reason = f"the largest candidate whose {search.probe_steps}-step probe trained under the {cap} cap ({peaks})"
+        above = search.candidates.index(found) + 1
+        if above == len(search.candidates):
             reason += "; it is the largest candidate"
         else:
-            reason += f"; the next larger, {arm.candidates[above]}, was killed at the cap"
+            reason += f"; the next larger, {search.candidates[above]}, was killed at the cap"
     return ModelResolution(
-        candidates=list(arm.candidates),
-        probe_steps=arm.probe_steps,
+        candidates=list(search.candidates),
+        probe_steps=search.probe_steps,
         model=model,
         trained=found is not None,
-        predicted=arm.predicted,
+        predicted=search.predicted,
         probes=probes,
         reason=reason,
     )
 
 
-def resolve_arms(
-    arms: Iterable[Arm], outcomes: dict[str, CellRecord], run_probes: Callable[[list[Cell]], list[CellRecord]]
-) -> tuple[list[tuple[Arm, ModelResolution]], list[Cell]]:
-    """Probe in rounds (the next probe of every unresolved arm, shared probes once) until each arm is resolved
-    or has a failed probe. Returns each resolved arm with its resolution, and the probes that failed."""
+def resolve_searches(
+    searches: Iterable[FitSearch], outcomes: dict[str, CellRecord], run_probes: Callable[[list[Cell]], list[CellRecord]]
+) -> tuple[list[tuple[FitSearch, ModelResolution]], list[Cell]]:
+    """Probe in rounds (the next probe of every unresolved search, shared probes once) until each search is resolved
+    or has a failed probe. Returns each resolved search with its resolution, and the probes that failed."""
     outcomes = dict(outcomes)
-    pending = list(arms)
-    resolved: list[tuple[Arm, ModelResolution]] = []
+    pending = list(searches)
+    resolved: list[tuple[FitSearch, ModelResolution]] = []
     failed: dict[str, Cell] = {}
     while pending:
-        states = [(arm, advance(arm, outcomes)) for arm in pending]
-        resolved += [(arm, s.resolution) for arm, s in states if s.resolution]
+        states = [(search, advance(search, outcomes)) for search in pending]
+        resolved += [(search, s.resolution) for search, s in states if s.resolution]
         failed.update({s.failed.id: s.failed for _, s in states if s.failed})
-        pending = [arm for arm, s in states if s.next_probe]
+        pending = [search for search, s in states if s.next_probe]
         probes = {s.next_probe.id: s.next_probe for _, s in states if s.next_probe}
         if probes:
             outcomes.update({r.cell_id: r for r in run_probes(list(probes.values()))})

@@ -1,5 +1,6 @@
 """A spec loaded into a plan: its file found (a path or a shipped spec's name), validated (harness.plan.schema), its
-devices resolved, its matrix expanded into cells with their clocks and its largest-fitting arms, checked up front."""
+devices resolved, its matrix expanded into cells with their clocks and its largest-fitting model searches, checked
+up front."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from devices.validation import validation_message
 from harness.plan.clocks import plan_clocks
 from harness.plan.input_guards import MAX_CELLS, check_matrix_size, one_line, read_yaml
 from harness.plan.matrix import expand_matrix, largest_fitting, merge_duplicates
-from harness.plan.resolve import Arm
+from harness.plan.resolve import FitSearch
 from harness.plan.schema import Spec
 from harness.plan.spec_devices import ignored_device_file, resolve_devices
 from harness.plan.warmup import check_warmups
@@ -41,7 +42,7 @@ class LoadedSpec:
         host: HostSpeed | None = None,
         clocks: dict[str, CellClock] | None = None,
         duplicates: dict[str, int] | None = None,
-        arms: list[Arm] | None = None,
+        fit_searches: list[FitSearch] | None = None,
         ignored: str | None = None,
     ) -> None:
         self.spec = spec
@@ -52,7 +53,7 @@ class LoadedSpec:
         self.host = host  # the calibration the device clocks were planned with, if any
         self.clocks = clocks or {}  # device name -> the clock of its cells
         self.duplicates = duplicates or {}  # cell id -> times listed, for cells the matrix lists more than once
-        self.arms = arms or []  # workloads whose model is the largest that fits (harness.plan.resolve), per device
+        self.fit_searches = fit_searches or []  # the largest-fitting model searches (harness.plan.resolve), per device
         self.ignored = ignored  # the note on a devices.yaml beside the spec that the spec does not name
 
     def notes(self) -> list[str]:
@@ -74,14 +75,14 @@ class LoadedSpec:
             raise UserError(f"--device {sorted(unknown)[0]!r} is not in {self.path}'s devices")
         return [c for c in self.cells if c.device.name in device_names]
 
-    def arms_for(self, device_names: list[str] | None) -> list[Arm]:
+    def fit_searches_for(self, device_names: list[str] | None) -> list[FitSearch]:
         self.cells_for(device_names)  # the same check of the names
-        return [a for a in self.arms if not device_names or a.device.name in device_names]
+        return [a for a in self.fit_searches if not device_names or a.device.name in device_names]
 
     def devices_for(self, device_names: list[str] | None) -> list[DeviceProfile]:
         """The devices a run (or a slice) runs cells or probes of: a device no block uses runs nothing."""
         used = {c.device.name for c in self.cells_for(device_names)}
-        used |= {a.device.name for a in self.arms_for(device_names)}
+        used |= {a.device.name for a in self.fit_searches_for(device_names)}
         return [d for d in self.devices if d.name in used]
 
 
@@ -136,7 +137,7 @@ def _load_spec(spec_path: Path, max_cells: int) -> LoadedSpec:
     check_matrix_size(spec.matrix, len(devices), spec_path, max_cells)
     host, clocks = plan_clocks(spec.clock, devices, spec_path)
     cells: list[Cell] = []
-    arms: dict[str, Arm] = {}
+    searches: dict[str, FitSearch] = {}
     for block in spec.matrix:
         names = block.get("devices")
         names = names if isinstance(names, list) else [names] if names else [d.name for d in devices]
@@ -154,10 +155,10 @@ def _load_spec(spec_path: Path, max_cells: int) -> LoadedSpec:
         for d in chosen:
             for p in templates:
                 if p.model == candidates[-1]:
-                    arm = Arm(d, clocks[d.name], p, tuple(candidates), fitting.probe_steps, fitting.probe_only)
-                    arms.setdefault(Cell(d, p, arm.clock).id, arm)
+                    search = FitSearch(d, clocks[d.name], p, tuple(candidates), fitting.probe_steps, fitting.probe_only)
+                    searches.setdefault(Cell(d, p, search.clock).id, search)
     unique, duplicates = merge_duplicates(cells)
-    check_warmups(unique, list(arms.values()), spec_path)
+    check_warmups(unique, list(searches.values()), spec_path)
     return LoadedSpec(
         spec,
         str(spec_path),
@@ -167,7 +168,7 @@ def _load_spec(spec_path: Path, max_cells: int) -> LoadedSpec:
         host,
         clocks,
         duplicates,
-        list(arms.values()),
+        list(searches.values()),
         ignored_device_file(spec, spec_path),
     )
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from devices.profile import DeviceProfile
 from devices.speed import CellClock
-from harness.plan.resolve import Arm
+from harness.plan.resolve import FitSearch
 from harness.record.cells import Cell
 from harness.record.errors import UserError
 from workloads.flops import step_flops, step_seconds
@@ -19,7 +19,7 @@ def warmup_problem(
 ) -> str | None:
     """Why the warm-up cannot end within `max_seconds` on the device (one line), or None when it may. A step takes
     at least its FLOPs at the device's throughput (workloads.flops); `models` are those the cell may train (an
-    arm's candidates), so only a warm-up too long for the fastest is refused. A host clock's seconds are the
+    search's candidates), so only a warm-up too long for the fastest is refused. A host clock's seconds are the
     host's, which a spec on it never calibrates: there only `max_steps` bounds a warm-up (WorkloadParams)."""
     gflops = clock.device_gflops  # None on a host clock
     if params.max_seconds is None or gflops is None:
@@ -38,10 +38,10 @@ def warmup_problem(
     )
 
 
-def check_warmups(cells: list[Cell], arms: list[Arm], origin: Path) -> None:
+def check_warmups(cells: list[Cell], searches: list[FitSearch], origin: Path) -> None:
     """Refuse, at plan time (where each cell's device and clock are known), a warm-up its budget cannot hold."""
     planned = [(c.device, c.clock, c.params, [c.params.model]) for c in cells]
-    planned += [(a.device, a.clock, a.params, list(a.candidates)) for a in arms]
+    planned += [(a.device, a.clock, a.params, list(a.candidates)) for a in searches]
     for device, clock, params, models in planned:
         problem = warmup_problem(device, clock, params, models)
         if problem:

@@ -1,5 +1,5 @@
 """A spec's matrix run as one library call: the checks that refuse a run before anything is written, the executor
-started for it, and `run_matrix`, which resolves each largest-fitting arm, schedules the cells and resolves an arm
+started for it, and `run_matrix`, which resolves each largest-fitting search, schedules the cells and resolves a search
 again when its resolved cell was killed at the cap; the command line (harness.cli.commands.run) only parses."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 
 from harness.plan.host_capacity import check_host_capacity
-from harness.plan.resolve import Arm, killed_cells, resolve_arms
+from harness.plan.resolve import FitSearch, killed_cells, resolve_searches
 from harness.plan.spec import LoadedSpec, some_of
 from harness.record.cells import Cell
 from harness.record.errors import UserError
@@ -49,7 +49,7 @@ class RunOutcome:
 
 def check_request(loaded: LoadedSpec, request: RunRequest) -> None:
     """Refuse, before anything is written, a run the operator did not allow or this host cannot hold."""
-    cells = [*loaded.cells_for(request.devices), *loaded.arms_for(request.devices)]
+    cells = [*loaded.cells_for(request.devices), *loaded.fit_searches_for(request.devices)]
     check_remote_code(loaded.path, cells, request.trust_remote_code)
     check_network(loaded.path, loaded.spec.network, request.allow_network, request.executor)
     if request.executor != "ray":  # a Ray cell runs on a node of the cluster: the executor's admission checks that
@@ -62,9 +62,10 @@ def start_executor(loaded: LoadedSpec, request: RunRequest) -> Executor:
     spec = loaded.spec
     executor = executor_class(request.executor)(request.out, spec.timeout_s, request.enforcement, spec.checkpoint_seconds)
     executor.allow_network = spec.network and request.allow_network
-    arms = loaded.arms_for(request.devices)
+    searches = loaded.fit_searches_for(request.devices)
     try:
-        executor.admit([*loaded.cells_for(request.devices), *(probe for arm in arms for probe in arm.probes.values())])
+        probes = (probe for search in searches for probe in search.probes.values())
+        executor.admit([*loaded.cells_for(request.devices), *probes])
         check_clocks(executor, loaded.cells_for(request.devices), loaded.path)
     except UserError:
         executor.close()
@@ -75,10 +76,10 @@ def start_executor(loaded: LoadedSpec, request: RunRequest) -> Executor:
 def run_matrix(
     loaded: LoadedSpec, executor: Executor, store: RunStore, request: RunRequest, console: Console
 ) -> RunOutcome:
-    """Run the plan's cells (and its arms' probes, then their resolved cells) into `store`, resuming what it holds;
-    one pass, unless resolved cells were killed at the cap: then their arms resolve again."""
+    """Run the plan's cells (and its searches' probes, then their resolved cells) into `store`, resuming what it holds;
+    one pass, unless resolved cells were killed at the cap: then their searches resolve again."""
     cells = loaded.cells_for(request.devices)
-    arms = loaded.arms_for(request.devices)
+    searches = loaded.fit_searches_for(request.devices)
     run_info = describe_run(loaded, executor, request.jobs, request.devices, loaded.cells)
     done = store.prepare(run_info, fresh=request.fresh, retry_errors=request.retry_errors)
     for note in loaded.notes():
@@ -89,11 +90,11 @@ def run_matrix(
     resolved: list[Cell] = []
     finished = set(done)
     while True:
-        if arms:
-            resolutions, probes, failed_probes = resolve_models(arms, finished, request.out, scheduler, console)
+        if searches:
+            resolutions, probes, failed_probes = resolve_models(searches, finished, request.out, scheduler, console)
             records += probes
             finished |= {r.cell_id for r in probes}
-            resolved = [arm.cell(r) for arm, r in resolutions if not arm.probe_only]
+            resolved = [search.cell(r) for search, r in resolutions if not search.probe_only]
             expected = [*loaded.cells, *resolved]
             store.describe(describe_run(loaded, executor, request.jobs, request.devices, expected, resolutions))
         todo = [*cells, *resolved]
@@ -149,11 +150,12 @@ def check_network(spec: object, asked: bool, allowed: bool, executor: str) -> No
 
 
 def resolve_models(
-    arms: list[Arm], finished: set[str], out: Path, scheduler: Scheduler, console: Console
-) -> tuple[list[tuple[Arm, ModelResolution]], list[CellRecord], list[Cell]]:
-    """Probe each arm's candidates, reusing the probes already recorded and counting a resolved cell the kernel
-    killed as its model's verdict (harness.plan.resolve.killed_cells): the arms' resolutions, the records of the
-    probes run now and the probes that failed (their arms have no cell; the run exits as for any unmeasured cell)."""
+    searches: list[FitSearch], finished: set[str], out: Path, scheduler: Scheduler, console: Console
+) -> tuple[list[tuple[FitSearch, ModelResolution]], list[CellRecord], list[Cell]]:
+    """Probe each search's candidates, reusing the probes already recorded and counting a resolved cell the kernel
+    killed as its model's verdict (harness.plan.resolve.killed_cells): the searches' resolutions, the records of the
+    probes run now and the probes that failed (their searches have no cell; the run exits as for any unmeasured
+    cell)."""
     latest = {r.cell_id: r for r in load_records(out) if r.cell_id in finished}
     known = {**latest, **killed_cells(latest.values())}
     ran: list[CellRecord] = []
@@ -164,9 +166,9 @@ def resolve_models(
         ran.extend(new)
         return new
 
-    resolutions, failed = resolve_arms(arms, known, run_probes)
-    for arm, resolution in resolutions:
-        line = f"edgebench: {arm.label} -> {resolution.model}: {resolution.reason}"
+    resolutions, failed = resolve_searches(searches, known, run_probes)
+    for search, resolution in resolutions:
+        line = f"edgebench: {search.label} -> {resolution.model}: {resolution.reason}"
         console.print(line, markup=False, highlight=False)
     return resolutions, ran, failed
 

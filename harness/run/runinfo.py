@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import psutil
 
 from devices.environment import library_versions
-from harness.plan.resolve import Arm
+from harness.plan.resolve import FitSearch
 from harness.plan.spec import LoadedSpec
 from harness.record.cells import Cell
 from harness.record.records import SCHEMA_VERSION, ModelResolution, now_iso
@@ -42,11 +42,11 @@ def describe_run(
     jobs: int,
     devices: list[str] | None,
     cells: list[Cell],
-    resolutions: Sequence[tuple[Arm, ModelResolution]] = (),
+    resolutions: Sequence[tuple[FitSearch, ModelResolution]] = (),
 ) -> RunInfo:
     """`jobs` and the slice's `devices` say how the cells shared the host (see `overlapped` in each record);
     `cells` are those the run expects (the spec's, and once probing is done, its largest-fitting ones, whose
-    arms' `resolutions` say why)."""
+    searches' `resolutions` say why)."""
     return RunInfo(
         schema_version=SCHEMA_VERSION,
         started_at=now_iso(),
@@ -56,7 +56,7 @@ def describe_run(
         devices=loaded.devices,
         cells=[c.id for c in cells],
         cell_labels={c.id: c.label for c in cells},
-        largest_fitting_arms=[arm.label for arm in loaded.arms],
+        largest_fitting_arms=[search.label for search in loaded.fit_searches],  # the key keeps its name: committed runs load
         clock=loaded.spec.clock,
         host_speed=loaded.host,
         clocks=loaded.clocks,
@@ -69,10 +69,10 @@ def describe_run(
         host=host_facts(),
         memory_model=[host_memory_facts(n) for n in sorted({clock.threads for clock in loaded.clocks.values()})],
         versions=library_versions(PACKAGES),
-        resolutions=[resolution_entry(arm, r) for arm, r in resolutions],
+        resolutions=[resolution_entry(search, r) for search, r in resolutions],
     )
 
 
-def resolution_entry(arm: Arm, resolution: ModelResolution) -> ArmResolution:
-    """run.json's account of one arm: which device and workload, and which model it resolved to and why."""
-    return ArmResolution(arm=arm.label, device=arm.device.name, params=arm.params, **dict(resolution))
+def resolution_entry(search: FitSearch, resolution: ModelResolution) -> ArmResolution:
+    """run.json's account of one fit search: which device and workload, and which model it resolved to and why."""
+    return ArmResolution(arm=search.label, device=search.device.name, params=search.params, **dict(resolution))

@@ -131,7 +131,7 @@ def spec_inputs(loaded: LoadedSpec, spec_arg: str) -> list[str]:
     spec_dir = Path(loaded.path).parent
     paths = [Path(loaded.path), *(spec_dir / f for f in loaded.spec.device_files)]
     named = [(c.params.task, c.params.model) for c in loaded.cells]
-    named += [(a.params.task, model) for a in loaded.arms for model in a.candidates]
+    named += [(a.params.task, model) for a in loaded.fit_searches for model in a.candidates]
     for task, model in named:
         paths += [Path(task)] if Path(task).is_file() else []
         paths += [Path(model)] if Path(model).is_dir() else []
