@@ -19,7 +19,8 @@ from harness.record.records import now_iso
 from harness.record.store import check_writable, write_atomic, write_bytes_atomic
 from reports.accuracy import AccuracyRow, accuracy_rows
 from reports.clocks import clock_summary
-from reports.compare import ALPHA, MIN_SEEDS, Comparison, compare_runs, describe_figure
+from reports.compare.runs import Comparison, compare_runs
+from reports.compare.seeds import ALPHA, MIN_SEEDS, describe_figure
 from reports.figures import Plot
 from reports.findings import NO_ENERGY, arm_fits, device_answers, params_of, reaches, size_ratios
 from reports.pairs import change_text
