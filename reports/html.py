@@ -21,10 +21,10 @@ from reports.accuracy import AccuracyRow, accuracy_rows
 from reports.clocks import clock_summary
 from reports.compare.runs import Comparison, compare_runs
 from reports.compare.seeds import ALPHA, MIN_SEEDS, describe_figure
-from reports.figures import Plot
 from reports.findings import NO_ENERGY, arm_fits, device_answers, params_of, reaches, size_ratios
 from reports.pairs import change_text
-from reports.plots import PLOT_NAMES, render_plots
+from reports.plots.figures import Plot
+from reports.plots.render import PLOT_NAMES, render_plots
 from reports.rundata import RunData, load_run
 from reports.selection import format_value
 from reports.style import METHOD_COLOURS, MIB, count_of, format_params, method_label
