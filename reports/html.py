@@ -21,7 +21,8 @@ from reports.accuracy import AccuracyRow, accuracy_rows
 from reports.clocks import clock_summary
 from reports.compare.runs import Comparison, compare_runs
 from reports.compare.seeds import ALPHA, MIN_SEEDS, describe_figure
-from reports.findings import NO_ENERGY, arm_fits, device_answers, params_of, reaches, size_ratios
+from reports.findings import NO_ENERGY, device_answers, reaches
+from reports.fits import arm_fits, params_of, size_ratios
 from reports.pairs import change_text
 from reports.plots.figures import Plot
 from reports.plots.render import PLOT_NAMES, render_plots

@@ -1,4 +1,4 @@
-"""The report's answers (reports.findings): the best arm per device on test accuracy, and the probed fits."""
+"""The report's answers (reports.findings): the best arm per device on test accuracy; and the probed fits (reports.fits)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,13 @@ import pytest
 from reports.accuracy import accuracy_rows
 from reports.findings import (
     answer_table,
-    arm_fits,
     device_answers,
     energy_table,
     mean_curve,
     passing_table,
-    size_ratios,
     time_to_reach,
 )
+from reports.fits import arm_fits, size_ratios
 from reports.rundata import RunData
 from tests.records_factory import make_record, merged
 from tests.test_reports_fixtures import with_energy
