@@ -1,5 +1,6 @@
-"""The largest model each arm trains per device, as the harness probed it (harness.plan.resolve, kept in run.json),
-measured and predicted, with MeZO's size ratio over checkpointed backprop's."""
+"""The largest model each arm trains per device, measured and predicted, and MeZO's size ratio over checkpointed
+backprop's: one fit row type (ArmFit) and one ratio (size_ratio), whether the harness probed the fit
+(harness.plan.resolve, kept in run.json) or a ladder of cells measured it (reports.summary)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from devices.profile import format_bytes
 from reports.rundata import RunData
+from reports.spread import Spread
 from reports.style import arm_label, format_params
 from workloads.memory_model import param_count
 from workloads.params import WorkloadParams
@@ -26,40 +28,85 @@ def params_of(model: str, task: str) -> str:
 
 
 @dataclass(frozen=True)
+class Fit:
+    """The largest model that fits, with its parameters; `at_least` when it is the largest size tried (the real
+    limit is higher); `peak` the memory behind it over the seeds of its cell, where cells measured it (bytes)."""
+
+    model: str
+    params: int | None
+    at_least: bool = False
+    peak: Spread | None = None
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """How many times more parameters one arm's largest model has than another's; a lower bound when the first
+    arm's largest is only the largest size tried."""
+
+    value: float
+    at_least: bool
+
+    def describe(self) -> str:
+        return f"{'≥ ' if self.at_least else ''}{self.value:.1f}×"
+
+
+def size_ratio(top: Fit | None, bottom: Fit | None) -> Ratio | None:
+    """`top`'s parameters over `bottom`'s; None when either fits nothing or has no known size."""
+    if top is None or bottom is None or not top.params or not bottom.params:
+        return None
+    return Ratio(top.params / bottom.params, at_least=top.at_least)
+
+
+@dataclass(frozen=True)
 class ArmFit:
+    """The largest model one arm trains on one device: probed by the harness (`reason` says how), or read off the
+    cells of a ladder of sizes (`tested` of them)."""
+
     device: str
     task: str
     method: str
     tuning: str
     optimizer: str | None
-    measured: str | None  # None: not even the smallest candidate trained
-    predicted: str | None
-    reason: str
+    measured: Fit | None  # None: not even the smallest candidate trained
+    predicted: Fit | None
+    reason: str = ""
     probes: tuple[str, ...] = ()  # the cell ids of the probes that decided it
+    tested: int = 0  # ladder fits: cells of this arm with a known model size
+
+    @property
+    def label(self) -> str:
+        return arm_label(self.method, self.tuning)
 
     @property
     def arm(self) -> str:
-        label = arm_label(self.method, self.tuning)
-        return (
-            f"{label} + {OPTIMIZER_LABELS.get(self.optimizer, self.optimizer)}" if self.optimizer else label
-        )
+        optimizer = OPTIMIZER_LABELS.get(self.optimizer, self.optimizer) if self.optimizer else None
+        return f"{self.label} + {optimizer}" if optimizer else self.label
+
+    @property
+    def measured_over_predicted(self) -> float | None:
+        ratio = size_ratio(self.measured, self.predicted)
+        return ratio.value if ratio else None
 
     @property
     def key(self) -> tuple[str, str, str | None]:
         return (self.method, self.tuning, self.optimizer)
 
 
+def _probed(model: str | None, task: str) -> Fit | None:
+    return Fit(model, _count(model, task)) if model else None
+
+
 def _arm_fit(entry: dict[str, Any]) -> ArmFit:
     params = entry.get("params") or {}
-    method = params.get("method", "")
+    method, task = params.get("method", ""), params.get("task", "")
     return ArmFit(
         device=entry.get("device", ""),
-        task=params.get("task", ""),
+        task=task,
         method=method,
         tuning=params.get("tuning", "full"),
         optimizer=params.get("optimizer") if method.startswith("bp") else None,
-        measured=entry.get("model") if entry.get("trained", True) else None,
-        predicted=entry.get("predicted"),
+        measured=_probed(entry.get("model"), task) if entry.get("trained", True) else None,
+        predicted=_probed(entry.get("predicted"), task),
         reason=entry.get("reason", ""),
         probes=tuple(probe.get("cell_id", "") for probe in entry.get("probes") or []),
     )
@@ -98,18 +145,13 @@ def arm_rank(fit: ArmFit) -> int:
 class SizeRatio:
     device: str
     task: str
-    measured: float | None
-    predicted: float | None
+    measured: Ratio | None
+    predicted: Ratio | None
 
 
 def _count(model: str | None, task: str) -> int | None:
     shape = model_shape(model) if model else None
     return param_count(shape, WorkloadParams(model=model, task=task)) if shape and model else None
-
-
-def _ratio(top: str | None, bottom: str | None, task: str) -> float | None:
-    top_count, bottom_count = _count(top, task), _count(bottom, task)
-    return top_count / bottom_count if top_count and bottom_count else None
 
 
 def size_ratios(fits: list[ArmFit]) -> list[SizeRatio]:
@@ -123,8 +165,8 @@ def size_ratios(fits: list[ArmFit]) -> list[SizeRatio]:
                 SizeRatio(
                     device,
                     task,
-                    _ratio(mezo.measured, bp.measured, task),
-                    _ratio(mezo.predicted, bp.predicted, task),
+                    size_ratio(mezo.measured, bp.measured),
+                    size_ratio(mezo.predicted, bp.predicted),
                 )
             )
     return ratios
@@ -133,12 +175,18 @@ def size_ratios(fits: list[ArmFit]) -> list[SizeRatio]:
 def _fit_cell(fit: ArmFit | None) -> str:
     if fit is None:
         return "-"
-    measured = f"{fit.measured} ({params_of(fit.measured, fit.task)})" if fit.measured else "none"
-    return measured if fit.predicted == fit.measured else f"{measured}; predicted {fit.predicted or 'none'}"
+    measured = f"{fit.measured.model} ({params_of(fit.measured.model, fit.task)})" if fit.measured else "none"
+    if _model(fit.predicted) == _model(fit.measured):
+        return measured
+    return f"{measured}; predicted {_model(fit.predicted) or 'none'}"
 
 
-def _times(value: float | None) -> str:
-    return f"{value:.2f}x" if value is not None else "-"
+def _model(fit: Fit | None) -> str | None:
+    return fit.model if fit else None
+
+
+def _times(ratio: Ratio | None) -> str:
+    return f"{ratio.value:.2f}x" if ratio is not None else "-"
 
 
 def fit_table(run: RunData, task: str) -> str:

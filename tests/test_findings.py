@@ -82,8 +82,8 @@ def test_probed_fits_give_mezos_size_ratio_measured_and_predicted_per_device():
     ]
     ratio_a, ratio_b = size_ratios(fits)
     params = {m: model_shape(m).params for m in ("opt-350m", "opt-60m", "opt-125m")}
-    assert ratio_a.measured == pytest.approx(params["opt-350m"] / params["opt-60m"])
-    assert ratio_a.predicted == pytest.approx(params["opt-350m"] / params["opt-125m"])
+    assert ratio_a.measured.value == pytest.approx(params["opt-350m"] / params["opt-60m"])
+    assert ratio_a.predicted.value == pytest.approx(params["opt-350m"] / params["opt-125m"])
     assert ratio_b.measured is None and ratio_b.predicted is None  # BP trained nothing there
 
 

@@ -6,9 +6,10 @@ from matplotlib.axes import Axes
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from reports.fits import Fit
 from reports.plots.figures import Plot, method_legend, single, to_png
 from reports.style import format_params, method_colour, method_order, spans_decades
-from reports.summary import DeviceHeadline, Fit
+from reports.summary import DeviceHeadline
 
 
 def _none_mark(ax: Axes, x: float) -> None:
