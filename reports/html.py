@@ -29,7 +29,7 @@ from reports.plots.render import PLOT_NAMES, render_plots
 from reports.rundata import RunData, load_run
 from reports.selection import format_value
 from reports.style import METHOD_COLOURS, MIB, count_of, format_params, method_label
-from reports.summary import DeviceHeadline, device_headlines
+from reports.summary import DeviceHeadline, device_headlines, fit_rows, ladder_headlines
 from reports.table import CellRow, cell_rows, memory_misses, rows_csv
 from reports.validity import invalid_cells, remote_code_cells, soft_cap_cells, unchecked_cells
 from workloads.registry import truncation
@@ -57,6 +57,7 @@ def _environment() -> Environment:
         signed_percent=lambda v: "" if v is None else f"{v:+.1%}",
         seconds=lambda v: "" if v is None else (f"{v:.3g}" if v < 10 else f"{v:,.1f}"),
         ratio=lambda v: "" if v is None else f"{v:.2f}",
+        times=lambda r: "-" if r is None else f"{'≥ ' if r.at_least else ''}{r.value:.2f}",
         method=method_label,
         sortkey=lambda v: "" if v is None else v,
         spread=lambda v: "-" if v is None else v.describe(),
@@ -113,13 +114,13 @@ def render_html(
         "remote_code": remote_code_cells(run),
         "soft_cap": soft_cap_cells(run),
         "prediction_problems": run.predictions.problems,
-        "headlines": headlines,
         "accuracy": accuracy,
         "answers": (answers := device_answers(run, accuracy)),
         "reaches": (reached := reaches(answers)),
         "energy_shown": any(r.has_energy for r in reached),
         "no_energy": NO_ENERGY,
-        "fits": (fits := arm_fits(run)),
+        "fits": (fits := fit_rows(probed := arm_fits(run), headlines)),
+        "sentences": ladder_headlines(probed, headlines),
         "ratios": size_ratios(fits),
         "params_of": params_of,
         "clock": clock_summary(run),
@@ -153,7 +154,7 @@ def write_report(run_dir: Path, out: Path | None = None, baseline: Path | None =
     headlines, accuracy = device_headlines(run), accuracy_rows(run)
     choices = [a.choice for a in accuracy]
     rows = cell_rows(run, choices)
-    plots, skipped = render_plots(run, headlines, choices)
+    plots, skipped = render_plots(run, fit_rows(arm_fits(run), headlines), choices)
     html = render_html(run, headlines, accuracy, rows, plots, skipped, comparison)
     check_writable(out.parent)
     out.parent.mkdir(parents=True, exist_ok=True)

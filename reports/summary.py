@@ -12,7 +12,7 @@ from reports.fits import ArmFit, Fit, Ratio, size_ratio
 from reports.rundata import RunData
 from reports.selection import seedless_key
 from reports.spread import spread
-from reports.style import TRAINING_METHODS, TUNINGS, method_order
+from reports.style import TRAINING_METHODS, TUNINGS, count_of, method_order
 
 #: The paper's comparison: how much larger a model MeZO fits than checkpointed backprop, both tuning it all.
 RATIO_PAIR = (("mezo", "full"), ("bp-checkpointed", "full"))
@@ -66,7 +66,8 @@ def method_fit(run: RunData, device: DeviceProfile, method: str, tuning: str = "
     )
     tasks = ", ".join(sorted({r.params.task for _, r in sized}))
     optimizer = "adamw" if method.startswith("bp") else None
-    return ArmFit(device.name, tasks, method, tuning, optimizer, measured, predicted, tested=len(sized))
+    how = f"the largest of the sizes its {count_of(len(sized), 'valid cell')} tried"
+    return ArmFit(device.name, tasks, method, tuning, optimizer, measured, predicted, how, tested=len(sized))
 
 
 def arms(records: list[CellRecord]) -> list[tuple[str, str]]:
@@ -113,3 +114,20 @@ def device_headlines(run: RunData) -> list[DeviceHeadline]:
             )
         )
     return headlines
+
+
+def _arm(fit: ArmFit) -> tuple[str, str, str]:
+    return (fit.device, fit.method, fit.tuning)
+
+
+def fit_rows(probed: list[ArmFit], headlines: list[DeviceHeadline]) -> list[ArmFit]:
+    """The report's one fit table: every arm the harness probed (reports.fits.arm_fits), then every arm only a
+    ladder of cells measured; a probed arm's own probes are not read again as a ladder."""
+    decided = {_arm(f) for f in probed}
+    return probed + [f for h in headlines for f in h.fits if _arm(f) not in decided]
+
+
+def ladder_headlines(probed: list[ArmFit], headlines: list[DeviceHeadline]) -> list[DeviceHeadline]:
+    """The headlines of devices with an arm only a ladder measured: a probed device's answer is its probes'."""
+    decided = {_arm(f) for f in probed}
+    return [h for h in headlines if any(_arm(f) not in decided for f in h.fits)]

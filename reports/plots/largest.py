@@ -1,4 +1,5 @@
-"""The largest model each method fits per device, measured and predicted, as grouped bars."""
+"""The fit table (reports.fits) as grouped bars: per device, the largest model each method fits, measured and
+predicted."""
 
 from __future__ import annotations
 
@@ -6,10 +7,9 @@ from matplotlib.axes import Axes
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from reports.fits import Fit
+from reports.fits import ArmFit, Fit
 from reports.plots.figures import Plot, method_legend, single, to_png
 from reports.style import format_params, method_colour, method_order, spans_decades
-from reports.summary import DeviceHeadline
 
 
 def _none_mark(ax: Axes, x: float) -> None:
@@ -60,27 +60,37 @@ def _params_scale(ax: Axes, values: list[int]) -> None:
     ax.set_ylim(top=max(values, default=1) * (8 if log else 1.35))
 
 
-def largest_model_plot(headlines: list[DeviceHeadline]) -> Plot | None:
+def _bars(fits: list[ArmFit]) -> dict[tuple[str, str], dict[str, ArmFit]]:
+    """Per device and task, a bar per method: its arm on the whole model (backprop's with AdamW)."""
+    groups: dict[tuple[str, str], dict[str, ArmFit]] = {}
+    for fit in fits:
+        if fit.tuning == "full" and fit.optimizer in (None, "adamw"):
+            groups.setdefault((fit.device, fit.task), {}).setdefault(fit.method, fit)
+    return groups
+
+
+def largest_model_plot(fits: list[ArmFit]) -> Plot | None:
     """Grouped bars: per device and method, the largest model measured to fit (solid) and predicted (hatched)."""
-    if not headlines:
+    groups = _bars(fits)
+    if not groups:
         return None
     fig, ax = single()
-    methods = method_order({f.method for h in headlines for f in h.fits})
+    methods = method_order({m for bars in groups.values() for m in bars})
     width = 0.8 / (2 * len(methods))
     values = []
-    for group, headline in enumerate(headlines):
-        fits = {f.method: f for f in headline.fits if f.tuning == "full"}  # a bar per method: the whole model
+    for group, bars in enumerate(groups.values()):
         for slot, method in enumerate(methods):
-            fit = fits.get(method)
+            fit = bars.get(method)
             for half, figure in enumerate((fit and fit.measured, fit and fit.predicted)):
                 x = group - 0.4 + width * (2 * slot + half + 0.5)
-                if figure is not None:
+                if figure is not None and figure.params:
                     _fit_bar(ax, x, width, figure, method_colour(method), measured=half == 0)
                     values.append(figure.params)
                 elif fit is not None:
                     _none_mark(ax, x)
-    ax.set_xticks(range(len(headlines)), [h.device.name for h in headlines])
-    ax.set_xlim(-0.5, len(headlines) - 0.5)
+    one_task = len({task for _, task in groups}) == 1
+    ax.set_xticks(range(len(groups)), [d if one_task else f"{d}\n{t}" for d, t in groups])
+    ax.set_xlim(-0.5, len(groups) - 0.5)
     _params_scale(ax, values)
     kinds = [
         Patch(facecolor="#888888", edgecolor="#888888", label="measured"),
@@ -90,8 +100,8 @@ def largest_model_plot(headlines: list[DeviceHeadline]) -> Plot | None:
     return Plot(
         "largest-model",
         "Largest trainable model per device",
-        "For each device and method, the largest model of the ladder that trained under the cap (solid) "
-        "and the largest the analytic memory model says fits (hatched). “≥” marks the largest size tried: "
-        "the true limit is higher.",
+        "For each device and method, the largest model that trained under the cap (solid) and the largest the "
+        "analytic memory model says fits (hatched), as the fit table gives them. “≥” marks the largest size "
+        "tried on a ladder: the true limit is higher.",
         to_png(fig),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from reports.fits import ArmFit
 from reports.plots.accuracy import accuracy_plot
 from reports.plots.figures import Plot
 from reports.plots.largest import largest_model_plot
@@ -11,7 +12,6 @@ from reports.plots.memory import peak_memory_plot, predicted_vs_measured_plot
 from reports.plots.step_time import step_time_plot
 from reports.rundata import JOULES, RunData
 from reports.selection import GroupChoice
-from reports.summary import DeviceHeadline
 
 PLOT_NAMES = (
     "peak-memory",
@@ -27,14 +27,14 @@ PlotBuilder = Callable[[], Plot | None]
 
 
 def render_plots(
-    run: RunData, headlines: list[DeviceHeadline], choices: list[GroupChoice]
+    run: RunData, fits: list[ArmFit], choices: list[GroupChoice]
 ) -> tuple[list[Plot], list[str]]:
     """Every plot the run has data for, and a line for each one it has not."""
     builders: list[tuple[str, PlotBuilder]] = [
         ("peak memory vs model size (no cell has a parameter count)", lambda: peak_memory_plot(run)),
         (
-            "largest trainable model (no training cell has a parameter count)",
-            lambda: largest_model_plot(headlines),
+            "largest trainable model (no probed arm and no training cell with a parameter count)",
+            lambda: largest_model_plot(fits),
         ),
         (
             "accuracy vs time (no finished cell of a chosen recipe recorded an accuracy curve)",
