@@ -43,7 +43,7 @@ def _largest(
 
 
 def default_optimizer(record: CellRecord) -> bool:
-    """The paper's backprop uses AdamW; other optimizers are arms of their own (reports.findings tables them)."""
+    """The paper's backprop uses AdamW; other optimizers are arms of their own (probed ones are in reports.fits)."""
     return record.params.method == "mezo" or record.params.optimizer == "adamw"
 
 
