@@ -10,7 +10,7 @@ import resource
 
 import pytest
 
-from reports.compare import compare_runs
+from reports.compare.runs import compare_runs
 from reports.html import write_report
 from tests.test_reports_fixtures import sweep, write_run
 

@@ -1,7 +1,6 @@
 """The answers a run gives to the paper's question, per device: which arm, on which model, reaches what test
-accuracy (from the accuracy rows, whose recipes validation chose), and, where the harness resolved models by
-probing (harness.plan.resolve), the largest model each arm trains, measured and predicted, with MeZO's size ratio
-over checkpointed backprop's."""
+accuracy (from the accuracy rows, whose recipes validation chose), and what each arm spends to reach another's.
+The largest model each arm trains is reports.fits."""
 
 from __future__ import annotations
 
@@ -10,22 +9,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devices.profile import format_bytes
 from harness.record.records import CellRecord
-from harness.record.runinfo import ArmResolution
 from reports.accuracy import AccuracyRow
+from reports.fits import params_of
 from reports.pairs import Pairing, Unpaired, change_text, gap
 from reports.rundata import JOULES, RunData, curve
-from reports.style import arm_label, count_of, format_params
+from reports.style import arm_label, count_of
 from reports.validity import failed_checks
-from workloads.memory_model import param_count
-from workloads.params import WorkloadParams
-from workloads.registry import model_shape, truncation
+from workloads.registry import truncation
 from workloads.sources import SYNTHETIC
-
-OPTIMIZER_LABELS = {"adamw": "AdamW", "sgd": "SGD", "sgd-momentum": "SGD with momentum"}
-#: The two arms of the paper's memory claim: MeZO and checkpointed backprop with AdamW, both on every weight.
-RATIO_ARMS = (("mezo", "full", None), ("bp-checkpointed", "full", "adamw"))
 
 
 @dataclass(frozen=True)
@@ -111,12 +103,6 @@ def _from_start(row: AccuracyRow) -> str:
     return f" (from {row.start.mean:.1f} % at step 0; {change})"
 
 
-def params_of(model: str, task: str) -> str:
-    """The model's size as a cell on `task` builds it (workloads.memory_model.param_count)."""
-    count = _count(model, task)
-    return format_params(count) if count else "size unknown"
-
-
 def accuracy_model(model: str, task: str) -> str:
     """A model beside an accuracy: its size, and whether it is a truncated rung rather than a whole checkpoint."""
     cut = truncation(model)
@@ -138,144 +124,6 @@ def device_answers(run: RunData, rows: list[AccuracyRow]) -> list[DeviceAnswer]:
             gaps = [gap(run.predictions, r.choice.shown, ranked[0].choice.shown) for r in ranked[1:]]
             answers.append(DeviceAnswer(device.name, ranked, unmeasured, invalid, gaps))
     return answers
-
-
-@dataclass(frozen=True)
-class ArmFit:
-    device: str
-    task: str
-    method: str
-    tuning: str
-    optimizer: str | None
-    measured: str | None  # None: not even the smallest candidate trained
-    predicted: str | None
-    reason: str
-    probes: tuple[str, ...] = ()  # the cell ids of the probes that decided it
-
-    @property
-    def arm(self) -> str:
-        label = arm_label(self.method, self.tuning)
-        return (
-            f"{label} + {OPTIMIZER_LABELS.get(self.optimizer, self.optimizer)}" if self.optimizer else label
-        )
-
-    @property
-    def key(self) -> tuple[str, str, str | None]:
-        return (self.method, self.tuning, self.optimizer)
-
-
-def _arm_fit(entry: ArmResolution) -> ArmFit:
-    method = entry.params.method
-    return ArmFit(
-        device=entry.device,
-        task=entry.params.task,
-        method=method,
-        tuning=entry.params.tuning,
-        optimizer=entry.params.optimizer if method.startswith("bp") else None,
-        measured=entry.model if entry.trained else None,
-        predicted=entry.predicted,
-        reason=entry.reason,
-        probes=tuple(probe.cell_id for probe in entry.probes),
-    )
-
-
-def arm_fits(run: RunData) -> list[ArmFit]:
-    """The probed arms of run.json, once each (arms differing only in seed or recipe share their probes), but
-    those decided by an invalid probe (reports.validity names its cell and the checks it failed)."""
-    invalid = {r.cell_id for r in run.records if not r.validity.valid}
-    fits = {}
-    for entry in run.info.resolutions:
-        fit = _arm_fit(entry)
-        if not invalid.intersection(fit.probes):
-            fits.setdefault((fit.device, fit.task, fit.key), fit)
-    return list(fits.values())
-
-
-#: Table columns: MeZO, then checkpointed BP with AdamW, SGD and LoRA, then plain BP (the paper's order).
-ARM_ORDER = [
-    ("mezo", "full", None),
-    ("bp-checkpointed", "full", "adamw"),
-    ("bp-checkpointed", "full", "sgd"),
-    ("bp-checkpointed", "lora", "adamw"),
-    ("bp", "full", "adamw"),
-]
-
-
-def arm_rank(fit: ArmFit) -> int:
-    return ARM_ORDER.index(fit.key) if fit.key in ARM_ORDER else len(ARM_ORDER)
-
-
-@dataclass(frozen=True)
-class SizeRatio:
-    device: str
-    task: str
-    measured: float | None
-    predicted: float | None
-
-
-def _count(model: str | None, task: str) -> int | None:
-    shape = model_shape(model) if model else None
-    return param_count(shape, WorkloadParams(model=model, task=task)) if shape and model else None
-
-
-def _ratio(top: str | None, bottom: str | None, task: str) -> float | None:
-    top_count, bottom_count = _count(top, task), _count(bottom, task)
-    return top_count / bottom_count if top_count and bottom_count else None
-
-
-def size_ratios(fits: list[ArmFit]) -> list[SizeRatio]:
-    """MeZO's largest trainable model over checkpointed backprop's (parameters), measured and predicted."""
-    by_key = {(f.device, f.task, f.key): f for f in fits}
-    ratios = []
-    for device, task in dict.fromkeys((f.device, f.task) for f in fits):
-        mezo, bp = (by_key.get((device, task, arm)) for arm in RATIO_ARMS)
-        if mezo and bp:
-            ratios.append(
-                SizeRatio(
-                    device,
-                    task,
-                    _ratio(mezo.measured, bp.measured, task),
-                    _ratio(mezo.predicted, bp.predicted, task),
-                )
-            )
-    return ratios
-
-
-def _fit_cell(fit: ArmFit | None) -> str:
-    if fit is None:
-        return "-"
-    measured = f"{fit.measured} ({params_of(fit.measured, fit.task)})" if fit.measured else "none"
-    return measured if fit.predicted == fit.measured else f"{measured}; predicted {fit.predicted or 'none'}"
-
-
-def _times(value: float | None) -> str:
-    return f"{value:.2f}x" if value is not None else "-"
-
-
-def fit_table(run: RunData, task: str) -> str:
-    """Markdown: per device, the largest model each arm trains (and the prediction where it differs), with
-    MeZO's size ratio over checkpointed BP's, measured and predicted. README's table is this, re-derived by a test."""
-    order = {d.name: i for i, d in enumerate(run.devices)}
-    fits = sorted(
-        (f for f in arm_fits(run) if f.task == task),
-        key=lambda f: (order.get(f.device, len(order)), arm_rank(f)),
-    )
-    arms = sorted(
-        dict.fromkeys((f.key, f.arm) for f in fits),
-        key=lambda pair: ARM_ORDER.index(pair[0]) if pair[0] in ARM_ORDER else len(ARM_ORDER),
-    )
-    ratios = {r.device: r for r in size_ratios(fits)}
-    caps = {d.name: d.memory_bytes for d in run.devices}
-    header = ["device (cap)", *(label for _, label in arms), "MeZO / ckpt BP measured", "predicted"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for device in dict.fromkeys(f.device for f in fits):
-        by_key = {f.key: f for f in fits if f.device == device}
-        ratio = ratios.get(device)
-        cap = format_bytes(caps[device]) if device in caps else "?"
-        row = [f"{device} ({cap})", *(_fit_cell(by_key.get(key)) for key, _ in arms)]
-        row += [_times(ratio.measured if ratio else None), _times(ratio.predicted if ratio else None)]
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
 
 
 def mean_curve(row: AccuracyRow, x_key: str = "seconds") -> list[tuple[float, float]]:
@@ -418,6 +266,7 @@ if __name__ == "__main__":  # print a reference run's README tables: python -m r
     import sys
 
     from reports.accuracy import accuracy_rows
+    from reports.fits import arm_fits, fit_table
     from reports.rundata import load_run
 
     loaded = load_run(Path(sys.argv[1]))

@@ -19,15 +19,17 @@ from harness.record.records import now_iso
 from harness.record.store import check_writable, write_atomic, write_bytes_atomic
 from reports.accuracy import AccuracyRow, accuracy_rows
 from reports.clocks import clock_summary
-from reports.compare import ALPHA, MIN_SEEDS, Comparison, compare_runs, describe_figure
-from reports.figures import Plot
-from reports.findings import NO_ENERGY, arm_fits, device_answers, params_of, reaches, size_ratios
+from reports.compare.runs import Comparison, compare_runs
+from reports.compare.seeds import ALPHA, MIN_SEEDS, describe_figure
+from reports.findings import NO_ENERGY, device_answers, reaches
+from reports.fits import arm_fits, params_of, size_ratios
 from reports.pairs import change_text
-from reports.plots import PLOT_NAMES, render_plots
+from reports.plots.figures import Plot
+from reports.plots.render import PLOT_NAMES, render_plots
 from reports.rundata import RunData, load_run
 from reports.selection import format_value
 from reports.style import METHOD_COLOURS, MIB, count_of, format_params, method_label
-from reports.summary import DeviceHeadline, device_headlines
+from reports.summary import DeviceHeadline, device_headlines, fit_rows, ladder_headlines
 from reports.table import CellRow, cell_rows, memory_misses, rows_csv
 from reports.validity import invalid_cells, remote_code_cells, soft_cap_cells, unchecked_cells
 from workloads.registry import truncation
@@ -55,6 +57,7 @@ def _environment() -> Environment:
         signed_percent=lambda v: "" if v is None else f"{v:+.1%}",
         seconds=lambda v: "" if v is None else (f"{v:.3g}" if v < 10 else f"{v:,.1f}"),
         ratio=lambda v: "" if v is None else f"{v:.2f}",
+        times=lambda r: "-" if r is None else f"{'≥ ' if r.at_least else ''}{r.value:.2f}",
         method=method_label,
         sortkey=lambda v: "" if v is None else v,
         spread=lambda v: "-" if v is None else v.describe(),
@@ -108,13 +111,13 @@ def render_html(
         "remote_code": remote_code_cells(run),
         "soft_cap": soft_cap_cells(run),
         "prediction_problems": run.predictions.problems,
-        "headlines": headlines,
         "accuracy": accuracy,
         "answers": (answers := device_answers(run, accuracy)),
         "reaches": (reached := reaches(answers)),
         "energy_shown": any(r.has_energy for r in reached),
         "no_energy": NO_ENERGY,
-        "fits": (fits := arm_fits(run)),
+        "fits": (fits := fit_rows(probed := arm_fits(run), headlines)),
+        "sentences": ladder_headlines(probed, headlines),
         "ratios": size_ratios(fits),
         "params_of": params_of,
         "clock": clock_summary(run),
@@ -148,7 +151,7 @@ def write_report(run_dir: Path, out: Path | None = None, baseline: Path | None =
     headlines, accuracy = device_headlines(run), accuracy_rows(run)
     choices = [a.choice for a in accuracy]
     rows = cell_rows(run, choices)
-    plots, skipped = render_plots(run, headlines, choices)
+    plots, skipped = render_plots(run, fit_rows(arm_fits(run), headlines), choices)
     html = render_html(run, headlines, accuracy, rows, plots, skipped, comparison)
     check_writable(out.parent)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""The headline answer per device: the largest model each method fits, measured and predicted."""
+"""The headline answer per device: the largest model each method fits on a ladder of sizes, measured and
+predicted (reports.fits holds the fit row and the ratio)."""
 
 from __future__ import annotations
 
@@ -7,58 +8,20 @@ from dataclasses import dataclass
 
 from devices.profile import DeviceProfile
 from harness.record.records import CellRecord
+from reports.fits import ArmFit, Fit, Ratio, size_ratio
 from reports.rundata import RunData
 from reports.selection import seedless_key
-from reports.spread import Spread, spread
-from reports.style import TRAINING_METHODS, TUNINGS, arm_label, method_order
+from reports.spread import spread
+from reports.style import TRAINING_METHODS, TUNINGS, count_of, method_order
 
 #: The paper's comparison: how much larger a model MeZO fits than checkpointed backprop, both tuning it all.
 RATIO_PAIR = (("mezo", "full"), ("bp-checkpointed", "full"))
 
 
 @dataclass(frozen=True)
-class Fit:
-    """The largest tested model that fits; `at_least` when even the largest size tried fits. `peak` is the
-    memory figure behind it over the seeds of that cell (bytes)."""
-
-    model: str
-    params: int
-    at_least: bool
-    peak: Spread | None
-
-
-@dataclass(frozen=True)
-class MethodFit:
-    method: str
-    tuning: str
-    measured: Fit | None
-    predicted: Fit | None
-    tested: int  # cells of this arm on this device with a known model size
-
-    @property
-    def label(self) -> str:
-        return arm_label(self.method, self.tuning)
-
-    @property
-    def measured_over_predicted(self) -> float | None:
-        if self.measured and self.predicted:
-            return self.measured.params / self.predicted.params
-        return None
-
-
-@dataclass(frozen=True)
-class Ratio:
-    value: float
-    at_least: bool
-
-    def describe(self) -> str:
-        return f"{'≥ ' if self.at_least else ''}{self.value:.1f}×"
-
-
-@dataclass(frozen=True)
 class DeviceHeadline:
     device: DeviceProfile
-    fits: list[MethodFit]
+    fits: list[ArmFit]
     measured_ratio: Ratio | None
     predicted_ratio: Ratio | None
     sentence: str
@@ -80,11 +43,13 @@ def _largest(
 
 
 def default_optimizer(record: CellRecord) -> bool:
-    """The paper's backprop uses AdamW; other optimizers are arms of their own (reports.findings tables them)."""
+    """The paper's backprop uses AdamW; other optimizers are arms of their own (probed ones are in reports.fits)."""
     return record.params.method == "mezo" or record.params.optimizer == "adamw"
 
 
-def method_fit(run: RunData, device: DeviceProfile, method: str, tuning: str = "full") -> MethodFit:
+def method_fit(run: RunData, device: DeviceProfile, method: str, tuning: str = "full") -> ArmFit:
+    """The arm's largest model on the device's ladder of sizes: the largest that finished (measured) and the
+    largest the memory model puts under the cap (predicted), over the arm's valid cells (backprop's with AdamW)."""
     sized = [
         (n, r)
         for r in run.valid_by_device(device.name)
@@ -99,7 +64,10 @@ def method_fit(run: RunData, device: DeviceProfile, method: str, tuning: str = "
         lambda r: r.predicted_peak_bytes is not None and r.predicted_peak_bytes <= cap,
         lambda r: r.predicted_peak_bytes,
     )
-    return MethodFit(method, tuning, measured, predicted, len(sized))
+    tasks = ", ".join(sorted({r.params.task for _, r in sized}))
+    optimizer = "adamw" if method.startswith("bp") else None
+    how = f"the largest of the sizes its {count_of(len(sized), 'valid cell')} tried"
+    return ArmFit(device.name, tasks, method, tuning, optimizer, measured, predicted, how, tested=len(sized))
 
 
 def arms(records: list[CellRecord]) -> list[tuple[str, str]]:
@@ -108,14 +76,7 @@ def arms(records: list[CellRecord]) -> list[tuple[str, str]]:
     return [(m, t) for m in method_order(m for m, _ in present) for t in TUNINGS if (m, t) in present]
 
 
-def _ratio(top: Fit | None, bottom: Fit | None) -> Ratio | None:
-    """MeZO's largest over BP's: a lower bound when MeZO's largest is only the top of the ladder."""
-    if top is None or bottom is None:
-        return None
-    return Ratio(top.params / bottom.params, at_least=top.at_least)
-
-
-def _sentence(fits: dict[tuple[str, str], MethodFit], measured: Ratio | None, predicted: Ratio | None) -> str:
+def _sentence(fits: dict[tuple[str, str], ArmFit], measured: Ratio | None, predicted: Ratio | None) -> str:
     top, bottom = (fits.get(m) for m in RATIO_PAIR)
     if top is None or bottom is None:
         return (
@@ -145,11 +106,28 @@ def device_headlines(run: RunData) -> list[DeviceHeadline]:
         if not fits:
             continue
         top, bottom = (fits.get(m) for m in RATIO_PAIR)
-        measured = _ratio(top and top.measured, bottom and bottom.measured)
-        predicted = _ratio(top and top.predicted, bottom and bottom.predicted)
+        measured = size_ratio(top and top.measured, bottom and bottom.measured)
+        predicted = size_ratio(top and top.predicted, bottom and bottom.predicted)
         headlines.append(
             DeviceHeadline(
                 device, list(fits.values()), measured, predicted, _sentence(fits, measured, predicted)
             )
         )
     return headlines
+
+
+def _arm(fit: ArmFit) -> tuple[str, str, str]:
+    return (fit.device, fit.method, fit.tuning)
+
+
+def fit_rows(probed: list[ArmFit], headlines: list[DeviceHeadline]) -> list[ArmFit]:
+    """The report's one fit table: every arm the harness probed (reports.fits.arm_fits), then every arm only a
+    ladder of cells measured; a probed arm's own probes are not read again as a ladder."""
+    decided = {_arm(f) for f in probed}
+    return probed + [f for h in headlines for f in h.fits if _arm(f) not in decided]
+
+
+def ladder_headlines(probed: list[ArmFit], headlines: list[DeviceHeadline]) -> list[DeviceHeadline]:
+    """The headlines of devices with an arm only a ladder measured: a probed device's answer is its probes'."""
+    decided = {_arm(f) for f in probed}
+    return [h for h in headlines if any(_arm(f) not in decided for f in h.fits)]

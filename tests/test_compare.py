@@ -12,7 +12,9 @@ import pytest
 from harness.record.errors import UserError
 from harness.record.records import MemoryFigures, judged
 from harness.record.thresholds import Thresholds
-from reports.compare import compare_cell, compare_runs, parse_fraction
+from reports.compare.cells import compare_cell
+from reports.compare.limits import parse_fraction
+from reports.compare.runs import compare_runs
 from tests.helpers import edgebench
 from tests.records_factory import make_record, merged
 from tests.test_reports_fixtures import accuracy_record, accuracy_run, sweep, with_predictions, write_run

@@ -1,4 +1,4 @@
-"""The report's answers (reports.findings): the best arm per device on test accuracy, and the probed fits."""
+"""The report's answers (reports.findings): the best arm per device on test accuracy; and the probed fits (reports.fits)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ from harness.record.runinfo import ArmResolution
 from reports.accuracy import accuracy_rows
 from reports.findings import (
     answer_table,
-    arm_fits,
     device_answers,
     energy_table,
     mean_curve,
     passing_table,
-    size_ratios,
     time_to_reach,
 )
+from reports.fits import arm_fits, size_ratios
 from reports.rundata import RunData
+from reports.summary import device_headlines, fit_rows, ladder_headlines
 from tests.records_factory import make_record, make_run_info, merged
 from tests.test_reports_fixtures import with_energy
 from workloads.metrics import CurvePoint
@@ -83,9 +83,31 @@ def test_probed_fits_give_mezos_size_ratio_measured_and_predicted_per_device():
     ]
     ratio_a, ratio_b = size_ratios(fits)
     params = {m: model_shape(m).params for m in ("opt-350m", "opt-60m", "opt-125m")}
-    assert ratio_a.measured == pytest.approx(params["opt-350m"] / params["opt-60m"])
-    assert ratio_a.predicted == pytest.approx(params["opt-350m"] / params["opt-125m"])
+    assert ratio_a.measured.value == pytest.approx(params["opt-350m"] / params["opt-60m"])
+    assert ratio_a.predicted.value == pytest.approx(params["opt-350m"] / params["opt-125m"])
     assert ratio_b.measured is None and ratio_b.predicted is None  # BP trained nothing there
+
+
+def test_the_fit_table_takes_a_probed_arm_from_its_probes_and_any_other_from_its_ladder():
+    """One fit row per arm: the probes decide a probed arm (its own cells are not read again as a ladder), a
+    ladder of cells decides the rest, and the size ratio pairs the two kinds of row."""
+    records = [
+        make_record(model=model, method=method, task="synthetic")
+        for model in ("opt-1m", "opt-8m")
+        for method in ("mezo", "bp-checkpointed")
+    ]
+    run = RunData(Path("run"), make_run_info(resolutions=[entry("rpi-4-2gb", "mezo", "opt-30m", "opt-60m")]), records)
+    headlines = device_headlines(run)
+    rows = fit_rows(arm_fits(run), headlines)
+    assert [(f.method, f.measured.model, f.predicted and f.predicted.model) for f in rows] == [
+        ("mezo", "opt-30m", "opt-60m"),
+        ("bp-checkpointed", "opt-8m", None),  # these records carry no prediction
+    ]
+    assert rows[0].reason == "probed" and "valid cells" in rows[1].reason and rows[1].measured.at_least
+    assert ladder_headlines(arm_fits(run), headlines) == headlines  # checkpointed BP was read off its ladder
+    (ratio,) = size_ratios(rows)
+    assert ratio.measured.value == pytest.approx(rows[0].measured.params / rows[1].measured.params)
+    assert not ratio.measured.at_least  # MeZO's fit was probed, not the top of a ladder
 
 
 def test_the_device_time_mezo_needs_to_pass_each_backprop_arm_is_read_off_its_mean_curve():

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from reports.accuracy import accuracy_rows
-from reports.findings import answer_table, arm_fits, device_answers, fit_table, passing_table
+from reports.findings import answer_table, device_answers, passing_table
+from reports.fits import arm_fits, fit_table
 from reports.rundata import load_run
 
 ROOT = Path(__file__).resolve().parents[1]

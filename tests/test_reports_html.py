@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 from matplotlib.image import imread
 
-import reports.plots
+import reports.plots.accuracy
+import reports.plots.step_time
 from harness.record.errors import UserError
 from harness.record.records import judged
 from reports.html import write_report
-from reports.plots import PLOT_NAMES, curve_variant
+from reports.plots.accuracy import curve_variant
+from reports.plots.render import PLOT_NAMES
 from reports.rundata import load_run
 from reports.selection import choose_recipes
 from reports.spread import spread
@@ -253,20 +255,21 @@ def test_headline_and_table_say_whose_seconds_the_times_are(tmp_path):
 
 def test_time_axes_and_captions_name_the_clock(tmp_path, monkeypatch):
     figures = []
-    monkeypatch.setattr(reports.plots, "to_png", lambda fig: figures.append(fig) or b"")
+    monkeypatch.setattr(reports.plots.accuracy, "to_png", lambda fig: figures.append(fig) or b"")
+    monkeypatch.setattr(reports.plots.step_time, "to_png", lambda fig: figures.append(fig) or b"")
     run = load_run(_clocked_run(tmp_path))
-    accuracy = reports.plots.accuracy_plot(run, choose_recipes(run.records), "seconds")
+    accuracy = reports.plots.accuracy.accuracy_plot(run, choose_recipes(run.records), "seconds")
     axes = {ax.get_title(): ax for ax in figures[-1].axes if ax.get_visible()}
     assert axes["rpi-4-2gb"].get_xlabel() == "training time, device seconds (scaled)"
     assert axes["rpi-zero-2w"].get_xlabel() == "training time, host seconds"
     assert "wall-clock" not in accuracy.title + accuracy.caption
     assert "each device's clock" in accuracy.caption
-    step = reports.plots.step_time_plot(run)
+    step = reports.plots.step_time.step_time_plot(run)
     axes = {ax.get_title(): ax for ax in figures[-1].axes if ax.get_visible()}
     assert axes["rpi-4-2gb"].get_ylabel() == "time per step, device seconds (scaled)"
     assert axes["rpi-zero-2w"].get_ylabel() == "time per step, host seconds"
     scaled_only = load_run(write_run(tmp_path / "scaled", [on_clock(r, scaled_clock()) for r in sweep()]))
-    assert "in device seconds (scaled)" in reports.plots.step_time_plot(scaled_only).caption
+    assert "in device seconds (scaled)" in reports.plots.step_time.step_time_plot(scaled_only).caption
     assert "wall-clock" not in step.caption
 
 
@@ -308,10 +311,10 @@ def test_cells_table_keeps_one_row_per_seed_and_marks_the_chosen_recipe(accuracy
 
 def test_accuracy_plots_draw_the_mean_with_a_band_n_and_the_majority_line(tmp_path, monkeypatch):
     figures = []
-    monkeypatch.setattr(reports.plots, "to_png", lambda fig: figures.append(fig) or b"")
+    monkeypatch.setattr(reports.plots.accuracy, "to_png", lambda fig: figures.append(fig) or b"")
     run = load_run(write_run(tmp_path, accuracy_run()))
     for x_key in ("seconds", "step"):
-        plot = reports.plots.accuracy_plot(run, choose_recipes(run.records), x_key)
+        plot = reports.plots.accuracy.accuracy_plot(run, choose_recipes(run.records), x_key)
         assert "mean ± std" in plot.caption and "majority-class accuracy of the test split" in plot.caption
         assert "chosen on validation accuracy" in plot.caption
         (ax,) = [ax for ax in figures[-1].axes if ax.get_visible()]

@@ -24,7 +24,8 @@ from harness.run import scheduler
 from harness.run.executors.base import ChildOutcome, Executor
 from harness.run.scheduler import Scheduler
 from reports.accuracy import accuracy_rows
-from reports.findings import arm_fits, device_answers
+from reports.findings import device_answers
+from reports.fits import arm_fits
 from reports.html import write_report
 from reports.rundata import load_run
 from reports.summary import device_headlines

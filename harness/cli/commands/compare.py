@@ -20,15 +20,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from devices.profile import format_bytes
-from reports.compare import (
-    ALPHA,
-    MIN_SEEDS,
-    CellChange,
-    Comparison,
-    GroupChange,
-    compare_runs,
-    describe_figure,
-)
+from reports.compare.cells import CellChange
+from reports.compare.runs import Comparison, compare_runs
+from reports.compare.seeds import ALPHA, MIN_SEEDS, GroupChange, describe_figure
 
 HELP = "compare a run with a baseline run; exit 1 on regression"
 

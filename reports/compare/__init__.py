@@ -1,0 +1,1 @@
+"""The CI gate: a run against a baseline run of the same spec."""
