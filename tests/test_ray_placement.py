@@ -8,14 +8,8 @@ from devices.profile import DeviceProfile
 from devices.speed import CellClock, host_clock
 from harness.record.cells import Cell
 from harness.run.executors.base import outcome_status
-from harness.run.executors.ray import (
-    ATTEMPTS,
-    log_header,
-    lost_outcome,
-    placement,
-    placement_problem,
-    task_options,
-)
+from harness.run.executors.ray import ATTEMPTS, log_header, lost_outcome
+from harness.run.executors.ray_placement import placement, placement_problem, task_options
 from workloads.params import WorkloadParams
 
 GIB = 1 << 30

@@ -13,7 +13,6 @@ and stops it at the end. See docs/ray.md.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import queue
 import secrets
@@ -29,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from devices.cache import cache_dir
-from devices.profile import format_bytes
 from harness.record.cells import Cell
 from harness.record.errors import UserError
 from harness.record.records import now_iso
@@ -40,9 +38,9 @@ from harness.run.executors.base import (
     ChildOutcome,
     Executor,
     ProgressFn,
-    cpu_need,
 )
 from harness.run.executors.local import LocalExecutor
+from harness.run.executors.ray_placement import placement, placement_problem, task_options
 from workloads.resumable import CHECKPOINTS_DIR
 
 POLL_S = 0.2
@@ -50,8 +48,6 @@ POLL_S = 0.2
 CANCEL_GRACE_S = 10.0
 #: A cell whose worker or node dies is tried once more; a second death is its result (`error`).
 ATTEMPTS = 2
-#: Ray counts resources in steps of 1/10000.
-RESOURCE_STEP = 10_000
 
 
 @dataclass(frozen=True)
@@ -61,54 +57,6 @@ class Finished:
     outcome: ChildOutcome
     log: str
     where: str
-
-
-def placement(cell: Cell) -> dict[str, float]:
-    """The Ray resources a cell needs: the cores it keeps busy under its clock, its memory cap, a whole GPU when it
-    has GPU memory (Ray counts GPUs, not their bytes, and the node's card is known only in the cell) and the
-    custom resources its device profile names (which pin it to the nodes that offer them)."""
-    request = {
-        "CPU": math.ceil(cpu_need(cell) * RESOURCE_STEP) / RESOURCE_STEP,
-        "memory": cell.device.memory_bytes,
-        **cell.device.resources,
-    }
-    if cell.device.gpu_cap_bytes is not None:
-        request["GPU"] = 1
-    return request
-
-
-def task_options(request: dict[str, float]) -> dict[str, Any]:
-    """Ray's spelling of a placement; retries are the driver's, so that it can count and report them."""
-    options: dict[str, Any] = {"num_cpus": request["CPU"], "memory": request["memory"], "max_retries": 0}
-    if "GPU" in request:
-        options["num_gpus"] = request["GPU"]
-    custom = {name: amount for name, amount in request.items() if name not in ("CPU", "memory", "GPU")}
-    if custom:
-        options["resources"] = custom
-    return options
-
-
-def fits(request: dict[str, float], node: dict[str, float]) -> bool:
-    return all(node.get(name, 0) >= amount for name, amount in request.items())
-
-
-def placement_problem(cell: Cell, nodes: list[dict[str, float]]) -> str | None:
-    """Why no node of the cluster can ever run the cell (one line), or None when one can."""
-    request = placement(cell)
-    if any(fits(request, node) for node in nodes):
-        return None
-    largest = {name: max((node.get(name, 0) for node in nodes), default=0) for name in request}
-    return (
-        f"device {cell.device.name} needs {_amounts(request)} on one Ray node, but the cluster's largest offer "
-        f"{_amounts(largest)}; add a larger node, or lower the device's memory or cpus"
-    )
-
-
-def _amounts(resources: dict[str, float]) -> str:
-    return ", ".join(
-        f"{format_bytes(amount)} memory" if name == "memory" else f"{amount:g} {name}"
-        for name, amount in resources.items()
-    )
 
 
 def lost_outcome(started_at: str, wall_seconds: float, losses: list[str]) -> ChildOutcome:
