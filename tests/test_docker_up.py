@@ -17,7 +17,8 @@ import pytest
 from harness.cli.commands import docker_up
 from harness.record.errors import UserError
 from harness.run import docker_engine
-from harness.run.docker_engine import Engine, context_files, shielded, source_tag
+from harness.run.docker_context import context_files, source_tag
+from harness.run.docker_engine import Engine, shielded
 from tests.docker_engine import skip_unless_engine
 from tests.helpers import edgebench
 

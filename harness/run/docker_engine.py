@@ -39,9 +39,9 @@ import docker
 
 from devices.cache import cache_dir
 from harness.record.errors import UserError
+from harness.run.docker_context import ROOT, requirements, source_tag
 from workloads.weights import MPNET_PARTS, part_package
 
-ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 HUB = "https://registry-1.docker.io/v2/"
 # python3-venv alone: its ensurepip brings pip into the image's venv (Debian's python3-pip-whl), so python3-pip and
@@ -286,14 +286,6 @@ def base_image(engine: Engine) -> str:
     return tag
 
 
-def requirements() -> list[str]:
-    """What the image installs with dependencies: pyproject's dependencies and its build backend."""
-    import tomllib  # Python 3.11+, which the offline build needs anyway (IMAGE_PYTHON)
-
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return [*project["project"]["dependencies"], *project["build-system"]["requires"]]
-
-
 def wheelhouse() -> Path:
     """Every wheel the image needs, fetched by the host's pip as configured (which reaches the registries).
 
@@ -350,27 +342,6 @@ def served(directory: Path) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-def context_files(root: Path = ROOT) -> list[Path]:
-    """What the image is built from: the Dockerfile, .dockerignore and the paths .dockerignore lets in
-    (its `!path` lines; it excludes everything else), without bytecode."""
-    included = [
-        line[1:].strip() for line in (root / ".dockerignore").read_text().splitlines() if line.startswith("!")
-    ]
-    files = [root / "Dockerfile", root / ".dockerignore"]
-    for name in included:
-        path = root / name
-        files += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    return [f for f in files if "__pycache__" not in f.parts and f.suffix != ".pyc"]
-
-
-def source_tag(name: str, root: Path = ROOT) -> str:
-    """`name:<hash>` of the build context's paths and contents: the tag exists exactly when this source was built."""
-    digest = hashlib.sha256()
-    for path in context_files(root):
-        digest.update(f"{path.relative_to(root)}\0".encode() + hashlib.sha256(path.read_bytes()).digest())
-    return f"{name}:{digest.hexdigest()[:12]}"
 
 
 def _build(engine: Engine, tag: str, args: dict[str, str]) -> None:
