@@ -182,7 +182,7 @@ def test_compose_runs_each_device_in_its_own_hardened_capped_container_then_the_
     for record in records:  # each device container ran its cells on its own scaled clock
         assert record.clock.kind == "device-scaled" and record.clock.device_gflops == record.device.gflops
         assert record.device_seconds == pytest.approx(scaled_seconds(record), rel=1e-3)
-    assert read_run_info(run_dir)["spec"]["name"] == "two-by-two"  # merged from the device slices' run info
+    assert read_run_info(run_dir).spec.name == "two-by-two"  # merged from the device slices' run info
     assert "<html" in (run_dir / "report.html").read_text()[:2000].lower()
     left = [(c.name, c.image.tags, c.labels) for c in client.containers.list(all=True) if c.id not in before]
     assert not left, f"containers left behind: {left}"

@@ -64,6 +64,7 @@ FAKE_DOCKER_HARNESS = """
 import sys
 from harness.run.executors import docker
 docker.SUPERVISOR = ["python", "-c", sys.argv[1], sys.argv[2]]
+from harness.cli.main import main
 sys.exit(main(sys.argv[3:]))
 """
 

@@ -318,6 +318,7 @@ def test_a_fit_decided_by_an_invalid_probe_is_left_out(tmp_path):
         return {
             "device": record.device.name,
             "params": {"method": record.params.method, "task": "synthetic"},
+            "candidates": [record.params.model],
             "model": record.params.model,
             "predicted": record.params.model,
             "reason": "probed",
