@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from devices.cache import cpu_model, measured_once
 from devices.child_env import ENV_THREADS, join_cgroups
+from devices.per_core import PerCore, per_core_medians
 
 #: The planning harness's HostSpeed (JSON), handed to the harness inside a throttled compose container.
 ENV_HOST_SPEED = "EDGEBENCH_HOST_SPEED"
@@ -49,10 +49,7 @@ class HostSpeed(BaseModel):
     def per_core(self, threads: int) -> float:
         """Throughput per CPU-second of each of `threads` threads: measured at one thread and at all the
         host's cores, interpolated between."""
-        if threads <= 1 or self.cores <= 1 or self.parallel_gflops_per_core is None:
-            return self.gflops_per_core
-        share = (min(threads, self.cores) - 1) / (self.cores - 1)
-        return self.gflops_per_core + share * (self.parallel_gflops_per_core - self.gflops_per_core)
+        return PerCore(self.gflops_per_core, self.parallel_gflops_per_core, self.cores).at(threads)
 
 
 def matmul_throughput(
@@ -101,19 +98,15 @@ def matmul_throughput(
 def calibrate() -> HostSpeed:
     import torch
 
-    cores = os.cpu_count() or 1
-
-    def median_per_core(threads: int) -> float:
-        torch.set_num_threads(threads)
-        runs = [matmul_throughput(CALIBRATION_SECONDS)["gflops_per_cpu_second"] for _ in range(CALIBRATION_RUNS)]
-        return round(statistics.median(runs), 1)
-
+    rate = per_core_medians(
+        lambda: matmul_throughput(CALIBRATION_SECONDS)["gflops_per_cpu_second"], CALIBRATION_RUNS, digits=1
+    )
     return HostSpeed(
-        gflops_per_core=median_per_core(1),
-        parallel_gflops_per_core=median_per_core(cores) if cores > 1 else None,
-        cores=cores,
+        gflops_per_core=rate.single,
+        parallel_gflops_per_core=rate.parallel,
+        cores=rate.cores,
         cpu=cpu_model(),
-        method=f"torch.mm {MATMUL_N}x{MATMUL_N} fp32 per CPU-second, 1 thread and {cores} threads, median of "
+        method=f"torch.mm {MATMUL_N}x{MATMUL_N} fp32 per CPU-second, 1 thread and {rate.cores} threads, median of "
         f"{CALIBRATION_RUNS} x {CALIBRATION_SECONDS:g} s each, torch {torch.__version__}",
     )
 
@@ -153,7 +146,6 @@ def measure_under_cap(seconds: float, windows: int = 1) -> dict[str, Any]:
     """The throttle proof's child: warm up unthrottled, join the cap the harness made, then time the loop
     on the clock's thread count."""
     import torch
-
 
     def enter_cap() -> None:
         join_cgroups()

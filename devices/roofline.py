@@ -24,7 +24,6 @@ the compute ratio, as the FLOPs-only scaled clock does (measure how far they par
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from collections import defaultdict
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.cache import cpu_model, measured_once
+from devices.per_core import PerCore, per_core_medians
 
 if TYPE_CHECKING:
     from devices.profile import DeviceProfile
@@ -51,16 +51,16 @@ class HostBandwidth(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     gbs_per_core: float = Field(gt=0)
-    parallel_gbs_per_core: float | None = Field(None, gt=0, description="per core with a thread on every core")
+    parallel_gbs_per_core: float | None = Field(
+        None, gt=0, description="per core with a thread on every core"
+    )
     cores: int = Field(ge=1)
     cpu: str
     method: str
 
     def per_core(self, threads: int) -> float:
-        if threads <= 1 or self.cores <= 1 or self.parallel_gbs_per_core is None:
-            return self.gbs_per_core
-        share = (min(threads, self.cores) - 1) / (self.cores - 1)
-        return self.gbs_per_core + share * (self.parallel_gbs_per_core - self.gbs_per_core)
+        """The memcpy rate per CPU-second of each of `threads` threads (as HostSpeed.per_core)."""
+        return PerCore(self.gbs_per_core, self.parallel_gbs_per_core, self.cores).at(threads)
 
 
 class Roofline(BaseModel):
@@ -69,7 +69,9 @@ class Roofline(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     device_gflops: float = Field(gt=0)
-    device_bandwidth_gbs: float = Field(gt=0, description="the device's memcpy rate (catalogue bandwidth_gbs)")
+    device_bandwidth_gbs: float = Field(
+        gt=0, description="the device's memcpy rate (catalogue bandwidth_gbs)"
+    )
     host_gflops_per_core: float = Field(gt=0)
     host_bandwidth_gbs_per_core: float = Field(gt=0, description="the host's memcpy rate per CPU-second")
     source: str = ""
@@ -78,7 +80,9 @@ class Roofline(BaseModel):
         return max(flops / (self.device_gflops * 1e9), traffic / (2 * self.device_bandwidth_gbs * 1e9))
 
     def host_seconds(self, flops: float, traffic: float) -> float:
-        return max(flops / (self.host_gflops_per_core * 1e9), traffic / (2 * self.host_bandwidth_gbs_per_core * 1e9))
+        return max(
+            flops / (self.host_gflops_per_core * 1e9), traffic / (2 * self.host_bandwidth_gbs_per_core * 1e9)
+        )
 
     def ratio(self, flops: float, traffic: float) -> float | None:
         """Device seconds per host CPU-second for a phase of `flops` and `traffic` bytes; None for an empty one."""
@@ -179,23 +183,16 @@ def copy_rate(seconds: float) -> float:
 
 
 def calibrate() -> HostBandwidth:
-    import os
-
     import torch
 
-    cores = os.cpu_count() or 1
-
-    def median(threads: int) -> float:
-        torch.set_num_threads(threads)
-        return round(statistics.median(copy_rate(CALIBRATION_SECONDS) for _ in range(CALIBRATION_RUNS)) / 1e9, 2)
-
+    rate = per_core_medians(lambda: copy_rate(CALIBRATION_SECONDS) / 1e9, CALIBRATION_RUNS, digits=2)
     return HostBandwidth(
-        gbs_per_core=median(1),
-        parallel_gbs_per_core=median(cores) if cores > 1 else None,
-        cores=cores,
+        gbs_per_core=rate.single,
+        parallel_gbs_per_core=rate.parallel,
+        cores=rate.cores,
         cpu=cpu_model(),
-        method=f"torch copy_ of {COPY_BYTES // 2**20} MiB fp32, bytes copied per CPU-second, 1 and {cores} threads, "
-        f"median of {CALIBRATION_RUNS} x {CALIBRATION_SECONDS:g} s, torch {torch.__version__}",
+        method=f"torch copy_ of {COPY_BYTES // 2**20} MiB fp32, bytes copied per CPU-second, 1 and {rate.cores} "
+        f"threads, median of {CALIBRATION_RUNS} x {CALIBRATION_SECONDS:g} s, torch {torch.__version__}",
     )
 
 
@@ -209,7 +206,9 @@ def _valid(figure: object) -> bool:
 
 def host_bandwidth() -> HostBandwidth | None:
     """This environment's measured memcpy rate: cached, else measured now (a few seconds). None if it cannot be."""
-    figure = measured_once("host-bandwidth", ["devices.roofline", "--calibrate"], packages=("torch",), valid=_valid)
+    figure = measured_once(
+        "host-bandwidth", ["devices.roofline", "--calibrate"], packages=("torch",), valid=_valid
+    )
     return None if figure is None else HostBandwidth.model_validate(figure)
 
 
