@@ -56,6 +56,16 @@ matrix:
 """
 
 
+def one_cell_spec(name: str, steps: int = 2, memory: str = "512MiB", extra: str = "") -> str:
+    """One opt-1m MeZO cell on a 1-core small device (a stand-in cell usually replaces its workload)."""
+    return f"""
+name: {name}
+devices: [{{name: small, memory: {memory}, cpus: 1}}]
+timeout_s: 120
+{extra}matrix: {{model: opt-1m, method: mezo, max_steps: {steps}, batch: 2, seq_len: 16}}
+"""
+
+
 SMALL = opt_1m_spec("small", "[rpi-4-2gb]", "[mezo, bp-checkpointed, bp, inference]")
 
 

@@ -21,17 +21,12 @@ from devices.cache import cache_dir
 from harness.record.store import load_records
 from harness.run import cell_uids, reach
 from harness.run.executors import cell_user, local
-from tests.helpers import edgebench, observed, require_kernel_caps, write_spec
+from tests.helpers import edgebench, observed, one_cell_spec, require_kernel_caps, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.alone, pytest.mark.usefixtures("no_leftover_cgroups")]
 
 ROOT = Path(__file__).resolve().parents[1]
-ONE_CELL = """
-name: reach
-devices: [{name: small, memory: 512MiB, cpus: 1}]
-timeout_s: 120
-matrix: {model: opt-1m, method: mezo, max_steps: 2, batch: 2, seq_len: 16}
-"""
+ONE_CELL = one_cell_spec("reach")
 #: The stand-in cell observes who it is, what it read from the cache, and whether it could list the private
 #: directory.
 READ_CACHE = """

@@ -21,17 +21,12 @@ from harness.record.errors import UserError
 from harness.record.store import RESULTS, RunStore, load_records, open_log, write_bytes_atomic
 from harness.run import scheduler
 from harness.run.executors import local
-from tests.helpers import edgebench, observed
+from tests.helpers import edgebench, observed, one_cell_spec
 from tests.records_factory import make_record, make_run_info
 from tests.test_reports_fixtures import sweep, write_run
 from workloads.metrics import Loss
 
-ONE_CELL = """
-name: hardening
-devices: [{name: small, memory: 512MiB, cpus: 1}]
-timeout_s: 120
-matrix: {model: opt-1m, method: mezo, max_steps: 1, batch: 2, seq_len: 16}
-"""
+ONE_CELL = one_cell_spec("hardening", steps=1)
 #: A stand-in cell that ends with an error whose text is Rich markup (a closing tag with nothing open).
 MARKUP_ERROR = """
 import json

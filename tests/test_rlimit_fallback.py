@@ -14,18 +14,12 @@ from harness.record.records import cap_by_kernel
 from harness.record.store import load_records
 from harness.run.executors import local
 from reports.html import write_report
-from tests.helpers import edgebench, observed, write_spec
+from tests.helpers import edgebench, observed, one_cell_spec, write_spec
 
 #: Its cell runs as the cell user, through the search ACLs test_cell_reach snapshots: not beside that test.
 pytestmark = pytest.mark.alone
 
-ONE_CELL = """
-name: soft-cap
-devices: [{name: small, memory: 2GiB, cpus: 1}]
-timeout_s: 120
-clock: host
-matrix: {model: opt-1m, method: mezo, max_steps: 2, batch: 2, seq_len: 16}
-"""
+ONE_CELL = one_cell_spec("soft-cap", memory="2GiB", extra="clock: host\n")
 #: The stand-in cell leaves a child behind in its process group and observes its pid.
 LEAVE_A_CHILD = """
 import json, subprocess, sys

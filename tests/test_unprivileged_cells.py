@@ -18,7 +18,7 @@ import pytest
 from harness.record.store import load_records
 from harness.run import cell_uids
 from harness.run.executors import cell_dirs, cell_user, local
-from tests.helpers import edgebench, observed, require_kernel_caps, write_rows, write_spec
+from tests.helpers import edgebench, observed, one_cell_spec, require_kernel_caps, write_rows, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_cgroups")]
 
@@ -60,12 +60,7 @@ seen = {
 print("observed: " + json.dumps(seen), file=sys.stderr, flush=True)
 print(json.dumps({"event": "result", "status": "ok", "steps": 1, "metrics": {}}))
 """
-ONE_CELL = """
-name: unprivileged
-devices: [{name: small, memory: 512MiB, cpus: 1}]
-timeout_s: 120
-matrix: {model: opt-1m, method: mezo, max_steps: 2, batch: 2, seq_len: 16}
-"""
+ONE_CELL = one_cell_spec("unprivileged")
 
 
 @pytest.fixture
