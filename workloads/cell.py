@@ -15,7 +15,7 @@ from devices.caps.cuda import apply_gpu_fraction, cuda_peak_bytes
 from devices.child_env import ENV_THREADS
 from devices.environment import library_versions
 from devices.speed import CellClock
-from workloads.methods import Method, make_method
+from workloads.methods import Method, make_method, trainable_count
 from workloads.metrics import (
     Accuracy,
     CellMemory,
@@ -313,7 +313,7 @@ def _metrics(params, model, named, task: Task, built, threads: int, loop: Loop, 
     return CellMetrics(
         versions=library_versions(),
         model_family=built.family,
-        trainable_params=sum(p.numel() for _, p in named) if params.method != "inference" else 0,
+        trainable_params=trainable_count(params, named),
         gradient_checkpointing=checkpointing_enabled(model),
         dtype=params.dtype,
         threads=threads,

@@ -208,14 +208,18 @@ class Backprop(Metered):
         self.optimizer.load_state_dict({"state": per, "param_groups": values["param_groups"]})
 
 
+def trainable_count(params: WorkloadParams, named: list[tuple[str, nn.Parameter]]) -> int:
+    """Parameters the method updates: none for inference, whatever `select_trainable` left trainable otherwise."""
+    return sum(p.numel() for _, p in named) if params.method != "inference" else 0
+
+
 def make_method(
     params: WorkloadParams, model: nn.Module, named: list[tuple[str, nn.Parameter]], meter: PhaseMeter | None = None
 ) -> Method:
     """The method of `params`; with a `meter`, it reports its phases to it (the roofline clock)."""
     method = _build(params, model, named)
     if meter is not None:
-        trainable = sum(p.numel() for _, p in named) if params.method != "inference" else 0
-        method.metered(meter, PhaseCosts(params, trainable))
+        method.metered(meter, PhaseCosts(params, trainable_count(params, named)))
     return method
 
 
