@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.record.records import CellRecord
-from reports.pairs import Pairing, gain
+from reports.paired import Interval
+from reports.pairs import Pairing, Unpaired, final_interval, gain
+from reports.plateau import Plateau, arm_plateau
 from reports.rundata import TEST, RunData, RunPredictions, accuracy_curve
 from reports.selection import RECIPE_AXES, SEED_AXIS, GroupChoice, choose_recipes, describe, varying_axes
 from reports.spread import Spread, spread
@@ -46,10 +48,12 @@ class AccuracyRow:
     budget: str
     setting: str  # what else tells this row from the others, e.g. "seq len 128"
     test: Spread | None  # final test accuracy of the chosen recipe's seeds
+    final: Interval | Unpaired  # the same with its 95 % interval over seeds and test examples
     start: Spread | None  # their test accuracy at step 0, before any training (a pretrained head's own)
     gain: Pairing  # final test accuracy over step 0, paired seed by seed over the test examples
     val: Spread | None
     majority: float | None
+    plateau: Plateau  # the chosen recipe's mean validation curve over its last doubling of device time
 
     @property
     def several_recipes(self) -> bool:
@@ -86,6 +90,7 @@ def _row(choice: GroupChoice, others: list[str], predictions: RunPredictions) ->
         budget=budget(record),
         setting=describe(p.model_dump(), others),
         test=spread(v for r in choice.shown if (v := r.metrics.accuracy.final) is not None),
+        final=final_interval(predictions, choice.shown),
         start=spread(curve[0][1] for r in choice.shown if (curve := accuracy_curve(r, "step")) and curve[0][0] == 0),
         gain=gain(predictions, choice.shown),
         val=choice.chosen.val if choice.chosen else None,
@@ -93,6 +98,7 @@ def _row(choice: GroupChoice, others: list[str], predictions: RunPredictions) ->
             (m for s in choice.ranked for r in s.records if (m := majority_test_accuracy(r)) is not None),
             None,
         ),
+        plateau=arm_plateau(choice.shown),
     )
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from harness.record.records import CellRecord
 from reports.accuracy import AccuracyRow
 from reports.fits import params_of
-from reports.pairs import Pairing, Unpaired, change_text, gap
+from reports.paired import PairedDifference
+from reports.pairs import Pairing, Unpaired, gap
 from reports.rundata import JOULES, RunData, curve
 from reports.style import arm_label, count_of
 from reports.validity import failed_checks
@@ -61,12 +62,21 @@ def _named(row: AccuracyRow) -> str:
     return f"{row.arm} on {row.model}"
 
 
+def winner(pairing: PairedDifference, best: AccuracyRow, other: AccuracyRow) -> str:
+    """Who wins `other` minus `best`: only an interval that excludes zero names one."""
+    return f"{_named(best if pairing.difference < 0 else other)} wins" if pairing.decisive else "no winner"
+
+
+def change_verdict(gained: PairedDifference) -> str:
+    """What a paired gain over step 0 says: a gain or a loss only when its interval excludes zero."""
+    return ("a gain" if gained.difference > 0 else "a loss") if gained.decisive else "no clear change"
+
+
 def _gap_text(pairing: Pairing, best: AccuracyRow, other: AccuracyRow) -> str:
-    """The paired interval of `other` minus `best`, and who wins: only an interval that excludes zero names one."""
+    """The paired interval of `other` minus `best`, and who wins."""
     if isinstance(pairing, Unpaired):
         return f", {pairing.figures()}"
-    winner = _named(best if pairing.difference < 0 else other)
-    return f" ({pairing.figures()}: {winner + ' wins' if pairing.decisive else 'no winner'})"
+    return f" ({pairing.figures()}: {winner(pairing, best, other)})"
 
 
 def _status(record: CellRecord) -> str:
@@ -98,8 +108,7 @@ def _from_start(row: AccuracyRow) -> str:
     if isinstance(row.gain, Unpaired):
         return f" (from {row.start.mean:.1f} % at step 0; {row.gain.figures()})"
     gained = row.gain
-    verdict = ("a gain" if gained.difference > 0 else "a loss") if gained.decisive else "no clear change"
-    change = f"{gained.difference:+.1f} points, {gained.figures()}: {verdict}"
+    change = f"{gained.difference:+.1f} points, {gained.figures()}: {change_verdict(gained)}"
     return f" (from {row.start.mean:.1f} % at step 0; {change})"
 
 
@@ -147,22 +156,21 @@ def time_to_reach(row: AccuracyRow, target: float, x_key: str = "seconds") -> fl
 
 def passing_table(answers: list[DeviceAnswer]) -> str:
     """Markdown: per device, how long each MeZO arm's mean curve takes to reach each backprop arm's final test
-    accuracy (0 s: it starts above it, before any training)."""
+    accuracy and the ends of its interval (0 s: it starts above it, before any training)."""
     lines = ["| device | MeZO arm, model | reaches | after (device s) |", "|---|---|---|---|"]
-    for answer in answers:
-        for mezo in (r for r in answer.ranked if r.method == "mezo"):
-            for bp in (r for r in answer.ranked if r.method != "mezo"):
-                assert bp.test is not None
-                seconds = time_to_reach(mezo, bp.test.mean)
-                after = f"{seconds:.0f}" if seconds is not None else "not within the budget"
-                target = f"{bp.arm} on {accuracy_model(bp.model, bp.task)}: {bp.test.mean:.1f} %"
-                lines.append(f"| {answer.device} | {mezo.arm} on {accuracy_model(mezo.model, mezo.task)} | {target} | {after} |")
+    for r in reaches(answers):
+        if r.arm.method == "mezo" and r.target.method != "mezo":
+            assert r.target.test is not None
+            target = f"{r.target.arm} on {accuracy_model(r.target.model, r.target.task)}: {r.target.test.mean:.1f} %"
+            lines.append(f"| {r.device} | {r.arm.arm} on {accuracy_model(r.arm.model, r.arm.task)} | {target} | {r.after_seconds} |")
     return "\n".join(lines)
 
 
 @dataclass(frozen=True)
 class Reach:
-    """What one arm spends to reach another arm's final test accuracy on the same device."""
+    """What one arm spends to reach another arm's final test accuracy on the same device. The interval is the
+    device time the arm's mean curve takes to reach the ends of the target's 95 % interval (the target's
+    uncertainty; the arm's own curve is its seeds' mean)."""
 
     device: str
     arm: AccuracyRow
@@ -170,6 +178,18 @@ class Reach:
     seconds: float | None  # device seconds of training; None: not within the budget
     joules: float | None  # device joules of training; None: not within the budget, or no energy figures
     has_energy: bool
+    interval: tuple[float | None, float | None] | None = None  # to the target's interval's low and high ends
+
+    @property
+    def budget_seconds(self) -> float | None:
+        curve = mean_curve(self.arm)
+        return curve[-1][0] if curve and curve[-1][0] > 0 else None
+
+    def _seconds(self, seconds: float | None) -> str:
+        if seconds is not None:
+            return f"{seconds:,.0f}"
+        budget = self.budget_seconds
+        return f"not within {budget:,.0f} s" if budget is not None else "not within the budget"
 
     @property
     def after_joules(self) -> str:
@@ -179,12 +199,27 @@ class Reach:
 
     @property
     def after_seconds(self) -> str:
-        return f"{self.seconds:,.0f}" if self.seconds is not None else "not within the budget"
+        """`1,200 (800 to 2,400)`: the time to the target's mean, then to its interval's ends; `not within 600 s`
+        when the mean is not reached (with the time to the interval's low end, when that is)."""
+        text = self._seconds(self.seconds)
+        if self.interval is None:
+            return text
+        early, late = self.interval
+        if self.seconds is not None:
+            return f"{text} ({self._seconds(early)} to {self._seconds(late)})"
+        return text if early is None else f"{text} (its interval's low end: {self._seconds(early)})"
+
+
+def _interval_times(arm: AccuracyRow, target: AccuracyRow) -> tuple[float | None, float | None] | None:
+    if isinstance(target.final, Unpaired):
+        return None
+    return time_to_reach(arm, target.final.low), time_to_reach(arm, target.final.high)
 
 
 def reaches(answers: list[DeviceAnswer]) -> list[Reach]:
-    """Per device, every arm against every other arm's final test accuracy: the device seconds and the device
-    joules (reports.rundata.energy_curve) its mean curve takes to reach it."""
+    """Per device, every arm against every other arm's final test accuracy: the device seconds (with the times
+    to the ends of the target's interval) and the device joules (reports.rundata.energy_curve) its mean curve
+    takes to reach it."""
     found = []
     for answer in answers:
         for arm in answer.ranked:
@@ -199,6 +234,7 @@ def reaches(answers: list[DeviceAnswer]) -> list[Reach]:
                         time_to_reach(arm, target.test.mean),
                         time_to_reach(arm, target.test.mean, JOULES),
                         energy,
+                        _interval_times(arm, target),
                     )
                 )
     return found
@@ -231,41 +267,11 @@ NO_ENERGY = (
 )
 
 
-def answer_table(run: RunData, rows: list[AccuracyRow]) -> str:
-    """Markdown: per device, every arm's model and final test accuracy (mean +/- std, n seeds), best first, with
-    its gain over its own step 0 and its difference to the device's best arm, each with its paired 95 % interval
-    (reports.paired), or `no paired interval (no predictions)` for records that kept none."""
-    lines = [
-        "| device | arm | model (parameters) | final test accuracy, % | at step 0, % | gain over step 0, points "
-        "| vs the best arm, points | val, % | majority class, % |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for answer in device_answers(run, rows):
-        for row, versus in zip(answer.ranked, [None, *answer.gaps], strict=True):
-            assert row.test is not None
-            val = f"{row.val.mean:.1f}" if row.val else "-"
-            majority = f"{row.majority:.1f}" if row.majority is not None else "-"
-            test = row.test.describe().replace("±", "+/-")
-            start = f"{row.start.mean:.1f}" if row.start else "-"
-            gained = change_text(row.gain) if row.start else "-"
-            behind = change_text(versus) if versus else "-"
-            model = accuracy_model(row.model, row.task)
-            lines.append(
-                f"| {answer.device} | {row.arm} | {model} | {test} | {start} | {gained} | {behind} | {val} "
-                f"| {majority} |"
-            )
-        for (arm, model, task, status), count in arm_counts(answer.unmeasured, _status).items():
-            cells = f"{status} ({count_of(count, 'cell')})"
-            lines.append(
-                f"| {answer.device} | {arm} | {accuracy_model(model, task)} | {cells} | - | - | - | - | - |"
-            )
-    return "\n".join(lines)
-
-
 if __name__ == "__main__":  # print a reference run's README tables: python -m reports.findings RUN_DIR
     import sys
 
     from reports.accuracy import accuracy_rows
+    from reports.answers import answer_table
     from reports.fits import arm_fits, fit_table
     from reports.rundata import load_run
 

@@ -18,12 +18,14 @@ from devices.profile import format_bytes
 from harness.record.records import now_iso
 from harness.record.store import check_writable, write_atomic, write_bytes_atomic
 from reports.accuracy import AccuracyRow, accuracy_rows
+from reports.answers import answer_lines
 from reports.clocks import clock_summary
 from reports.compare.runs import Comparison, compare_runs
 from reports.compare.seeds import ALPHA, MIN_SEEDS, describe_figure
 from reports.findings import NO_ENERGY, device_answers, reaches
 from reports.fits import arm_fits, params_of, size_ratios
 from reports.pairs import change_text
+from reports.plateau import PLATEAU_POINTS
 from reports.plots.figures import Plot
 from reports.plots.render import PLOT_NAMES, render_plots
 from reports.rundata import RunData, load_run
@@ -113,6 +115,8 @@ def render_html(
         "prediction_problems": run.predictions.problems,
         "accuracy": accuracy,
         "answers": (answers := device_answers(run, accuracy)),
+        "answer_lines": [(a.device, answer_lines(a)) for a in answers],
+        "plateau_points": PLATEAU_POINTS,
         "reaches": (reached := reaches(answers)),
         "energy_shown": any(r.has_energy for r in reached),
         "no_energy": NO_ENERGY,

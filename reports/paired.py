@@ -116,18 +116,18 @@ def _seed_weights(rng: np.random.Generator, resamples: int, seeds: int) -> np.nd
     return rng.multinomial(seeds, np.full(seeds, 1 / seeds), size=resamples) / seeds
 
 
-def _example_accuracy(rng: np.random.Generator, resamples: int, matrix: np.ndarray, other: np.ndarray):
-    """Per resample of the examples (with replacement), every seed's accuracy of both sides (resamples x seeds)."""
-    n = matrix.shape[1]
-    out_a, out_b = [], []
+def _example_accuracy(rng: np.random.Generator, resamples: int, *matrices: np.ndarray) -> list[np.ndarray]:
+    """Per resample of the examples (with replacement), every seed's accuracy of each side (resamples x seeds)."""
+    n = matrices[0].shape[1]
+    out: list[list[np.ndarray]] = [[] for _ in matrices]
     for start in range(0, resamples, CHUNK):
         rows = min(CHUNK, resamples - start)
         drawn = rng.integers(0, n, size=(rows, n))
         counts = np.bincount((drawn + n * np.arange(rows)[:, None]).ravel(), minlength=rows * n)
         counts = counts.reshape(rows, n).astype(np.float64)
-        out_a.append(counts @ matrix.T / n)
-        out_b.append(counts @ other.T / n)
-    return np.concatenate(out_a), np.concatenate(out_b)
+        for side, matrix in zip(out, matrices, strict=True):
+            side.append(counts @ matrix.T / n)
+    return [np.concatenate(side) for side in out]
 
 
 def _mcnemar(a: np.ndarray, b: np.ndarray) -> float:
@@ -183,3 +183,33 @@ def paired_difference(
         seeds_a=len(a),
         seeds_b=len(b),
     )
+
+
+@dataclass(frozen=True)
+class Interval:
+    """One side's accuracy (percent) over its seeds and examples, with the same two-level bootstrap's interval."""
+
+    mean: float
+    low: float
+    high: float
+    seeds: int
+
+    def describe(self) -> str:
+        """`87.4 (95% CI 86.0 to 88.9, n=3)`."""
+        return f"{self.mean:.1f} ({CONFIDENCE:.0%} CI {self.low:.1f} to {self.high:.1f}, n={self.seeds})"
+
+
+def accuracy_interval(scored: Sequence[Scored], resamples: int = RESAMPLES, seed: int = RNG_SEED) -> Interval:
+    """The accuracy of these seeds' evaluations on the same examples, with the percentile interval of the bootstrap
+    that draws seeds and examples (PairingError as `paired_difference`)."""
+    if not scored:
+        raise PairingError("no evaluation to score")
+    examples = np.asarray(scored[0].examples)
+    if examples.ndim != 1 or examples.size == 0:
+        raise PairingError("no examples to score")
+    matrix = _matrix(scored, examples, "A")
+    rng = np.random.default_rng(seed)
+    (accuracy,) = _example_accuracy(rng, resamples, matrix)
+    resampled = 100 * (_seed_weights(rng, resamples, len(scored)) * accuracy).sum(axis=1)
+    low, high = np.quantile(resampled, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+    return Interval(float(100 * matrix.mean()), float(low), float(high), len(scored))

@@ -8,7 +8,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from harness.record.records import CellRecord
-from reports.paired import PairedDifference, PairingError, Scored, paired_difference
+from reports.paired import (
+    Interval,
+    PairedDifference,
+    PairingError,
+    Scored,
+    accuracy_interval,
+    paired_difference,
+)
 from reports.rundata import RunPredictions
 
 NO_PREDICTIONS = "no predictions"
@@ -49,6 +56,17 @@ def gain(predictions: RunPredictions, records: Sequence[CellRecord]) -> Pairing:
     if any(finals) and not any(starts):
         return Unpaired("no evaluation at step 0 kept")
     return pair(finals, starts, same_seeds=True)
+
+
+def final_interval(predictions: RunPredictions, records: Sequence[CellRecord]) -> Interval | Unpaired:
+    """The seeds' final test accuracy with its 95 % interval over seeds and examples."""
+    finals = [s for r in records if (s := predictions.final(r)) is not None]
+    if not finals:
+        return Unpaired(NO_PREDICTIONS)
+    try:
+        return accuracy_interval(finals)
+    except PairingError as exc:
+        return Unpaired(str(exc))
 
 
 def gap(predictions: RunPredictions, a: Sequence[CellRecord], b: Sequence[CellRecord]) -> Pairing:

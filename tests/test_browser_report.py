@@ -206,13 +206,38 @@ def test_accuracy_summary_reads_as_seeds_with_spread_chosen_on_validation(browse
 
 
 def test_the_answer_names_a_winner_only_with_an_interval_that_excludes_zero(browser, accuracy_report):
+    from selenium.webdriver.common.by import By
+
     _open(browser, accuracy_report)
-    answer = _visible_text(browser, "#answer-rpi-4-2gb")
-    gaps = answer.split("points lower (")[1:]
-    assert len(gaps) == 3
-    for gap in gaps:  # the fixture's arms are 4.7 points or more apart: every gap's interval lies below zero
-        low, high = (float(x) for x in gap.removeprefix("paired 95% CI ").split(",")[0].split(" to "))
-        assert low < high < 0 and "BP (checkpointed) on minilm-l6 wins)" in gap.split(";")[0]
+    table = browser.find_element(By.ID, "answer-table-rpi-4-2gb")
+    headers = [th.text for th in table.find_elements(By.CSS_SELECTOR, "thead th")]
+    rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
+    assert len(rows) == 4 and rows[0][headers.index("vs the best arm (points)")] == "-"
+    for row in rows[1:]:  # the fixture's arms are 4.7 points or more apart: every gap's interval lies below zero
+        gap = row[headers.index("vs the best arm (points)")]
+        low, high = (float(x) for x in gap.split("paired 95% CI ")[1].split(",")[0].split(" to "))
+        assert low < high < 0 and gap.endswith(": BP (checkpointed) on minilm-l6 wins")
+    for row in rows:
+        final = row[headers.index("final test accuracy (%)")]
+        low, high = (float(x) for x in final.split("95% CI ")[1].split(",")[0].split(" to "))
+        assert low < float(final.split(" ")[0]) < high and final.endswith("n=3)")
+        assert row[headers.index("validation, last doubling")].startswith(("flat: ", "still rising: "))
+
+
+def test_every_table_fits_a_1400_pixel_window_without_a_horizontal_scroll_bar(browser, accuracy_report):
+    _open(browser, accuracy_report)
+    assert browser.execute_script("return window.innerWidth") <= 1400
+    wide = browser.execute_script(
+        """return Array.from(document.querySelectorAll('table'))
+             .filter(t => !t.closest('#cells-table, #cells'))
+             .map(t => [t.id, (t.closest('.table-wrap') || t).scrollWidth, (t.closest('.table-wrap') || t).clientWidth,
+                        document.documentElement.clientWidth])
+             .filter(([id, scroll, client, page]) => scroll > client + 1 || scroll > page)"""
+    )
+    assert wide == []
+    assert browser.execute_script(
+        "return document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+    )
 
 
 def test_accuracy_plots_show_the_band_and_the_majority_line(browser, accuracy_report):

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from reports.accuracy import accuracy_rows
-from reports.findings import answer_table, device_answers, passing_table
+from reports.answers import answer_table
+from reports.findings import device_answers, passing_table
 from reports.fits import arm_fits, fit_table
 from reports.rundata import load_run
 

@@ -379,7 +379,7 @@ def test_accuracy_table_shows_each_settings_gain_over_step_0_with_its_paired_int
             and "bootstrap p&lt;0.001, 400 examples" in cell
         )
     assert 'id="predictions"' not in html  # every file is there and its record's
-    assert "wins)" in html  # the answer names the best arm's wins over the others
+    assert "on minilm-l6 wins</td>" in html  # the answer table names the best arm's wins over the others
 
 
 def test_records_without_predictions_say_so_and_broken_files_are_named(tmp_path):

@@ -1,0 +1,80 @@
+"""Whether an arm was trained to its plateau: the rule the accuracy experiment's budgets are held to.
+
+An arm has flattened when its mean *validation* curve (over the chosen recipe's seeds) gained under
+`PLATEAU_POINTS` over the last doubling of its device time: from the evaluation nearest half the final
+evaluation's time to the final one. Log-spaced evaluations (`eval_at: log`) put a point at every halving of the
+budget, so the doubling is measured, not interpolated. Validation decides, as it decides recipes: the test split
+stays for the claim.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+from harness.record.records import CellRecord
+
+#: Points of validation accuracy gained over the last doubling of device time under which an arm has flattened.
+PLATEAU_POINTS = 0.5
+#: How far from half the last evaluation's time (in doublings) the doubling's first evaluation may be.
+HALF_SLACK = 0.5
+
+
+@dataclass(frozen=True)
+class Plateau:
+    """The mean validation curve's last doubling: from `since` to `until` device seconds it gained `gain` points."""
+
+    gain: float | None  # None: no evaluation after step 0 near half the last one's time
+    since: float | None
+    until: float | None
+
+    @property
+    def flat(self) -> bool | None:
+        return None if self.gain is None else self.gain < PLATEAU_POINTS
+
+    def text(self) -> str:
+        """`flat: +0.2 points from 3,600 to 7,200 device s`; `still rising: ...`; or why it cannot be told."""
+        if self.gain is None or self.since is None or self.until is None:
+            return "not judged (no evaluation at half the budget)"
+        verdict = "flat" if self.flat else "still rising"
+        return f"{verdict}: {self.gain:+.1f} points from {self.since:,.0f} to {self.until:,.0f} device s"
+
+
+def validation_curve(record: CellRecord) -> list[tuple[float, float]]:
+    """The record's validation accuracy (percent) against its training device seconds, sorted."""
+    points = [(p.seconds, p.val_accuracy) for p in record.metrics.accuracy.curve]
+    return sorted((float(x), y) for x, y in points if y is not None)
+
+
+def mean_validation_curve(records: list[CellRecord]) -> list[tuple[float, float]]:
+    """Seeds' validation curves averaged point by point (the seeds evaluate at the same budgeted times; a seed
+    with fewer points shortens the curve)."""
+    curves = [validation_curve(r) for r in records]
+    if not curves or not all(curves):
+        return []
+    return [
+        (statistics.fmean(c[i][0] for c in curves), statistics.fmean(c[i][1] for c in curves))
+        for i in range(min(map(len, curves)))
+    ]
+
+
+def plateau(curve: list[tuple[float, float]]) -> Plateau:
+    """The gain over the curve's last doubling of time (`curve`: sorted (device seconds, accuracy) points): from
+    the evaluation nearest half the last one's time (on a log scale, and within a factor sqrt(2) of it, since
+    evaluations land a step after their budgeted time) to the last."""
+    if len(curve) < 2:
+        return Plateau(None, None, None)
+    until, last = curve[-1]
+    earlier = [(x, y) for x, y in curve[:-1] if 0 < x < until]  # step 0 starts no doubling
+    if not earlier:
+        return Plateau(None, None, None)
+    since, before = min(earlier, key=lambda point: abs(math.log2(until / point[0]) - 1))
+    if abs(math.log2(until / since) - 1) > HALF_SLACK:
+        return Plateau(None, None, None)
+    return Plateau(round(last - before, 6), since, until)
+
+
+def arm_plateau(records: list[CellRecord]) -> Plateau:
+    """The plateau rule applied to these seeds' mean validation curve."""
+    return plateau(mean_validation_curve(records))
