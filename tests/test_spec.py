@@ -158,3 +158,14 @@ def test_cell_labels_name_the_tuning_only_when_it_is_not_full():
     full, head = (Cell(device, WorkloadParams(model="opt-8m", tuning=t)) for t in ("full", "head"))
     assert full.label == "rpi-4-2gb/opt-8m/mezo/b8/s0"
     assert head.label == "rpi-4-2gb/opt-8m/mezo+head/b8/s0"
+
+
+def test_the_default_matrix_says_it_is_a_demonstration_and_names_the_reference_that_makes_the_claim():
+    """`make run`'s report shows the spec's description as its lede: it must not read as the finding."""
+    import re
+    from pathlib import Path
+
+    description = load_spec(default_spec_path(), 10_000).spec.description or ""
+    assert "A demonstration, not a finding" in description
+    (reference,) = re.findall(r"results/reference/[\w-]+/report\.html", description)
+    assert (Path(__file__).resolve().parents[1] / reference).is_file()
