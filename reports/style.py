@@ -29,8 +29,14 @@ def method_label(method: str) -> str:
     return METHOD_LABELS.get(method, method)
 
 
+#: An inference cell trains nothing: as an accuracy arm it is the model's zero-shot accuracy with its head.
+ZERO_SHOT = "zero-shot (no training)"
+
+
 def arm_label(method: str, tuning: str) -> str:
     """A method with what it tunes when that is not the whole model: BP on the head is not MeZO on the head."""
+    if method == "inference":
+        return ZERO_SHOT
     return method_label(method) if tuning == "full" else f"{method_label(method)} + {tuning}"
 
 

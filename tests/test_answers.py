@@ -114,3 +114,10 @@ def test_the_time_to_reach_another_arm_comes_with_the_times_to_its_intervals_end
     assert bp_to_mezo.after_seconds == f"{bp_to_mezo.seconds:,.0f} ({early:,.0f} to {late:,.0f})"
     budget = f"{mezo_to_bp.budget_seconds:,.0f}"
     assert mezo_to_bp.interval == (None, None) and mezo_to_bp.after_seconds == f"not within {budget} s"
+
+
+def test_an_inference_cell_is_the_zero_shot_arm(tmp_path):
+    arms = {("inference", "full"): {1e-3: (70.0, 69.0)}, ("mezo", "full"): {2e-5: (76.0, 75.2)}}
+    run = load_run(write_run(tmp_path, accuracy_run(arms=arms)))
+    (answer,) = device_answers(run, accuracy_rows(run))
+    assert [line.arm for line in answer_lines(answer)] == ["MeZO", "zero-shot (no training)"]
