@@ -9,16 +9,14 @@ stays for the claim.
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import dataclass
 
 from harness.record.records import CellRecord
+from workloads.doubling import doubling_gains
 
 #: Points of validation accuracy gained over the last doubling of device time under which an arm has flattened.
 PLATEAU_POINTS = 0.5
-#: How far from half the last evaluation's time (in doublings) the doubling's first evaluation may be.
-HALF_SLACK = 0.5
 
 
 @dataclass(frozen=True)
@@ -60,19 +58,13 @@ def mean_validation_curve(records: list[CellRecord]) -> list[tuple[float, float]
 
 
 def plateau(curve: list[tuple[float, float]]) -> Plateau:
-    """The gain over the curve's last doubling of time (`curve`: sorted (device seconds, accuracy) points): from
-    the evaluation nearest half the last one's time (on a log scale, and within a factor sqrt(2) of it, since
-    evaluations land a step after their budgeted time) to the last."""
-    if len(curve) < 2:
+    """The gain over the curve's last doubling of time (`curve`: sorted (device seconds, accuracy) points;
+    workloads.doubling decides which evaluations span it)."""
+    gains = doubling_gains(curve, 1)
+    if not gains:
         return Plateau(None, None, None)
-    until, last = curve[-1]
-    earlier = [(x, y) for x, y in curve[:-1] if 0 < x < until]  # step 0 starts no doubling
-    if not earlier:
-        return Plateau(None, None, None)
-    since, before = min(earlier, key=lambda point: abs(math.log2(until / point[0]) - 1))
-    if abs(math.log2(until / since) - 1) > HALF_SLACK:
-        return Plateau(None, None, None)
-    return Plateau(round(last - before, 6), since, until)
+    since, until, gain = gains[0]
+    return Plateau(gain, since, until)
 
 
 def arm_plateau(records: list[CellRecord]) -> Plateau:

@@ -15,6 +15,7 @@ from devices.caps.cuda import apply_gpu_fraction, cuda_peak_bytes
 from devices.child_env import ENV_THREADS
 from devices.environment import library_versions
 from devices.speed import CellClock
+from workloads.doubling import flat_stop
 from workloads.methods import Method, make_method, trainable_count
 from workloads.metrics import (
     Accuracy,
@@ -158,6 +159,10 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
         reporter.progress(loop.step, loss=round(loss, 5))
         if evaluates and eval_due(params, loop, targets) and _within_budget(params, loop.step, trace.train_seconds):
             evaluate(loop.step)
+            trace.stopped_flat = flat_stop(params.stop_when_flat, trace.curve)
+            if trace.stopped_flat is not None:
+                say(f"stopped at step {loop.step}: {trace.stopped_flat}")
+                break
         if saver is not None and saver.due(loop) and _within_budget(params, loop.step, trace.train_seconds):
             saver.save(loop, method, named, now)
             reporter.progress(loop.step, force=True, checkpoint=saver.saves, checkpoint_bytes=saver.bytes_written)
@@ -327,6 +332,7 @@ def _metrics(params, model, named, task: Task, built, threads: int, loop: Loop, 
             host_train_seconds=round(trace.host_train_seconds, 4),
             eval_seconds=round(trace.eval_seconds, 4),
             checkpoint_seconds=round(trace.checkpoint_seconds, 4),
+            stopped_flat=trace.stopped_flat,
             segments=loop.segments,
         ),
         loss=Loss(

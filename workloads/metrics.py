@@ -70,6 +70,9 @@ class Timing(Strict):
     host_train_seconds: Figure | None = None
     eval_seconds: Figure | None = None
     checkpoint_seconds: Figure | None = None
+    stopped_flat: str | None = Field(
+        None, description="why training stopped before its budget (stop_when_flat): the last two doublings' gains"
+    )
     segments: list[Segment] = Field(default_factory=list, description="a resumed cell's processes, in order")
 
     @property

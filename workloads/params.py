@@ -91,6 +91,12 @@ class WorkloadParams(BaseModel):
         description="log: also evaluate at 1/64, 1/32, ..., 1/2 of the budget (log:N: N halvings, 1..20), so a "
         "long curve costs few evaluations",
     )
+    stop_when_flat: float | None = Field(
+        default=None,
+        gt=0,
+        description="stop training once validation accuracy gained under this many points over each of the last two "
+        "doublings of training time (eval_at: log evaluates at every halving); null: train the whole budget",
+    )
     evaluate: bool = Field(
         default=True,
         description="false: hold the evaluated examples but score none (a run that asks only whether training fits)",
@@ -125,6 +131,12 @@ class WorkloadParams(BaseModel):
         if value is not None and not re.fullmatch(EVAL_AT_PATTERN, value):
             raise ValueError(f"eval_at {value!r}: use log (1/64, 1/32, ..., 1/2 of the budget) or log:N (N halvings, 1 to 20)")
         return value
+
+    @model_validator(mode="after")
+    def _stop_when_flat_needs_doublings(self) -> WorkloadParams:
+        if self.stop_when_flat is not None and self.eval_at is None:
+            raise ValueError("stop_when_flat needs eval_at: log (an evaluation at every halving of the budget)")
+        return self
 
     @model_validator(mode="after")
     def _eval_examples(self) -> WorkloadParams:

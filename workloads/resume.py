@@ -43,6 +43,7 @@ class Trace:
     host_train_seconds: float = 0.0
     padded_tokens: int = 0  # tokens the training steps computed on, padding included
     real_tokens: int = 0  # of which were examples' own tokens
+    stopped_flat: str | None = None  # why training stopped before its budget (stop_when_flat)
 
     @property
     def spent(self) -> float:
