@@ -32,7 +32,7 @@ def budget(record: CellRecord) -> str:
     parts = ([f"{p.max_steps} steps"] if p.max_steps else []) + (
         [f"{p.max_seconds:g} s"] if p.max_seconds else []
     )
-    flat = f", stopping once flat ({p.stop_when_flat:g} points per doubling)" if p.stop_when_flat else ""
+    flat = f", stopping once it gains under {p.stop_when_flat:g} points over each of two doublings" if p.stop_when_flat else ""
     return " or ".join(parts) + flat
 
 

@@ -48,13 +48,13 @@ def _final(row: AccuracyRow) -> str:
     """`87.4 (95% CI 86.0 to 88.9, n=3)`; without kept predictions, mean +/- std and why there is no interval."""
     if isinstance(row.final, Unpaired):
         assert row.test is not None
-        return f"{row.test.describe().replace('±', '+/-')}; {row.final.figures()}"
+        return f"{row.test.describe().replace('±', '+/-')}; no interval ({row.final.reason})"
     return row.final.describe()
 
 
-def _killed(counts: dict[tuple[str, str, str, str], int], arm: str) -> str:
-    """This arm's cells that ended unmeasured, by model and outcome: `3 on mpnet-l11 (oom)`."""
-    parts = [f"{n} on {model} ({status})" for (a, model, _, status), n in counts.items() if a == arm]
+def _killed(counts: dict[tuple[str, str, str, str], int], arm: str, model: str) -> str:
+    """The cells of this arm on this model that ended unmeasured, by outcome: `3 (oom)`."""
+    parts = [f"{n} ({status})" for (a, m, _, status), n in counts.items() if (a, m) == (arm, model)]
     return "; ".join(parts) or NONE
 
 
@@ -87,16 +87,17 @@ def _measured(answer: DeviceAnswer, row: AccuracyRow, versus: Pairing | None, ki
 
 
 def answer_lines(answer: DeviceAnswer) -> list[AnswerLine]:
-    """The device's arms, best mean final test accuracy first; an arm's killed cells beside its best measured row,
-    and an arm with none measured (nothing it tried trained under the cap) last, on a line of its own."""
+    """The device's arms, best mean final test accuracy first, each with the cells of its arm and model the kernel
+    killed; an arm's model with none measured (e.g. the larger model it was resolved down from) last, on a line of
+    its own."""
     counts = arm_counts(answer.unmeasured, lambda r: r.status)
     lines, named = [], set()
     for row, versus in zip(answer.ranked, [None, *answer.gaps], strict=True):
-        killed = NONE if row.arm in named else _killed(counts, row.arm)
-        named.add(row.arm)
+        killed = NONE if (row.arm, row.model) in named else _killed(counts, row.arm, row.model)
+        named.add((row.arm, row.model))
         lines.append(_measured(answer, row, versus, killed))
     for (arm, model, task, status), n in counts.items():
-        if arm not in named:
+        if (arm, model) not in named:
             none = f"none measured: {status} ({count_of(n, 'cell')})"
             lines.append(
                 AnswerLine(answer.device, arm, "", accuracy_model(model, task), none, *[NONE] * 4, f"{n} ({status})", NONE)

@@ -15,7 +15,7 @@ from reports.fits import params_of
 from reports.paired import PairedDifference
 from reports.pairs import Pairing, Unpaired, gap
 from reports.rundata import JOULES, RunData, curve
-from reports.style import arm_label, count_of
+from reports.style import BACKPROP_METHODS, arm_label, count_of
 from reports.validity import failed_checks
 from workloads.registry import truncation
 from workloads.sources import SYNTHETIC
@@ -159,7 +159,7 @@ def passing_table(answers: list[DeviceAnswer]) -> str:
     accuracy and the ends of its interval (0 s: it starts above it, before any training)."""
     lines = ["| device | MeZO arm, model | reaches | after (device s) |", "|---|---|---|---|"]
     for r in reaches(answers):
-        if r.arm.method == "mezo" and r.target.method != "mezo":
+        if r.arm.method == "mezo" and r.target.method in BACKPROP_METHODS:
             assert r.target.test is not None
             target = f"{r.target.arm} on {accuracy_model(r.target.model, r.target.task)}: {r.target.test.mean:.1f} %"
             lines.append(f"| {r.device} | {r.arm.arm} on {accuracy_model(r.arm.model, r.arm.task)} | {target} | {r.after_seconds} |")
@@ -168,9 +168,10 @@ def passing_table(answers: list[DeviceAnswer]) -> str:
 
 @dataclass(frozen=True)
 class Reach:
-    """What one arm spends to reach another arm's final test accuracy on the same device. The interval is the
-    device time the arm's mean curve takes to reach the ends of the target's 95 % interval (the target's
-    uncertainty; the arm's own curve is its seeds' mean)."""
+    """What one arm spends to reach another arm's final test accuracy on the same device. `interval` holds the
+    device times the arm's mean curve takes to reach the ends of the target's 95 % interval: the answer's
+    sensitivity to the target's uncertainty, not an interval of the time (the arm's own curve is its seeds'
+    mean)."""
 
     device: str
     arm: AccuracyRow
@@ -181,15 +182,16 @@ class Reach:
     interval: tuple[float | None, float | None] | None = None  # to the target's interval's low and high ends
 
     @property
-    def budget_seconds(self) -> float | None:
+    def last_seconds(self) -> float | None:
+        """The device seconds of the arm's last evaluation (its mean curve's end): how far it was watched."""
         curve = mean_curve(self.arm)
         return curve[-1][0] if curve and curve[-1][0] > 0 else None
 
     def _seconds(self, seconds: float | None) -> str:
         if seconds is not None:
             return f"{seconds:,.0f}"
-        budget = self.budget_seconds
-        return f"not within {budget:,.0f} s" if budget is not None else "not within the budget"
+        last = self.last_seconds
+        return f"not within {last:,.0f} s" if last is not None else "not within the budget"
 
     @property
     def after_joules(self) -> str:
@@ -199,15 +201,16 @@ class Reach:
 
     @property
     def after_seconds(self) -> str:
-        """`1,200 (800 to 2,400)`: the time to the target's mean, then to its interval's ends; `not within 600 s`
-        when the mean is not reached (with the time to the interval's low end, when that is)."""
+        """`1,200 (800 to 2,400 across the target's 95% CI)`: the time to the target's mean, then to the ends of its
+        interval (how much the answer depends on the target's uncertainty: not an interval of the time itself);
+        `not within 600 s` when the mean is not reached (with the time to the interval's low end, when that is)."""
         text = self._seconds(self.seconds)
         if self.interval is None:
             return text
         early, late = self.interval
         if self.seconds is not None:
-            return f"{text} ({self._seconds(early)} to {self._seconds(late)})"
-        return text if early is None else f"{text} (its interval's low end: {self._seconds(early)})"
+            return f"{text} ({self._seconds(early)} to {self._seconds(late)} across the target's 95% CI)"
+        return text if early is None else f"{text} ({self._seconds(early)} to its 95% CI's low end)"
 
 
 def _interval_times(arm: AccuracyRow, target: AccuracyRow) -> tuple[float | None, float | None] | None:

@@ -51,10 +51,11 @@ class Ratio:
 
 
 def size_ratio(top: Fit | None, bottom: Fit | None) -> Ratio | None:
-    """`top`'s parameters over `bottom`'s; None when either fits nothing or has no known size."""
+    """`top`'s parameters over `bottom`'s; None when either fits nothing or has no known size. A lower bound when
+    only `top` is the largest size tried (both at it: they agree as far as the ladder goes)."""
     if top is None or bottom is None or not top.params or not bottom.params:
         return None
-    return Ratio(top.params / bottom.params, at_least=top.at_least)
+    return Ratio(top.params / bottom.params, at_least=top.at_least and not bottom.at_least)
 
 
 @dataclass(frozen=True)
@@ -83,17 +84,19 @@ class ArmFit:
         return f"{self.label} + {optimizer}" if optimizer else self.label
 
     @property
-    def measured_over_predicted(self) -> float | None:
-        ratio = size_ratio(self.measured, self.predicted)
-        return ratio.value if ratio else None
+    def measured_over_predicted(self) -> Ratio | None:
+        """The measured largest model's parameters over the predicted one's (a lower bound when the measured is the
+        largest size tried)."""
+        return size_ratio(self.measured, self.predicted)
 
     @property
     def key(self) -> tuple[str, str, str | None]:
         return (self.method, self.tuning, self.optimizer)
 
 
-def _probed(model: str | None, task: str) -> Fit | None:
-    return Fit(model, _count(model, task)) if model else None
+def _probed(model: str | None, task: str, candidates: list[str]) -> Fit | None:
+    """A probed fit; `at_least` when it is the search's largest candidate (a larger model might fit too)."""
+    return Fit(model, _count(model, task), at_least=model == candidates[-1]) if model else None
 
 
 def _arm_fit(entry: ArmResolution) -> ArmFit:
@@ -104,8 +107,8 @@ def _arm_fit(entry: ArmResolution) -> ArmFit:
         method=method,
         tuning=entry.params.tuning,
         optimizer=entry.params.optimizer if method.startswith("bp") else None,
-        measured=_probed(entry.model, task) if entry.trained else None,
-        predicted=_probed(entry.predicted, task),
+        measured=_probed(entry.model, task, entry.candidates) if entry.trained else None,
+        predicted=_probed(entry.predicted, task, entry.candidates),
         reason=entry.reason,
         probes=tuple(probe.cell_id for probe in entry.probes),
     )
@@ -171,7 +174,11 @@ def size_ratios(fits: list[ArmFit]) -> list[SizeRatio]:
 def _fit_cell(fit: ArmFit | None) -> str:
     if fit is None:
         return "-"
-    measured = f"{fit.measured.model} ({params_of(fit.measured.model, fit.task)})" if fit.measured else "none"
+    measured = (
+        f"{'≥ ' if fit.measured.at_least else ''}{fit.measured.model} ({params_of(fit.measured.model, fit.task)})"
+        if fit.measured
+        else "none"
+    )
     if _model(fit.predicted) == _model(fit.measured):
         return measured
     return f"{measured}; predicted {_model(fit.predicted) or 'none'}"
@@ -182,7 +189,7 @@ def _model(fit: Fit | None) -> str | None:
 
 
 def _times(ratio: Ratio | None) -> str:
-    return f"{ratio.value:.2f}x" if ratio is not None else "-"
+    return f"{'≥ ' if ratio.at_least else ''}{ratio.value:.2f}x" if ratio is not None else "-"
 
 
 def fit_table(run: RunData, task: str) -> str:

@@ -32,10 +32,11 @@ class Plateau:
         return None if self.gain is None else self.gain < PLATEAU_POINTS
 
     def text(self) -> str:
-        """`flat: +0.2 points from 3,600 to 7,200 device s`; `still rising: ...`; or why it cannot be told."""
+        """`flat: +0.2 points from 3,600 to 7,200 device s`; `still rising: ...`; `falling: ...` (a loss past the
+        threshold: flattened, and worse); or why it cannot be told."""
         if self.gain is None or self.since is None or self.until is None:
             return "not judged (no evaluation at half the budget)"
-        verdict = "flat" if self.flat else "still rising"
+        verdict = "still rising" if not self.flat else "falling" if self.gain <= -PLATEAU_POINTS else "flat"
         return f"{verdict}: {self.gain:+.1f} points from {self.since:,.0f} to {self.until:,.0f} device s"
 
 

@@ -14,6 +14,7 @@ TUNINGS: tuple[str, ...] = get_args(WorkloadParams.model_fields["tuning"].annota
 METHOD_COLOURS = {"mezo": "#D55E00", "bp-checkpointed": "#0072B2", "bp": "#CC79A7", "inference": "#7A7A7A"}
 METHOD_LABELS = {"mezo": "MeZO", "bp-checkpointed": "BP (checkpointed)", "bp": "BP", "inference": "inference"}
 TRAINING_METHODS = ("mezo", "bp-checkpointed", "bp")
+BACKPROP_METHODS = ("bp-checkpointed", "bp")  # the arms MeZO is measured against (zero-shot trains nothing)
 
 # Matplotlib markers per cell status: a failed cell never looks like a measurement.
 STATUS_MARKERS = {"ok": "o", "oom": "X", "timeout": "s", "error": "D"}

@@ -18,28 +18,37 @@ def curve(*points: tuple[float, float]) -> list[dict[str, float]]:
 
 def test_two_flat_doublings_stop_a_cell_and_one_does_not():
     rising = curve((0, 70.0), (100, 72.0), (200, 74.0), (400, 74.3))
-    assert flat_stop(0.5, rising) is None  # 200 -> 400 is flat, 100 -> 200 gained 2 points
+    assert flat_stop(0.5, rising, 0.5) is None  # 200 -> 400 is flat, 100 -> 200 gained 2 points
     flat = curve((0, 70.0), (100, 72.0), (200, 72.4), (400, 72.1))
-    why = flat_stop(0.5, flat)
+    why = flat_stop(0.5, flat, 0.5)
     assert why == (
         "validation gained under 0.5 points over each of the last 2 doublings "
         "(-0.30 from 200 to 400 s, +0.40 from 100 to 200 s)"
     )
-    assert flat_stop(None, flat) is None  # no stop_when_flat: the whole budget
+    assert flat_stop(None, flat, 0.5) is None  # no stop_when_flat: the whole budget
+    assert flat_stop(0.5, flat, 0.2) is None  # before a quarter of the budget: never
 
 
 def test_step_0_and_points_far_from_half_start_no_doubling():
     assert last_doubling([(0.0, 70.0), (400.0, 71.0)]) is None
     assert last_doubling([(0.0, 70.0), (50.0, 70.0), (400.0, 71.0)]) is None  # 3 doublings back
     assert last_doubling([(0.0, 70.0), (160.0, 70.0), (329.0, 71.0), (658.0, 71.0)]) == 2  # a step late
-    assert flat_stop(0.5, curve((0, 70.0), (400, 70.1))) is None
+    assert flat_stop(0.5, curve((0, 70.0), (400, 70.1)), 1.0) is None
 
 
-def test_stop_when_flat_without_log_evaluations_is_one_line_and_exit_2(tmp_path):
-    text = spec_text("flat", "mezo", 1e-9, 60).replace('  eval_at: "log:2"\n', "  stop_when_flat: 0.5\n")
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (('  eval_at: "log:2"\n', ""), "stop_when_flat needs eval_at: log"),
+        (("  eval_examples: 32\n", "  eval_examples: 32\n  eval_every: 4\n"), "drop eval_every and eval_seconds"),
+    ],
+    ids=["no log evaluations", "other evaluations"],
+)
+def test_stop_when_flat_beside_the_wrong_evaluations_is_one_line_and_exit_2(tmp_path, change, said):
+    text = spec_text("flat", "mezo", 1e-9, 60).replace(*change) + "  stop_when_flat: 0.5\n"
     result = edgebench("run", str(write_spec(tmp_path, text)), "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and len(result.stderr_lines) == 1
-    assert "stop_when_flat needs eval_at: log" in result.stderr
+    assert said in result.stderr
 
 
 @needs_data
@@ -55,3 +64,4 @@ def test_a_cell_whose_validation_curve_is_flat_stops_before_its_budget(tmp_path)
     assert record["status"] == "ok" and record["steps"] == 24
     assert record["metrics"]["timing"]["stopped_flat"].startswith("validation gained under 0.5 points")
     assert [p["step"] for p in record["metrics"]["accuracy"]["curve"]] == [0, 6, 12, 24]
+    assert record["validity"]["valid"], record["validity"]  # the rule's own end of the budget

@@ -16,7 +16,7 @@ from devices.child_env import ENV_THREADS
 from devices.environment import library_versions
 from devices.speed import CellClock
 from workloads.doubling import flat_stop
-from workloads.methods import Method, make_method, trainable_count
+from workloads.methods import Method, make_method, trainable_numel
 from workloads.metrics import (
     Accuracy,
     CellMemory,
@@ -159,7 +159,8 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
         reporter.progress(loop.step, loss=round(loss, 5))
         if evaluates and eval_due(params, loop, targets) and _within_budget(params, loop.step, trace.train_seconds):
             evaluate(loop.step)
-            trace.stopped_flat = flat_stop(params.stop_when_flat, trace.curve)
+            share = params.budget_share(loop.step, trace.train_seconds)
+            trace.stopped_flat = flat_stop(params.stop_when_flat, trace.curve, share)
             if trace.stopped_flat is not None:
                 say(f"stopped at step {loop.step}: {trace.stopped_flat}")
                 break
@@ -318,7 +319,7 @@ def _metrics(params, model, named, task: Task, built, threads: int, loop: Loop, 
     return CellMetrics(
         versions=library_versions(),
         model_family=built.family,
-        trainable_params=trainable_count(params, named),
+        trainable_params=trainable_numel(params, named),
         gradient_checkpointing=checkpointing_enabled(model),
         dtype=params.dtype,
         threads=threads,

@@ -35,21 +35,19 @@ def doubling_gains(curve: list[tuple[float, float]], doublings: int) -> list[tup
     return gains
 
 
-def flat(curve: list[tuple[float, float]], points: float, doublings: int) -> bool:
-    """Whether the curve gained under `points` over each of its last `doublings` doublings."""
-    gains = doubling_gains(curve, doublings)
-    return len(gains) == doublings and all(gain < points for _, _, gain in gains)
-
-
 #: The doublings a cell's validation curve must have been flat over before `stop_when_flat` stops it: two, so that
 #: one noisy evaluation does not end a cell that is still learning.
 STOP_DOUBLINGS = 2
+#: The share of its budget a cell trains before `stop_when_flat` may stop it: a method that starts slowly (MeZO
+#: barely moves in its first steps) is not judged on its first doublings.
+STOP_FROM = 0.25
 
 
-def flat_stop(points: float | None, curve: list[dict[str, float]]) -> str | None:
-    """Why a cell stops now (`points`: its stop_when_flat; `curve`: its evaluations so far), or None: its validation
-    accuracy gained under `points` over each of its last STOP_DOUBLINGS doublings of training time."""
-    if points is None:
+def flat_stop(points: float | None, curve: list[dict[str, float]], share: float) -> str | None:
+    """Why a cell stops now (`points`: its stop_when_flat; `curve`: its evaluations so far; `share`: of its budget
+    spent), or None: from STOP_FROM of its budget on, its validation accuracy gained under `points` over each of
+    its last STOP_DOUBLINGS doublings of training time."""
+    if points is None or share < STOP_FROM:
         return None
     validation = [(p["seconds"], p["val_accuracy"]) for p in curve if p.get("val_accuracy") is not None]
     gains = doubling_gains(validation, STOP_DOUBLINGS)

@@ -208,8 +208,9 @@ class Backprop(Metered):
         self.optimizer.load_state_dict({"state": per, "param_groups": values["param_groups"]})
 
 
-def trainable_count(params: WorkloadParams, named: list[tuple[str, nn.Parameter]]) -> int:
-    """Parameters the method updates: none for inference, whatever `select_trainable` left trainable otherwise."""
+def trainable_numel(params: WorkloadParams, named: list[tuple[str, nn.Parameter]]) -> int:
+    """Parameters the method updates, counted on the model's tensors (workloads.memory_model.trainable_count
+    predicts them from its shape): none for inference, whatever `select_trainable` left trainable otherwise."""
     return sum(p.numel() for _, p in named) if params.method != "inference" else 0
 
 
@@ -219,7 +220,7 @@ def make_method(
     """The method of `params`; with a `meter`, it reports its phases to it (the roofline clock)."""
     method = _build(params, model, named)
     if meter is not None:
-        method.metered(meter, PhaseCosts(params, trainable_count(params, named)))
+        method.metered(meter, PhaseCosts(params, trainable_numel(params, named)))
     return method
 
 

@@ -94,8 +94,9 @@ class WorkloadParams(BaseModel):
     stop_when_flat: float | None = Field(
         default=None,
         gt=0,
-        description="stop training once validation accuracy gained under this many points over each of the last two "
-        "doublings of training time (eval_at: log evaluates at every halving); null: train the whole budget",
+        description="stop training, from a quarter of the budget on, once validation accuracy gained under this "
+        "many points over each of the last two doublings of training time (eval_at: log evaluates at every "
+        "halving); null: train the whole budget",
     )
     evaluate: bool = Field(
         default=True,
@@ -134,9 +135,21 @@ class WorkloadParams(BaseModel):
 
     @model_validator(mode="after")
     def _stop_when_flat_needs_doublings(self) -> WorkloadParams:
-        if self.stop_when_flat is not None and self.eval_at is None:
+        if self.stop_when_flat is None:
+            return self
+        if self.eval_at is None:
             raise ValueError("stop_when_flat needs eval_at: log (an evaluation at every halving of the budget)")
+        if self.eval_every is not None or self.eval_seconds is not None:
+            raise ValueError("stop_when_flat judges eval_at's halvings alone; drop eval_every and eval_seconds")
         return self
+
+    def budget_share(self, steps: int, seconds: float) -> float:
+        """The share of the budget `steps` and `seconds` of training have spent, in the unit eval_at's points are
+        placed in: seconds of a time budget, else steps."""
+        if self.max_seconds is not None:
+            return seconds / self.max_seconds
+        assert self.max_steps is not None  # _budget: one of the two is set
+        return steps / self.max_steps
 
     @model_validator(mode="after")
     def _eval_examples(self) -> WorkloadParams:

@@ -209,7 +209,8 @@ def swap_excluded(record: CellRecord) -> bool | None:
 
 def budget_or_cap_reached(record: CellRecord) -> bool:
     """An ok cell trained its whole budget: max_steps steps or max_seconds of training in its clock's seconds,
-    whichever ended the loop. An OOM cell measured what it set out to, the cap stopping it (whether that cap was
+    whichever ended the loop, or until its validation curve was flat (stop_when_flat: the rule's own end of the
+    budget, with its reason recorded). An OOM cell measured what it set out to, the cap stopping it (whether that cap was
     the kernel's is cap_by_kernel's question), so no budget is claimed for it. A timeout or an error was stopped
     by neither and measured nothing."""
     if record.status != "ok":
@@ -217,7 +218,8 @@ def budget_or_cap_reached(record: CellRecord) -> bool:
     params, seconds = record.params, record.metrics.timing.train_seconds
     steps_done = params.max_steps is not None and record.steps >= params.max_steps
     time_done = params.max_seconds is not None and seconds is not None and seconds >= params.max_seconds - SECONDS_ROUNDING
-    return steps_done or time_done
+    stopped_flat = params.stop_when_flat is not None and record.metrics.timing.stopped_flat is not None
+    return steps_done or time_done or stopped_flat
 
 
 def clock_calibrated(record: CellRecord) -> bool:
