@@ -16,9 +16,12 @@ from harness.record.cells import canonical_json
 from harness.record.records import CellRecord
 from reports.spread import Spread, spread
 
-#: The knobs a person tunes per arm; everything else in the params (and the device and clock) is the setting.
+#: The knobs a person tunes per arm, chosen on validation; everything else in the params (and the device and clock)
+#: is the setting. The head and the batch are chosen too: a sweep compares them under one device-time budget.
 RECIPE_AXES = (
     "lr",
+    "head",
+    "batch",
     "weight_decay",
     "eps",
     "n_queries",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -136,18 +137,22 @@ def test_keys_leave_out_exactly_the_seed_or_the_recipe_and_seed():
     a = accuracy_record("mezo", 2e-5, 0, 70, 70)
     other_seed = accuracy_record("mezo", 2e-5, 1, 70, 70)
     other_lr = accuracy_record("mezo", 1e-5, 0, 70, 70)
-    other_batch = make_record(
+    other_budget = make_record(
         model="minilm-l6",
         task="rotten_tomatoes",
         lr=2e-5,
-        batch=32,
+        batch=16,
         max_steps=None,
-        max_seconds=900.0,
+        max_seconds=1800.0,
         eval_seconds=300,
     )
+    other_batch = a.model_copy(update={"params": a.params.model_copy(update={"batch": 32})})
+    other_head = a.model_copy(update={"params": a.params.model_copy(update={"head": "prompt"})})
     assert seedless_key(a) == seedless_key(other_seed) != seedless_key(other_lr)
-    assert group_key(a) == group_key(other_seed) == group_key(other_lr) != group_key(other_batch)
-    assert {"lr", "lr_schedule", "warmup_steps", "weight_decay", "n_queries"} <= set(RECIPE_AXES)
+    assert group_key(a) == group_key(other_seed) == group_key(other_lr) != group_key(other_budget)
+    # a sweep chooses the head and the batch on validation, as it chooses the learning rate
+    assert group_key(a) == group_key(other_batch) == group_key(other_head)
+    assert {"lr", "head", "batch", "lr_schedule", "warmup_steps", "weight_decay", "n_queries"} <= set(RECIPE_AXES)
 
 
 @pytest.mark.parametrize(
@@ -175,3 +180,22 @@ def test_band_interpolates_seeds_on_the_range_all_cover():
     single = mean_band([a])
     assert single.std is None and single.mean == [50.0, 70.0]
     assert mean_band([[], []]) is None
+
+
+REFERENCES = sorted(p for p in (Path(__file__).resolve().parents[1] / "results" / "reference").iterdir())
+
+
+@pytest.mark.parametrize("run_dir", [p for p in REFERENCES if p.name == "recipes" or p.name.startswith("sweep-")], ids=lambda p: p.name)
+def test_no_committed_sweep_chooses_on_test_accuracy(run_dir):
+    """Every committed recipe sweep: its choices survive shuffled and random test figures."""
+    from reports.rundata import load_run
+
+    records = load_run(run_dir).valid_records
+    expected = {c.key: c.chosen.label if c.chosen else None for c in choose_recipes(records)}
+    assert any(len(c.ranked) > 1 for c in choose_recipes(records)), "a sweep with nothing to choose"
+    rng = random.Random(11)
+    tests = [r.metrics.accuracy.final for r in records]
+    for _ in range(3):
+        rng.shuffle(tests)
+        for changed in ([_with_test(r, t) for r, t in zip(records, tests, strict=True)], [_with_test(r, rng.uniform(0, 100)) for r in records]):
+            assert {c.key: c.chosen.label if c.chosen else None for c in choose_recipes(changed)} == expected
