@@ -195,9 +195,10 @@ def test_evaluation_batches_cut_to_their_examples_length_score_as_the_padded_one
     batches = [batch for _, batch in task.held_out_batches("test")]
     cut = torch.cat([model(**{k: v for k, v in b.items() if k != "labels"}).logits for b in batches])
     padded = model(input_ids=held_out.input_ids, attention_mask=held_out.attention_mask).logits
-    order = torch.argsort(held_out.attention_mask.sum(1), stable=True)
+    order = torch.argsort(held_out.attention_mask.sum(1), stable=True, descending=True)
     assert torch.equal(torch.cat([b["labels"] for b in batches]), held_out.labels[order])
     torch.testing.assert_close(cut, padded[order], atol=1e-4, rtol=1e-4)
     widths = [b["input_ids"].shape[1] for b in batches]
     print(f"evaluation widths {widths} of {params.seq_len}")
+    assert widths == sorted(widths, reverse=True)  # longest first: later batches reuse the first one's buffers
     assert max(widths) <= params.seq_len and sum(widths) < 0.75 * params.seq_len * len(batches)

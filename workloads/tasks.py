@@ -126,9 +126,12 @@ class Task:
         """(rows, batch) over the evaluated examples of `split`, at the training batch size: a larger evaluation
         batch would set the peak of forward-only cells (inference, MeZO) and the cap would measure the harness's
         evaluation rather than the method. Batches group examples of similar length, each padded to its longest
-        (trim_padding); `rows` are the batch's examples' places in the split."""
+        (trim_padding), longest first: every later batch fits in the buffers the first freed, where in ascending
+        order each longer batch took fresh memory and the allocator kept the shorter ones' (mpnet-base on whole
+        splits of Rotten Tomatoes: +179 MiB peak RSS over the model, against +304 ascending). `rows` are the
+        batch's examples' places in the split."""
         held_out = self.evaluated[split]
-        order = torch.argsort(held_out.attention_mask.sum(1), stable=True)
+        order = torch.argsort(held_out.attention_mask.sum(1), stable=True, descending=True)
         for start in range(0, len(held_out), self.batch_size):
             rows = order[start : start + self.batch_size]
             yield rows, trim_padding(held_out.rows(rows))
