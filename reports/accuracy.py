@@ -12,7 +12,7 @@ from harness.record.records import CellRecord
 from reports.paired import Interval
 from reports.pairs import Pairing, Unpaired, final_interval, gain
 from reports.plateau import Plateau, arm_plateau
-from reports.rundata import TEST, RunData, RunPredictions, accuracy_curve
+from reports.rundata import TEST, VALIDATION, RunData, RunPredictions, accuracy_curve
 from reports.selection import RECIPE_AXES, SEED_AXIS, GroupChoice, choose_recipes, describe, varying_axes
 from reports.spread import Spread, spread
 from reports.style import METHODS, arm_label
@@ -55,6 +55,7 @@ class AccuracyRow:
     val: Spread | None
     majority: float | None
     plateau: Plateau  # the chosen recipe's mean validation curve over its last doubling of device time
+    val_gains: list[Pairing]  # per recipe of choice.ranked, its validation accuracy over its step 0 (the learning check)
 
     @property
     def several_recipes(self) -> bool:
@@ -100,6 +101,7 @@ def _row(choice: GroupChoice, others: list[str], predictions: RunPredictions) ->
             None,
         ),
         plateau=arm_plateau(choice.shown),
+        val_gains=[gain(predictions, score.records, VALIDATION) for score in choice.ranked],
     )
 
 

@@ -51,6 +51,7 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.globals["zip"] = zip
     env.filters.update(
         mib=lambda n: "" if n is None else f"{n / MIB:,.1f}",
         size=format_bytes,

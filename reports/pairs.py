@@ -16,7 +16,7 @@ from reports.paired import (
     accuracy_interval,
     paired_difference,
 )
-from reports.rundata import RunPredictions
+from reports.rundata import TEST, RunPredictions
 
 NO_PREDICTIONS = "no predictions"
 
@@ -50,9 +50,9 @@ def pair(a: Sequence[Scored | None], b: Sequence[Scored | None], same_seeds: boo
         return Unpaired(str(exc))
 
 
-def gain(predictions: RunPredictions, records: Sequence[CellRecord]) -> Pairing:
-    """The seeds' final test accuracy over their own step 0, seed by seed."""
-    finals, starts = [predictions.final(r) for r in records], [predictions.start(r) for r in records]
+def gain(predictions: RunPredictions, records: Sequence[CellRecord], split: str = TEST) -> Pairing:
+    """The seeds' final accuracy on `split` over their own step 0, seed by seed."""
+    finals, starts = [predictions.final(r, split) for r in records], [predictions.start(r, split) for r in records]
     if any(finals) and not any(starts):
         return Unpaired("no evaluation at step 0 kept")
     return pair(finals, starts, same_seeds=True)

@@ -19,6 +19,7 @@ from workloads.predictions import Predictions, PredictionsError, PredictionsRef,
 from workloads.registry import model_shape
 
 TEST = "test"
+VALIDATION = "validation"
 JOULES = "joules"  # the x of an accuracy curve in device energy (`curve`)
 
 

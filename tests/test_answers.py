@@ -129,3 +129,16 @@ def test_an_inference_cell_is_the_zero_shot_arm(tmp_path):
     run = load_run(write_run(tmp_path, accuracy_run(arms=arms)))
     (answer,) = device_answers(run, accuracy_rows(run))
     assert [line.arm for line in answer_lines(answer)] == ["MeZO", "zero-shot (no training)"]
+
+
+def test_every_recipe_tried_has_its_validation_gain_over_step_0_paired(tmp_path):
+    """The learning check of a sweep: each recipe's final validation accuracy over its own step 0, seed by seed."""
+    from reports.paired import PairedDifference
+
+    arms = {("mezo", "full"): {1e-5: (60.0, 59.0), 2e-5: (76.0, 75.2)}}
+    run = load_run(write_run(tmp_path, accuracy_run(arms=arms)))
+    (row,) = accuracy_rows(run)
+    assert [s.recipe["lr"] for s in row.choice.ranked] == [2e-5, 1e-5]
+    best, worse = row.val_gains
+    assert isinstance(best, PairedDifference) and isinstance(worse, PairedDifference)
+    assert best.difference > worse.difference > 0 and best.decisive and best.seeds_a == 3
