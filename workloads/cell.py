@@ -159,10 +159,7 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
         reporter.progress(loop.step, loss=round(loss, 5))
         if evaluates and eval_due(params, loop, targets) and _within_budget(params, loop.step, trace.train_seconds):
             evaluate(loop.step)
-            share = params.budget_share(loop.step, trace.train_seconds)
-            trace.stopped_flat = flat_stop(params.stop_when_flat, trace.curve, share)
-            if trace.stopped_flat is not None:
-                say(f"stopped at step {loop.step}: {trace.stopped_flat}")
+            if _stopped_flat(params, loop):
                 break
         if saver is not None and saver.due(loop) and _within_budget(params, loop.step, trace.train_seconds):
             saver.save(loop, method, named, now)
@@ -177,6 +174,16 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
     if evaluates:
         outcome.predictions = loop.predictions.encode()
     return outcome
+
+
+def _stopped_flat(params: WorkloadParams, loop: Loop) -> bool:
+    """Whether the evaluation just made ends training (stop_when_flat), saying why in the log and the trace."""
+    trace = loop.trace
+    share = params.budget_share(loop.step, trace.train_seconds)
+    trace.stopped_flat = flat_stop(params.stop_when_flat, trace.curve, share)
+    if trace.stopped_flat is not None:
+        say(f"stopped at step {loop.step}: {trace.stopped_flat}")
+    return trace.stopped_flat is not None
 
 
 def _resume(
