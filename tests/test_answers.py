@@ -142,3 +142,11 @@ def test_every_recipe_tried_has_its_validation_gain_over_step_0_paired(tmp_path)
     best, worse = row.val_gains
     assert isinstance(best, PairedDifference) and isinstance(worse, PairedDifference)
     assert best.difference > worse.difference > 0 and best.decisive and best.seeds_a == 3
+
+
+def test_log_spaced_curves_get_a_log_time_axis_and_short_ones_a_linear_one():
+    from reports.plots.accuracy import log_threshold
+
+    budget = 7200.0
+    assert log_threshold([0.0] + [budget / 2**k for k in range(7)]) == budget / 64
+    assert log_threshold([0.0, 300.0, 600.0]) is None

@@ -23,6 +23,10 @@ MAJORITY_COLOUR = "#555555"
 
 X_LABELS = {"step": "step", JOULES: "device energy spent training (J)"}
 
+#: The span of evaluation times over which the x axis turns logarithmic (linear from 0 to the first evaluation
+#: after step 0): an `eval_at: log` curve spans 64.
+LOG_SPAN = 30
+
 
 def curve_variant(record: CellRecord) -> str:
     """The line style's key: the model, and what of it is tuned when that is not all of it (the head and the
@@ -101,12 +105,18 @@ def accuracy_plot(run: RunData, choices: list[GroupChoice], x_key: str) -> Plot 
         ax.set_title(device.name, fontsize=11)
         ax.set_ylabel("test accuracy (%)")
         ax.set_xlabel(X_LABELS.get(x_key) or f"training time, {time_label(drawn)}")
-    if x_key == "step" and spans_decades(xs, factor=100):
+    if (threshold := log_threshold(xs)) is not None:
         for ax in axes:
-            ax.set_xscale("symlog", linthresh=10)
+            ax.set_xscale("symlog", linthresh=threshold)
     banded = any(b.std is not None for _, b in bands)
     method_legend(fig, method_order(methods), _legend_extras(models, style, banded, majority))
     return Plot(*_titles(x_key, plotted, majority), to_png(fig))
+
+
+def log_threshold(xs: list[float]) -> float | None:
+    """Where a symlog x axis turns logarithmic (the first evaluation after step 0), when the evaluations span more
+    than LOG_SPAN (log-spaced ones: each doubling of the budget gets equal room); None: a linear axis."""
+    return min(x for x in xs if x > 0) if spans_decades(xs, factor=LOG_SPAN) else None
 
 
 def _legend_extras(models: list[str], style: dict[str, str], banded: bool, majority: bool) -> list:
@@ -127,7 +137,8 @@ def _titles(x_key: str, plotted: list[CellRecord], majority: bool) -> tuple[str,
     how = (
         "Each line is one setting's recipe chosen on validation accuracy (see the accuracy table): the mean "
         "test accuracy over its finished seeds, with a shaded mean ± std band (sample std, none for a single "
-        "seed; seeds interpolated on a common grid) and n, the number of seeds, at its end."
+        "seed; seeds interpolated on a common grid) and n, the number of seeds, at its end. Where the evaluations "
+        "span more than 30x, the x axis is logarithmic past the first evaluation after step 0."
         + (" The dashed grey line is the majority-class accuracy of the test split." if majority else "")
     )
     if x_key == "seconds":
