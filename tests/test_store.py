@@ -212,3 +212,18 @@ def test_retry_errors_leaves_failed_cells_out_of_the_done_ones(tmp_path):
     assert store.prepare(INFO, fresh=False, retry_errors=True) == {records[0].cell_id, records[1].cell_id}
     store.append(make_record("ok", seed=2))  # a retried cell that now succeeded is done
     assert records[2].cell_id in store.prepare(INFO, fresh=False, retry_errors=True)
+
+
+def test_a_grid_that_grew_resumes_and_one_that_changed_is_refused(tmp_path):
+    """A sweep whose choice sat at the edge of its grid extends the grid: its finished cells resume. A spec that
+    dropped or changed a cell, or only changed something else, is another spec."""
+    RunStore(tmp_path).prepare(make_run_info(spec_hash="abc", cells=["a", "b"]), fresh=False)
+    RunStore(tmp_path).append(make_record(seed=1))
+    done = RunStore(tmp_path).prepare(make_run_info(spec_hash="grown", cells=["a", "b", "c"]), fresh=False)
+    assert len(done) == 1 and read_run_info(tmp_path).spec_hash == "grown"
+    for cells in (["a", "b", "d"], ["a", "b", "c"], ["a"]):  # changed, the same cells, fewer
+        with pytest.raises(UserError, match="different spec; pass --fresh"):
+            RunStore(tmp_path).prepare(make_run_info(spec_hash="other", cells=cells), fresh=False)
+    searched = make_run_info(spec_hash="searched", cells=["a", "b", "c", "e"], largest_fitting_arms=["arm"])
+    with pytest.raises(UserError, match="different spec"):
+        RunStore(tmp_path).prepare(searched, fresh=False)

@@ -260,6 +260,13 @@ def done_cells(run_dir: Path, retry_errors: bool = False) -> set[str]:
     return {r.cell_id for r in load_records(run_dir) if not (retry_errors and r.status in UNMEASURED)}
 
 
+def grown(before: RunInfo, after: RunInfo) -> bool:
+    """Whether `after` is `before`'s grid with cells added: the cells `before` planned are all still planned, more
+    are, and neither resolves models at run time (a largest-fitting search's cells are known only once probed)."""
+    fixed = not before.largest_fitting_arms and not after.largest_fitting_arms
+    return fixed and set(before.cells) < set(after.cells)
+
+
 class RunStore:
     """Appends records durably and knows which cells are already finished; `devices` names a writer's slice."""
 
@@ -289,7 +296,10 @@ class RunStore:
         write_atomic(self.info_path, run_info.model_dump_json(indent=2) + "\n")
 
     def _refuse_other_spec(self, run_info: RunInfo) -> None:
-        if any(read_info_file(p).spec_hash != run_info.spec_hash for p in run_info_paths(self.run_dir)):
+        """A run directory holds one spec's run; a spec whose grid grew (every cell it held still in it, and more,
+        as when a sweep's choice at the edge of its grid extends the grid) resumes into it."""
+        others = [info for p in run_info_paths(self.run_dir) if (info := read_info_file(p)).spec_hash != run_info.spec_hash]
+        if others and not all(grown(info, run_info) for info in others):
             raise UserError(
                 f"{self.run_dir} holds a run of a different spec; pass --fresh to redo it "
                 "(old results are kept as a .bak file) or choose another --out"
