@@ -1,8 +1,8 @@
 """Per-core throughput of this host at one thread and at every thread: the shape of both host calibrations.
 
 A rate per CPU-second measured at 1 thread is what one device-scaled cell gets; the same rate measured with a
-thread on each of the N cores is what each of N concurrent cells gets when they share the memory system. Both are medians of a few short runs so that
-one preempted run does not move them."""
+thread on each of the N cores is what each of N concurrent cells gets when they share the memory system. Both are
+medians of a few short runs so that one preempted run does not move them."""
 
 from __future__ import annotations
 

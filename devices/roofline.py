@@ -51,9 +51,7 @@ class HostBandwidth(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     gbs_per_core: float = Field(gt=0)
-    parallel_gbs_per_core: float | None = Field(
-        None, gt=0, description="per core with a thread on every core"
-    )
+    parallel_gbs_per_core: float | None = Field(None, gt=0, description="per core with a thread on every core")
     cores: int = Field(ge=1)
     cpu: str
     method: str
@@ -69,9 +67,7 @@ class Roofline(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     device_gflops: float = Field(gt=0)
-    device_bandwidth_gbs: float = Field(
-        gt=0, description="the device's memcpy rate (catalogue bandwidth_gbs)"
-    )
+    device_bandwidth_gbs: float = Field(gt=0, description="the device's memcpy rate (catalogue bandwidth_gbs)")
     host_gflops_per_core: float = Field(gt=0)
     host_bandwidth_gbs_per_core: float = Field(gt=0, description="the host's memcpy rate per CPU-second")
     source: str = ""
@@ -80,9 +76,7 @@ class Roofline(BaseModel):
         return max(flops / (self.device_gflops * 1e9), traffic / (2 * self.device_bandwidth_gbs * 1e9))
 
     def host_seconds(self, flops: float, traffic: float) -> float:
-        return max(
-            flops / (self.host_gflops_per_core * 1e9), traffic / (2 * self.host_bandwidth_gbs_per_core * 1e9)
-        )
+        return max(flops / (self.host_gflops_per_core * 1e9), traffic / (2 * self.host_bandwidth_gbs_per_core * 1e9))
 
     def ratio(self, flops: float, traffic: float) -> float | None:
         """Device seconds per host CPU-second for a phase of `flops` and `traffic` bytes; None for an empty one."""
@@ -206,9 +200,7 @@ def _valid(figure: object) -> bool:
 
 def host_bandwidth() -> HostBandwidth | None:
     """This environment's measured memcpy rate: cached, else measured now (a few seconds). None if it cannot be."""
-    figure = measured_once(
-        "host-bandwidth", ["devices.roofline", "--calibrate"], packages=("torch",), valid=_valid
-    )
+    figure = measured_once("host-bandwidth", ["devices.roofline", "--calibrate"], packages=("torch",), valid=_valid)
     return None if figure is None else HostBandwidth.model_validate(figure)
 
 
