@@ -8,7 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reports.accuracy import AccuracyRow
-from reports.findings import DeviceAnswer, accuracy_model, arm_counts, change_verdict, device_answers, winner
+from reports.findings import (
+    DeviceAnswer,
+    accuracy_model,
+    arm_counts,
+    change_verdict,
+    device_answers,
+    status_of,
+    winner,
+)
 from reports.pairs import Pairing, Unpaired, change_text
 from reports.rundata import RunData
 from reports.style import count_of
@@ -86,11 +94,28 @@ def _measured(answer: DeviceAnswer, row: AccuracyRow, versus: Pairing | None, ki
     )
 
 
+def _none_measured(device: str, arm: str, model: str, status: str, cells: int) -> AnswerLine:
+    """A line for an arm's model none of whose cells gave a measurement (`status`: how they ended)."""
+    return AnswerLine(
+        device=device,
+        arm=arm,
+        method="",
+        model=model,
+        final=f"none measured: {status} ({count_of(cells, 'cell')})",
+        start=NONE,
+        gain=NONE,
+        versus=NONE,
+        plateau=NONE,
+        killed=f"{cells} ({status})",
+        majority=NONE,
+    )
+
+
 def answer_lines(answer: DeviceAnswer) -> list[AnswerLine]:
     """The device's arms, best mean final test accuracy first, each with the cells of its arm and model the kernel
     killed; an arm's model with none measured (e.g. the larger model it was resolved down from) last, on a line of
     its own."""
-    counts = arm_counts(answer.unmeasured, lambda r: r.status)
+    counts = arm_counts(answer.unmeasured, status_of)
     lines, named = [], set()
     for row, versus in zip(answer.ranked, [None, *answer.gaps], strict=True):
         killed = NONE if (row.arm, row.model) in named else _killed(counts, row.arm, row.model)
@@ -98,10 +123,7 @@ def answer_lines(answer: DeviceAnswer) -> list[AnswerLine]:
         lines.append(_measured(answer, row, versus, killed))
     for (arm, model, task, status), n in counts.items():
         if (arm, model) not in named:
-            none = f"none measured: {status} ({count_of(n, 'cell')})"
-            lines.append(
-                AnswerLine(answer.device, arm, "", accuracy_model(model, task), none, *[NONE] * 4, f"{n} ({status})", NONE)
-            )
+            lines.append(_none_measured(answer.device, arm, accuracy_model(model, task), status, n))
     return lines
 
 

@@ -4,7 +4,6 @@ The largest model each arm trains is reports.fits."""
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,7 @@ from reports.accuracy import AccuracyRow
 from reports.fits import params_of
 from reports.paired import PairedDifference
 from reports.pairs import Pairing, Unpaired, gap
-from reports.rundata import JOULES, RunData, curve
+from reports.rundata import JOULES, RunData, curve, seeds_mean
 from reports.style import BACKPROP_METHODS, arm_label, count_of
 from reports.validity import failed_checks
 from workloads.registry import truncation
@@ -35,7 +34,7 @@ class DeviceAnswer:
 
     def sentence(self) -> str:
         text = self._ranking() if self.ranked else "no valid accuracy measurement"
-        for (arm, model, _, status), count in arm_counts(self.unmeasured, _status).items():
+        for (arm, model, _, status), count in arm_counts(self.unmeasured, status_of).items():
             text += f"; {arm} on {model}: {status} in {count_of(count, 'cell')}"
         for (arm, model, _, checks), count in arm_counts(self.invalid, _failed).items():
             text += f"; left out, invalid ({checks}): {arm} on {model} in {count_of(count, 'cell')}"
@@ -79,7 +78,7 @@ def _gap_text(pairing: Pairing, best: AccuracyRow, other: AccuracyRow) -> str:
     return f" ({pairing.figures()}: {winner(pairing, best, other)})"
 
 
-def _status(record: CellRecord) -> str:
+def status_of(record: CellRecord) -> str:
     return record.status
 
 
@@ -139,19 +138,18 @@ def mean_curve(row: AccuracyRow, x_key: str = "seconds") -> list[tuple[float, fl
     """Test accuracy against device seconds (or `x_key`: reports.rundata.curve, e.g. device joules), averaged
     over the chosen recipe's seeds at each evaluation (the seeds evaluate at the same budgeted times; a seed with
     fewer points shortens the curve, and one without the figure leaves the curve empty)."""
-    curves = [curve(r, x_key) for r in row.choice.shown]
-    if not curves or not all(curves):
-        return []
-    return [
-        (statistics.fmean(c[i][0] for c in curves), statistics.fmean(c[i][1] for c in curves))
-        for i in range(min(map(len, curves)))
-    ]
+    return seeds_mean([curve(r, x_key) for r in row.choice.shown])
+
+
+def first_reaching(points: list[tuple[float, float]], target: float) -> float | None:
+    """The x of the first point at or above `target`; None: not within the curve."""
+    return next((x for x, accuracy in points if accuracy >= target), None)
 
 
 def time_to_reach(row: AccuracyRow, target: float, x_key: str = "seconds") -> float | None:
     """Device seconds (or `x_key`) until the row's mean test curve first reaches `target`; None: not within its
     budget (or no such figure)."""
-    return next((x for x, accuracy in mean_curve(row, x_key) if accuracy >= target), None)
+    return first_reaching(mean_curve(row, x_key), target)
 
 
 def passing_table(answers: list[DeviceAnswer]) -> str:
@@ -180,12 +178,7 @@ class Reach:
     joules: float | None  # device joules of training; None: not within the budget, or no energy figures
     has_energy: bool
     interval: tuple[float | None, float | None] | None = None  # to the target's interval's low and high ends
-
-    @property
-    def last_seconds(self) -> float | None:
-        """The device seconds of the arm's last evaluation (its mean curve's end): how far it was watched."""
-        curve = mean_curve(self.arm)
-        return curve[-1][0] if curve and curve[-1][0] > 0 else None
+    last_seconds: float | None = None  # the device seconds of the arm's last evaluation: how far it was watched
 
     def _seconds(self, seconds: float | None) -> str:
         if seconds is not None:
@@ -213,10 +206,10 @@ class Reach:
         return text if early is None else f"{text} ({self._seconds(early)} to its 95% CI's low end)"
 
 
-def _interval_times(arm: AccuracyRow, target: AccuracyRow) -> tuple[float | None, float | None] | None:
+def _interval_times(points: list[tuple[float, float]], target: AccuracyRow) -> tuple[float | None, float | None] | None:
     if isinstance(target.final, Unpaired):
         return None
-    return time_to_reach(arm, target.final.low), time_to_reach(arm, target.final.high)
+    return first_reaching(points, target.final.low), first_reaching(points, target.final.high)
 
 
 def reaches(answers: list[DeviceAnswer]) -> list[Reach]:
@@ -226,7 +219,8 @@ def reaches(answers: list[DeviceAnswer]) -> list[Reach]:
     found = []
     for answer in answers:
         for arm in answer.ranked:
-            energy = bool(mean_curve(arm, JOULES))
+            seconds, joules = mean_curve(arm), mean_curve(arm, JOULES)
+            last = seconds[-1][0] if seconds and seconds[-1][0] > 0 else None
             for target in (r for r in answer.ranked if r is not arm):
                 assert target.test is not None
                 found.append(
@@ -234,10 +228,11 @@ def reaches(answers: list[DeviceAnswer]) -> list[Reach]:
                         answer.device,
                         arm,
                         target,
-                        time_to_reach(arm, target.test.mean),
-                        time_to_reach(arm, target.test.mean, JOULES),
-                        energy,
-                        _interval_times(arm, target),
+                        first_reaching(seconds, target.test.mean),
+                        first_reaching(joules, target.test.mean),
+                        bool(joules),
+                        _interval_times(seconds, target),
+                        last,
                     )
                 )
     return found

@@ -9,10 +9,10 @@ stays for the claim.
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 
 from harness.record.records import CellRecord
+from reports.rundata import accuracy_curve, seeds_mean
 from workloads.doubling import doubling_gains
 
 #: Points of validation accuracy gained over the last doubling of device time under which an arm has flattened.
@@ -40,24 +40,6 @@ class Plateau:
         return f"{verdict}: {self.gain:+.1f} points from {self.since:,.0f} to {self.until:,.0f} device s"
 
 
-def validation_curve(record: CellRecord) -> list[tuple[float, float]]:
-    """The record's validation accuracy (percent) against its training device seconds, sorted."""
-    points = [(p.seconds, p.val_accuracy) for p in record.metrics.accuracy.curve]
-    return sorted((float(x), y) for x, y in points if y is not None)
-
-
-def mean_validation_curve(records: list[CellRecord]) -> list[tuple[float, float]]:
-    """Seeds' validation curves averaged point by point (the seeds evaluate at the same budgeted times; a seed
-    with fewer points shortens the curve)."""
-    curves = [validation_curve(r) for r in records]
-    if not curves or not all(curves):
-        return []
-    return [
-        (statistics.fmean(c[i][0] for c in curves), statistics.fmean(c[i][1] for c in curves))
-        for i in range(min(map(len, curves)))
-    ]
-
-
 def plateau(curve: list[tuple[float, float]]) -> Plateau:
     """The gain over the curve's last doubling of time (`curve`: sorted (device seconds, accuracy) points;
     workloads.doubling decides which evaluations span it)."""
@@ -70,4 +52,4 @@ def plateau(curve: list[tuple[float, float]]) -> Plateau:
 
 def arm_plateau(records: list[CellRecord]) -> Plateau:
     """The plateau rule applied to these seeds' mean validation curve."""
-    return plateau(mean_validation_curve(records))
+    return plateau(seeds_mean([accuracy_curve(r, "seconds", "val_accuracy") for r in records]))

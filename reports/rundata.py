@@ -3,6 +3,7 @@ per-example predictions its records reference (checked once, see `RunPredictions
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -23,10 +24,22 @@ VALIDATION = "validation"
 JOULES = "joules"  # the x of an accuracy curve in device energy (`curve`)
 
 
-def accuracy_curve(record: CellRecord, x_key: str) -> list[tuple[float, float]]:
-    """The record's test accuracy (percent, as workloads report it) against `x_key`, sorted."""
-    points = [(getattr(p, x_key), p.accuracy) for p in record.metrics.accuracy.curve]
+def accuracy_curve(record: CellRecord, x_key: str, y_key: str = "accuracy") -> list[tuple[float, float]]:
+    """The record's test accuracy (or `y_key`: val_accuracy) in percent, as workloads report it, against `x_key`,
+    sorted."""
+    points = [(getattr(p, x_key), getattr(p, y_key)) for p in record.metrics.accuracy.curve]
     return sorted((float(x), y) for x, y in points if y is not None)
+
+
+def seeds_mean(curves: list[list[tuple[float, float]]]) -> list[tuple[float, float]]:
+    """Seeds' curves averaged point by point: the seeds evaluate at the same budgeted times, a seed with fewer
+    points shortens the curve, and one without the figure leaves it empty."""
+    if not curves or not all(curves):
+        return []
+    return [
+        (statistics.fmean(c[i][0] for c in curves), statistics.fmean(c[i][1] for c in curves))
+        for i in range(min(map(len, curves)))
+    ]
 
 
 def mean_watts(record: CellRecord) -> float | None:
