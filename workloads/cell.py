@@ -145,7 +145,7 @@ def run_cell(params: WorkloadParams, reporter: Reporter) -> CellOutcome:
     evaluate = _evaluator(model, task, device, method, meter, costs, now, loop, reporter)
     if evaluates and not trace.curve:
         evaluate(0)
-    targets = eval_targets(params)
+    targets = params.eval_fractions()
     throughput = ThroughputTrace(clock, heated_from)
     while _within_budget(params, loop.step, trace.train_seconds):
         batch = {k: v.to(device) for k, v in task.batch(loop.step).items()}
@@ -269,12 +269,6 @@ def empty_predictions(task: Task) -> Predictions:
     )
 
 
-def eval_targets(params: WorkloadParams) -> list[float]:
-    """`eval_at`'s evaluation points, in the budget's unit: seconds of training (a time budget) or steps."""
-    budget = params.max_seconds if params.max_seconds is not None else params.max_steps
-    return [fraction * budget for fraction in params.eval_fractions()]
-
-
 def eval_due(params: WorkloadParams, loop: Loop, targets: list[float]) -> bool:
     """Whether the step just taken reached an evaluation point (every k steps, every k seconds, or `eval_at`'s
     next share of the budget); the time-based schedules move on past every point reached."""
@@ -284,10 +278,10 @@ def eval_due(params: WorkloadParams, loop: Loop, targets: list[float]) -> bool:
         due = True
         while loop.next_eval_s <= seconds:
             loop.next_eval_s += params.eval_seconds
-    progress = seconds if params.max_seconds is not None else loop.step
-    if loop.next_fraction < len(targets) and progress >= targets[loop.next_fraction]:
+    share = params.budget_share(loop.step, seconds)
+    if loop.next_fraction < len(targets) and share >= targets[loop.next_fraction]:
         due = True
-        while loop.next_fraction < len(targets) and progress >= targets[loop.next_fraction]:
+        while loop.next_fraction < len(targets) and share >= targets[loop.next_fraction]:
             loop.next_fraction += 1
     return due
 

@@ -298,8 +298,8 @@ class RunStore:
     def _refuse_other_spec(self, run_info: RunInfo) -> None:
         """A run directory holds one spec's run; a spec whose grid grew (every cell it held still in it, and more,
         as when a sweep's choice at the edge of its grid extends the grid) resumes into it."""
-        others = [info for p in run_info_paths(self.run_dir) if (info := read_info_file(p)).spec_hash != run_info.spec_hash]
-        if others and not all(grown(info, run_info) for info in others):
+        others = [read_info_file(p) for p in run_info_paths(self.run_dir)]
+        if not all(info.spec_hash == run_info.spec_hash or grown(info, run_info) for info in others):
             raise UserError(
                 f"{self.run_dir} holds a run of a different spec; pass --fresh to redo it "
                 "(old results are kept as a .bak file) or choose another --out"
