@@ -31,6 +31,9 @@ RECIPE_AXES = (
     "zo_noise",
 )
 SEED_AXIS = "seed"
+#: Recipe axes on a continuous scale, where a choice at either end of the values tried may have its optimum beyond
+#: them (a sweep's rule: such a grid extends once). The head, the batch and the query count are settings, not scales.
+CONTINUOUS_AXES = ("lr", "eps", "weight_decay")
 
 
 def setting_key(record: CellRecord, leave_out: Sequence[str]) -> str:
@@ -132,6 +135,19 @@ def _rank_key(score: RecipeScore) -> tuple:
     return (-score.val.mean, score.missing, canonical_json(score.recipe))
 
 
+def grid_edges(chosen: RecipeScore, ranked: list[RecipeScore]) -> list[str]:
+    """The continuous axes whose chosen value is the smallest or the largest of two or more values tried among
+    the recipes with a validation figure, said as `lr 1e-5 is the largest tried`."""
+    edges = []
+    for axis in CONTINUOUS_AXES:
+        tried = sorted({v for s in ranked if s.val and (v := s.recipe.get(axis)) is not None})
+        value = chosen.recipe.get(axis)
+        if len(tried) > 1 and value in (tried[0], tried[-1]):
+            end = "smallest" if value == tried[0] else "largest"
+            edges.append(f"{axis.replace('_', ' ')} {format_value(value)} is the {end} tried")
+    return edges
+
+
 def _sentence(ranked: list[RecipeScore], chosen: RecipeScore | None) -> str:
     unranked = [s for s in ranked if s.val is None]
     if chosen is None:
@@ -147,7 +163,9 @@ def _sentence(ranked: list[RecipeScore], chosen: RecipeScore | None) -> str:
         if unranked
         else ""
     )
-    return f"{lead}: {chosen.label} (mean val {chosen.val.mean:.1f} over {chosen.over()}){note}; test shown"
+    edges = grid_edges(chosen, ranked)
+    edge = f"; at the edge of its grid ({', '.join(edges)}): extend the grid" if edges else ""
+    return f"{lead}: {chosen.label} (mean val {chosen.val.mean:.1f} over {chosen.over()}){note}{edge}; test shown"
 
 
 def choose_group(key: str, records: list[CellRecord]) -> GroupChoice:

@@ -194,7 +194,7 @@ def test_accuracy_summary_reads_as_seeds_with_spread_chosen_on_validation(browse
     assert " ± " in mezo[7] and mezo[7].endswith("(n=3)")  # final test accuracy: mean ± std (n)
     assert mezo[8] == "50.0"  # the majority class beside it
     assert (
-        mezo[-1] == "recipe chosen on validation accuracy: lr 2e-5 (mean val 76.0 over 3 seeds); test shown"
+        mezo[-1] == "recipe chosen on validation accuracy: lr 2e-5 (mean val 76.0 over 3 seeds); at the edge of its grid (lr 2e-5 is the largest tried): extend the grid; test shown"
     )
     assert "runner-up" in _visible_text(browser, "#recipes-table")
     # The gain over step 0 stands with its paired interval (the fixtures keep per-example predictions).

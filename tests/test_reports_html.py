@@ -285,7 +285,7 @@ def _text(path: Path) -> str:
 
 def test_accuracy_summary_shows_the_recipe_chosen_on_validation_with_its_test_spread(accuracy_report):
     html = _text(accuracy_report)
-    assert "recipe chosen on validation accuracy: lr 2e-5 (mean val 76.0 over 3 seeds); test shown" in html
+    assert "recipe chosen on validation accuracy: lr 2e-5 (mean val 76.0 over 3 seeds); at the edge of its grid (lr 2e-5 is the largest tried): extend the grid; test shown" in html
     mezo = [
         r for r in accuracy_run() if (r.params.method, r.params.tuning, r.params.lr) == ("mezo", "full", 2e-5)
     ]

@@ -43,7 +43,7 @@ def test_the_best_mean_validation_recipe_is_chosen_even_where_test_prefers_anoth
     assert [s.label for s in mezo.ranked] == ["lr 2e-5", "lr 1e-5"]
     assert mezo.chosen.val.mean == pytest.approx(76.0 + statistics.fmean((0.0, 0.8, -0.9)), abs=0.01)
     assert mezo.sentence == (
-        "recipe chosen on validation accuracy: lr 2e-5 (mean val 76.0 over 3 seeds); test shown"
+        "recipe chosen on validation accuracy: lr 2e-5 (mean val 76.0 over 3 seeds); at the edge of its grid (lr 2e-5 is the largest tried): extend the grid; test shown"
     )
     assert [r.params.seed for r in mezo.shown] == [0, 1, 2]
     assert choices[("bp-checkpointed", "full")].chosen.recipe["lr"] == 1e-4
@@ -199,3 +199,55 @@ def test_no_committed_sweep_chooses_on_test_accuracy(run_dir):
         rng.shuffle(tests)
         for changed in ([_with_test(r, t) for r, t in zip(records, tests, strict=True)], [_with_test(r, rng.uniform(0, 100)) for r in records]):
             assert {c.key: c.chosen.label if c.chosen else None for c in choose_recipes(changed)} == expected
+
+
+
+def _cell(lr: float, val: float, **params):
+    """A one-seed MeZO cell at `lr` with final validation `val`, other params changed as given."""
+    record = accuracy_record("mezo", lr=lr, seed=0, val=val, test=70.0)
+    return record.model_copy(update={"params": record.params.model_copy(update=params)})
+
+
+@pytest.mark.parametrize(
+    ("grid", "edge"),
+    [
+        ([(1e-6, 70.0), (1e-5, 72.0), (1e-4, 71.0)], None),
+        ([(1e-6, 70.0), (1e-5, 71.0), (1e-4, 72.0)], "lr 1e-4 is the largest tried"),
+        ([(1e-6, 73.0), (1e-5, 71.0), (1e-4, 72.0)], "lr 1e-6 is the smallest tried"),
+        ([(1e-5, 72.0)], None),  # one value is no grid
+    ],
+)
+def test_a_choice_at_either_end_of_a_continuous_grid_is_flagged(grid, edge):
+    (choice,) = choose_recipes([_cell(lr, val) for lr, val in grid])
+    if edge is None:
+        assert "edge" not in choice.sentence
+    else:
+        assert choice.sentence.endswith(f"; at the edge of its grid ({edge}): extend the grid; test shown")
+
+
+def test_every_continuous_axis_at_its_edge_is_named_and_settings_never_are():
+    cells = [_cell(1e-5, 70.0, eps=1e-3), _cell(1e-4, 72.0, eps=1e-2), _cell(1e-4, 71.0, eps=1e-3)]
+    (choice,) = choose_recipes(cells)
+    assert "(lr 1e-4 is the largest tried, eps 0.01 is the largest tried)" in choice.sentence
+    (heads,) = choose_recipes([_cell(1e-5, 70.0, head="prototype"), _cell(1e-5, 72.0, head="prompt", n_queries=4)])
+    assert heads.chosen.recipe["head"] == "prompt" and "edge" not in heads.sentence
+
+
+def _finished(run_dir: Path) -> bool:
+    """Whether every cell the run planned has a record: a sweep still running may sit at an edge for now."""
+    from reports.rundata import load_run
+
+    run = load_run(run_dir)
+    return set(run.info.cells) <= {r.cell_id for r in run.records}
+
+
+@pytest.mark.parametrize(
+    "run_dir", [p for p in REFERENCES if p.name.startswith("sweep-") and _finished(p)], ids=lambda p: p.name
+)
+def test_finished_sweeps_choose_inside_their_grids(run_dir):
+    """Acceptance of issue 24: no finished sweep's choice sits at an edge of its grid (a choice there extends
+    the grid once, and the extended grid is what is committed)."""
+    from reports.rundata import load_run
+
+    edges = {c.key: c.sentence for c in choose_recipes(load_run(run_dir).valid_records) if "edge of its grid" in c.sentence}
+    assert not edges
