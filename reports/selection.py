@@ -136,15 +136,19 @@ def _rank_key(score: RecipeScore) -> tuple:
 
 
 def grid_edges(chosen: RecipeScore, ranked: list[RecipeScore]) -> list[str]:
-    """The continuous axes whose chosen value is the smallest or the largest of two or more values tried among
-    the recipes with a validation figure, said as `lr 1e-5 is the largest tried`."""
+    """The continuous axes whose chosen value is the smallest or the largest of two or more values tried (by the
+    group's finished cells) at the chosen recipe's settings (head, batch, queries...), said as `lr 1e-5 is the
+    largest tried`; a weight decay of 0 has nothing below it."""
+    settings = [a for a in RECIPE_AXES if a not in CONTINUOUS_AXES]
+    line = [s for s in ranked if all(s.recipe.get(a) == chosen.recipe.get(a) for a in settings)]
     edges = []
     for axis in CONTINUOUS_AXES:
-        tried = sorted({v for s in ranked if s.val and (v := s.recipe.get(axis)) is not None})
+        tried = sorted({v for s in line if (v := s.recipe.get(axis)) is not None})
         value = chosen.recipe.get(axis)
-        if len(tried) > 1 and value in (tried[0], tried[-1]):
-            end = "smallest" if value == tried[0] else "largest"
-            edges.append(f"{axis.replace('_', ' ')} {format_value(value)} is the {end} tried")
+        if len(tried) < 2 or value not in (tried[0], tried[-1]) or (axis == "weight_decay" and value == 0 == tried[0]):
+            continue
+        end = "smallest" if value == tried[0] else "largest"
+        edges.append(f"{axis.replace('_', ' ')} {format_value(value)} is the {end} tried")
     return edges
 
 

@@ -233,6 +233,23 @@ def test_every_continuous_axis_at_its_edge_is_named_and_settings_never_are():
     assert heads.chosen.recipe["head"] == "prompt" and "edge" not in heads.sentence
 
 
+def test_the_edge_is_judged_at_the_chosen_recipes_settings_not_pooled_over_them():
+    """The prototype head's grid reaching 1e-4 does not put the prompt head's 1e-5 inside a grid."""
+    prototype = [_cell(lr, 60.0, head="prototype") for lr in (1e-6, 1e-5, 1e-4)]
+    prompt = [_cell(1e-6, 70.0, head="prompt"), _cell(1e-5, 72.0, head="prompt")]
+    (choice,) = choose_recipes(prototype + prompt)
+    assert choice.chosen.recipe["head"] == "prompt"
+    assert "(lr 1e-5 is the largest tried)" in choice.sentence
+
+
+@pytest.mark.parametrize(("chosen", "flagged"), [(0.0, False), (0.01, True)])
+def test_a_weight_decay_of_zero_has_nothing_below_it(chosen, flagged):
+    cells = [_cell(1e-5, 72.0 if wd == chosen else 70.0, weight_decay=wd) for wd in (0.0, 0.01)]
+    (choice,) = choose_recipes(cells)
+    assert ("weight decay 0.01 is the largest tried" in choice.sentence) is flagged
+    assert "smallest" not in choice.sentence
+
+
 def _finished(run_dir: Path) -> bool:
     """Whether every cell the run planned has a record: a sweep still running may sit at an edge for now."""
     from reports.rundata import load_run
@@ -246,7 +263,8 @@ def _finished(run_dir: Path) -> bool:
 )
 def test_finished_sweeps_choose_inside_their_grids(run_dir):
     """Acceptance of issue 24: no finished sweep's choice sits at an edge of its grid (a choice there extends
-    the grid once, and the extended grid is what is committed)."""
+    the grid once, and the extended grid is what is committed). The older `recipes` reference is left out: its
+    choices at the edge are what issue 24 set out to replace."""
     from reports.rundata import load_run
 
     edges = {c.key: c.sentence for c in choose_recipes(load_run(run_dir).valid_records) if "edge of its grid" in c.sentence}
