@@ -146,12 +146,6 @@ def first_reaching(points: list[tuple[float, float]], target: float) -> float | 
     return next((x for x, accuracy in points if accuracy >= target), None)
 
 
-def time_to_reach(row: AccuracyRow, target: float, x_key: str = "seconds") -> float | None:
-    """Device seconds (or `x_key`) until the row's mean test curve first reaches `target`; None: not within its
-    budget (or no such figure)."""
-    return first_reaching(mean_curve(row, x_key), target)
-
-
 def passing_table(answers: list[DeviceAnswer]) -> str:
     """Markdown: per device, how long each MeZO arm's mean curve takes to reach each backprop arm's final test
     accuracy and the ends of its interval (0 s: it starts above it, before any training)."""

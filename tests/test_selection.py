@@ -201,7 +201,6 @@ def test_no_committed_sweep_chooses_on_test_accuracy(run_dir):
             assert {c.key: c.chosen.label if c.chosen else None for c in choose_recipes(changed)} == expected
 
 
-
 def _cell(lr: float, val: float, **params):
     """A one-seed MeZO cell at `lr` with final validation `val`, other params changed as given."""
     record = accuracy_record("mezo", lr=lr, seed=0, val=val, test=70.0)
