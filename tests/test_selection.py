@@ -182,7 +182,8 @@ def test_band_interpolates_seeds_on_the_range_all_cover():
     assert mean_band([[], []]) is None
 
 
-REFERENCES = sorted(p for p in (Path(__file__).resolve().parents[1] / "results" / "reference").iterdir())
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCES = sorted(p for p in (ROOT / "results" / "reference").iterdir())
 
 
 @pytest.mark.parametrize("run_dir", [p for p in REFERENCES if p.name == "recipes" or p.name.startswith("sweep-")], ids=lambda p: p.name)
@@ -255,7 +256,7 @@ def _finished(run_dir: Path) -> bool:
     from harness.plan.spec import load_spec
     from reports.rundata import load_run
 
-    spec = load_spec(Path(__file__).resolve().parents[1] / "harness" / "specs" / f"{run_dir.name}.yaml")
+    spec = load_spec(ROOT / "harness" / "specs" / f"{run_dir.name}.yaml")
     return {c.id for c in spec.cells} <= {r.cell_id for r in load_run(run_dir).records}
 
 
