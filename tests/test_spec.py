@@ -100,13 +100,13 @@ def test_default_spec_loads():
     assert load_spec(default_spec_path()).spec.name == "quick"
 
 
-@pytest.mark.parametrize("name", ["quick", "paper-fit", "paper-accuracy", "recipes"])
+@pytest.mark.parametrize("name", ["quick", "paper-fit", "paper-accuracy", "recipes", "ranking-check"])
 def test_every_shipped_spec_loads_by_name_with_work_to_do(name):
     loaded = load_spec(name)
     assert loaded.spec.name == name and (loaded.cells or loaded.fit_searches)
 
 
-@pytest.mark.parametrize("name", ["paper-accuracy", "recipes"])
+@pytest.mark.parametrize("name", ["paper-accuracy", "recipes", "ranking-check"])
 def test_specs_that_make_accuracy_claims_score_whole_splits_at_log_spaced_times(name):
     """Rotten Tomatoes' held-out splits are 1,275 reviews each: every point of these specs scores at least 1,000
     of validation and of test (a standard error under 1.1 points at 87%), at log-spaced shares of the budget."""
