@@ -118,6 +118,19 @@ class Compose:
         )
         return {c.labels["com.docker.compose.service"]: c for c in listed}
 
+    def start_times(self) -> dict[str, str]:
+        """Each service's container's last start, as the engine records it ("" for one never started)."""
+        times = {}
+        for name, container in self.containers().items():
+            container.reload()  # a listing's attrs lack the state
+            times[name] = container.attrs["State"]["StartedAt"]
+        return times
+
+    def started_since(self, before: dict[str, str]) -> bool:
+        """Whether every service's container has started since `before` (start_times) was read."""
+        now = self.start_times()
+        return all(name in now and now[name] != before.get(name) for name in self.services)
+
     def down(self) -> None:
         down = subprocess.run([*self.argv, "down", "--volumes"], **self._quiet(self.folder))
         assert down.returncode == 0, down.stderr
