@@ -119,7 +119,7 @@ class Compose:
         return {c.labels["com.docker.compose.service"]: c for c in listed}
 
     def start_times(self) -> dict[str, str]:
-        """Each service's container's last start, as the engine records it ("" for one never started)."""
+        """Each existing service container's last start, as the engine records it (a service without one is absent)."""
         times = {}
         for name, container in self.containers().items():
             container.reload()  # a listing's attrs lack the state
