@@ -45,7 +45,7 @@ def test_step_0_and_points_far_from_half_start_no_doubling():
     ids=["no log evaluations", "other evaluations"],
 )
 def test_stop_when_flat_beside_the_wrong_evaluations_is_one_line_and_exit_2(tmp_path, change, said):
-    text = spec_text("flat", "mezo", 1e-9, 60).replace(*change) + "  stop_when_flat: 0.5\n"
+    text = spec_text("flat", "mezo", 1e-9, every=60).replace(*change) + "  stop_when_flat: 0.5\n"
     result = edgebench("run", str(write_spec(tmp_path, text)), "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and len(result.stderr_lines) == 1
     assert said in result.stderr
@@ -56,7 +56,7 @@ def test_stop_when_flat_beside_the_wrong_evaluations_is_one_line_and_exit_2(tmp_
 def test_a_cell_whose_validation_curve_is_flat_stops_before_its_budget(tmp_path):
     """MeZO at a rate too small to move anything: after evaluations at steps 6, 12 and 24 of 48 (log:3) the curve
     has been flat for two doublings, so the cell stops at step 24 and says why."""
-    text = spec_text("flat", "mezo", 1e-12, 600, steps=48).replace('"log:2"', '"log:3"') + "  stop_when_flat: 0.5\n"
+    text = spec_text("flat", "mezo", 1e-12, steps=48, every=600).replace('"log:2"', '"log:3"') + "  stop_when_flat: 0.5\n"
     out = tmp_path / "out"
     result = edgebench("run", str(write_spec(tmp_path, text)), "--out", str(out), "--no-report")
     assert result.returncode == 0, result.stderr
