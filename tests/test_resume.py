@@ -19,7 +19,7 @@ from harness.run.executors.base import Executor
 from tests.helpers import edgebench, start_edgebench
 from workloads import checkpoint
 from workloads.params import WorkloadParams
-from workloads.resumable import CHECKPOINTS_DIR, StatePlan
+from workloads.resumable import CHECKPOINTS_DIR, Checkpointing, StatePlan
 from workloads.sources import rotten_tomatoes_file
 
 pytestmark = pytest.mark.timeout(900)
@@ -106,7 +106,7 @@ def test_only_training_cells_of_a_checkpointing_run_get_a_state_directory(tmp_pa
     device = load_catalogue()["rpi-4-2gb"]
     train, probe = Cell(device, params), Cell(device, params, role="probe")
     infer = Cell(device, params.model_copy(update={"method": "inference"}))
-    on, off = Plain(tmp_path, 60, checkpoint_s=30.0), Plain(tmp_path, 60)
+    on, off = Plain(tmp_path, 60, checkpointing=Checkpointing(every_seconds=30.0)), Plain(tmp_path, 60)
     plan = on.state_plan(train, tmp_path / train.id)
     assert plan == StatePlan(directory=str(tmp_path / train.id), every_seconds=30.0, cell_id=train.id)
     assert on.state_plan(probe, tmp_path) is None and on.state_plan(infer, tmp_path) is None
@@ -124,12 +124,15 @@ needs_data = pytest.mark.skipif(rotten_tomatoes_file() is None, reason="scattert
 EVERY_STEP = 0.001
 
 
-def spec_text(name: str, method: str, lr: float, steps: int = 24) -> str:
+def spec_text(
+    name: str, method: str, lr: float, steps: int = 24, form: str = "weights", every: float = EVERY_STEP
+) -> str:
     return f"""
 name: {name}
 devices: [rpi-4-2gb]
 timeout_s: 3000
-checkpoint_seconds: {EVERY_STEP}
+checkpoint_seconds: {every}
+mezo_checkpoints: {form}
 matrix:
   model: minilm-l1
   task: rotten_tomatoes
@@ -189,10 +192,12 @@ def kill(harness: subprocess.Popen) -> None:
     harness.wait()
 
 
-def interrupted(tmp_path: Path, name: str, method: str = "mezo", lr: float = 1e-4, saves: int = 1) -> tuple[Path, Path]:
+def interrupted(
+    tmp_path: Path, name: str, method: str = "mezo", lr: float = 1e-4, saves: int = 1, form: str = "weights"
+) -> tuple[Path, Path]:
     """(spec, run directory) of a harness SIGKILLed once its cell wrote `saves` checkpoints."""
     spec, out = tmp_path / "spec.yaml", tmp_path / "out"
-    spec.write_text(spec_text(name, method, lr))
+    spec.write_text(spec_text(name, method, lr, form=form))
     harness = start_harness(spec, out)
     wait_for(lambda: checkpoints_written(out) >= saves, harness)
     kill(harness)
@@ -203,13 +208,21 @@ def cell_log(out: Path) -> str:
     return "".join(p.read_text(errors="replace") for p in (out / "logs").glob("*.log"))
 
 
+def state_file(out: Path) -> Path:
+    return next((out / CHECKPOINTS_DIR).glob(f"*/{checkpoint.STATE_FILE}"))
+
+
 @needs_data
-@pytest.mark.parametrize(("method", "lr"), [("mezo", 1e-4), ("bp-checkpointed", 1e-4)])
-def test_a_sigkilled_harness_resumes_its_cell_from_the_last_checkpoint(tmp_path, method, lr):
-    spec, out = interrupted(tmp_path, "resume", method, lr, saves=2)
+@pytest.mark.parametrize(
+    ("method", "lr", "form"), [("mezo", 1e-4, "weights"), ("mezo", 1e-4, "journal"), ("bp-checkpointed", 1e-4, "weights")]
+)
+def test_a_sigkilled_harness_resumes_its_cell_from_the_last_checkpoint(tmp_path, method, lr, form):
+    spec, out = interrupted(tmp_path, "resume", method, lr, saves=2, form=form)
     reference = tmp_path / "reference"
     edgebench("run", str(spec), "--out", str(reference), "--no-report", check=True, process=True)
-    saved_step = saved_loop(next((out / CHECKPOINTS_DIR).glob(f"*/{checkpoint.STATE_FILE}")))["step"]
+    saved_step = saved_loop(state_file(out))["step"]
+    saved_names = [t["name"] for t in checkpoint.trailer(checkpoint.Folder.open(state_file(out).parent))[0]["tensors"]]
+    assert any(name.startswith("param/") for name in saved_names) == (form == "weights")
     assert not (out / "results.jsonl").exists() or not (out / "results.jsonl").read_text()
 
     edgebench("run", str(spec), "--out", str(out), "--no-report", check=True, process=True)
@@ -234,9 +247,33 @@ def test_a_sigkilled_harness_resumes_its_cell_from_the_last_checkpoint(tmp_path,
 
 
 @needs_data
+@pytest.mark.parametrize(
+    ("field", "said", "status"),
+    [
+        ("initial_sha256", "checkpoint refused, starting at step 0: its MeZO journal starts from other weights", "ok"),
+        ("weights_sha256", "did not give back the weights it was saved with", "error"),
+    ],
+)
+def test_a_journal_that_does_not_give_its_weights_is_never_trained_on(tmp_path, field, said, status):
+    """A journal saved from other starting weights is refused before it is replayed (the cell starts over); one
+    whose replay misses the weights it was saved with ends the cell, and is removed so that a re-run starts over."""
+    spec, out = interrupted(tmp_path, "journal", form="journal")
+    path = state_file(out)
+    saved = checkpoint.trailer(checkpoint.Folder.open(path.parent))[0]["state"]["method"][field]
+    path.write_bytes(path.read_bytes().replace(saved.encode(), b"0" * len(saved)))
+    proc = edgebench("run", str(spec), "--out", str(out), "--no-report", process=True)
+    record = only_record(out)
+    assert record["status"] == status and said in cell_log(out)
+    if status == "ok":
+        assert [s["from_step"] for s in record["metrics"]["timing"]["segments"]] == [0] and record["steps"] == 24
+    else:
+        assert proc.returncode == 3 and said in record["error"] and not path.exists()
+
+
+@needs_data
 def test_a_corrupt_checkpoint_is_refused_and_the_cell_starts_over(tmp_path):
     spec, out = interrupted(tmp_path, "corrupt")
-    path = next((out / CHECKPOINTS_DIR).glob(f"*/{checkpoint.STATE_FILE}"))
+    path = state_file(out)
     data = bytearray(path.read_bytes())
     data[len(checkpoint.MAGIC) + 10] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -268,8 +305,7 @@ matrix: {{model: opt-125m, task: synthetic, method: mezo, batch: 1, seq_len: 16,
 
     wait_for(writing_after_a_complete_one, harness)
     kill(harness)
-    state = next((out / CHECKPOINTS_DIR).glob(f"*/{checkpoint.STATE_FILE}"))
-    complete = saved_loop(state)["step"]
+    complete = saved_loop(state_file(out))["step"]
     edgebench("run", str(spec), "--out", str(out), "--no-report", check=True, process=True)
     record = only_record(out)
     assert [s["from_step"] for s in record["metrics"]["timing"]["segments"]] == [0, complete]

@@ -31,6 +31,12 @@ round trip is exact wherever fp32 holds both values, as below. Within a chunk, t
 operations of one pass run block by block (ZO_BLOCK elements, weights and z together fit in L2), so a
 pass reads the weights from memory once however many operations it applies.
 
+Journal. Every pass is a list of operations of (step, query)-keyed z's and scalars, so the list of passes made
+since the cell's first step (`keep_journal`) is the whole trajectory, in kilobytes however large the model: replaying
+it on the same starting weights (`replay`) applies the same operations to every element in the same order, giving
+the weights back bit for bit, at the cost of the passes alone (no forward). This is the MeZO paper's observation
+that a run is stored as its seeds and projected gradients; resumable cells use it to carry a checkpoint in git.
+
 Why -eps twice and not -2eps once: fl(fl(w + d) - d) is w unless fp32 cannot hold w + d (then no in-place
 scheme can give w back: that element's low bits are gone), and likewise for w - d. Going through w on the
 way from w + d to w - d keeps the restore bit-identical for every element where fp32 can represent both
@@ -59,6 +65,7 @@ _TABLE_TAG = 0x7AB1E  # hashed after the cell seed into the table's seed
 
 Key = tuple[int, int]  # (step, query)
 Op = tuple[Key | str, float]  # (source, alpha)
+JournalEntry = list  # [ops as [[step, query] or name, alpha], estimate as [[step, query], weight]]: one pass
 
 
 def splitmix64(x):
@@ -114,6 +121,24 @@ def draw_table(size: int, seed: int, dtype: torch.dtype, device: torch.device) -
     gen = torch.Generator(device=device)
     gen.manual_seed(mix64(seed, _TABLE_TAG) >> 1)
     return torch.empty(size, dtype=torch.float32, device=device).normal_(generator=gen).to(dtype)
+
+
+def journal_entry(ops: Sequence[Op], estimate: Sequence[tuple[Key, float]]) -> JournalEntry:
+    """A pass as JSON-ready lists: keys as [step, query], SHRINK and ESTIMATE by name, alphas as floats (which JSON
+    round-trips exactly)."""
+    return [[[_source_json(k), float(a)] for k, a in ops], [[list(k), float(w)] for k, w in estimate]]
+
+
+def ops_from_entry(ops: list, estimate: list) -> tuple[list[Op], list[tuple[Key, float]]]:
+    """The pass a journal entry records, as `MeZO._run` takes it."""
+    return (
+        [(k if isinstance(k, str) else (int(k[0]), int(k[1])), float(a)) for k, a in ops],
+        [((int(k[0]), int(k[1])), float(w)) for k, w in estimate],
+    )
+
+
+def _source_json(source: Key | str) -> list[int] | str:
+    return source if isinstance(source, str) else [int(source[0]), int(source[1])]
 
 
 def group_ops(ops: Sequence[Op]) -> list[tuple[Key | str | None, list[Op]]]:
@@ -179,6 +204,7 @@ class MeZO:
         self._plan = functools.lru_cache(maxsize=2 * n_queries + 2)(self._compute_plan)
         self.pending: Key | None = None  # the (step, query) whose +eps*z the weights currently carry
         self.last_projected_grads: list[float] = []
+        self.journal: list[JournalEntry] | None = None  # the passes since step 0, when kept (keep_journal)
         self._bytes = sum(t.numel() * t.element_size() for t in self.tensors)
         self.traffic, self.flops = 0.0, 0.0  # what the passes moved and computed so far (the roofline clock's)
 
@@ -242,6 +268,8 @@ class MeZO:
     def _run(self, ops: Sequence[Op], estimate: Sequence[tuple[Key, float]] = ()) -> None:
         """One pass over the weights applying `ops` in order, chunk by chunk: (key, a) adds a * z(key), (SHRINK, lr)
         multiplies by 1 - lr * weight decay, (ESTIMATE, a) adds a * sign(sum_k w_k z(k)) over `estimate`."""
+        if self.journal is not None:
+            self.journal.append(journal_entry(ops, estimate))
         plans = {k: self._plan(k) for k, _ in [*ops, *estimate] if k not in (SHRINK, ESTIMATE)}
         groups = group_ops(ops)
         draws = sum(1 for head, _ in groups if isinstance(head, tuple)) + len(estimate)
@@ -307,6 +335,22 @@ class MeZO:
         if self.pending is not None:
             self._run([(self.pending, -self.eps)])
             self.pending = None
+
+    # -- the journal ---------------------------------------------------------------------------------------
+
+    def keep_journal(self, entries: Sequence[JournalEntry] = ()) -> None:
+        """From now on, record every pass; `entries` are the passes already replayed (a resumed cell's)."""
+        self.journal = list(entries)
+
+    def replay(self, entries: Sequence[JournalEntry]) -> None:
+        """Apply a journal's passes to the weights it started from, as they were made (pending perturbation
+        included), then keep journaling after them. The passes' traffic is not this cell's work: not counted."""
+        traffic, flops = self.traffic, self.flops
+        self.journal = None
+        for ops, estimate in entries:
+            self._run(*ops_from_entry(ops, estimate))
+        self.traffic, self.flops = traffic, flops
+        self.keep_journal(entries)
 
     # -- the step ------------------------------------------------------------------------------------------
 

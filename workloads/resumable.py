@@ -6,6 +6,7 @@ Torch-free: the harness plans state directories in its lean parent process.
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,6 +19,15 @@ CHECKPOINTS_DIR = "checkpoints"
 DEFAULT_CHECKPOINT_SECONDS = 1800.0
 
 
+class Checkpointing(BaseModel):
+    """A run's checkpoint settings (the spec's), which its executor turns into each resumable cell's StatePlan."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    every_seconds: float = Field(DEFAULT_CHECKPOINT_SECONDS, gt=0)
+    mezo: Literal["weights", "journal"] = "weights"
+
+
 class StatePlan(BaseModel):
     """Where a cell keeps its checkpoint and how often it saves (set by the harness's executor)."""
 
@@ -27,6 +37,7 @@ class StatePlan(BaseModel):
     fd: int | None = Field(None, description="the directory, opened by the harness and inherited by the cell")
     every_seconds: float = Field(gt=0, description="in the cell clock's seconds of training and evaluation")
     cell_id: str
+    journal: bool = Field(False, description="MeZO saves its journal instead of its weights (workloads.resume)")
 
     def to_env(self) -> dict[str, str]:
         return {ENV_STATE: self.model_dump_json()}

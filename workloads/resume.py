@@ -8,11 +8,21 @@ random stream (dropout), the step, the loop's record so far (losses, step times,
 per-example predictions, the seconds of training, evaluation and checkpointing), the evaluation schedule's
 position, the clock the cell started with, and the segments run so far. A resumed cell continues on the same
 device-time axis; the work of an interrupted segment after its last checkpoint is redone, and not counted.
+
+When the plan says `journal`, a MeZO cell saves its journal (workloads.mezo) instead of its weights: kilobytes
+instead of the model's size, so a long cell's state can travel in git from one machine to the next. Resuming
+replays it on the freshly loaded weights; the sha256 of the weights it started from and of those it reached are
+saved beside it, so a journal replayed on other weights is refused, and one that does not give the saved weights
+back ends the cell with an error rather than training on.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
+import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +31,7 @@ import torch
 
 from devices.speed import CellClock
 from workloads import checkpoint
-from workloads.methods import Method
+from workloads.methods import Method, ZerothOrder
 from workloads.metrics import Segment
 from workloads.params import WorkloadParams
 from workloads.predictions import Predictions, decode
@@ -65,6 +75,31 @@ class Loop:
     checkpoints: int = 0  # written so far, in every segment
 
 
+#: The compressed JSON of a MeZO journal, among a checkpoint's tensors.
+JOURNAL_TENSOR = "mezo/journal"
+
+
+class JournalMismatch(RuntimeError):
+    """A replayed journal that did not give back the weights it was saved with: the cell cannot go on."""
+
+
+def weights_sha256(named: list[tuple[str, torch.nn.Parameter]]) -> str:
+    """The sha256 of the trained tensors' bytes, in order (no copy: each tensor's bytes are hashed in place)."""
+    digest = hashlib.sha256()
+    for _, p in named:
+        digest.update(p.data.detach().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def journal_tensor(entries: list) -> torch.Tensor:
+    data = zlib.compress(json.dumps(entries, separators=(",", ":")).encode(), 6)
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def journal_entries(tensor: torch.Tensor) -> list:
+    return json.loads(zlib.decompress(bytes(tensor.numpy())))
+
+
 class Checkpointer:
     """Saves a cell's Loop, method and trained tensors every `every_seconds`, and resumes from them."""
 
@@ -77,6 +112,7 @@ class Checkpointer:
         self.bytes_written = 0
         self.saves = 0
         self.error: str | None = None  # why saving stopped: the cell trains on, without resume
+        self.initial_sha256: str | None = None  # of the weights a journaled cell started from
 
     def open_folder(self) -> checkpoint.Folder:
         """The state directory: the descriptor the harness passed, else opened by its path (a cell run by hand)."""
@@ -91,7 +127,12 @@ class Checkpointer:
         """Write the checkpoint; its cost (in the cell's clock) counts as checkpointing, not training."""
         t0 = now()
         values, method_tensors = method.state()
-        tensors = {f"param/{name}": p.data for name, p in named}
+        journal = self._journal(method)
+        if journal is None:
+            tensors = {f"param/{name}": p.data for name, p in named}
+        else:
+            tensors = {JOURNAL_TENSOR: journal_tensor(journal)}
+            values = values | {"initial_sha256": self.initial_sha256, "weights_sha256": weights_sha256(named)}
         tensors |= method_tensors
         tensors["rng/torch"] = torch.get_rng_state()
         if loop.predictions is not None:
@@ -121,15 +162,23 @@ class Checkpointer:
             say(self.error)
             return None
         checkpoint.remove_temporaries(folder)
+        if self.plan.journal and isinstance(method, ZerothOrder):
+            self.initial_sha256 = weights_sha256(named)
+            method.optimizer.keep_journal()
         try:
             saved = checkpoint.read(folder, self.identity)
             if saved is None:
                 return None
-            extra = checkpoint.restore(saved, {f"param/{name}": p.data for name, p in named})
+            journaled = "weights_sha256" in saved.state["method"]
+            if journaled and saved.state["method"]["initial_sha256"] != (self.initial_sha256 or weights_sha256(named)):
+                raise checkpoint.CheckpointRefused("its MeZO journal starts from other weights than this cell loaded")
+            extra = checkpoint.restore(saved, {} if journaled else {f"param/{name}": p.data for name, p in named})
         except checkpoint.CheckpointRefused as exc:
             folder.unlink(checkpoint.STATE_FILE)
             return str(exc)
         state = saved.state
+        if journaled:
+            self._replay(method, named, state["method"], journal_entries(extra[JOURNAL_TENSOR]), folder)
         method.load_state(state["method"], {k: v for k, v in extra.items() if k.startswith("opt/")})
         torch.set_rng_state(extra["rng/torch"])
         _load_loop_values(loop, state["loop"])
@@ -137,6 +186,31 @@ class Checkpointer:
             loop.predictions = decode(bytes(extra["predictions"].numpy()))
         self.clock = CellClock.model_validate(state["clock"])
         return None
+
+    def _journal(self, method: Method) -> list | None:
+        """The journal a save writes instead of the weights: a journaled plan's MeZO keeps one from step 0."""
+        return method.optimizer.journal if self.plan.journal and isinstance(method, ZerothOrder) else None
+
+    def _replay(
+        self,
+        method: Method,
+        named: list[tuple[str, torch.nn.Parameter]],
+        values: dict[str, Any],
+        entries: list,
+        folder: checkpoint.Folder,
+    ) -> None:
+        """Replay a saved journal onto the weights this cell started from; they must come out as they were saved."""
+        assert isinstance(method, ZerothOrder)
+        t0 = time.perf_counter()
+        method.optimizer.replay(entries)
+        say(f"replayed the MeZO journal: {len(entries)} passes in {time.perf_counter() - t0:.1f} host s")
+        self.initial_sha256 = values["initial_sha256"]
+        if weights_sha256(named) != values["weights_sha256"]:
+            folder.unlink(checkpoint.STATE_FILE)
+            raise JournalMismatch(
+                f"replaying the MeZO journal in {self.plan.directory} ({len(entries)} passes) did not give back the "
+                "weights it was saved with; the checkpoint is removed, re-run to start the cell over"
+            )
 
 
 def _loop_values(loop: Loop) -> dict[str, Any]:

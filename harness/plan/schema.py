@@ -3,7 +3,7 @@ validation becomes one line naming the file and the field."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -39,6 +39,12 @@ class Spec(BaseModel):
         gt=0,
         description="a training cell saves its state every this many of its clock's seconds, and a re-run resumes "
         "an interrupted cell from its last save",
+    )
+    mezo_checkpoints: Literal["weights", "journal"] = Field(
+        "weights",
+        description="what a MeZO cell's checkpoint holds: its weights (resumed in seconds) or its journal of passes "
+        "(kilobytes whatever the model, replayed on resume at the passes' cost, without a forward), for long runs "
+        "whose state travels in git",
     )
     thresholds: Thresholds = Field(default_factory=Thresholds)
     network: bool = Field(

@@ -175,7 +175,8 @@ def _load_spec(spec_path: Path, max_cells: int) -> LoadedSpec:
 
 def spec_hash(spec: Spec, devices: list[DeviceProfile]) -> str:
     """What a run directory holds: the matrix and run settings over the devices' measured fields, so a better
-    description (of the spec or a device) does not turn a resume into "a different spec", nor does a new
-    checkpoint interval (it changes when a cell saves, not what it measures)."""
-    settings = spec.model_dump(exclude={"description", "devices", "device_files", "checkpoint_seconds"})
+    description (of the spec or a device) does not turn a resume into "a different spec", nor do new checkpoint
+    settings (they change when and how a cell saves, not what it measures)."""
+    unmeasured = {"description", "devices", "device_files", "checkpoint_seconds", "mezo_checkpoints"}
+    settings = spec.model_dump(exclude=unmeasured)
     return content_hash({"spec": settings, "devices": [device_identity(d) for d in devices]}, 16)

@@ -20,6 +20,7 @@ from harness.run.executors import executor_class
 from harness.run.executors.base import Executor
 from harness.run.runinfo import describe_run
 from harness.run.scheduler import Scheduler
+from workloads.resumable import Checkpointing
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ def check_request(loaded: LoadedSpec, request: RunRequest) -> None:
 def start_executor(loaded: LoadedSpec, request: RunRequest) -> Executor:
     """The run's executor, once it admitted every cell and probe and can honour their clocks (closed otherwise)."""
     spec = loaded.spec
-    executor = executor_class(request.executor)(request.out, spec.timeout_s, request.enforcement, spec.checkpoint_seconds)
+    checkpointing = Checkpointing(every_seconds=spec.checkpoint_seconds, mezo=spec.mezo_checkpoints)
+    executor = executor_class(request.executor)(request.out, spec.timeout_s, request.enforcement, checkpointing)
     executor.allow_network = spec.network and request.allow_network
     searches = loaded.fit_searches_for(request.devices)
     try:

@@ -27,7 +27,7 @@ from workloads.metrics import CellMetrics
 from workloads.params import WorkloadParams
 from workloads.predictions import PredictionsError, decode, ref_for
 from workloads.registry import model_shape
-from workloads.resumable import StatePlan, resumable
+from workloads.resumable import Checkpointing, StatePlan, resumable
 
 ProgressFn = Callable[[Cell, dict[str, Any]], None]
 
@@ -81,12 +81,16 @@ class Executor(ABC):
     name: ClassVar[str]
 
     def __init__(
-        self, run_dir: Path, timeout_s: float, enforcement: str = "auto", checkpoint_s: float | None = None
+        self,
+        run_dir: Path,
+        timeout_s: float,
+        enforcement: str = "auto",
+        checkpointing: Checkpointing | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.timeout_s = timeout_s
         self.enforcement_requested = enforcement
-        self.checkpoint_s = checkpoint_s  # the spec's checkpoint_seconds; None: cells are not checkpointed
+        self.checkpointing = checkpointing  # the spec's; None: cells are not checkpointed
         self.stop = threading.Event()  # set on Ctrl-C: running cells are killed and cleaned up
 
     @property
@@ -119,9 +123,15 @@ class Executor(ABC):
 
     def state_plan(self, cell: Cell, directory: Path) -> StatePlan | None:
         """A resumable cell's checkpoint plan, its state in `directory`, when this run checkpoints."""
-        if self.checkpoint_s is None or not resumable(cell.params, probe=cell.role == "probe"):
+        settings = self.checkpointing
+        if settings is None or not resumable(cell.params, probe=cell.role == "probe"):
             return None
-        return StatePlan(directory=str(directory), every_seconds=self.checkpoint_s, cell_id=cell.id)
+        return StatePlan(
+            directory=str(directory),
+            every_seconds=settings.every_seconds,
+            cell_id=cell.id,
+            journal=settings.mezo == "journal",
+        )
 
     def run(self, cell: Cell, progress: ProgressFn) -> CellRecord:
         facts: dict[str, Any] = {}

@@ -36,7 +36,7 @@ from harness.run.executors.cell_dirs import own_state_dir
 from harness.run.executors.cell_user import CellUser
 from harness.run.executors.in_container import STATE_MOUNT, job_json, outcome_from_event
 from harness.run.executors.process import last_line, start_readers
-from workloads.resumable import CHECKPOINTS_DIR
+from workloads.resumable import CHECKPOINTS_DIR, Checkpointing
 
 IMAGE_ENV = "EDGEBENCH_IMAGE"
 DEFAULT_IMAGE = "edgebench"
@@ -101,9 +101,13 @@ class DockerExecutor(Executor):
     cells_run_as = CONTAINER_USER
 
     def __init__(
-        self, run_dir: Path, timeout_s: float, enforcement: str = "auto", checkpoint_s: float | None = None
+        self,
+        run_dir: Path,
+        timeout_s: float,
+        enforcement: str = "auto",
+        checkpointing: Checkpointing | None = None,
     ) -> None:
-        super().__init__(run_dir, timeout_s, enforcement, checkpoint_s)
+        super().__init__(run_dir, timeout_s, enforcement, checkpointing)
         if enforcement not in ("auto", "container"):
             raise UserError(
                 f"--enforcement {enforcement} does not apply to --executor docker: the container engine "
@@ -145,7 +149,7 @@ class DockerExecutor(Executor):
         container = self.client.containers.create(
             self.image,
             entrypoint=SUPERVISOR,
-            command=[job_json(cell, self.timeout_s, self.checkpoint_s if plan else None)],
+            command=[job_json(cell, self.timeout_s, self.checkpointing if plan else None)],
             environment=OFFLINE_ENV,
             labels={LABEL: cell.id, OWNER_LABEL: self.owner},
             **settings,

@@ -25,19 +25,20 @@ from harness.record.records import MemoryFigures
 from harness.run.executors.base import ChildOutcome
 from harness.run.executors.local import LocalExecutor
 from workloads.params import WorkloadParams
+from workloads.resumable import Checkpointing
 
 #: Where a resumable cell's state directory (RUN_DIR/checkpoints/<cell id> on the host) is mounted.
 STATE_MOUNT = "/state"
 
 
-def job_json(cell: Cell, timeout_s: float, checkpoint_s: float | None = None) -> str:
+def job_json(cell: Cell, timeout_s: float, checkpointing: Checkpointing | None = None) -> str:
     return json.dumps(
         {
             "device": cell.device.model_dump(),
             "params": cell.params.model_dump(),
             "clock": cell.clock.model_dump(),
             "timeout_s": timeout_s,
-            "checkpoint_s": checkpoint_s,
+            "checkpointing": checkpointing.model_dump() if checkpointing else None,
         }
     )
 
@@ -62,7 +63,8 @@ def main(argv: list[str]) -> int:
         CellClock.model_validate(job["clock"]),
     )
     run_dir = Path(tempfile.mkdtemp(prefix="edgebench-"))
-    executor = LocalExecutor(run_dir, job["timeout_s"], "container", job.get("checkpoint_s"), Path(STATE_MOUNT))
+    checkpointing = Checkpointing.model_validate(job["checkpointing"]) if job.get("checkpointing") else None
+    executor = LocalExecutor(run_dir, job["timeout_s"], "container", checkpointing, Path(STATE_MOUNT))
 
     def forward(_cell: Cell, event: dict[str, Any]) -> None:
         print(json.dumps(event, default=str), flush=True)

@@ -57,7 +57,7 @@ from harness.run.executors.process import (
     start_readers,
     wait_for_exit,
 )
-from workloads.resumable import CHECKPOINTS_DIR, StatePlan
+from workloads.resumable import CHECKPOINTS_DIR, Checkpointing, StatePlan
 
 #: Said whenever the rlimit fallback caps cells (the record's enforcement says rlimit, and its validity fails).
 SOFT_CAP = (
@@ -79,10 +79,10 @@ class LocalExecutor(Executor):
         run_dir: Path,
         timeout_s: float,
         enforcement: str = "auto",
-        checkpoint_s: float | None = None,
+        checkpointing: Checkpointing | None = None,
         state_root: Path | None = None,
     ) -> None:
-        super().__init__(run_dir, timeout_s, enforcement, checkpoint_s)
+        super().__init__(run_dir, timeout_s, enforcement, checkpointing)
         #: Where cells' state directories are: the run directory's, or where a container or Ray node keeps them.
         self.state_root = state_root or self.run_dir / CHECKPOINTS_DIR
         self.cell_user = cell_user()

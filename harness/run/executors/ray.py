@@ -41,7 +41,7 @@ from harness.run.executors.base import (
 )
 from harness.run.executors.local import LocalExecutor
 from harness.run.executors.ray_placement import placement, placement_problem, task_options
-from workloads.resumable import CHECKPOINTS_DIR
+from workloads.resumable import CHECKPOINTS_DIR, Checkpointing
 
 POLL_S = 0.2
 #: How long a cancelled task may take to kill its cell and remove the cgroups before Ray kills its worker.
@@ -90,15 +90,19 @@ def first_line(error: BaseException) -> str:
 
 
 def run_cell(
-    cell: Cell, timeout_s: float, enforcement: str, checkpoint_s: float | None = None, state_root: str | None = None
+    cell: Cell,
+    timeout_s: float,
+    enforcement: str,
+    checkpointing: Checkpointing | None = None,
+    state_root: str | None = None,
 ) -> Iterator[dict[str, Any] | Finished]:
     """The task: the local executor in a node-local scratch directory, its progress streamed as it comes.
     The cell runs in a thread so that this generator can yield; on Ray's cancel (KeyboardInterrupt here)
     or any exit, the thread is told to stop, which kills the cell and removes its cgroups."""
     with tempfile.TemporaryDirectory(prefix="edgebench-ray-", ignore_cleanup_errors=True) as name:
         scratch = Path(name)
-        states = node_state_root(state_root) if checkpoint_s else None
-        executor = LocalExecutor(scratch, timeout_s, enforcement, checkpoint_s, states)
+        states = node_state_root(state_root) if checkpointing else None
+        executor = LocalExecutor(scratch, timeout_s, enforcement, checkpointing, states)
         executor.admit([cell])  # as root: can this node's cell user run it (else refused, never root)?
         items: queue.Queue = queue.Queue()
         thread = threading.Thread(target=_execute_into, args=(executor, cell, items), daemon=True)
@@ -180,9 +184,13 @@ class RayExecutor(Executor):
     name = "ray"
 
     def __init__(
-        self, run_dir: Path, timeout_s: float, enforcement: str = "auto", checkpoint_s: float | None = None
+        self,
+        run_dir: Path,
+        timeout_s: float,
+        enforcement: str = "auto",
+        checkpointing: Checkpointing | None = None,
     ) -> None:
-        super().__init__(run_dir, timeout_s, enforcement, checkpoint_s)
+        super().__init__(run_dir, timeout_s, enforcement, checkpointing)
         if not os.environ.get("RAY_ADDRESS"):
             local_cluster_token()
         try:
@@ -239,13 +247,13 @@ class RayExecutor(Executor):
 
     def _attempt(self, cell: Cell, progress: ProgressFn) -> Finished:
         """One task: pass its progress on until its last item; on Ctrl-C cancel it and raise KeyboardInterrupt."""
-        if self.checkpoint_s is not None:  # nodes that see this folder keep their cells' state in it
+        if self.checkpointing is not None:  # nodes that see this folder keep their cells' state in it
             (self.run_dir / CHECKPOINTS_DIR).mkdir(parents=True, exist_ok=True)
         stream = self._task.options(**task_options(placement(cell))).remote(
             cell,
             self.timeout_s,
             self.enforcement_requested,
-            self.checkpoint_s,
+            self.checkpointing,
             str(self.run_dir.resolve() / CHECKPOINTS_DIR),
         )
         while True:
