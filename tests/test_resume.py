@@ -230,6 +230,8 @@ def test_a_sigkilled_harness_resumes_its_cell_from_the_last_checkpoint(tmp_path,
     reference = tmp_path / "reference"
     edgebench("run", str(spec), "--out", str(reference), "--no-report", check=True, process=True)
     saved_step = saved_loop(state_file(out))["step"]
+    (under_way,) = [line for line in edgebench("status", str(out), check=True).stdout.splitlines() if line.startswith("  ")]
+    assert f"{method} minilm-l1 s0: step {saved_step}, " in under_way and f"; {form} checkpoint of " in under_way
     saved_names = [t["name"] for t in checkpoint.trailer(checkpoint.Folder.open(state_file(out).parent))[0]["tensors"]]
     assert any(name.startswith("param/") for name in saved_names) == (form == "weights")
     assert not (out / "results.jsonl").exists() or not (out / "results.jsonl").read_text()
@@ -328,6 +330,11 @@ def test_fresh_drops_the_checkpoints_of_an_interrupted_run(tmp_path):
     spec, out = interrupted(tmp_path, "fresh")
     edgebench("run", str(spec), "--out", str(out), "--no-report", "--fresh", check=True, process=True)
     assert [s["from_step"] for s in only_record(out)["metrics"]["timing"]["segments"]] == [0]
+
+
+def test_status_of_a_folder_that_holds_no_run_is_one_line_and_exit_2(tmp_path):
+    result = edgebench("status", str(tmp_path))
+    assert result.returncode == 2 and len(result.stderr_lines) == 1 and "holds no run" in result.stderr
 
 
 @pytest.mark.parametrize(

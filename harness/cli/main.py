@@ -11,7 +11,7 @@ from harness.record.errors import UserError
 from harness.run import harness_user
 from harness.run.interrupts import Interrupted, exit_code
 
-COMMANDS = ("run", "doctor", "devices", "estimate", "report", "compare", "compose", "docker-up")
+COMMANDS = ("run", "status", "doctor", "devices", "estimate", "report", "compare", "compose", "docker-up")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
