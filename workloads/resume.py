@@ -179,6 +179,8 @@ class Checkpointer:
         state = saved.state
         if journaled:
             self._replay(method, named, state["method"], journal_entries(extra[JOURNAL_TENSOR]), folder)
+        elif isinstance(method, ZerothOrder):
+            method.optimizer.journal = None  # weights restored mid-trajectory: no journal from step 0, save weights
         method.load_state(state["method"], {k: v for k, v in extra.items() if k.startswith("opt/")})
         torch.set_rng_state(extra["rng/torch"])
         _load_loop_values(loop, state["loop"])
