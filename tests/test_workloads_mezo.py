@@ -3,7 +3,6 @@ n-SPSA's expectation, for both sources of z."""
 
 from __future__ import annotations
 
-import json
 from unittest import mock
 
 import numpy as np
@@ -20,6 +19,7 @@ from workloads.mezo import (
     mix64,
     table_slice,
 )
+from workloads.resume import journal_entries, journal_tensor
 
 NOISES = ["normal", "table"]
 
@@ -260,7 +260,7 @@ def test_a_replayed_journal_gives_the_weights_back_bit_for_bit(noise, n_queries,
     train(tensors, opt, range(10))
     saved, pending = [t.clone() for t in tensors], opt.pending
     replayed, again = start()
-    again.replay(json.loads(json.dumps(opt.journal)))
+    again.replay(journal_entries(journal_tensor(opt.journal)))  # through the checkpoint's form
     again.pending = pending
     assert all(torch.equal(a, b) for a, b in zip(replayed, saved, strict=True))
     assert again.traffic == 0.0 and len(again.journal) == len(opt.journal)

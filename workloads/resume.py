@@ -19,7 +19,6 @@ back ends the cell with an error rather than training on.
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 import time
 import zlib
@@ -91,13 +90,14 @@ def weights_sha256(named: list[tuple[str, torch.nn.Parameter]]) -> str:
     return digest.hexdigest()
 
 
-def journal_tensor(entries: list) -> torch.Tensor:
-    data = zlib.compress(json.dumps(entries, separators=(",", ":")).encode(), 6)
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+def journal_tensor(entries: list[str]) -> torch.Tensor:
+    """The journal's passes, a line each, zlib-compressed."""
+    return torch.frombuffer(bytearray(zlib.compress("\n".join(entries).encode(), 6)), dtype=torch.uint8)
 
 
-def journal_entries(tensor: torch.Tensor) -> list:
-    return json.loads(zlib.decompress(bytes(tensor.numpy())))
+def journal_entries(tensor: torch.Tensor) -> list[str]:
+    text = zlib.decompress(bytes(tensor.numpy())).decode()
+    return text.split("\n") if text else []
 
 
 class Checkpointer:
@@ -198,7 +198,7 @@ class Checkpointer:
         method: Method,
         named: list[tuple[str, torch.nn.Parameter]],
         values: dict[str, Any],
-        entries: list,
+        entries: list[str],
         folder: checkpoint.Folder,
     ) -> None:
         """Replay a saved journal onto the weights this cell started from; they must come out as they were saved."""
