@@ -128,8 +128,7 @@ def journal_entry(ops: Sequence[Op], estimate: Sequence[tuple[Key, float]]) -> J
     """A pass as one line of JSON, [ops, estimate]: keys as [step, query], SHRINK and ESTIMATE by name, alphas as
     floats (which JSON round-trips exactly). A string, not lists: 5,000 steps' passes then hold about 2 MB of the
     cell's memory instead of about 20 (which a cell close to its cap would feel)."""
-    entry = [[[_source_json(k), float(a)] for k, a in ops], [[list(k), float(w)] for k, w in estimate]]
-    return json.dumps(entry, separators=(",", ":"))
+    return json.dumps([ops, estimate], separators=(",", ":"))
 
 
 def ops_from_entry(entry: JournalEntry) -> tuple[list[Op], list[tuple[Key, float]]]:
@@ -139,10 +138,6 @@ def ops_from_entry(entry: JournalEntry) -> tuple[list[Op], list[tuple[Key, float
         [(k if isinstance(k, str) else (int(k[0]), int(k[1])), float(a)) for k, a in ops],
         [((int(k[0]), int(k[1])), float(w)) for k, w in estimate],
     )
-
-
-def _source_json(source: Key | str) -> list[int] | str:
-    return source if isinstance(source, str) else [int(source[0]), int(source[1])]
 
 
 def group_ops(ops: Sequence[Op]) -> list[tuple[Key | str | None, list[Op]]]:

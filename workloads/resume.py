@@ -90,6 +90,11 @@ def weights_sha256(named: list[tuple[str, torch.nn.Parameter]]) -> str:
     return digest.hexdigest()
 
 
+def journaled(state: dict[str, Any]) -> bool:
+    """Whether a checkpoint's state holds a MeZO journal rather than the weights."""
+    return "weights_sha256" in state.get("method", {})
+
+
 def journal_tensor(entries: list[str]) -> torch.Tensor:
     """The journal's passes, a line each, zlib-compressed."""
     return torch.frombuffer(bytearray(zlib.compress("\n".join(entries).encode(), 6)), dtype=torch.uint8)
@@ -169,15 +174,15 @@ class Checkpointer:
             saved = checkpoint.read(folder, self.identity)
             if saved is None:
                 return None
-            journaled = "weights_sha256" in saved.state["method"]
-            if journaled and saved.state["method"]["initial_sha256"] != (self.initial_sha256 or weights_sha256(named)):
+            replays = journaled(saved.state)
+            if replays and saved.state["method"]["initial_sha256"] != (self.initial_sha256 or weights_sha256(named)):
                 raise checkpoint.CheckpointRefused("its MeZO journal starts from other weights than this cell loaded")
-            extra = checkpoint.restore(saved, {} if journaled else {f"param/{name}": p.data for name, p in named})
+            extra = checkpoint.restore(saved, {} if replays else {f"param/{name}": p.data for name, p in named})
         except checkpoint.CheckpointRefused as exc:
             folder.unlink(checkpoint.STATE_FILE)
             return str(exc)
         state = saved.state
-        if journaled:
+        if replays:
             self._replay(method, named, state["method"], journal_entries(extra[JOURNAL_TENSOR]), folder)
         elif isinstance(method, ZerothOrder):
             method.optimizer.journal = None  # weights restored mid-trajectory: no journal from step 0, save weights
@@ -206,7 +211,6 @@ class Checkpointer:
         t0 = time.perf_counter()
         method.optimizer.replay(entries)
         say(f"replayed the MeZO journal: {len(entries)} passes in {time.perf_counter() - t0:.1f} host s")
-        self.initial_sha256 = values["initial_sha256"]
         if weights_sha256(named) != values["weights_sha256"]:
             folder.unlink(checkpoint.STATE_FILE)
             raise JournalMismatch(

@@ -13,6 +13,7 @@ from harness.record.errors import UserError
 from harness.record.store import RESULTS, load_records
 from workloads import checkpoint
 from workloads.resumable import CHECKPOINTS_DIR
+from workloads.resume import journaled
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class CellState:
             if curve
             else ""
         )
-        form = "journal" if "weights_sha256" in self.state.get("method", {}) else "weights"
+        form = "journal" if journaled(self.state) else "weights"
         return (
             f"{self.cell_id} {what}: step {loop['step']}, {trace['train_seconds']:,.0f} s of training on its clock"
             f"{reached}; {form} checkpoint of {self.size_bytes / 2**20:,.1f} MiB, {loop['checkpoints']} saved"
